@@ -1,0 +1,2074 @@
+/*
+ * bore: expose a local TCP port through a remote server.
+ *
+ * One binary, two halves: `bore server` on a machine with a public address,
+ * `bore local` next to the service.  Blocking I/O with poll() and one thread
+ * per control session and per proxied connection.
+ *
+ * Sections, in order: shared (logging, sockets, frames, relay), protocol
+ * (message codec), auth, server, client, main.
+ */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
+
+#include <arpa/inet.h>
+#include <err.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <sodium.h>
+
+#include "bore.h"
+
+/* ==================================================================== */
+/* Shared: logging, time, sockets, frames and the relay                 */
+/* ==================================================================== */
+
+/* Stack of every worker thread: two relay buffers plus room for libc. */
+#ifndef THREAD_STACK
+#define THREAD_STACK (64 * 1024)
+#endif
+
+/* Bytes buffered in each direction of a relay. */
+#define RELAY_BUF (16 * 1024)
+
+/* Read buffer of a control-port connection: a whole frame and what follows it. */
+#define CONN_BUF 1024
+
+/* Pause after accept() fails for lack of fds or memory, so the loop does not spin. */
+#define ACCEPT_BACKOFF_MS 100
+
+/* Queue length of the control and public listeners. */
+#define LISTEN_BACKLOG 1024
+
+/* Log levels; LOG_ALWAYS is shown whatever BORE_LOG says. */
+enum log_level { LOG_ALWAYS, LOG_ERROR, LOG_WARN, LOG_INFO, LOG_DEBUG };
+
+/* The most verbose level shown (BORE_LOG). */
+static int log_level = LOG_INFO;
+
+/* Written by the signal handler, read by the main loop: SIGINT/SIGTERM. */
+static int signal_pipe[2] = { -1, -1 };
+
+/* Write one log line to stderr: timestamp, level, message; one write per line. */
+static void log_msg(int level, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+static void
+log_msg(int level, const char *fmt, ...)
+{
+	static const char *const names[] = { " INFO", "ERROR", " WARN", " INFO", "DEBUG" };
+	char msg[768];
+	struct timespec ts;
+	struct tm tm;
+	va_list ap;
+	int saved = errno;
+
+	if (level > log_level)
+		return;
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	clock_gettime(CLOCK_REALTIME, &ts);
+	gmtime_r(&ts.tv_sec, &tm);
+	dprintf(2, "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ %s %s\n", tm.tm_year + 1900,
+	    tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
+	    ts.tv_nsec / 1000000, names[level], msg);
+	errno = saved;
+}
+
+/* Copy peer-supplied text into out with control characters replaced, so logs stay one line. */
+static const char *
+printable(const char *in, char *out, size_t cap)
+{
+	size_t i;
+
+	for (i = 0; in[i] != '\0' && i + 1 < cap; i++)
+		out[i] = ((unsigned char)in[i] < 0x20 || in[i] == 0x7f) ? '?' : in[i];
+	out[i] = '\0';
+	return (out);
+}
+
+/* Milliseconds on the monotonic clock. */
+static int64_t
+now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ((int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000);
+}
+
+/* Milliseconds left until deadline, clamped for poll(). */
+static int
+ms_until(int64_t deadline)
+{
+	int64_t left = deadline - now_ms();
+
+	if (left < 0)
+		return (0);
+	return (left > INT_MAX ? INT_MAX : (int)left);
+}
+
+/* Wait until fd is ready for events; -1 with errno ETIMEDOUT once deadline passes. */
+static int
+wait_fd(int fd, short events, int64_t deadline)
+{
+	struct pollfd p = { .fd = fd, .events = events };
+	int n;
+
+	for (;;) {
+		if (now_ms() >= deadline) {
+			errno = ETIMEDOUT;
+			return (-1);
+		}
+		n = poll(&p, 1, ms_until(deadline));
+		/* POLLERR and POLLHUP count as ready: the next read or write reports them. */
+		if (n > 0)
+			return (0);
+		if (n == -1 && errno != EINTR)
+			return (-1);
+	}
+}
+
+/* Write all of buf to the non-blocking socket fd before deadline. */
+static int
+write_all(int fd, const void *buf, size_t len, int64_t deadline)
+{
+	const char *p = buf;
+	ssize_t n;
+
+	while (len > 0) {
+		n = send(fd, p, len, MSG_NOSIGNAL);
+		if (n > 0) {
+			p += n;
+			len -= (size_t)n;
+		} else if (n == -1 && errno == EINTR) {
+			continue;
+		} else if (n == -1 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+			if (wait_fd(fd, POLLOUT, deadline) == -1)
+				return (-1);
+		} else {
+			return (-1);
+		}
+	}
+	return (0);
+}
+
+/* Relayed sockets send small writes at once: interactive traffic must not wait for Nagle. */
+static void
+set_nodelay(int fd)
+{
+	int one = 1;
+
+	(void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+}
+
+/* Format a socket address as "ip:port" or "[ip]:port". */
+static const char *
+addr_str(const struct sockaddr *sa, socklen_t len, char *out, size_t cap)
+{
+	char host[INET6_ADDRSTRLEN], serv[8];
+
+	if (getnameinfo(sa, len, host, sizeof(host), serv, sizeof(serv),
+	    NI_NUMERICHOST | NI_NUMERICSERV) != 0)
+		snprintf(out, cap, "?");
+	else
+		snprintf(out, cap, sa->sa_family == AF_INET6 ? "[%s]:%s" : "%s:%s", host, serv);
+	return (out);
+}
+
+/* Parse an IP literal (IPv4, IPv6, or [IPv6]) with port into ss; 0, or -1. */
+static int
+parse_ip(const char *s, uint16_t port, struct sockaddr_storage *ss, socklen_t *len)
+{
+	struct sockaddr_in *sin = (struct sockaddr_in *)ss;
+	struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)ss;
+	char buf[INET6_ADDRSTRLEN + 2];
+	size_t n = strlen(s);
+
+	memset(ss, 0, sizeof(*ss));
+	if (inet_pton(AF_INET, s, &sin->sin_addr) == 1) {
+		sin->sin_family = AF_INET;
+		sin->sin_port = htons(port);
+		*len = sizeof(*sin);
+		return (0);
+	}
+	if (n >= 2 && n < sizeof(buf) && s[0] == '[' && s[n - 1] == ']') {
+		memcpy(buf, s + 1, n - 2);
+		buf[n - 2] = '\0';
+		s = buf;
+	}
+	if (inet_pton(AF_INET6, s, &sin6->sin6_addr) == 1) {
+		sin6->sin6_family = AF_INET6;
+		sin6->sin6_port = htons(port);
+		*len = sizeof(*sin6);
+		return (0);
+	}
+	return (-1);
+}
+
+/* Set the port of an address made by parse_ip. */
+static void
+set_port(struct sockaddr_storage *ss, uint16_t port)
+{
+	if (ss->ss_family == AF_INET)
+		((struct sockaddr_in *)ss)->sin_port = htons(port);
+	else
+		((struct sockaddr_in6 *)ss)->sin6_port = htons(port);
+}
+
+/* A non-blocking TCP listener on ss; -1 with errno from the failing call. */
+static int
+listen_on(const struct sockaddr_storage *ss, socklen_t len)
+{
+	int fd, one = 1, zero = 0, saved;
+
+	if ((fd = socket(ss->ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0)) == -1)
+		return (-1);
+	/* A fixed port can be taken again at once after its previous owner died. */
+	if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) == -1)
+		goto err1;
+	/* "::" serves IPv4 too. */
+	if (ss->ss_family == AF_INET6)
+		(void)setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &zero, sizeof(zero));
+	if (bind(fd, (const struct sockaddr *)ss, len) == -1)
+		goto err1;
+	if (listen(fd, LISTEN_BACKLOG) == -1)
+		goto err1;
+
+	return (fd);
+
+err1:
+	saved = errno;
+	close(fd);
+	errno = saved;
+	return (-1);
+}
+
+/* Connect to the first address in ai that answers within the network timeout. */
+static int
+connect_any(const struct addrinfo *ai)
+{
+	int64_t deadline = now_ms() + BORE_NETWORK_TIMEOUT_MS;
+	int fd, err = ECONNREFUSED;
+	socklen_t len;
+
+	for (; ai != NULL; ai = ai->ai_next) {
+		fd = socket(ai->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+		if (fd == -1) {
+			err = errno;
+			continue;
+		}
+		if (connect(fd, ai->ai_addr, ai->ai_addrlen) == 0)
+			return (fd);
+		err = errno;
+		if (err == EINPROGRESS) {
+			if (wait_fd(fd, POLLOUT, deadline) == -1) {
+				err = errno;
+			} else {
+				len = sizeof(err);
+				if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) == -1)
+					err = errno;
+				if (err == 0)
+					return (fd);
+			}
+		}
+		close(fd);
+	}
+	errno = err;
+	return (-1);
+}
+
+/* Start fn(arg) on a detached thread with a small stack; -1 if it could not start. */
+static int
+spawn(void *(*fn)(void *), void *arg)
+{
+	pthread_attr_t attr;
+	pthread_t t;
+	int rc;
+
+	if ((rc = pthread_attr_init(&attr)) != 0)
+		goto err0;
+	if ((rc = pthread_attr_setstacksize(&attr, THREAD_STACK)) != 0 ||
+	    (rc = pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED)) != 0 ||
+	    (rc = pthread_create(&t, &attr, fn, arg)) != 0)
+		goto err1;
+	pthread_attr_destroy(&attr);
+
+	return (0);
+
+err1:
+	pthread_attr_destroy(&attr);
+err0:
+	log_msg(LOG_WARN, "could not start a thread: %s", strerror(rc));
+	return (-1);
+}
+
+/* A connection to the control port: its socket and the bytes read past the last frame. */
+struct conn {
+	int fd;
+	size_t len;
+	char peer[64];
+	char buf[CONN_BUF];
+};
+
+/* Allocate a conn for fd, naming the peer for logs; NULL (fd untouched) on failure. */
+static struct conn *
+conn_new(int fd, const struct sockaddr *sa, socklen_t salen)
+{
+	struct conn *c;
+
+	if ((c = malloc(sizeof(*c))) == NULL) {
+		log_msg(LOG_WARN, "out of memory");
+		return (NULL);
+	}
+	c->fd = fd;
+	c->len = 0;
+	if (sa != NULL)
+		addr_str(sa, salen, c->peer, sizeof(c->peer));
+	else
+		snprintf(c->peer, sizeof(c->peer), "server");
+	return (c);
+}
+
+/* Close a conn's socket and free it. */
+static void
+conn_free(struct conn *c)
+{
+	if (c == NULL)
+		return;
+	close(c->fd);
+	free(c);
+}
+
+/* What went wrong in read_frame, for a log line. */
+static const char *
+frame_error(int err)
+{
+	switch (err) {
+	case ETIMEDOUT:
+		return ("timed out waiting for message");
+	case EMSGSIZE:
+		return ("frame error, invalid byte length");
+	case EBADMSG:
+		return ("unable to parse message");
+	case EPROTO:
+		return ("connection closed in the middle of a frame");
+	default:
+		return (strerror(err));
+	}
+}
+
+/*
+ * Read the next frame of c into m, waiting until deadline.  Bytes after the
+ * frame stay in c->buf.  1 on a message, 0 on EOF between frames, -1 on an
+ * error named by errno (see frame_error).
+ */
+static int
+read_frame(struct conn *c, struct bore_msg *m, int64_t deadline)
+{
+	char *nul;
+	size_t flen;
+	ssize_t n;
+	int rc;
+
+	for (;;) {
+		if ((nul = memchr(c->buf, '\0', c->len)) != NULL) {
+			flen = (size_t)(nul - c->buf);
+			if (flen > BORE_MAX_FRAME) {
+				errno = EMSGSIZE;
+				return (-1);
+			}
+			rc = bore_parse_msg(c->buf, flen, m);
+			c->len -= flen + 1;
+			memmove(c->buf, nul + 1, c->len);
+			if (rc == -1) {
+				errno = EBADMSG;
+				return (-1);
+			}
+			return (1);
+		}
+		if (c->len > BORE_MAX_FRAME) {
+			errno = EMSGSIZE;
+			return (-1);
+		}
+		n = recv(c->fd, c->buf + c->len, sizeof(c->buf) - c->len, 0);
+		if (n > 0) {
+			c->len += (size_t)n;
+		} else if (n == 0) {
+			if (c->len == 0)
+				return (0);
+			errno = EPROTO;
+			return (-1);
+		} else if (errno == EAGAIN || errno == EWOULDBLOCK) {
+			if (wait_fd(c->fd, POLLIN, deadline) == -1)
+				return (-1);
+		} else if (errno != EINTR) {
+			return (-1);
+		}
+	}
+}
+
+/* True if a whole frame (or an oversize one) is already buffered in c. */
+static int
+frame_buffered(const struct conn *c)
+{
+	return (memchr(c->buf, '\0', c->len) != NULL || c->len > BORE_MAX_FRAME);
+}
+
+/* Send m as one NUL-terminated frame within the network timeout. */
+static int
+send_msg(int fd, const struct bore_msg *m)
+{
+	char frame[4 * BORE_MAX_FRAME];
+	int n;
+
+	if ((n = bore_format_msg(m, frame, sizeof(frame) - 1)) == -1) {
+		errno = EMSGSIZE;
+		return (-1);
+	}
+	frame[n++] = '\0';
+	return (write_all(fd, frame, (size_t)n, now_ms() + BORE_NETWORK_TIMEOUT_MS));
+}
+
+/* Send a message that carries nothing or only a port. */
+static int
+send_port_msg(int fd, enum bore_msg_type type, uint16_t port)
+{
+	struct bore_msg m = { .type = type, .port = port };
+
+	return (send_msg(fd, &m));
+}
+
+/* Send a message that carries a UUID. */
+static int
+send_uuid_msg(int fd, enum bore_msg_type type, const uint8_t id[BORE_UUID_LEN])
+{
+	struct bore_msg m = { .type = type };
+
+	memcpy(m.uuid, id, BORE_UUID_LEN);
+	return (send_msg(fd, &m));
+}
+
+/* Send a message that carries text (Error, Authenticate). */
+static int
+send_text_msg(int fd, enum bore_msg_type type, const char *text)
+{
+	struct bore_msg m = { .type = type };
+
+	snprintf(m.text, sizeof(m.text), "%s", text);
+	return (send_msg(fd, &m));
+}
+
+/* One direction of a relay: bytes read from `from` wait in buf until written to `to`. */
+struct flow {
+	int from, to;
+	int eof;          /* `from` sent FIN; passed on once buf is empty */
+	size_t off, len;  /* unsent bytes: buf[off .. off + len) */
+	char buf[RELAY_BUF];
+};
+
+/* Write what f holds; pass the FIN on once all is written.  -1 on a dead socket. */
+static int
+flow_flush(struct flow *f)
+{
+	ssize_t n;
+
+	while (f->len > 0) {
+		n = send(f->to, f->buf + f->off, f->len, MSG_NOSIGNAL);
+		if (n > 0) {
+			f->off += (size_t)n;
+			f->len -= (size_t)n;
+		} else if (n == -1 && errno == EINTR) {
+			continue;
+		} else if (n == -1 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+			return (0);
+		} else {
+			return (-1);
+		}
+	}
+	if (f->eof)
+		(void)shutdown(f->to, SHUT_WR);
+	return (0);
+}
+
+/* Read once into f's empty buffer and write what came at once.  -1 on a dead socket. */
+static int
+flow_fill(struct flow *f)
+{
+	ssize_t n;
+
+	n = recv(f->from, f->buf, sizeof(f->buf), 0);
+	if (n > 0) {
+		f->off = 0;
+		f->len = (size_t)n;
+	} else if (n == 0) {
+		f->eof = 1;
+	} else if (errno == EINTR || errno == EAGAIN || errno == EWOULDBLOCK) {
+		return (0);
+	} else {
+		return (-1);
+	}
+	return (flow_flush(f));
+}
+
+/*
+ * Relay bytes both ways between the non-blocking sockets a and b until both
+ * directions have ended.  A FIN from one side becomes shutdown(SHUT_WR) on
+ * the other, and the opposite direction keeps flowing.  0 when both ended
+ * cleanly, -1 when a socket failed.  The caller closes both.
+ */
+static int
+relay(int a, int b)
+{
+	enum { SIDE_A, SIDE_B, SIDES };  /* poll slots, one per socket */
+	struct flow flows[SIDES] = { { .from = a, .to = b }, { .from = b, .to = a } };
+	struct pollfd pfd[SIDES];
+	int fds[SIDES] = { a, b };
+	int s;
+
+	for (;;) {
+		if (flows[SIDE_A].eof && flows[SIDE_A].len == 0 &&
+		    flows[SIDE_B].eof && flows[SIDE_B].len == 0)
+			return (0);
+		for (s = 0; s < SIDES; s++) {
+			pfd[s].events = 0;
+			/* Read from side s only when its flow is empty: that is the back-pressure. */
+			if (!flows[s].eof && flows[s].len == 0)
+				pfd[s].events |= POLLIN;
+			/* Bytes from the other side wait to be written to side s. */
+			if (flows[!s].len > 0)
+				pfd[s].events |= POLLOUT;
+			/* A socket with nothing to do is left out: its POLLHUP would spin the loop. */
+			pfd[s].fd = pfd[s].events ? fds[s] : -1;
+			pfd[s].revents = 0;
+		}
+		if (poll(pfd, SIDES, -1) == -1) {
+			/* EINTR: a signal for the main thread; just poll again. */
+			if (errno == EINTR)
+				continue;
+			return (-1);
+		}
+		for (s = 0; s < SIDES; s++) {
+			/* POLLNVAL: an fd closed under us, which would be a bug; give up. */
+			if (pfd[s].revents & POLLNVAL)
+				return (-1);
+			/*
+			 * POLLERR, and POLLHUP without POLLIN, are handed to send() or
+			 * recv(), which return the error or EOF that caused them.
+			 */
+			if ((pfd[s].events & POLLOUT) &&
+			    (pfd[s].revents & (POLLOUT | POLLERR | POLLHUP)) &&
+			    flow_flush(&flows[!s]) == -1)
+				return (-1);
+			if ((pfd[s].events & POLLIN) &&
+			    (pfd[s].revents & (POLLIN | POLLERR | POLLHUP)) &&
+			    flows[s].len == 0 && flow_fill(&flows[s]) == -1)
+				return (-1);
+		}
+	}
+}
+
+/* Send bytes already read past a frame, then relay: peer carries the stream for other. */
+static int
+splice_and_relay(struct conn *c, int other)
+{
+	set_nodelay(c->fd);
+	set_nodelay(other);
+	if (c->len > 0 &&
+	    write_all(other, c->buf, c->len, now_ms() + BORE_NETWORK_TIMEOUT_MS) == -1)
+		return (-1);
+	c->len = 0;
+	return (relay(c->fd, other));
+}
+
+/* ==================================================================== */
+/* Protocol: the JSON control messages                                  */
+/* ==================================================================== */
+
+/* Variant names as they appear on the wire, by message type. */
+static const char *const msg_names[] = {
+	[BORE_MSG_HELLO] = "Hello",
+	[BORE_MSG_AUTHENTICATE] = "Authenticate",
+	[BORE_MSG_ACCEPT] = "Accept",
+	[BORE_MSG_CHALLENGE] = "Challenge",
+	[BORE_MSG_HEARTBEAT] = "Heartbeat",
+	[BORE_MSG_CONNECTION] = "Connection",
+	[BORE_MSG_ERROR] = "Error",
+};
+
+/* A cursor over the bytes of one frame. */
+struct json {
+	const unsigned char *p, *end;
+};
+
+/* Skip JSON's insignificant whitespace. */
+static void
+json_ws(struct json *j)
+{
+	while (j->p < j->end &&
+	    (*j->p == ' ' || *j->p == '\t' || *j->p == '\n' || *j->p == '\r'))
+		j->p++;
+}
+
+/* Consume the character c after optional whitespace; 0, or -1. */
+static int
+json_char(struct json *j, char c)
+{
+	json_ws(j);
+	if (j->p >= j->end || *j->p != (unsigned char)c)
+		return (-1);
+	j->p++;
+	return (0);
+}
+
+/* Value of a hex digit, or -1. */
+static int
+hex_digit(int c)
+{
+	if (c >= '0' && c <= '9')
+		return (c - '0');
+	if (c >= 'a' && c <= 'f')
+		return (c - 'a' + 10);
+	if (c >= 'A' && c <= 'F')
+		return (c - 'A' + 10);
+	return (-1);
+}
+
+/* Consume four hex digits of a \u escape. */
+static int
+json_hex4(struct json *j, uint32_t *out)
+{
+	int i, d;
+
+	if (j->end - j->p < 4)
+		return (-1);
+	for (*out = 0, i = 0; i < 4; i++) {
+		if ((d = hex_digit(*j->p++)) == -1)
+			return (-1);
+		*out = *out << 4 | (uint32_t)d;
+	}
+	return (0);
+}
+
+/* Append code point cp as UTF-8 to out at *n, keeping room for a NUL. */
+static int
+utf8_put(char *out, size_t cap, size_t *n, uint32_t cp)
+{
+	unsigned char b[4];
+	size_t k;
+
+	if (cp < 0x80) {
+		b[0] = (unsigned char)cp;
+		k = 1;
+	} else if (cp < 0x800) {
+		b[0] = (unsigned char)(0xc0 | cp >> 6);
+		b[1] = (unsigned char)(0x80 | (cp & 0x3f));
+		k = 2;
+	} else if (cp < 0x10000) {
+		b[0] = (unsigned char)(0xe0 | cp >> 12);
+		b[1] = (unsigned char)(0x80 | (cp >> 6 & 0x3f));
+		b[2] = (unsigned char)(0x80 | (cp & 0x3f));
+		k = 3;
+	} else {
+		b[0] = (unsigned char)(0xf0 | cp >> 18);
+		b[1] = (unsigned char)(0x80 | (cp >> 12 & 0x3f));
+		b[2] = (unsigned char)(0x80 | (cp >> 6 & 0x3f));
+		b[3] = (unsigned char)(0x80 | (cp & 0x3f));
+		k = 4;
+	}
+	if (*n + k >= cap)
+		return (-1);
+	memcpy(out + *n, b, k);
+	*n += k;
+	return (0);
+}
+
+/* Consume a \u escape (a surrogate pair counts as one) and append its UTF-8. */
+static int
+json_unicode(struct json *j, char *out, size_t cap, size_t *n)
+{
+	uint32_t cp, lo;
+
+	if (json_hex4(j, &cp) == -1)
+		return (-1);
+	if (cp >= 0xdc00 && cp <= 0xdfff)
+		return (-1);
+	if (cp >= 0xd800 && cp <= 0xdbff) {
+		if (j->end - j->p < 2 || j->p[0] != '\\' || j->p[1] != 'u')
+			return (-1);
+		j->p += 2;
+		if (json_hex4(j, &lo) == -1 || lo < 0xdc00 || lo > 0xdfff)
+			return (-1);
+		cp = 0x10000 + ((cp - 0xd800) << 10) + (lo - 0xdc00);
+	}
+	return (utf8_put(out, cap, n, cp));
+}
+
+/* Consume a JSON string, decoding escapes into out (NUL-terminated); its length in *len. */
+static int
+json_string(struct json *j, char *out, size_t cap, size_t *len)
+{
+	size_t n = 0;
+	int c;
+
+	if (json_char(j, '"') == -1)
+		return (-1);
+	while (j->p < j->end) {
+		c = *j->p++;
+		if (c == '"') {
+			out[n] = '\0';
+			*len = n;
+			return (0);
+		}
+		if (c < 0x20)
+			return (-1);
+		if (c == '\\') {
+			if (j->p >= j->end)
+				return (-1);
+			switch (c = *j->p++) {
+			case '"': case '\\': case '/': break;
+			case 'b': c = '\b'; break;
+			case 'f': c = '\f'; break;
+			case 'n': c = '\n'; break;
+			case 'r': c = '\r'; break;
+			case 't': c = '\t'; break;
+			case 'u':
+				if (json_unicode(j, out, cap, &n) == -1)
+					return (-1);
+				continue;
+			default:
+				return (-1);
+			}
+		}
+		if (n + 1 >= cap)
+			return (-1);
+		out[n++] = (char)c;
+	}
+	return (-1);
+}
+
+/* Consume a port: a plain JSON integer 0-65535 (no sign, fraction, exponent or leading zero). */
+static int
+json_port(struct json *j, uint16_t *out)
+{
+	const unsigned char *start;
+	uint32_t v = 0;
+
+	json_ws(j);
+	for (start = j->p; j->p < j->end && *j->p >= '0' && *j->p <= '9'; j->p++)
+		if ((v = v * 10 + (uint32_t)(*j->p - '0')) > 65535)
+			return (-1);
+	if (j->p == start || (j->p - start > 1 && *start == '0'))
+		return (-1);
+	if (j->p < j->end && (*j->p == '.' || *j->p == 'e' || *j->p == 'E'))
+		return (-1);
+	*out = (uint16_t)v;
+	return (0);
+}
+
+/* Consume the literal null. */
+static int
+json_null(struct json *j)
+{
+	json_ws(j);
+	if (j->end - j->p < 4 || memcmp(j->p, "null", 4) != 0)
+		return (-1);
+	j->p += 4;
+	return (0);
+}
+
+/* True if s[0..len) is well-formed UTF-8 (no overlongs, surrogates or values past U+10FFFF). */
+static int
+utf8_valid(const unsigned char *s, size_t len)
+{
+	size_t i = 0, k, need;
+	uint32_t cp;
+
+	while (i < len) {
+		if (s[i] < 0x80) {
+			i++;
+			continue;
+		}
+		if (s[i] >= 0xc2 && s[i] <= 0xdf) {
+			need = 1;
+			cp = s[i] & 0x1f;
+		} else if (s[i] >= 0xe0 && s[i] <= 0xef) {
+			need = 2;
+			cp = s[i] & 0x0f;
+		} else if (s[i] >= 0xf0 && s[i] <= 0xf4) {
+			need = 3;
+			cp = s[i] & 0x07;
+		} else {
+			return (0);
+		}
+		if (len - i <= need)
+			return (0);
+		for (k = 1; k <= need; k++) {
+			if ((s[i + k] & 0xc0) != 0x80)
+				return (0);
+			cp = cp << 6 | (s[i + k] & 0x3f);
+		}
+		if ((need == 2 && (cp < 0x800 || (cp >= 0xd800 && cp <= 0xdfff))) ||
+		    (need == 3 && (cp < 0x10000 || cp > 0x10ffff)))
+			return (0);
+		i += need + 1;
+	}
+	return (1);
+}
+
+/* The message type whose wire name is name[0..len), or BORE_MSG_NONE. */
+static enum bore_msg_type
+msg_type_named(const char *name, size_t len)
+{
+	size_t t;
+
+	for (t = BORE_MSG_HELLO; t <= BORE_MSG_ERROR; t++)
+		if (strlen(msg_names[t]) == len && memcmp(msg_names[t], name, len) == 0)
+			return ((enum bore_msg_type)t);
+	return (BORE_MSG_NONE);
+}
+
+int
+bore_parse_msg(const char *frame, size_t len, struct bore_msg *m)
+{
+	struct json j = { (const unsigned char *)frame, (const unsigned char *)frame + len };
+	char name[BORE_MAX_FRAME + 1];
+	enum bore_msg_type type;
+	size_t n;
+
+	memset(m, 0, sizeof(*m));
+	if (len > BORE_MAX_FRAME || !utf8_valid(j.p, len))
+		return (-1);
+	json_ws(&j);
+	if (j.p < j.end && *j.p == '"') {
+		/* A unit variant travels as a bare string. */
+		if (json_string(&j, name, sizeof(name), &n) == -1 ||
+		    msg_type_named(name, n) != BORE_MSG_HEARTBEAT)
+			return (-1);
+		type = BORE_MSG_HEARTBEAT;
+	} else {
+		if (json_char(&j, '{') == -1 || json_string(&j, name, sizeof(name), &n) == -1 ||
+		    json_char(&j, ':') == -1)
+			return (-1);
+		switch (type = msg_type_named(name, n)) {
+		case BORE_MSG_HELLO:
+			if (json_port(&j, &m->port) == -1)
+				return (-1);
+			break;
+		case BORE_MSG_AUTHENTICATE:
+		case BORE_MSG_ERROR:
+			if (json_string(&j, m->text, sizeof(m->text), &m->text_len) == -1)
+				return (-1);
+			break;
+		case BORE_MSG_ACCEPT:
+		case BORE_MSG_CHALLENGE:
+		case BORE_MSG_CONNECTION:
+			if (json_string(&j, name, sizeof(name), &n) == -1 ||
+			    bore_uuid_parse(name, n, m->uuid) == -1)
+				return (-1);
+			break;
+		case BORE_MSG_HEARTBEAT:
+			/* serde also takes {"Heartbeat":null} for a unit variant. */
+			if (json_null(&j) == -1)
+				return (-1);
+			break;
+		default:
+			return (-1);
+		}
+		if (json_char(&j, '}') == -1)
+			return (-1);
+	}
+	json_ws(&j);
+	if (j.p != j.end)
+		return (-1);
+	m->type = type;
+	return (0);
+}
+
+/* Append text as a JSON string body (serde_json's escapes) to out at *n. */
+static int
+json_escape(const char *text, char *out, size_t cap, size_t *n)
+{
+	const unsigned char *s;
+	char esc[8];
+	size_t k;
+
+	for (s = (const unsigned char *)text; *s != '\0'; s++) {
+		switch (*s) {
+		case '"': memcpy(esc, "\\\"", k = 2); break;
+		case '\\': memcpy(esc, "\\\\", k = 2); break;
+		case '\b': memcpy(esc, "\\b", k = 2); break;
+		case '\f': memcpy(esc, "\\f", k = 2); break;
+		case '\n': memcpy(esc, "\\n", k = 2); break;
+		case '\r': memcpy(esc, "\\r", k = 2); break;
+		case '\t': memcpy(esc, "\\t", k = 2); break;
+		default:
+			if (*s < 0x20)
+				k = (size_t)snprintf(esc, sizeof(esc), "\\u%04x", *s);
+			else
+				esc[0] = (char)*s, k = 1;
+		}
+		if (*n + k >= cap)
+			return (-1);
+		memcpy(out + *n, esc, k);
+		*n += k;
+	}
+	return (0);
+}
+
+int
+bore_format_msg(const struct bore_msg *m, char *out, size_t cap)
+{
+	char id[BORE_UUID_STRLEN + 1];
+	size_t n;
+	int r;
+
+	switch (m->type) {
+	case BORE_MSG_HEARTBEAT:
+		r = snprintf(out, cap, "\"Heartbeat\"");
+		break;
+	case BORE_MSG_HELLO:
+		r = snprintf(out, cap, "{\"Hello\":%u}", (unsigned)m->port);
+		break;
+	case BORE_MSG_ACCEPT:
+	case BORE_MSG_CHALLENGE:
+	case BORE_MSG_CONNECTION:
+		bore_uuid_format(m->uuid, id);
+		r = snprintf(out, cap, "{\"%s\":\"%s\"}", msg_names[m->type], id);
+		break;
+	case BORE_MSG_AUTHENTICATE:
+	case BORE_MSG_ERROR:
+		r = snprintf(out, cap, "{\"%s\":\"", msg_names[m->type]);
+		if (r < 0 || (size_t)r >= cap)
+			return (-1);
+		n = (size_t)r;
+		if (json_escape(m->text, out, cap, &n) == -1 || n + 2 >= cap)
+			return (-1);
+		memcpy(out + n, "\"}", 3);
+		return ((int)n + 2);
+	default:
+		return (-1);
+	}
+	if (r < 0 || (size_t)r >= cap)
+		return (-1);
+	return (r);
+}
+
+void
+bore_uuid_random(uint8_t u[BORE_UUID_LEN])
+{
+	randombytes_buf(u, BORE_UUID_LEN);
+	u[6] = (uint8_t)((u[6] & 0x0f) | 0x40);  /* version 4 */
+	u[8] = (uint8_t)((u[8] & 0x3f) | 0x80);  /* RFC 4122 variant */
+}
+
+/* True at the offsets where a hyphenated UUID has its hyphens. */
+static int
+uuid_hyphen_at(size_t i)
+{
+	return (i == 8 || i == 13 || i == 18 || i == 23);
+}
+
+void
+bore_uuid_format(const uint8_t u[BORE_UUID_LEN], char out[BORE_UUID_STRLEN + 1])
+{
+	static const char hex[] = "0123456789abcdef";
+	size_t i, b = 0;
+
+	for (i = 0; i < BORE_UUID_STRLEN; i++) {
+		if (uuid_hyphen_at(i)) {
+			out[i] = '-';
+			continue;
+		}
+		out[i] = hex[(b % 2) ? u[b / 2] & 0x0f : u[b / 2] >> 4];
+		b++;
+	}
+	out[BORE_UUID_STRLEN] = '\0';
+}
+
+int
+bore_uuid_parse(const char *s, size_t len, uint8_t u[BORE_UUID_LEN])
+{
+	size_t i, b = 0;
+	int d;
+
+	if (len != BORE_UUID_STRLEN)
+		return (-1);
+	memset(u, 0, BORE_UUID_LEN);
+	for (i = 0; i < len; i++) {
+		if (uuid_hyphen_at(i)) {
+			if (s[i] != '-')
+				return (-1);
+			continue;
+		}
+		if ((d = hex_digit((unsigned char)s[i])) == -1)
+			return (-1);
+		u[b / 2] = (uint8_t)(u[b / 2] | (b % 2 ? d : d << 4));
+		b++;
+	}
+	return (0);
+}
+
+int
+bore_parse_port(const char *s, unsigned min, uint16_t *out)
+{
+	unsigned long v = 0;
+	size_t i;
+
+	if (s == NULL || s[0] == '\0' || strlen(s) > 5)
+		return (-1);
+	for (i = 0; s[i] != '\0'; i++) {
+		if (s[i] < '0' || s[i] > '9')
+			return (-1);
+		v = v * 10 + (unsigned long)(s[i] - '0');
+	}
+	if (v < min || v > 65535)
+		return (-1);
+	*out = (uint16_t)v;
+	return (0);
+}
+
+/* ==================================================================== */
+/* Auth: HMAC-SHA256 challenge on every control-port connection          */
+/* ==================================================================== */
+
+void
+bore_auth_key(const char *secret, uint8_t key[BORE_KEY_LEN])
+{
+	crypto_hash_sha256(key, (const unsigned char *)secret, strlen(secret));
+}
+
+void
+bore_auth_tag(const uint8_t key[BORE_KEY_LEN], const uint8_t challenge[BORE_UUID_LEN],
+    char hex[BORE_TAG_HEXLEN + 1])
+{
+	unsigned char tag[crypto_auth_hmacsha256_BYTES];
+
+	crypto_auth_hmacsha256(tag, challenge, BORE_UUID_LEN, key);
+	sodium_bin2hex(hex, BORE_TAG_HEXLEN + 1, tag, sizeof(tag));
+	sodium_memzero(tag, sizeof(tag));
+}
+
+int
+bore_auth_verify(const uint8_t key[BORE_KEY_LEN], const uint8_t challenge[BORE_UUID_LEN],
+    const char *tag, size_t len)
+{
+	unsigned char got[crypto_auth_hmacsha256_BYTES];
+	size_t got_len;
+	int ok;
+
+	if (len != BORE_TAG_HEXLEN ||
+	    sodium_hex2bin(got, sizeof(got), tag, len, NULL, &got_len, NULL) != 0 ||
+	    got_len != sizeof(got))
+		return (0);
+	ok = crypto_auth_hmacsha256_verify(got, challenge, BORE_UUID_LEN, key) == 0;
+	sodium_memzero(got, sizeof(got));
+	return (ok);
+}
+
+/* Server side: challenge the peer and check its answer; on failure tell it why and return -1. */
+static int
+server_handshake(struct conn *c, const uint8_t key[BORE_KEY_LEN])
+{
+	uint8_t challenge[BORE_UUID_LEN];
+	struct bore_msg m;
+	const char *why;
+	int r;
+
+	bore_uuid_random(challenge);
+	if (send_uuid_msg(c->fd, BORE_MSG_CHALLENGE, challenge) == -1) {
+		log_msg(LOG_DEBUG, "%s: could not send challenge: %s", c->peer, strerror(errno));
+		return (-1);
+	}
+	r = read_frame(c, &m, now_ms() + BORE_NETWORK_TIMEOUT_MS);
+	if (r == -1) {
+		log_msg(LOG_WARN, "%s: server handshake failed: %s", c->peer,
+		    errno == ETIMEDOUT ? "timed out waiting for initial message" : frame_error(errno));
+		return (-1);
+	}
+	if (r == 1 && m.type == BORE_MSG_AUTHENTICATE) {
+		if (bore_auth_verify(key, challenge, m.text, m.text_len))
+			return (0);
+		why = "invalid secret";
+	} else {
+		why = "server requires secret, but no secret was provided";
+	}
+	log_msg(LOG_WARN, "%s: server handshake failed: %s", c->peer, why);
+	(void)send_text_msg(c->fd, BORE_MSG_ERROR, why);
+	return (-1);
+}
+
+/* Client side: answer the server's challenge; on failure log why and return -1. */
+static int
+client_handshake(struct conn *c, const uint8_t key[BORE_KEY_LEN])
+{
+	char tag[BORE_TAG_HEXLEN + 1], text[BORE_MAX_FRAME + 1];
+	struct bore_msg m;
+	int r;
+
+	r = read_frame(c, &m, now_ms() + BORE_NETWORK_TIMEOUT_MS);
+	if (r == 1 && m.type == BORE_MSG_ERROR) {
+		log_msg(LOG_ERROR, "server error: %s", printable(m.text, text, sizeof(text)));
+		return (-1);
+	}
+	if (r != 1 || m.type != BORE_MSG_CHALLENGE) {
+		log_msg(LOG_ERROR, "expected authentication challenge, but no secret was required");
+		return (-1);
+	}
+	bore_auth_tag(key, m.uuid, tag);
+	r = send_text_msg(c->fd, BORE_MSG_AUTHENTICATE, tag);
+	sodium_memzero(tag, sizeof(tag));
+	if (r == -1) {
+		log_msg(LOG_ERROR, "could not send authentication: %s", strerror(errno));
+		return (-1);
+	}
+	return (0);
+}
+
+/* ==================================================================== */
+/* Server: control listener, tunnels, parked visitors                   */
+/* ==================================================================== */
+
+/* Server settings, fixed before the first thread starts. */
+static struct {
+	uint16_t min_port, max_port;
+	int has_secret;
+	uint8_t key[BORE_KEY_LEN];
+	struct sockaddr_storage tunnel_addr;  /* --bind-tunnels, port set per bind */
+	socklen_t tunnel_addr_len;
+} srv;
+
+/* A visitor accepted on a public port, parked until the client claims it with Accept. */
+struct pending {
+	struct pending *next;
+	const void *owner;   /* the tunnel that accepted it */
+	int64_t expires;     /* closed at this time if still parked */
+	int fd;
+	uint8_t id[BORE_UUID_LEN];
+};
+
+/* Parked visitors of every tunnel. */
+static pthread_mutex_t pending_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct pending *pending_list;
+
+/* Park visitor fd under id for owner; -1 (fd untouched) if out of memory. */
+static int
+pending_add(const void *owner, int fd, const uint8_t id[BORE_UUID_LEN])
+{
+	struct pending *p;
+
+	if ((p = malloc(sizeof(*p))) == NULL) {
+		log_msg(LOG_WARN, "out of memory");
+		return (-1);
+	}
+	p->owner = owner;
+	p->expires = now_ms() + BORE_PENDING_TIMEOUT_MS;
+	p->fd = fd;
+	memcpy(p->id, id, BORE_UUID_LEN);
+	pthread_mutex_lock(&pending_lock);
+	p->next = pending_list;
+	pending_list = p;
+	pthread_mutex_unlock(&pending_lock);
+	return (0);
+}
+
+/* Take the visitor parked under id out of the table; its fd, or -1 if there is none. */
+static int
+pending_take(const uint8_t id[BORE_UUID_LEN])
+{
+	struct pending **pp, *p = NULL;
+	int fd = -1;
+
+	pthread_mutex_lock(&pending_lock);
+	for (pp = &pending_list; *pp != NULL; pp = &(*pp)->next) {
+		if (memcmp((*pp)->id, id, BORE_UUID_LEN) == 0) {
+			p = *pp;
+			*pp = p->next;
+			break;
+		}
+	}
+	pthread_mutex_unlock(&pending_lock);
+	if (p != NULL) {
+		fd = p->fd;
+		free(p);
+	}
+	return (fd);
+}
+
+/* Close owner's visitors that expire by `when` (INT64_MAX: all of them). */
+static void
+pending_expire(const void *owner, int64_t when)
+{
+	struct pending **pp, *p, *dead = NULL;
+	char id[BORE_UUID_STRLEN + 1];
+
+	pthread_mutex_lock(&pending_lock);
+	for (pp = &pending_list; (p = *pp) != NULL;) {
+		if (p->owner == owner && p->expires <= when) {
+			*pp = p->next;
+			p->next = dead;
+			dead = p;
+		} else {
+			pp = &p->next;
+		}
+	}
+	pthread_mutex_unlock(&pending_lock);
+	while ((p = dead) != NULL) {
+		dead = p->next;
+		bore_uuid_format(p->id, id);
+		if (when != INT64_MAX)
+			log_msg(LOG_WARN, "removed stale connection %s", id);
+		close(p->fd);
+		free(p);
+	}
+}
+
+/* Bind one public port; -1 with *why set to bore's error text. */
+static int
+try_bind(uint16_t port, const char **why)
+{
+	int fd;
+
+	set_port(&srv.tunnel_addr, port);
+	if ((fd = listen_on(&srv.tunnel_addr, srv.tunnel_addr_len)) != -1)
+		return (fd);
+	if (errno == EADDRINUSE)
+		*why = "port already in use";
+	else if (errno == EACCES || errno == EPERM)
+		*why = "permission denied";
+	else
+		*why = "failed to bind to port";
+	return (-1);
+}
+
+/* The public listener for a client that asked for port (0: any port in range). */
+static int
+bind_public(uint16_t port, const char **why)
+{
+	uint32_t span = (uint32_t)srv.max_port - srv.min_port + 1;
+	int fd, i;
+
+	if (port != 0) {
+		if (port < srv.min_port || port > srv.max_port) {
+			*why = "client port number not in allowed range";
+			return (-1);
+		}
+		return (try_bind(port, why));
+	}
+	for (i = 0; i < BORE_PORT_TRIES; i++) {
+		port = (uint16_t)(srv.min_port + randombytes_uniform(span));
+		if ((fd = try_bind(port, why)) != -1)
+			return (fd);
+	}
+	*why = "failed to find an available port";
+	return (-1);
+}
+
+/* Accept one visitor on the public listener, park it, and tell the client; -1 ends the tunnel. */
+static int
+park_visitor(struct conn *c, int lfd, uint16_t port, int64_t *paused_until)
+{
+	struct sockaddr_storage ss;
+	socklen_t sslen = sizeof(ss);
+	uint8_t id[BORE_UUID_LEN];
+	char addr[64];
+	int vfd;
+
+	vfd = accept4(lfd, (struct sockaddr *)&ss, &sslen, SOCK_NONBLOCK | SOCK_CLOEXEC);
+	if (vfd == -1) {
+		if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
+			log_msg(LOG_WARN, "port %u: accept: %s", port, strerror(errno));
+			*paused_until = now_ms() + ACCEPT_BACKOFF_MS;
+		}
+		return (0);
+	}
+	log_msg(LOG_INFO, "new connection from %s on port %u",
+	    addr_str((struct sockaddr *)&ss, sslen, addr, sizeof(addr)), port);
+	bore_uuid_random(id);
+	if (pending_add(c, vfd, id) == -1) {
+		close(vfd);
+		return (0);
+	}
+	/* The table owns vfd now; it is closed by Accept, expiry, or the tunnel's end. */
+	if (send_uuid_msg(c->fd, BORE_MSG_CONNECTION, id) == -1) {
+		log_msg(LOG_INFO, "port %u: could not reach client: %s", port, strerror(errno));
+		return (-1);
+	}
+	return (0);
+}
+
+/* Serve a tunnel: bind the public port, heartbeat, and announce visitors until the client leaves. */
+static void
+run_tunnel(struct conn *c, uint16_t want)
+{
+	enum { POLL_CONTROL, POLL_PUBLIC, POLL_SLOTS };
+	struct pollfd pfd[POLL_SLOTS];
+	struct sockaddr_storage ss;
+	socklen_t sslen = sizeof(ss);
+	int64_t next_beat, paused_until = 0;
+	const char *why = "";
+	uint16_t port;
+	char scratch[256];
+	ssize_t n;
+	int lfd;
+
+	if ((lfd = bind_public(want, &why)) == -1) {
+		log_msg(LOG_WARN, "%s: could not open port %u: %s", c->peer, want, why);
+		(void)send_text_msg(c->fd, BORE_MSG_ERROR, why);
+		return;
+	}
+	if (getsockname(lfd, (struct sockaddr *)&ss, &sslen) == -1) {
+		log_msg(LOG_WARN, "getsockname: %s", strerror(errno));
+		goto done;
+	}
+	port = ntohs(ss.ss_family == AF_INET ? ((struct sockaddr_in *)&ss)->sin_port :
+	    ((struct sockaddr_in6 *)&ss)->sin6_port);
+	if (send_port_msg(c->fd, BORE_MSG_HELLO, port) == -1)
+		goto done;
+	log_msg(LOG_INFO, "new client %s, tunnel open on port %u", c->peer, port);
+
+	for (next_beat = now_ms();;) {
+		if (now_ms() >= next_beat) {
+			if (send_port_msg(c->fd, BORE_MSG_HEARTBEAT, 0) == -1) {
+				why = strerror(errno);
+				break;
+			}
+			next_beat = now_ms() + BORE_HEARTBEAT_MS;
+			pending_expire(c, now_ms());
+		}
+		pfd[POLL_CONTROL] = (struct pollfd){ .fd = c->fd, .events = POLLIN };
+		pfd[POLL_PUBLIC] = (struct pollfd){ .fd = lfd, .events = POLLIN };
+		/* After EMFILE and the like, leave the listener alone for a moment. */
+		if (now_ms() < paused_until)
+			pfd[POLL_PUBLIC].fd = -1;
+		if (poll(pfd, POLL_SLOTS, ms_until(next_beat)) == -1) {
+			if (errno == EINTR)
+				continue;
+			why = strerror(errno);
+			break;
+		}
+		/* The client sends nothing after Hello: readable means EOF, an error, or junk to drop. */
+		if (pfd[POLL_CONTROL].revents) {
+			n = recv(c->fd, scratch, sizeof(scratch), 0);
+			if (n == 0) {
+				why = "client disconnected";
+				break;
+			}
+			if (n == -1 && errno != EINTR && errno != EAGAIN) {
+				why = strerror(errno);
+				break;
+			}
+		}
+		if ((pfd[POLL_PUBLIC].revents & POLLIN) &&
+		    park_visitor(c, lfd, port, &paused_until) == -1) {
+			why = "client unreachable";
+			break;
+		}
+	}
+	log_msg(LOG_INFO, "tunnel on port %u closed (%s)", port, why);
+done:
+	close(lfd);
+	pending_expire(c, INT64_MAX);
+}
+
+/* Hand the visitor parked under id to this data connection and relay until both are done. */
+static void
+forward_visitor(struct conn *c, const uint8_t id[BORE_UUID_LEN])
+{
+	char ids[BORE_UUID_STRLEN + 1];
+	int vfd;
+
+	bore_uuid_format(id, ids);
+	if ((vfd = pending_take(id)) == -1) {
+		log_msg(LOG_WARN, "%s: missing connection %s", c->peer, ids);
+		return;
+	}
+	log_msg(LOG_DEBUG, "forwarding connection %s", ids);
+	if (splice_and_relay(c, vfd) == -1)
+		log_msg(LOG_DEBUG, "connection %s ended: %s", ids, strerror(errno));
+	close(vfd);
+}
+
+/* Thread for one connection to the control port: authenticate, then Hello or Accept. */
+static void *
+serve_control(void *arg)
+{
+	struct conn *c = arg;
+	struct bore_msg m;
+	int r;
+
+	if (srv.has_secret && server_handshake(c, srv.key) == -1)
+		goto done;
+	r = read_frame(c, &m, now_ms() + BORE_NETWORK_TIMEOUT_MS);
+	if (r == -1) {
+		log_msg(LOG_WARN, "%s: %s", c->peer,
+		    errno == ETIMEDOUT ? "timed out waiting for initial message" : frame_error(errno));
+		goto done;
+	}
+	if (r == 0) {
+		log_msg(LOG_DEBUG, "%s: closed before its first message", c->peer);
+		goto done;
+	}
+	switch (m.type) {
+	case BORE_MSG_HELLO:
+		run_tunnel(c, m.port);
+		break;
+	case BORE_MSG_ACCEPT:
+		forward_visitor(c, m.uuid);
+		break;
+	case BORE_MSG_AUTHENTICATE:
+		log_msg(LOG_WARN, "%s: unexpected authenticate", c->peer);
+		break;
+	default:
+		log_msg(LOG_WARN, "%s: unexpected %s message", c->peer, msg_names[m.type]);
+		break;
+	}
+done:
+	conn_free(c);
+	return (NULL);
+}
+
+/* Accept control connections until SIGINT/SIGTERM, a thread each. */
+static int
+run_server(const struct sockaddr_storage *ctl, socklen_t ctl_len)
+{
+	enum { POLL_LISTEN, POLL_SIGNAL, POLL_SLOTS };
+	struct pollfd pfd[POLL_SLOTS];
+	struct sockaddr_storage ss;
+	socklen_t sslen;
+	struct conn *c;
+	char addr[64];
+	int lfd, fd;
+
+	addr_str((const struct sockaddr *)ctl, ctl_len, addr, sizeof(addr));
+	if ((lfd = listen_on(ctl, ctl_len)) == -1) {
+		log_msg(LOG_ERROR, "could not listen on %s: %s", addr, strerror(errno));
+		return (1);
+	}
+	log_msg(LOG_INFO, "server listening on %s (ports %u-%u)", addr,
+	    srv.min_port, srv.max_port);
+	pfd[POLL_LISTEN] = (struct pollfd){ .fd = lfd, .events = POLLIN };
+	pfd[POLL_SIGNAL] = (struct pollfd){ .fd = signal_pipe[0], .events = POLLIN };
+	for (;;) {
+		if (poll(pfd, POLL_SLOTS, -1) == -1) {
+			if (errno == EINTR)
+				continue;
+			log_msg(LOG_ERROR, "poll: %s", strerror(errno));
+			return (1);
+		}
+		if (pfd[POLL_SIGNAL].revents) {
+			log_msg(LOG_INFO, "shutting down");
+			close(lfd);
+			return (0);
+		}
+		if (!(pfd[POLL_LISTEN].revents & POLLIN))
+			continue;
+		sslen = sizeof(ss);
+		fd = accept4(lfd, (struct sockaddr *)&ss, &sslen, SOCK_NONBLOCK | SOCK_CLOEXEC);
+		if (fd == -1) {
+			/* Out of fds or memory: say so, wait a little, and keep serving. */
+			if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
+				log_msg(LOG_WARN, "accept: %s", strerror(errno));
+				poll(NULL, 0, ACCEPT_BACKOFF_MS);
+			}
+			continue;
+		}
+		log_msg(LOG_DEBUG, "incoming connection from %s",
+		    addr_str((struct sockaddr *)&ss, sslen, addr, sizeof(addr)));
+		if ((c = conn_new(fd, (struct sockaddr *)&ss, sslen)) == NULL) {
+			close(fd);
+			continue;
+		}
+		/* The thread owns c and its fd from here. */
+		if (spawn(serve_control, c) == -1)
+			conn_free(c);
+	}
+}
+
+/* ==================================================================== */
+/* Client: the tunnel's control connection and one thread per visitor  */
+/* ==================================================================== */
+
+/* Client settings, fixed before the first thread starts. */
+static struct {
+	const char *to, *local_host;
+	uint16_t control_port, local_port, port;
+	struct addrinfo *server_ai, *local_ai;  /* resolved once, tried in order */
+	int has_secret;
+	uint8_t key[BORE_KEY_LEN];
+} cli;
+
+/* Resolve host (a name, an IP, or [IPv6]) and port for connecting; NULL after saying why. */
+static struct addrinfo *
+resolve(const char *host, uint16_t port)
+{
+	struct addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM };
+	struct addrinfo *ai;
+	char name[256], serv[8];
+	size_t n = strlen(host);
+	int rc;
+
+	if (n >= 2 && n < sizeof(name) && host[0] == '[' && host[n - 1] == ']') {
+		memcpy(name, host + 1, n - 2);
+		name[n - 2] = '\0';
+	} else {
+		snprintf(name, sizeof(name), "%s", host);
+	}
+	snprintf(serv, sizeof(serv), "%u", port);
+	if ((rc = getaddrinfo(name, serv, &hints, &ai)) != 0) {
+		log_msg(LOG_ERROR, "could not resolve %s: %s", host, gai_strerror(rc));
+		return (NULL);
+	}
+	return (ai);
+}
+
+/* Make close() send RST, so the far end sees an aborted stream rather than a clean end. */
+static void
+set_reset_on_close(int fd)
+{
+	struct linger lg = { .l_onoff = 1, .l_linger = 0 };
+
+	(void)setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+}
+
+/* Open a connection to the server's control port, authenticated if we have a secret. */
+static struct conn *
+open_control(void)
+{
+	struct conn *c;
+	int fd;
+
+	if ((fd = connect_any(cli.server_ai)) == -1) {
+		log_msg(LOG_ERROR, "could not connect to %s:%u: %s", cli.to, cli.control_port,
+		    strerror(errno));
+		goto err0;
+	}
+	if ((c = conn_new(fd, NULL, 0)) == NULL)
+		goto err1;
+	/* c owns fd from here. */
+	if (cli.has_secret && client_handshake(c, cli.key) == -1)
+		goto err2;
+
+	return (c);
+
+err2:
+	conn_free(c);
+	return (NULL);
+err1:
+	close(fd);
+err0:
+	return (NULL);
+}
+
+/* Thread for one visitor: claim it from the server, connect to the local service, relay. */
+static void *
+proxy_visitor(void *arg)
+{
+	uint8_t id[BORE_UUID_LEN];
+	char ids[BORE_UUID_STRLEN + 1];
+	struct conn *c;
+	int lfd;
+
+	memcpy(id, arg, BORE_UUID_LEN);
+	free(arg);
+	bore_uuid_format(id, ids);
+	if ((c = open_control()) == NULL)
+		goto err0;
+	if (send_uuid_msg(c->fd, BORE_MSG_ACCEPT, id) == -1) {
+		log_msg(LOG_WARN, "connection %s: could not send accept: %s", ids, strerror(errno));
+		goto err1;
+	}
+	if ((lfd = connect_any(cli.local_ai)) == -1) {
+		log_msg(LOG_WARN, "connection %s: could not connect to %s:%u: %s", ids,
+		    cli.local_host, cli.local_port, strerror(errno));
+		/* The server closes the visitor at once when it sees the reset. */
+		set_reset_on_close(c->fd);
+		goto err1;
+	}
+	if (splice_and_relay(c, lfd) == -1) {
+		log_msg(LOG_DEBUG, "connection %s aborted: %s", ids, strerror(errno));
+		set_reset_on_close(c->fd);
+		set_reset_on_close(lfd);
+	} else {
+		log_msg(LOG_DEBUG, "connection %s exited", ids);
+	}
+	close(lfd);
+	conn_free(c);
+
+	return (NULL);
+
+err1:
+	conn_free(c);
+err0:
+	return (NULL);
+}
+
+/* Start a thread for the visitor the server announced. */
+static void
+start_visitor(const uint8_t id[BORE_UUID_LEN])
+{
+	uint8_t *copy;
+
+	if ((copy = malloc(BORE_UUID_LEN)) == NULL) {
+		log_msg(LOG_WARN, "out of memory");
+		return;
+	}
+	memcpy(copy, id, BORE_UUID_LEN);
+	/* The thread owns copy from here. */
+	if (spawn(proxy_visitor, copy) == -1)
+		free(copy);
+}
+
+/* Ask for a public port and wait for the server's Hello; the bound port, or -1 after saying why. */
+static int
+send_hello(struct conn *c)
+{
+	char text[BORE_MAX_FRAME + 1];
+	struct bore_msg m;
+	int r;
+
+	if (send_port_msg(c->fd, BORE_MSG_HELLO, cli.port) == -1) {
+		log_msg(LOG_ERROR, "could not send hello: %s", strerror(errno));
+		return (-1);
+	}
+	r = read_frame(c, &m, now_ms() + BORE_NETWORK_TIMEOUT_MS);
+	if (r == -1) {
+		log_msg(LOG_ERROR, "%s", errno == ETIMEDOUT ?
+		    "timed out waiting for initial message" : frame_error(errno));
+		return (-1);
+	}
+	if (r == 0) {
+		log_msg(LOG_ERROR, "unexpected EOF from server");
+		return (-1);
+	}
+	switch (m.type) {
+	case BORE_MSG_HELLO:
+		return (m.port);
+	case BORE_MSG_ERROR:
+		log_msg(LOG_ERROR, "server error: %s", printable(m.text, text, sizeof(text)));
+		return (-1);
+	case BORE_MSG_CHALLENGE:
+		log_msg(LOG_ERROR, "server requires authentication, but no client secret was provided");
+		return (-1);
+	default:
+		log_msg(LOG_ERROR, "unexpected initial non-hello message");
+		return (-1);
+	}
+}
+
+/* Open the tunnel and serve visitors until the server goes away (1) or a signal (0). */
+static int
+run_client(void)
+{
+	enum { POLL_CONTROL, POLL_SIGNAL, POLL_SLOTS };
+	struct pollfd pfd[POLL_SLOTS];
+	char text[BORE_MAX_FRAME + 1];
+	struct bore_msg m;
+	struct conn *c;
+	int64_t last;
+	int port, r, rc = 1;
+
+	if ((c = open_control()) == NULL)
+		return (1);
+	if ((port = send_hello(c)) == -1)
+		goto done;
+	log_msg(LOG_INFO, "connected to server");
+	log_msg(LOG_ALWAYS, strchr(cli.to, ':') && cli.to[0] != '[' ?
+	    "listening at [%s]:%d" : "listening at %s:%d", cli.to, port);
+
+	pfd[POLL_CONTROL] = (struct pollfd){ .fd = c->fd, .events = POLLIN };
+	pfd[POLL_SIGNAL] = (struct pollfd){ .fd = signal_pipe[0], .events = POLLIN };
+	for (last = now_ms();;) {
+		if (!frame_buffered(c)) {
+			r = poll(pfd, POLL_SLOTS, ms_until(last + BORE_HEARTBEAT_TIMEOUT_MS));
+			if (r == -1 && errno == EINTR)
+				continue;
+			if (r == -1) {
+				log_msg(LOG_ERROR, "poll: %s", strerror(errno));
+				goto done;
+			}
+			if (pfd[POLL_SIGNAL].revents) {
+				log_msg(LOG_INFO, "shutting down");
+				rc = 0;
+				goto done;
+			}
+			if (r == 0) {
+				log_msg(LOG_ERROR, "server unreachable: no heartbeat for %d s",
+				    BORE_HEARTBEAT_TIMEOUT_MS / 1000);
+				goto done;
+			}
+		}
+		r = read_frame(c, &m, last + BORE_HEARTBEAT_TIMEOUT_MS);
+		if (r == 0) {
+			log_msg(LOG_ERROR, "server closed the connection");
+			goto done;
+		}
+		if (r == -1) {
+			log_msg(LOG_ERROR, "connection to server lost: %s", frame_error(errno));
+			goto done;
+		}
+		last = now_ms();
+		switch (m.type) {
+		case BORE_MSG_HEARTBEAT:
+			break;
+		case BORE_MSG_CONNECTION:
+			start_visitor(m.uuid);
+			break;
+		case BORE_MSG_ERROR:
+			log_msg(LOG_ERROR, "server error: %s", printable(m.text, text, sizeof(text)));
+			goto done;
+		default:
+			log_msg(LOG_WARN, "unexpected %s message from server", msg_names[m.type]);
+			break;
+		}
+	}
+done:
+	conn_free(c);
+	return (rc);
+}
+
+/* ==================================================================== */
+/* Main: command line, environment, signals                             */
+/* ==================================================================== */
+
+/* One option of a subcommand: long name, short letter (0: none), environment variable. */
+struct optdef {
+	const char *name;
+	char letter;
+	const char *env;
+};
+
+/* Options of `bore local`, by index into its values. */
+enum { L_LOCAL_HOST, L_TO, L_PORT, L_SECRET, L_CONTROL_PORT, L_COUNT };
+static const struct optdef local_opts[L_COUNT] = {
+	[L_LOCAL_HOST] = { "local-host", 'l', NULL },
+	[L_TO] = { "to", 't', "BORE_SERVER" },
+	[L_PORT] = { "port", 'p', NULL },
+	[L_SECRET] = { "secret", 's', "BORE_SECRET" },
+	[L_CONTROL_PORT] = { "control-port", 0, "BORE_CONTROL_PORT" },
+};
+
+/* Options of `bore server`, by index into its values. */
+enum { S_MIN_PORT, S_MAX_PORT, S_SECRET, S_BIND_ADDR, S_BIND_TUNNELS, S_CONTROL_PORT, S_COUNT };
+static const struct optdef server_opts[S_COUNT] = {
+	[S_MIN_PORT] = { "min-port", 0, "BORE_MIN_PORT" },
+	[S_MAX_PORT] = { "max-port", 0, "BORE_MAX_PORT" },
+	[S_SECRET] = { "secret", 's', "BORE_SECRET" },
+	[S_BIND_ADDR] = { "bind-addr", 0, NULL },
+	[S_BIND_TUNNELS] = { "bind-tunnels", 0, NULL },
+	[S_CONTROL_PORT] = { "control-port", 0, "BORE_CONTROL_PORT" },
+};
+
+/* What a subcommand's usage errors and --help print. */
+struct command {
+	const char *name, *usage, *help;
+};
+
+static const struct command main_cmd = {
+	NULL,
+	"Usage: bore <COMMAND>",
+	"A modern, simple TCP tunnel in C, wire-compatible with bore\n\n"
+	"Usage: bore <COMMAND>\n\n"
+	"Commands:\n"
+	"  local   Starts a local proxy to the remote server\n"
+	"  server  Runs the remote proxy server\n\n"
+	"Options:\n"
+	"  -h, --help     Print help\n"
+	"  -V, --version  Print version\n\n"
+	"Environment: BORE_LOG=error|warn|info|debug sets the log level (default info).\n",
+};
+
+static const struct command local_cmd = {
+	"local",
+	"Usage: bore local [OPTIONS] --to <TO> <LOCAL_PORT>",
+	"Starts a local proxy to the remote server\n\n"
+	"Usage: bore local [OPTIONS] --to <TO> <LOCAL_PORT>\n\n"
+	"Arguments:\n"
+	"  <LOCAL_PORT>  The local port to expose [env: BORE_LOCAL_PORT]\n\n"
+	"Options:\n"
+	"  -l, --local-host <HOST>   The local host to expose [default: localhost]\n"
+	"  -t, --to <TO>             Address of the remote server to expose local ports to\n"
+	"                            [env: BORE_SERVER]\n"
+	"  -p, --port <PORT>         Optional port on the remote server to select [default: 0]\n"
+	"  -s, --secret <SECRET>     Optional secret for authentication [env: BORE_SECRET]\n"
+	"      --control-port <PORT> The server's control port [env: BORE_CONTROL_PORT]\n"
+	"                            [default: 7835]\n"
+	"  -h, --help                Print help\n",
+};
+
+static const struct command server_cmd = {
+	"server",
+	"Usage: bore server [OPTIONS]",
+	"Runs the remote proxy server\n\n"
+	"Usage: bore server [OPTIONS]\n\n"
+	"Options:\n"
+	"      --min-port <MIN_PORT>    Minimum accepted TCP port number [env: BORE_MIN_PORT]\n"
+	"                               [default: 1024]\n"
+	"      --max-port <MAX_PORT>    Maximum accepted TCP port number [env: BORE_MAX_PORT]\n"
+	"                               [default: 65535]\n"
+	"  -s, --secret <SECRET>        Optional secret for authentication [env: BORE_SECRET]\n"
+	"      --bind-addr <BIND_ADDR>  IP address to bind to, clients must reach this\n"
+	"                               [default: 0.0.0.0]\n"
+	"      --bind-tunnels <IP>      IP address where tunnels will listen on\n"
+	"                               [default: the --bind-addr value]\n"
+	"      --control-port <PORT>    Port for control connections [env: BORE_CONTROL_PORT]\n"
+	"                               [default: 7835]\n"
+	"  -h, --help                   Print help\n",
+};
+
+/* Report bad usage of cmd on one line, with the usage and a hint, and exit 2. */
+static void usage_error(const struct command *cmd, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3), noreturn));
+static void
+usage_error(const struct command *cmd, const char *fmt, ...)
+{
+	va_list ap;
+
+	fprintf(stderr, "bore: ");
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fprintf(stderr, "\n\n%s\n\nFor more information, try 'bore%s%s --help'.\n", cmd->usage,
+	    cmd->name ? " " : "", cmd->name ? cmd->name : "");
+	exit(2);
+}
+
+/* An environment variable's value, treating empty as unset. */
+static const char *
+env_value(const char *name)
+{
+	const char *v = name ? getenv(name) : NULL;
+
+	return (v != NULL && v[0] != '\0' ? v : NULL);
+}
+
+/*
+ * Parse the arguments after a subcommand: options into vals (by index into
+ * defs, falling back to their environment variables) and at most maxpos
+ * positional arguments into pos.  Returns how many positionals there were.
+ */
+static int
+parse_options(const struct command *cmd, const struct optdef *defs, size_t ndefs,
+    int argc, char **argv, const char **vals, const char **pos, int maxpos)
+{
+	const char *a, *val, *eq;
+	int i, npos = 0, only_pos = 0;
+	size_t d, len;
+
+	for (i = 0; i < argc; i++) {
+		a = argv[i];
+		if (only_pos || a[0] != '-' || a[1] == '\0') {
+			if (npos == maxpos)
+				usage_error(cmd, "unexpected argument '%s'", a);
+			pos[npos++] = a;
+			continue;
+		}
+		if (strcmp(a, "--") == 0) {
+			only_pos = 1;
+			continue;
+		}
+		if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
+			fputs(cmd->help, stdout);
+			exit(0);
+		}
+		val = NULL;
+		for (d = 0; d < ndefs; d++) {
+			if (a[1] == '-') {
+				eq = strchr(a + 2, '=');
+				len = eq ? (size_t)(eq - (a + 2)) : strlen(a + 2);
+				if (strlen(defs[d].name) == len && memcmp(defs[d].name, a + 2, len) == 0) {
+					val = eq ? eq + 1 : NULL;
+					break;
+				}
+			} else if (defs[d].letter != 0 && defs[d].letter == a[1]) {
+				val = a[2] != '\0' ? a + 2 : NULL;
+				break;
+			}
+		}
+		if (d == ndefs)
+			usage_error(cmd, "unexpected argument '%s'", a);
+		if (val == NULL) {
+			if (i + 1 >= argc)
+				usage_error(cmd, "a value is required for '--%s'", defs[d].name);
+			val = argv[++i];
+		}
+		vals[d] = val;
+	}
+	for (d = 0; d < ndefs; d++)
+		if (vals[d] == NULL)
+			vals[d] = env_value(defs[d].env);
+	return (npos);
+}
+
+/* A port option's value (dflt when absent); bad usage if not a number in [min, 65535]. */
+static uint16_t
+port_option(const struct command *cmd, const char *val, const char *name, unsigned min,
+    uint16_t dflt)
+{
+	uint16_t port;
+
+	if (val == NULL)
+		return (dflt);
+	if (bore_parse_port(val, min, &port) == -1)
+		usage_error(cmd, "invalid value '%s' for '%s': must be a number from %u to 65535",
+		    val, name, min);
+	return (port);
+}
+
+/* `bore local`: check the arguments, resolve both ends, run the client. */
+static int
+main_local(int argc, char **argv)
+{
+	const char *vals[L_COUNT] = { NULL }, *pos[1] = { NULL };
+	int rc;
+
+	if (parse_options(&local_cmd, local_opts, L_COUNT, argc, argv, vals, pos, 1) == 0)
+		pos[0] = env_value("BORE_LOCAL_PORT");
+	if (pos[0] == NULL)
+		usage_error(&local_cmd, "the following required argument was not provided: <LOCAL_PORT>");
+	cli.local_port = port_option(&local_cmd, pos[0], "<LOCAL_PORT>", 1, 0);
+	if (vals[L_TO] == NULL || vals[L_TO][0] == '\0')
+		usage_error(&local_cmd, "the following required argument was not provided: --to <TO>");
+	cli.to = vals[L_TO];
+	cli.local_host = vals[L_LOCAL_HOST] ? vals[L_LOCAL_HOST] : "localhost";
+	cli.port = port_option(&local_cmd, vals[L_PORT], "--port", 0, 0);
+	cli.control_port = port_option(&local_cmd, vals[L_CONTROL_PORT], "--control-port", 1,
+	    BORE_CONTROL_PORT);
+	if (vals[L_SECRET] != NULL) {
+		bore_auth_key(vals[L_SECRET], cli.key);
+		cli.has_secret = 1;
+	}
+	if ((cli.server_ai = resolve(cli.to, cli.control_port)) == NULL)
+		return (1);
+	if ((cli.local_ai = resolve(cli.local_host, cli.local_port)) == NULL)
+		return (1);
+	rc = run_client();
+	sodium_memzero(cli.key, sizeof(cli.key));
+	return (rc);
+}
+
+/* `bore server`: check the arguments, run the server. */
+static int
+main_server(int argc, char **argv)
+{
+	const char *vals[S_COUNT] = { NULL }, *pos[1];
+	const char *bind_addr, *bind_tunnels;
+	struct sockaddr_storage ctl;
+	socklen_t ctl_len;
+	uint16_t control_port;
+	int rc;
+
+	parse_options(&server_cmd, server_opts, S_COUNT, argc, argv, vals, pos, 0);
+	srv.min_port = port_option(&server_cmd, vals[S_MIN_PORT], "--min-port", 1, 1024);
+	srv.max_port = port_option(&server_cmd, vals[S_MAX_PORT], "--max-port", 1, 65535);
+	if (srv.min_port > srv.max_port)
+		usage_error(&server_cmd, "port range is empty (--min-port %u > --max-port %u)",
+		    srv.min_port, srv.max_port);
+	control_port = port_option(&server_cmd, vals[S_CONTROL_PORT], "--control-port", 1,
+	    BORE_CONTROL_PORT);
+	bind_addr = vals[S_BIND_ADDR] ? vals[S_BIND_ADDR] : "0.0.0.0";
+	bind_tunnels = vals[S_BIND_TUNNELS] ? vals[S_BIND_TUNNELS] : bind_addr;
+	if (parse_ip(bind_addr, control_port, &ctl, &ctl_len) == -1)
+		usage_error(&server_cmd, "invalid value '%s' for '--bind-addr': not an IP address",
+		    bind_addr);
+	if (parse_ip(bind_tunnels, 0, &srv.tunnel_addr, &srv.tunnel_addr_len) == -1)
+		usage_error(&server_cmd, "invalid value '%s' for '--bind-tunnels': not an IP address",
+		    bind_tunnels);
+	if (vals[S_SECRET] != NULL) {
+		bore_auth_key(vals[S_SECRET], srv.key);
+		srv.has_secret = 1;
+	}
+	rc = run_server(&ctl, ctl_len);
+	sodium_memzero(srv.key, sizeof(srv.key));
+	return (rc);
+}
+
+/* Set log_level from BORE_LOG; an unknown level is bad usage. */
+static void
+set_log_level(void)
+{
+	static const char *const names[] = {
+		[LOG_ERROR] = "error", [LOG_WARN] = "warn", [LOG_INFO] = "info", [LOG_DEBUG] = "debug",
+	};
+	const char *v = env_value("BORE_LOG");
+	int l;
+
+	if (v == NULL)
+		return;
+	for (l = LOG_ERROR; l <= LOG_DEBUG; l++) {
+		if (strcasecmp(v, names[l]) == 0) {
+			log_level = l;
+			return;
+		}
+	}
+	usage_error(&main_cmd, "invalid value '%s' for BORE_LOG: use error, warn, info or debug", v);
+}
+
+/* SIGINT/SIGTERM: wake the main loop through the pipe. */
+static void
+on_signal(int sig)
+{
+	char c = (char)sig;
+	int saved = errno;
+	ssize_t r;
+
+	r = write(signal_pipe[1], &c, 1);
+	(void)r;
+	errno = saved;
+}
+
+/* Route SIGINT/SIGTERM to the main loop; a peer that went away must never kill us by SIGPIPE. */
+static void
+setup_signals(void)
+{
+	struct sigaction sa = { .sa_handler = on_signal, .sa_flags = SA_RESTART };
+
+	if (pipe2(signal_pipe, O_CLOEXEC | O_NONBLOCK) == -1)
+		err(1, "pipe");
+	sigemptyset(&sa.sa_mask);
+	if (sigaction(SIGINT, &sa, NULL) == -1 || sigaction(SIGTERM, &sa, NULL) == -1)
+		err(1, "sigaction");
+	if (signal(SIGPIPE, SIG_IGN) == SIG_ERR)
+		err(1, "signal");
+}
+
+int
+main(int argc, char **argv)
+{
+	if (argc < 2)
+		usage_error(&main_cmd, "a subcommand is required");
+	if (strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0) {
+		fputs(main_cmd.help, stdout);
+		return (0);
+	}
+	if (strcmp(argv[1], "-V") == 0 || strcmp(argv[1], "--version") == 0) {
+		printf("bore %s\n", BORE_VERSION);
+		return (0);
+	}
+	if (strcmp(argv[1], "local") != 0 && strcmp(argv[1], "server") != 0)
+		usage_error(&main_cmd, "unrecognized subcommand '%s'", argv[1]);
+	set_log_level();
+	if (sodium_init() < 0)
+		errx(1, "could not initialise libsodium");
+	setup_signals();
+	if (strcmp(argv[1], "local") == 0)
+		return (main_local(argc - 2, argv + 2));
+	return (main_server(argc - 2, argv + 2));
+}
