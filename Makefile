@@ -25,10 +25,9 @@ sodium:
 	    echo "libsodium not found by pkg-config: install it (Debian: apt-get install libsodium-dev pkg-config)" >&2; \
 	    exit 1; }
 
-# Unit tests link bore.c with its main() renamed out of the way.
+# The unit tests include bore.c whole, so they can reach its static helpers.
 tests/unit: tests/unit.c bore.c bore.h | sodium
-	$(CC) $(BORE_CFLAGS) $(CPPFLAGS) $(CFLAGS) -c -Dmain=bore_cli_main -o tests/bore-lib.o bore.c
-	$(CC) $(BORE_CFLAGS) $(CPPFLAGS) $(CFLAGS) $(LDFLAGS) -o $@ tests/unit.c tests/bore-lib.o $(BORE_LIBS)
+	$(CC) $(BORE_CFLAGS) $(CPPFLAGS) $(CFLAGS) $(LDFLAGS) -o $@ tests/unit.c $(BORE_LIBS)
 
 tests/tcpkit: tests/tcpkit.c | sodium
 	$(CC) $(BORE_CFLAGS) $(CPPFLAGS) $(CFLAGS) $(LDFLAGS) -o $@ tests/tcpkit.c $(BORE_LIBS)
@@ -48,4 +47,4 @@ uninstall:
 	rm -f $(DESTDIR)$(BINDIR)/bore $(DESTDIR)$(MANDIR)/man1/bore.1
 
 clean:
-	rm -f bore $(TEST_TOOLS) tests/bore-lib.o
+	rm -f bore $(TEST_TOOLS)

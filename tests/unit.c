@@ -1,0 +1,453 @@
+/*
+ * Unit tests for bore's protocol code: HMAC vectors, UUIDs, the message
+ * codec, and the frame reader.  bore.c is included whole (its main renamed)
+ * so that static helpers such as read_frame can be driven directly.
+ *
+ * Usage: tests/unit [hmac|uuid|parse|format|frames|cli] ...  (default: all)
+ * Prints one line per check and ends with "N passed, N failed".
+ */
+#define main bore_cli_main
+#include "../bore.c"
+#undef main
+
+#include <ctype.h>
+
+static int passed, failed;
+
+/* Record one check. */
+static void
+check(int ok, const char *what, const char *detail)
+{
+	if (ok) {
+		passed++;
+	} else {
+		failed++;
+		printf("FAIL %s%s%s\n", what, detail ? ": " : "", detail ? detail : "");
+	}
+}
+
+/* ---- HMAC vectors ------------------------------------------------------ */
+
+/* Split a tab-separated line in place into at most n fields. */
+static int
+split_tabs(char *line, char **f, int n)
+{
+	int k = 0;
+
+	line[strcspn(line, "\r\n")] = '\0';
+	f[k++] = line;
+	while (k < n && (line = strchr(line, '\t')) != NULL) {
+		*line++ = '\0';
+		f[k++] = line;
+	}
+	return (k);
+}
+
+static void
+test_hmac(const char *path)
+{
+	char line[1024], *f[4], keyhex[2 * BORE_KEY_LEN + 1], tag[BORE_TAG_HEXLEN + 1], bad[65];
+	uint8_t key[BORE_KEY_LEN], challenge[BORE_UUID_LEN];
+	FILE *fp;
+	int rows = 0;
+
+	if ((fp = fopen(path, "r")) == NULL) {
+		check(0, "hmac: open vectors", path);
+		return;
+	}
+	if (fgets(line, sizeof(line), fp) == NULL)  /* header */
+		check(0, "hmac: vectors header", path);
+	while (fgets(line, sizeof(line), fp) != NULL) {
+		if (split_tabs(line, f, 4) != 4)
+			continue;
+		rows++;
+		bore_auth_key(f[0], key);
+		sodium_bin2hex(keyhex, sizeof(keyhex), key, sizeof(key));
+		check(strcmp(keyhex, f[2]) == 0, "hmac: key = sha256(secret)", f[0]);
+		check(bore_uuid_parse(f[1], strlen(f[1]), challenge) == 0, "hmac: challenge parses", f[1]);
+		bore_auth_tag(key, challenge, tag);
+		check(strcmp(tag, f[3]) == 0, "hmac: tag matches vector", f[1]);
+		check(bore_auth_verify(key, challenge, f[3], strlen(f[3])) == 1, "hmac: verify accepts", f[1]);
+		memcpy(bad, f[3], 65);
+		bad[10] = bad[10] == '0' ? '1' : '0';
+		check(bore_auth_verify(key, challenge, bad, 64) == 0, "hmac: verify rejects a changed digit", f[1]);
+		check(bore_auth_verify(key, challenge, f[3], 63) == 0, "hmac: verify rejects a short tag", f[1]);
+		memcpy(bad, f[3], 65);
+		bad[0] = 'g';
+		check(bore_auth_verify(key, challenge, bad, 64) == 0, "hmac: verify rejects non-hex", f[1]);
+		for (size_t i = 0; i < 64; i++)
+			bad[i] = (char)toupper((unsigned char)f[3][i]);
+		check(bore_auth_verify(key, challenge, bad, 64) == 1,
+		    "hmac: verify accepts uppercase hex (as the reference's hex::decode)", f[1]);
+		challenge[0] ^= 1;
+		check(bore_auth_verify(key, challenge, f[3], 64) == 0, "hmac: verify rejects another challenge", f[1]);
+	}
+	fclose(fp);
+	check(rows >= 4, "hmac: at least four vectors read", path);
+}
+
+/* ---- UUIDs ------------------------------------------------------------- */
+
+static void
+test_uuid(void)
+{
+	static const char *const bad[] = {
+		"", "2d22dad6-dbff-4ee8-a34f-44bc515b414", "2d22dad6-dbff-4ee8-a34f-44bc515b41422",
+		"2d22dad6dbff-4ee8-a34f-44bc515b4142a", "2d22dad6-dbff-4ee8-a34f_44bc515b4142",
+		"2d22dad6-dbff-4ee8-a34f-44bc515b414g", "{2d22dad6-dbff-4ee8-a34f-44bc515b4142}",
+		"2d22dad6dbff4ee8a34f44bc515b4142", " 2d22dad6-dbff-4ee8-a34f-44bc515b414",
+	};
+	uint8_t u[BORE_UUID_LEN], v[BORE_UUID_LEN];
+	char s[BORE_UUID_STRLEN + 1];
+	size_t i;
+
+	check(bore_uuid_parse("2d22dad6-dbff-4ee8-a34f-44bc515b4142", 36, u) == 0, "uuid: parse", NULL);
+	check(u[0] == 0x2d && u[15] == 0x42, "uuid: parsed bytes", NULL);
+	bore_uuid_format(u, s);
+	check(strcmp(s, "2d22dad6-dbff-4ee8-a34f-44bc515b4142") == 0, "uuid: format round trip", s);
+	check(bore_uuid_parse("2D22DAD6-DBFF-4EE8-A34F-44BC515B4142", 36, v) == 0 &&
+	    memcmp(u, v, 16) == 0, "uuid: uppercase parses to the same bytes", NULL);
+	for (i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+		check(bore_uuid_parse(bad[i], strlen(bad[i]), u) == -1, "uuid: rejects", bad[i]);
+	for (i = 0; i < 100; i++) {
+		bore_uuid_random(u);
+		bore_uuid_format(u, s);
+		if (s[14] != '4' || strchr("89ab", s[19]) == NULL)
+			break;
+	}
+	check(i == 100, "uuid: random ones are version 4, RFC 4122 variant", s);
+	bore_uuid_random(v);
+	check(memcmp(u, v, 16) != 0, "uuid: random ones differ", NULL);
+}
+
+/* ---- Message parser ---------------------------------------------------- */
+
+/* Parse s; check it gives type t (BORE_MSG_NONE: must be rejected). */
+static struct bore_msg
+expect(const char *s, size_t len, enum bore_msg_type t)
+{
+	struct bore_msg m;
+	char what[400];
+	int r = bore_parse_msg(s, len, &m);
+
+	snprintf(what, sizeof(what), "parse: %s %.*s", t == BORE_MSG_NONE ? "rejects" : "accepts",
+	    (int)(len > 300 ? 300 : len), s);
+	for (char *p = what; *p; p++)
+		if ((unsigned char)*p < 0x20)
+			*p = '?';
+	check(t == BORE_MSG_NONE ? (r == -1 && m.type == BORE_MSG_NONE) : (r == 0 && m.type == t),
+	    what, NULL);
+	return (m);
+}
+#define ACCEPTS(s, t) expect(s, sizeof(s) - 1, t)
+#define REJECTS(s) expect(s, sizeof(s) - 1, BORE_MSG_NONE)
+
+static void
+test_parse(void)
+{
+	char big[600];
+	struct bore_msg m;
+	size_t n;
+
+	/* Every message form the reference sends or receives. */
+	m = ACCEPTS("{\"Hello\":0}", BORE_MSG_HELLO);
+	check(m.port == 0, "parse: Hello 0", NULL);
+	m = ACCEPTS("{\"Hello\":8080}", BORE_MSG_HELLO);
+	check(m.port == 8080, "parse: Hello 8080", NULL);
+	m = ACCEPTS("{\"Hello\":65535}", BORE_MSG_HELLO);
+	check(m.port == 65535, "parse: Hello 65535", NULL);
+	m = ACCEPTS("{\"Authenticate\":\"ad7ae043abae7a6e9a41b8a04188b95aae742d95109ad2056e658a4f34cf3688\"}",
+	    BORE_MSG_AUTHENTICATE);
+	check(m.text_len == 64 && strncmp(m.text, "ad7ae043", 8) == 0, "parse: Authenticate text", NULL);
+	m = ACCEPTS("{\"Accept\":\"2d22dad6-dbff-4ee8-a34f-44bc515b4142\"}", BORE_MSG_ACCEPT);
+	check(m.uuid[0] == 0x2d && m.uuid[15] == 0x42, "parse: Accept uuid", NULL);
+	m = ACCEPTS("{\"Challenge\":\"2d22dad6-dbff-4ee8-a34f-44bc515b4142\"}", BORE_MSG_CHALLENGE);
+	check(m.uuid[1] == 0x22, "parse: Challenge uuid", NULL);
+	m = ACCEPTS("{\"Connection\":\"2d22dad6-dbff-4ee8-a34f-44bc515b4142\"}", BORE_MSG_CONNECTION);
+	check(m.uuid[2] == 0xda, "parse: Connection uuid", NULL);
+	ACCEPTS("\"Heartbeat\"", BORE_MSG_HEARTBEAT);
+	ACCEPTS("{\"Heartbeat\":null}", BORE_MSG_HEARTBEAT);
+	m = ACCEPTS("{\"Error\":\"port already in use\"}", BORE_MSG_ERROR);
+	check(strcmp(m.text, "port already in use") == 0, "parse: Error text", m.text);
+
+	/* Whitespace and escapes. */
+	m = ACCEPTS("{ \"Hello\" : 1 }", BORE_MSG_HELLO);
+	check(m.port == 1, "parse: spaced Hello", NULL);
+	ACCEPTS(" \t\r\n{\n\"Hello\"\t:\r\n22\n}\n ", BORE_MSG_HELLO);
+	ACCEPTS("  \"Heartbeat\"  ", BORE_MSG_HEARTBEAT);
+	m = ACCEPTS("{\"Error\":\"a\\\"b\\\\c\\/d\\n\\t\\u00e9\\ud83d\\ude00\"}", BORE_MSG_ERROR);
+	check(strcmp(m.text, "a\"b\\c/d\n\t\xc3\xa9\xf0\x9f\x98\x80") == 0, "parse: Error escapes decoded", NULL);
+	m = ACCEPTS("{\"\\u0048ello\":7}", BORE_MSG_HELLO);
+	check(m.port == 7, "parse: escaped variant name", NULL);
+	m = ACCEPTS("{\"Error\":\"s\xc3\xa9\x63ret \xe2\x82\xac\"}", BORE_MSG_ERROR);
+	check(strcmp(m.text, "s\xc3\xa9\x63ret \xe2\x82\xac") == 0, "parse: raw UTF-8 kept", NULL);
+
+	/* Ports out of range or not plain integers. */
+	REJECTS("{\"Hello\":65536}");
+	REJECTS("{\"Hello\":99999999999999999999}");
+	REJECTS("{\"Hello\":-1}");
+	REJECTS("{\"Hello\":-0}");
+	REJECTS("{\"Hello\":1e3}");
+	REJECTS("{\"Hello\":80.0}");
+	REJECTS("{\"Hello\":080}");
+	REJECTS("{\"Hello\":\"80\"}");
+	REJECTS("{\"Hello\":null}");
+	REJECTS("{\"Hello\":}");
+	REJECTS("{\"Hello\":[80]}");
+	REJECTS("{\"Hello\":+80}");
+
+	/* Wrong shapes, unknown variants, duplicates, nesting, trailing bytes. */
+	REJECTS("");
+	REJECTS("   ");
+	REJECTS("{}");
+	REJECTS("[]");
+	REJECTS("null");
+	REJECTS("42");
+	REJECTS("\"Hello\"");
+	REJECTS("\"Error\"");
+	REJECTS("\"heartbeat\"");
+	REJECTS("{\"hello\":1}");
+	REJECTS("{\"Goodbye\":1}");
+	REJECTS("{\"Hello\":1,\"Hello\":2}");
+	REJECTS("{\"Hello\":1,}");
+	REJECTS("{\"Hello\":1");
+	REJECTS("{\"Hello\":1}}");
+	REJECTS("{\"Hello\":1} x");
+	REJECTS("{\"Hello\":1}\"Heartbeat\"");
+	REJECTS("{{\"Hello\":1}}");
+	REJECTS("{\"Hello\":{\"Hello\":{\"Hello\":1}}}");
+	REJECTS("[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]");
+	REJECTS("{\"Heartbeat\":1}");
+	REJECTS("{\"Heartbeat\":\"\"}");
+	REJECTS("{'Hello':1}");
+	REJECTS("{Hello:1}");
+	REJECTS("{\"Hello\\u0000\":1}");
+	REJECTS("{\"Error\":42}");
+	REJECTS("{\"Error\":\"unterminated}");
+	REJECTS("{\"Error\":\"tab\tinside\"}");
+	REJECTS("{\"Error\":\"bad escape \\x41\"}");
+	REJECTS("{\"Error\":\"short \\u12\"}");
+	REJECTS("{\"Error\":\"lone \\ud83d surrogate\"}");
+	REJECTS("{\"Error\":\"lone \\ude00 low\"}");
+	REJECTS("{\"Authenticate\":null}");
+
+	/* Invalid UTF-8 anywhere. */
+	REJECTS("{\"Error\":\"\xff\"}");
+	REJECTS("{\"Error\":\"\xc0\xaf\"}");
+	REJECTS("{\"Error\":\"\xed\xa0\x80\"}");
+	REJECTS("{\"Error\":\"\xf4\x90\x80\x80\"}");
+	REJECTS("{\"Error\":\"\xe2\x82\"}");
+	REJECTS("\xef\xbb\xbf{\"Hello\":1}");
+
+	/* Bad UUIDs in every UUID-carrying message. */
+	REJECTS("{\"Accept\":\"\"}");
+	REJECTS("{\"Accept\":\"not-a-uuid\"}");
+	REJECTS("{\"Accept\":\"2d22dad6-dbff-4ee8-a34f-44bc515b414\"}");
+	REJECTS("{\"Accept\":\"2d22dad6dbff4ee8a34f44bc515b4142\"}");
+	REJECTS("{\"Accept\":42}");
+	REJECTS("{\"Challenge\":\"2d22dad6-dbff-4ee8-a34f-44bc515b414z\"}");
+	REJECTS("{\"Connection\":\"{2d22dad6-dbff-4ee8-a34f-44bc515b4142}\"}");
+
+	/* Binary garbage, and a NUL inside the text handed to the parser. */
+	expect("\x00\x01\x02\x03", 4, BORE_MSG_NONE);
+	expect("{\"Hello\":1}\0", 12, BORE_MSG_NONE);
+
+	/* The 256-byte limit: exactly 256 parses, 257 is refused. */
+	n = (size_t)snprintf(big, sizeof(big), "{\"Error\":\"%0*d\"}", 256 - 12, 0);
+	check(n == 256, "parse: built a 256-byte frame", NULL);
+	expect(big, n, BORE_MSG_ERROR);
+	n = (size_t)snprintf(big, sizeof(big), "{\"Error\":\"%0*d\"}", 257 - 12, 0);
+	expect(big, n, BORE_MSG_NONE);
+}
+
+/* ---- Message formatter ------------------------------------------------- */
+
+/* Format m and compare with the exact bytes want; the result must parse back. */
+static void
+expect_format(struct bore_msg m, const char *want)
+{
+	char out[1100];
+	struct bore_msg back;
+	int n = bore_format_msg(&m, out, sizeof(out));
+
+	check(n >= 0 && (size_t)n == strlen(want) && memcmp(out, want, (size_t)n) == 0,
+	    "format: exact bytes", want);
+	check(n >= 0 && bore_parse_msg(out, (size_t)n, &back) == 0 && back.type == m.type,
+	    "format: parses back", want);
+}
+
+static void
+test_format(void)
+{
+	struct bore_msg m = { .type = BORE_MSG_HELLO, .port = 20027 };
+	volatile size_t small = 5;  /* not a constant, so the compiler does not warn about it */
+	char out[16];
+
+	expect_format(m, "{\"Hello\":20027}");
+	m.port = 0;
+	expect_format(m, "{\"Hello\":0}");
+	m = (struct bore_msg){ .type = BORE_MSG_HEARTBEAT };
+	expect_format(m, "\"Heartbeat\"");
+	m = (struct bore_msg){ .type = BORE_MSG_CONNECTION };
+	bore_uuid_parse("2d22dad6-dbff-4ee8-a34f-44bc515b4142", 36, m.uuid);
+	expect_format(m, "{\"Connection\":\"2d22dad6-dbff-4ee8-a34f-44bc515b4142\"}");
+	m.type = BORE_MSG_ACCEPT;
+	expect_format(m, "{\"Accept\":\"2d22dad6-dbff-4ee8-a34f-44bc515b4142\"}");
+	m.type = BORE_MSG_CHALLENGE;
+	expect_format(m, "{\"Challenge\":\"2d22dad6-dbff-4ee8-a34f-44bc515b4142\"}");
+	m = (struct bore_msg){ .type = BORE_MSG_ERROR };
+	strcpy(m.text, "invalid secret");
+	expect_format(m, "{\"Error\":\"invalid secret\"}");
+	strcpy(m.text, "q\"b\\s\nt\tc\x01 \xc3\xa9");
+	expect_format(m, "{\"Error\":\"q\\\"b\\\\s\\nt\\tc\\u0001 \xc3\xa9\"}");
+	m = (struct bore_msg){ .type = BORE_MSG_AUTHENTICATE };
+	strcpy(m.text, "ad7ae043abae7a6e9a41b8a04188b95aae742d95109ad2056e658a4f34cf3688");
+	expect_format(m, "{\"Authenticate\":\"ad7ae043abae7a6e9a41b8a04188b95aae742d95109ad2056e658a4f34cf3688\"}");
+	m = (struct bore_msg){ .type = BORE_MSG_HELLO, .port = 1 };
+	check(bore_format_msg(&m, out, small) == -1, "format: refuses a buffer too small", NULL);
+	m = (struct bore_msg){ .type = BORE_MSG_NONE };
+	check(bore_format_msg(&m, out, sizeof(out)) == -1, "format: refuses no message", NULL);
+}
+
+/* ---- Frame reader over a socket pair ------------------------------------ */
+
+/* Write s to fd (all of it: socket pairs buffer far more than these tests send). */
+static void
+put(int fd, const void *s, size_t len)
+{
+	check(write(fd, s, len) == (ssize_t)len, "frames: write to socket pair", NULL);
+}
+
+static void
+test_frames(void)
+{
+	struct conn c = { .fd = -1 };
+	struct bore_msg m;
+	char big[400];
+	int sv[2], r;
+
+	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, sv) == -1) {
+		check(0, "frames: socketpair", strerror(errno));
+		return;
+	}
+	c.fd = sv[0];
+
+	/* A frame split across reads: the first read times out, the rest completes it. */
+	put(sv[1], "{\"Hel", 5);
+	r = read_frame(&c, &m, now_ms() + 50);
+	check(r == -1 && errno == ETIMEDOUT, "frames: partial frame waits (times out)", NULL);
+	put(sv[1], "lo\":", 4);
+	put(sv[1], "80}", 3);
+	put(sv[1], "\0", 1);
+	r = read_frame(&c, &m, now_ms() + 1000);
+	check(r == 1 && m.type == BORE_MSG_HELLO && m.port == 80, "frames: split frame assembles", NULL);
+
+	/* Several frames in one write come out one by one. */
+	put(sv[1], "\"Heartbeat\"\0{\"Hello\":5}\0\"Heartbeat\"\0", 36);
+	r = read_frame(&c, &m, now_ms() + 1000);
+	check(r == 1 && m.type == BORE_MSG_HEARTBEAT, "frames: first of three", NULL);
+	check(frame_buffered(&c), "frames: rest stays buffered", NULL);
+	r = read_frame(&c, &m, now_ms() + 1000);
+	check(r == 1 && m.type == BORE_MSG_HELLO && m.port == 5, "frames: second of three", NULL);
+	r = read_frame(&c, &m, now_ms() + 1000);
+	check(r == 1 && m.type == BORE_MSG_HEARTBEAT, "frames: third of three", NULL);
+	check(c.len == 0 && !frame_buffered(&c), "frames: buffer empty after", NULL);
+
+	/* Bytes after Accept's NUL stay in the buffer for the relay. */
+	put(sv[1], "{\"Accept\":\"2d22dad6-dbff-4ee8-a34f-44bc515b4142\"}\0SSH-2.0-x\r\n", 61);
+	r = read_frame(&c, &m, now_ms() + 1000);
+	check(r == 1 && m.type == BORE_MSG_ACCEPT, "frames: Accept with stream bytes after it", NULL);
+	check(c.len == 11 && memcmp(c.buf, "SSH-2.0-x\r\n", 11) == 0,
+	    "frames: bytes after Accept kept, in order", NULL);
+	c.len = 0;
+
+	/* Garbage in a frame is an error for that frame. */
+	put(sv[1], "garbage\0", 8);
+	r = read_frame(&c, &m, now_ms() + 1000);
+	check(r == -1 && errno == EBADMSG, "frames: garbage frame is EBADMSG", NULL);
+
+	/* 256 bytes then NUL is fine; 257 bytes without a NUL is too long. */
+	snprintf(big, sizeof(big), "{\"Error\":\"%0*d\"}", 256 - 12, 0);
+	put(sv[1], big, 257);
+	r = read_frame(&c, &m, now_ms() + 1000);
+	check(r == 1 && m.type == BORE_MSG_ERROR && m.text_len == 244, "frames: 256-byte frame", NULL);
+	memset(big, 'x', 257);
+	put(sv[1], big, 257);
+	r = read_frame(&c, &m, now_ms() + 1000);
+	check(r == -1 && errno == EMSGSIZE, "frames: 257 bytes without NUL is EMSGSIZE", NULL);
+	c.len = 0;
+	memset(big, 'x', 300);
+	big[257] = '\0';
+	put(sv[1], big, 300);
+	r = read_frame(&c, &m, now_ms() + 1000);
+	check(r == -1 && errno == EMSGSIZE, "frames: 257 bytes then NUL is EMSGSIZE", NULL);
+	c.len = 0;
+	put(sv[1], "\0", 1);
+	r = read_frame(&c, &m, now_ms() + 1000);
+	check(r == -1 && errno == EBADMSG, "frames: empty frame is EBADMSG", NULL);
+
+	/* EOF in the middle of a frame, then a clean EOF. */
+	put(sv[1], "{\"Hel", 5);
+	shutdown(sv[1], SHUT_WR);
+	r = read_frame(&c, &m, now_ms() + 1000);
+	check(r == -1 && errno == EPROTO, "frames: EOF inside a frame is EPROTO", NULL);
+	c.len = 0;
+	r = read_frame(&c, &m, now_ms() + 1000);
+	check(r == 0, "frames: clean EOF is 0", NULL);
+	close(sv[0]);
+	close(sv[1]);
+}
+
+/* ---- Number parsing ----------------------------------------------------- */
+
+static void
+test_cli(void)
+{
+	static const char *const bad[] = { "", "x", "-1", "+1", "65536", "99999", "123456", "1 ", " 1",
+		"0x10", "1.0", "1e3" };
+	uint16_t p = 0;
+	size_t i;
+
+	check(bore_parse_port("0", 0, &p) == 0 && p == 0, "port: 0 allowed when min is 0", NULL);
+	check(bore_parse_port("0", 1, &p) == -1, "port: 0 refused when min is 1", NULL);
+	check(bore_parse_port("65535", 1, &p) == 0 && p == 65535, "port: 65535", NULL);
+	check(bore_parse_port("00080", 1, &p) == 0 && p == 80, "port: leading zeros", NULL);
+	check(bore_parse_port(NULL, 0, &p) == -1, "port: NULL", NULL);
+	for (i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+		check(bore_parse_port(bad[i], 0, &p) == -1, "port: rejects", bad[i]);
+}
+
+int
+main(int argc, char **argv)
+{
+	const char *vectors = getenv("BORE_VECTORS");
+	int i, all = argc < 2;
+
+	if (sodium_init() < 0)
+		return (1);
+	if (vectors == NULL)
+		vectors = "tests/vectors/hmac.tsv";
+	for (i = 1; i <= argc; i++) {
+		const char *g = i < argc ? argv[i] : NULL;
+
+		if (!all && g == NULL)
+			break;
+#define GROUP(name) ((all && i == 1) || (g != NULL && strcmp(g, name) == 0))
+		if (GROUP("hmac"))
+			test_hmac(vectors);
+		if (GROUP("uuid"))
+			test_uuid();
+		if (GROUP("parse"))
+			test_parse();
+		if (GROUP("format"))
+			test_format();
+		if (GROUP("frames"))
+			test_frames();
+		if (GROUP("cli"))
+			test_cli();
+		if (all)
+			break;
+	}
+	printf("%d passed, %d failed\n", passed, failed);
+	return (failed != 0 || passed == 0);
+}
