@@ -1,0 +1,478 @@
+#!/usr/bin/env bash
+# End-to-end tests for bore: the real binary on loopback, every byte checked by hash.
+# Usage: ./test.sh [NAME...]   (default: every case; BORE=path runs another build)
+# Ends with "N passed, N failed"; exits non-zero on any failure.
+set -u
+cd "$(dirname "$0")" || exit 1
+
+BORE=${BORE:-./bore}
+TCPKIT=./tests/tcpkit
+UNIT=./tests/unit
+export TCPKIT_TIMEOUT=${TCPKIT_TIMEOUT:-90}
+
+if ! make -s all tests/unit tests/tcpkit; then
+	echo "build failed"
+	echo "0 passed, 1 failed"
+	exit 1
+fi
+
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/bore-test.XXXXXX")
+PIDS=()
+passed=0
+failed=0
+
+# Kill exactly the processes this script started.
+stop_all() {
+	local p
+	for p in "${PIDS[@]}"; do
+		kill -9 "$p" 2>/dev/null
+	done
+	for p in "${PIDS[@]}"; do
+		wait "$p" 2>/dev/null
+	done
+	PIDS=()
+}
+trap 'stop_all; rm -rf "$WORK"' EXIT
+
+# Poll a command until it succeeds, for at most $1 seconds.
+wait_until() {
+	local limit=$(($1 * 20)) i
+	shift
+	for ((i = 0; i < limit; i++)); do
+		"$@" && return 0
+		sleep 0.05
+	done
+	return 1
+}
+
+# True while process $1 is alive.
+alive() { kill -0 "$1" 2>/dev/null; }
+
+# Start "$@" in the background with output in $WORK/$1.log; its pid in LAST.
+start() {
+	local name=$1
+	shift
+	"$@" >"$WORK/$name.log" 2>&1 &
+	LAST=$!
+	PIDS+=("$LAST")
+}
+
+# A free port below the ephemeral range (32768+ here) for a control port.
+free_port() { "$TCPKIT" freeport 10000 19999; }
+
+# A server on loopback with its own control port and tunnel range: sets CTL, SRV.
+start_server() {
+	local name=$1
+	shift
+	CTL=$(free_port) || return 1
+	TUN_MIN=$((20000 + (RANDOM % 60) * 200))
+	TUN_MAX=$((TUN_MIN + 199))
+	start "$name" "$BORE" server --bind-addr 127.0.0.1 --control-port "$CTL" \
+		--min-port "$TUN_MIN" --max-port "$TUN_MAX" "$@"
+	SRV=$LAST
+	wait_until 5 grep -q "server listening" "$WORK/$name.log"
+}
+
+# Public port from a client's "listening at" line.
+public_port() { sed -n 's/.*listening at 127\.0\.0\.1:\([0-9]*\).*/\1/p' "$WORK/$1.log" | head -n 1; }
+
+# A client exposing local port $2 through the server at $CTL: sets CLI, PUB.
+start_client() {
+	local name=$1 port=$2
+	shift 2
+	start "$name" "$BORE" local "$port" --local-host 127.0.0.1 --to 127.0.0.1 \
+		--control-port "$CTL" "$@"
+	CLI=$LAST
+	wait_until 5 grep -q "listening at" "$WORK/$name.log" || return 1
+	PUB=$(public_port "$name")
+	[ -n "$PUB" ]
+}
+
+# A tcpkit service on a kernel-chosen port: sets ORIGIN.
+start_origin() {
+	local name=$1
+	shift
+	start "$name" "$TCPKIT" serve "$@"
+	wait_until 5 test -s "$WORK/$name.log" || return 1
+	ORIGIN=$(head -n 1 "$WORK/$name.log")
+}
+
+# Server, echo origin and client in one go: sets CTL, SRV, ORIGIN, CLI, PUB.
+start_tunnel() {
+	start_origin origin echo && start_server server "$@" && start_client client "$ORIGIN"
+}
+
+# Wait for pid $1 to exit within $2 seconds; its exit status in RC.
+wait_exit() {
+	wait_until "$2" bash -c "! kill -0 $1 2>/dev/null" || return 1
+	wait "$1"
+	RC=$?
+}
+
+# Say why a case failed (shown under its FAIL line).
+why() { echo "    $*" >>"$WORK/why"; }
+
+# Check that a log contains a fixed string.
+log_has() {
+	grep -qF -- "$2" "$WORK/$1.log" || { why "$1.log lacks '$2'"; return 1; }
+}
+
+# A decimal number of seconds within [lo, hi].
+between() { awk -v x="$1" -v lo="$2" -v hi="$3" 'BEGIN { exit !(x >= lo && x <= hi) }'; }
+
+# Run case $1 (function t_$1) unless names were given and it is not among them.
+run() {
+	local name=$1
+	if [ ${#SELECTED[@]} -gt 0 ] && [[ " ${SELECTED[*]} " != *" $name "* ]]; then
+		return
+	fi
+	: >"$WORK/why"
+	if "t_$name"; then
+		passed=$((passed + 1))
+		echo "ok   $name"
+	else
+		failed=$((failed + 1))
+		echo "FAIL $name"
+		cat "$WORK/why"
+		for f in "$WORK"/*.log; do
+			[ -e "$f" ] || continue
+			echo "    --- $(basename "$f") (last lines)"
+			tail -n 5 "$f" | sed 's/^/    /'
+		done
+	fi
+	stop_all
+	rm -f "$WORK"/*.log
+}
+
+# ---- 1-4: the data path ------------------------------------------------
+
+t_roundtrip_64mib() {
+	start_tunnel || return 1
+	out=$("$TCPKIT" roundtrip 127.0.0.1 "$PUB" $((64 << 20))) || { why "$out"; return 1; }
+	[[ $out == "ok 67108864 "* ]]
+}
+
+t_concurrent_200() {
+	start_tunnel || return 1
+	out=$("$TCPKIT" many 127.0.0.1 "$PUB" 200 65536) || { why "$out"; return 1; }
+	[ "$out" = "ok 200" ]
+}
+
+t_half_close() {
+	start_origin origin reply 1048576 && start_server server && start_client client "$ORIGIN" || return 1
+	out=$("$TCPKIT" halfclose 127.0.0.1 "$PUB" 1048576) || { why "$out"; return 1; }
+	[ "$out" = "ok 1048576" ]
+}
+
+t_server_speaks_first() {
+	start_origin origin banner "SSH-2.0-bore_test" && start_server server &&
+		start_client client "$ORIGIN" || return 1
+	out=$("$TCPKIT" banner 127.0.0.1 "$PUB" "SSH-2.0-bore_test") || { why "$out"; return 1; }
+	[ "$out" = "ok" ]
+}
+
+# Bytes written right behind Accept's NUL, in the same write, reach the visitor first.
+t_bytes_after_accept() {
+	local frame id
+	start_server server || return 1
+	exec 3<>"/dev/tcp/127.0.0.1/$CTL" || return 1
+	printf '{"Hello":0}\0' >&3
+	IFS= read -r -d '' -t 5 frame <&3 || { why "no Hello"; exec 3>&-; return 1; }
+	PUB=$(sed -n 's/^{"Hello":\([0-9]*\)}$/\1/p' <<<"$frame")
+	start visitor "$TCPKIT" banner 127.0.0.1 "$PUB" "SSH-2.0-early"
+	local visitor=$LAST
+	id=
+	while IFS= read -r -d '' -t 5 frame <&3; do
+		id=$(sed -n 's/^{"Connection":"\([0-9a-f-]*\)"}$/\1/p' <<<"$frame")
+		[ -n "$id" ] && break
+	done
+	[ -n "$id" ] || { why "no Connection frame"; exec 3>&-; return 1; }
+	exec 4<>"/dev/tcp/127.0.0.1/$CTL"
+	printf '{"Accept":"%s"}\0SSH-2.0-early\r\n' "$id" >&4
+	wait_exit "$visitor" 5 || { why "visitor still waiting"; exec 3>&- 4>&-; return 1; }
+	exec 3>&- 4>&-
+	[ "$RC" = 0 ] && log_has visitor ok
+}
+
+# A local service that refuses: the visitor is closed at once, not after a timeout.
+t_local_refused() {
+	local dead
+	dead=$(free_port) || return 1
+	start_server server && start_client client "$dead" || return 1
+	t=$("$TCPKIT" waitclose 127.0.0.1 "$PUB") || { why "$t"; return 1; }
+	between "$t" 0 2 || { why "visitor closed after $t s"; return 1; }
+	alive "$CLI" && log_has client "could not connect to 127.0.0.1:$dead"
+}
+
+# ---- 5: secrets ----------------------------------------------------------
+
+t_secret_right() {
+	start_origin origin echo && start_server server -s "hunter2" &&
+		start_client client "$ORIGIN" -s "hunter2" || return 1
+	out=$("$TCPKIT" many 127.0.0.1 "$PUB" 20 100000) || { why "$out"; return 1; }
+	[ "$out" = "ok 20" ]
+}
+
+t_secret_wrong() {
+	start_server server -s "hunter2" || return 1
+	start client "$BORE" local 9 --to 127.0.0.1 --control-port "$CTL" -s "hunter3"
+	wait_exit "$LAST" 5 || { why "client did not exit"; return 1; }
+	[ "$RC" = 1 ] || { why "exit status $RC"; return 1; }
+	log_has client "invalid secret" && log_has server "invalid secret"
+}
+
+t_secret_server_only() {
+	start_server server -s "hunter2" || return 1
+	start client "$BORE" local 9 --to 127.0.0.1 --control-port "$CTL"
+	wait_exit "$LAST" 5 || { why "client did not exit"; return 1; }
+	[ "$RC" = 1 ] || { why "exit status $RC"; return 1; }
+	log_has client "server requires authentication, but no client secret was provided"
+}
+
+t_secret_client_only() {
+	start_server server || return 1
+	start client "$BORE" local 9 --to 127.0.0.1 --control-port "$CTL" -s "hunter2"
+	wait_exit "$LAST" 8 || { why "client did not exit"; return 1; }
+	[ "$RC" = 1 ] || { why "exit status $RC"; return 1; }
+	log_has client "expected authentication challenge, but no secret was required"
+}
+
+# ---- 6-7: unit tests of the auth and protocol code -----------------------
+
+# Run one group of tests/unit; show its failures.
+unit_group() {
+	local out
+	out=$("$UNIT" "$@")
+	local rc=$?
+	grep '^FAIL' <<<"$out" | sed 's/^/    /' >>"$WORK/why"
+	why "$(tail -n 1 <<<"$out")"
+	[ $rc = 0 ]
+}
+t_hmac_vectors() { unit_group hmac; }
+t_frame_parser() { unit_group uuid parse format frames cli; }
+
+# ---- 8: the server refuses a port ----------------------------------------
+
+t_port_out_of_range() {
+	start_server server || return 1
+	start client "$BORE" local 9 --to 127.0.0.1 --control-port "$CTL" --port $((TUN_MAX + 1))
+	wait_exit "$LAST" 5 || return 1
+	[ "$RC" = 1 ] && log_has client "client port number not in allowed range"
+}
+
+t_port_in_use() {
+	start_server server || return 1
+	start_client first 9 --port "$TUN_MIN" || return 1
+	start second "$BORE" local 9 --to 127.0.0.1 --control-port "$CTL" --port "$TUN_MIN"
+	wait_exit "$LAST" 5 || return 1
+	[ "$RC" = 1 ] && log_has second "port already in use" && alive "$CLI"
+}
+
+# ---- 9: timeouts and bad frames -------------------------------------------
+
+# A fake client says Hello and never claims its visitor: the server closes it after 10 s.
+t_unclaimed_visitor() {
+	local frame t
+	start_server server || return 1
+	exec 3<>"/dev/tcp/127.0.0.1/$CTL" || return 1
+	printf '{"Hello":0}\0' >&3
+	IFS= read -r -d '' -t 5 frame <&3 || { exec 3>&-; return 1; }
+	PUB=$(sed -n 's/^{"Hello":\([0-9]*\)}$/\1/p' <<<"$frame")
+	# Keep reading heartbeats so the control connection stays healthy.
+	cat <&3 >/dev/null &
+	PIDS+=($!)
+	t=$("$TCPKIT" waitclose 127.0.0.1 "$PUB") || { exec 3>&-; return 1; }
+	exec 3>&-
+	between "$t" 9.5 11.5 || { why "visitor closed after $t s"; return 1; }
+	log_has server "removed stale connection"
+}
+
+t_silent_connection_dropped() {
+	start_server server || return 1
+	t=$("$TCPKIT" waitclose 127.0.0.1 "$CTL") || return 1
+	between "$t" 2.8 4 || { why "dropped after $t s"; return 1; }
+	log_has server "timed out waiting for initial message"
+}
+
+# Oversize and garbage frames close only their own connection; the tunnel keeps working.
+t_bad_frames_isolated() {
+	start_tunnel || return 1
+	head -c 300 /dev/zero | tr '\0' 'x' | "$TCPKIT" raw 127.0.0.1 "$CTL" 2000 >/dev/null ||
+		{ why "oversize frame not closed"; return 1; }
+	printf 'garbage\0' | "$TCPKIT" raw 127.0.0.1 "$CTL" 2000 >/dev/null ||
+		{ why "garbage frame not closed"; return 1; }
+	printf '{"Hello":65536}\0' | "$TCPKIT" raw 127.0.0.1 "$CTL" 2000 >/dev/null ||
+		{ why "out-of-range Hello not closed"; return 1; }
+	printf '{"Accept":"2d22dad6-dbff-4ee8-a34f-44bc515b4142"}\0' |
+		"$TCPKIT" raw 127.0.0.1 "$CTL" 2000 >/dev/null || { why "unknown Accept not closed"; return 1; }
+	printf '{"Authenticate":"00"}\0' | "$TCPKIT" raw 127.0.0.1 "$CTL" 2000 >/dev/null ||
+		{ why "Authenticate without a secret not closed"; return 1; }
+	log_has server "frame error, invalid byte length" && log_has server "unable to parse message" &&
+		log_has server "missing connection" && log_has server "unexpected authenticate" || return 1
+	out=$("$TCPKIT" roundtrip 127.0.0.1 "$PUB" 1000000) || { why "$out"; return 1; }
+	alive "$SRV" && alive "$CLI"
+}
+
+# The server's first words on a control connection, exactly as bore 0.5 says them.
+t_wire_bytes() {
+	local frame
+	start_server server || return 1
+	exec 3<>"/dev/tcp/127.0.0.1/$CTL" || return 1
+	printf '{ "Hello" : %d }\0' "$TUN_MIN" >&3
+	IFS= read -r -d '' -t 5 frame <&3
+	[ "$frame" = "{\"Hello\":$TUN_MIN}" ] || { why "got '$frame'"; exec 3>&-; return 1; }
+	IFS= read -r -d '' -t 5 frame <&3
+	exec 3>&-
+	[ "$frame" = '"Heartbeat"' ] || { why "got '$frame'"; return 1; }
+	stop_all
+	start_server server -s hunter2 || return 1
+	exec 3<>"/dev/tcp/127.0.0.1/$CTL" || return 1
+	IFS= read -r -d '' -t 5 frame <&3
+	[[ $frame =~ ^\{\"Challenge\":\"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}\"\}$ ]] ||
+		{ why "got '$frame'"; exec 3>&-; return 1; }
+	printf '{"Authenticate":"%064d"}\0' 0 >&3
+	IFS= read -r -d '' -t 5 frame <&3
+	exec 3>&-
+	[ "$frame" = '{"Error":"invalid secret"}' ] || { why "got '$frame'"; return 1; }
+}
+
+# ---- 10: the server or the client dies ------------------------------------
+
+t_server_killed() {
+	start_tunnel || return 1
+	{ kill -9 "$SRV"; wait "$SRV"; } 2>/dev/null
+	wait_exit "$CLI" 5 || { why "client still running"; return 1; }
+	[ "$RC" = 1 ] || { why "exit status $RC"; return 1; }
+	log_has client "server closed the connection"
+}
+
+t_fixed_port_reuse() {
+	start_tunnel || return 1
+	stop_client() { kill -9 "$CLI"; wait "$CLI" 2>/dev/null; }
+	stop_client
+	start_client client2 "$ORIGIN" --port "$PUB" || { why "restart on port $PUB failed"; return 1; }
+	local first=$PUB
+	out=$("$TCPKIT" roundtrip 127.0.0.1 "$PUB" 100000) || { why "$out"; return 1; }
+	# Also after a visitor was mid-stream when the client died.
+	local second=$TUN_MIN
+	[ "$first" = "$TUN_MIN" ] && second=$TUN_MAX
+	start_client client3 "$ORIGIN" --port "$second" || return 1
+	start visitor "$TCPKIT" roundtrip 127.0.0.1 "$PUB" $((256 << 20))
+	sleep 0.2
+	kill -9 "$CLI"
+	wait "$CLI" 2>/dev/null
+	start_client client4 "$ORIGIN" --port "$second" ||
+		{ why "restart with a live visitor failed"; return 1; }
+	[ "$PUB" = "$second" ]
+}
+
+t_sigterm_exits_0() {
+	start_tunnel || return 1
+	kill -TERM "$CLI"
+	wait_exit "$CLI" 5 && [ "$RC" = 0 ] || { why "client: ${RC:-still running}"; return 1; }
+	kill -INT "$SRV"
+	wait_exit "$SRV" 5 && [ "$RC" = 0 ] || { why "server: ${RC:-still running}"; return 1; }
+}
+
+# ---- 11: the command line --------------------------------------------------
+
+# Expect exit status $1 and output matching $2 from bore run with the remaining
+# arguments; leading NAME=VALUE arguments go to its environment.
+expect_cli() {
+	local want=$1 pattern=$2 out rc envs=()
+	shift 2
+	while [ $# -gt 0 ] && [[ $1 == [A-Z]*=* ]]; do
+		envs+=("$1")
+		shift
+	done
+	out=$(env "${envs[@]}" timeout 5 "$BORE" "$@" 2>&1)
+	rc=$?
+	[ "$rc" = "$want" ] || { why "bore $*: exit $rc, wanted $want"; return 1; }
+	grep -qE -- "$pattern" <<<"$out" || { why "bore $*: output lacks /$pattern/"; return 1; }
+}
+
+t_cli_help_version() {
+	expect_cli 0 '^Usage: bore <COMMAND>' --help &&
+		expect_cli 0 '^Usage: bore <COMMAND>' -h &&
+		expect_cli 0 '^bore [0-9]+\.[0-9]+\.[0-9]+$' --version &&
+		expect_cli 0 '^bore [0-9]' -V &&
+		expect_cli 0 'Usage: bore local' local --help &&
+		expect_cli 0 'Usage: bore server' server -h &&
+		expect_cli 0 '--control-port' server --help
+}
+
+t_cli_bad_usage() {
+	expect_cli 2 "^bore: a subcommand is required" &&
+		expect_cli 2 "^bore: unrecognized subcommand 'serve'" serve &&
+		expect_cli 2 "^bore: unexpected argument '--frobnicate'" server --frobnicate &&
+		expect_cli 2 "^bore: a value is required for '--to'" local 80 --to &&
+		expect_cli 2 "^bore: a value is required for '--min-port'" server --min-port &&
+		expect_cli 2 "^bore: the following required argument was not provided: --to" local 80 &&
+		expect_cli 2 "^bore: the following required argument was not provided: <LOCAL_PORT>" \
+			local --to 127.0.0.1 &&
+		expect_cli 2 "^bore: invalid value '0' for '<LOCAL_PORT>'" local 0 --to 127.0.0.1 &&
+		expect_cli 2 "^bore: invalid value '65536' for '--port'" local 80 --to 127.0.0.1 -p 65536 &&
+		expect_cli 2 "^bore: invalid value 'http' for '<LOCAL_PORT>'" local http --to 127.0.0.1 &&
+		expect_cli 2 "^bore: invalid value '-5' for '--min-port'" server --min-port=-5 &&
+		expect_cli 2 "^bore: invalid value '0' for '--control-port'" server --control-port 0 &&
+		expect_cli 2 "^bore: invalid value '1e3' for '--max-port'" server --max-port 1e3 &&
+		expect_cli 2 "^bore: port range is empty" server --min-port 3000 --max-port 2000 &&
+		expect_cli 2 "^bore: invalid value 'localhost' for '--bind-addr'" server --bind-addr localhost &&
+		expect_cli 2 "^bore: unexpected argument 'extra'" local 80 extra --to 127.0.0.1 &&
+		expect_cli 2 "invalid value 'loud' for BORE_LOG" BORE_LOG=loud server &&
+		expect_cli 2 "^bore: invalid value 'x' for '--min-port'" BORE_MIN_PORT=x server &&
+		expect_cli 2 "^bore: invalid value '70000' for '<LOCAL_PORT>'" BORE_LOCAL_PORT=70000 \
+			local --to 127.0.0.1
+}
+
+# --opt=value, short options and the environment all reach the same settings.
+t_cli_env_and_forms() {
+	start_origin origin echo || return 1
+	CTL=$(free_port) || return 1
+	local port=$((20000 + (RANDOM % 60) * 200))
+	start server env BORE_MIN_PORT="$port" BORE_MAX_PORT="$port" BORE_CONTROL_PORT="$CTL" \
+		BORE_SECRET=envsecret "$BORE" server --bind-addr=127.0.0.1
+	SRV=$LAST
+	wait_until 5 grep -q "server listening" "$WORK/server.log" || return 1
+	start client env BORE_SERVER=127.0.0.1 BORE_LOCAL_PORT="$ORIGIN" BORE_CONTROL_PORT="$CTL" \
+		BORE_SECRET=envsecret "$BORE" local -l127.0.0.1
+	wait_until 5 grep -q "listening at" "$WORK/client.log" || return 1
+	[ "$(public_port client)" = "$port" ] || { why "env range not honoured"; return 1; }
+	out=$("$TCPKIT" roundtrip 127.0.0.1 "$port" 100000) || { why "$out"; return 1; }
+	stop_all
+	# A flag beats its variable.
+	start_origin origin echo && start_server server -s flagsecret || return 1
+	start client env BORE_SECRET=wrong BORE_SERVER=127.0.0.2 "$BORE" local "$ORIGIN" \
+		--local-host=127.0.0.1 --to=127.0.0.1 --control-port="$CTL" --secret=flagsecret --port="$TUN_MAX"
+	wait_until 5 grep -q "listening at" "$WORK/client.log" || return 1
+	[ "$(public_port client)" = "$TUN_MAX" ]
+}
+
+SELECTED=("$@")
+run roundtrip_64mib
+run concurrent_200
+run half_close
+run server_speaks_first
+run bytes_after_accept
+run local_refused
+run secret_right
+run secret_wrong
+run secret_server_only
+run secret_client_only
+run hmac_vectors
+run frame_parser
+run port_out_of_range
+run port_in_use
+run unclaimed_visitor
+run silent_connection_dropped
+run bad_frames_isolated
+run wire_bytes
+run server_killed
+run fixed_port_reuse
+run sigterm_exits_0
+run cli_help_version
+run cli_bad_usage
+run cli_env_and_forms
+
+echo "$passed passed, $failed failed"
+[ "$failed" = 0 ] && [ "$passed" -gt 0 ]
