@@ -21,17 +21,33 @@ PIDS=()
 passed=0
 failed=0
 
-# Kill exactly the processes this script started.
+# True while process $1 is alive.
+alive() { kill -0 "$1" 2>/dev/null; }
+
+# Stop exactly the processes this script started: SIGTERM first, so that a
+# sanitizer build reports leaks at exit, then SIGKILL for whatever is left.
 stop_all() {
 	local p
 	for p in "${PIDS[@]}"; do
-		kill -9 "$p" 2>/dev/null
+		kill -TERM "$p" 2>/dev/null
 	done
+	wait_until 3 none_alive
 	for p in "${PIDS[@]}"; do
+		kill -9 "$p" 2>/dev/null
 		wait "$p" 2>/dev/null
 	done
 	PIDS=()
 }
+
+# True when no process this script started is alive.
+none_alive() {
+	local p
+	for p in "${PIDS[@]}"; do
+		alive "$p" && return 1
+	done
+	return 0
+}
+
 trap 'stop_all; rm -rf "$WORK"' EXIT
 
 # Poll a command until it succeeds, for at most $1 seconds.
@@ -44,9 +60,6 @@ wait_until() {
 	done
 	return 1
 }
-
-# True while process $1 is alive.
-alive() { kill -0 "$1" 2>/dev/null; }
 
 # Start "$@" in the background with output in $WORK/$1.log; its pid in LAST.
 start() {
@@ -127,7 +140,16 @@ run() {
 		return
 	fi
 	: >"$WORK/why"
-	if "t_$name"; then
+	"t_$name"
+	local rc=$?
+	stop_all
+	# Any sanitizer report in any log fails the case.
+	if grep -lE "ERROR: (Address|Leak)Sanitizer|runtime error:|WARNING: ThreadSanitizer" \
+		"$WORK"/*.log >"$WORK/sanitizer" 2>/dev/null; then
+		why "sanitizer report in: $(tr '\n' ' ' <"$WORK/sanitizer")"
+		rc=1
+	fi
+	if [ $rc = 0 ]; then
 		passed=$((passed + 1))
 		echo "ok   $name"
 	else
@@ -140,7 +162,6 @@ run() {
 			tail -n 5 "$f" | sed 's/^/    /'
 		done
 	fi
-	stop_all
 	rm -f "$WORK"/*.log
 }
 
@@ -313,6 +334,32 @@ t_bad_frames_isolated() {
 	alive "$SRV" && alive "$CLI"
 }
 
+# Open fds and threads of process $1, as "fds threads".
+fds_threads() { echo "$(ls /proc/"$1"/fd | wc -l) $(ls /proc/"$1"/task | wc -l)"; }
+
+# After traffic, refused and bad connections, both ends are back to their fds and threads.
+t_no_leaks() {
+	local dead srv_base cli_base
+	start_tunnel || return 1
+	srv_base=$(fds_threads "$SRV")
+	cli_base=$(fds_threads "$CLI")
+	out=$("$TCPKIT" many 127.0.0.1 "$PUB" 100 20000) || { why "$out"; return 1; }
+	printf 'garbage\0' | "$TCPKIT" raw 127.0.0.1 "$CTL" 2000 >/dev/null
+	head -c 1000 /dev/zero | "$TCPKIT" raw 127.0.0.1 "$CTL" 2000 >/dev/null
+	"$TCPKIT" waitclose 127.0.0.1 "$CTL" >/dev/null
+	wait_until 5 test "$(fds_threads "$SRV")" = "$srv_base" ||
+		{ why "server fds/threads $srv_base -> $(fds_threads "$SRV")"; return 1; }
+	wait_until 5 test "$(fds_threads "$CLI")" = "$cli_base" ||
+		{ why "client fds/threads $cli_base -> $(fds_threads "$CLI")"; return 1; }
+	# A second tunnel that comes and goes leaves nothing behind either.
+	dead=$CLI
+	start_client client2 "$ORIGIN" || return 1
+	{ kill -9 "$CLI"; wait "$CLI"; } 2>/dev/null
+	wait_until 5 test "$(fds_threads "$SRV")" = "$srv_base" ||
+		{ why "server fds/threads after a client died: $srv_base -> $(fds_threads "$SRV")"; return 1; }
+	alive "$dead"
+}
+
 # The server's first words on a control connection, exactly as bore 0.5 says them.
 t_wire_bytes() {
 	local frame
@@ -467,6 +514,7 @@ run unclaimed_visitor
 run silent_connection_dropped
 run bad_frames_isolated
 run wire_bytes
+run no_leaks
 run server_killed
 run fixed_port_reuse
 run sigterm_exits_0
