@@ -12,7 +12,7 @@ BORE_LIBS = $(SODIUM_LIBS) -pthread
 
 TEST_TOOLS = tests/unit tests/tcpkit
 
-.PHONY: all check install uninstall clean bench sodium
+.PHONY: all check install uninstall clean bench demo sodium
 
 all: bore
 
@@ -34,6 +34,9 @@ tests/tcpkit: tests/tcpkit.c | sodium
 
 check: all $(TEST_TOOLS)
 	./test.sh
+
+demo: all tests/tcpkit
+	./tests/demo.sh
 
 bench: all tests/tcpkit
 	./tests/bench.sh

@@ -1,0 +1,954 @@
+/* tcpkit: loopback-only TCP test helper for the bore test suite; run "tcpkit help" for usage. */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <sodium.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#define STACK_SIZE (256 * 1024)
+#define IO_CHUNK (64 * 1024)
+#define STREAM_CHUNK (128 * 1024)
+#define CONNECT_MS 3000
+#define LINGER_SECS 5
+
+/* Client target address, resolved once and shared by all client threads. */
+static struct sockaddr_storage g_addr;
+static socklen_t g_addrlen;
+
+/* Deterministic pattern (all-zero seed) used by reply, churn and halfclose. */
+static unsigned char *g_pattern;
+static size_t g_pattern_len;
+
+/* Serve-mode state: banner line and per-connection handler. */
+static char *g_banner;
+static void (*g_handler)(int fd);
+
+/* Print "tcpkit: <message>" to stderr and exit 1. */
+static _Noreturn void die(const char *fmt, ...)
+{
+    va_list ap;
+    fputs("tcpkit: ", stderr);
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fputc('\n', stderr);
+    exit(1);
+}
+
+/* SIGALRM handler: the global safety deadline expired. */
+static void on_alarm(int sig)
+{
+    static const char msg[] = "tcpkit: timed out\n";
+    ssize_t r = write(STDERR_FILENO, msg, sizeof msg - 1);
+    (void)r;
+    (void)sig;
+    _exit(3);
+}
+
+/* Monotonic time in seconds. */
+static double now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* Sleep for ms milliseconds. */
+static void sleep_ms(long ms)
+{
+    struct timespec ts = { ms / 1000, (ms % 1000) * 1000000L };
+    while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
+        ;
+}
+
+/* Parse a decimal number in [lo, hi] or die naming what it is. */
+static unsigned long long parse_num(const char *s, unsigned long long lo,
+                                    unsigned long long hi, const char *what)
+{
+    char *end;
+    errno = 0;
+    unsigned long long v = strtoull(s, &end, 10);
+    if (errno || end == s || *end || *s == '-' || v < lo || v > hi)
+        die("invalid %s '%s'", what, s);
+    return v;
+}
+
+/* Parse a byte count. */
+static size_t parse_size(const char *s)
+{
+    return (size_t)parse_num(s, 0, SIZE_MAX / 2, "byte count");
+}
+
+/* True for 127.0.0.0/8 and ::1. */
+static int is_loopback(const struct sockaddr *sa)
+{
+    if (sa->sa_family == AF_INET)
+        return ntohl(((const struct sockaddr_in *)sa)->sin_addr.s_addr) >> 24 == 127;
+    if (sa->sa_family == AF_INET6)
+        return IN6_IS_ADDR_LOOPBACK(&((const struct sockaddr_in6 *)sa)->sin6_addr);
+    return 0;
+}
+
+/* Resolve a numeric loopback host and port into ss; dies on anything else. */
+static socklen_t resolve(const char *host, const char *port, struct sockaddr_storage *ss)
+{
+    struct addrinfo hints, *res;
+    memset(&hints, 0, sizeof hints);
+    hints.ai_flags = AI_NUMERICHOST | AI_NUMERICSERV;
+    hints.ai_socktype = SOCK_STREAM;
+    int rc = getaddrinfo(host, port, &hints, &res);
+    if (rc != 0)
+        die("bad address '%s' port '%s': %s", host, port, gai_strerror(rc));
+    if (!is_loopback(res->ai_addr)) {
+        freeaddrinfo(res);
+        die("refusing non-loopback address '%s'", host);
+    }
+    socklen_t len = res->ai_addrlen;
+    memcpy(ss, res->ai_addr, len);
+    freeaddrinfo(res);
+    return len;
+}
+
+/* Set the client target from HOST and PORT arguments. */
+static void set_target(const char *host, const char *port)
+{
+    parse_num(port, 1, 65535, "port");
+    g_addrlen = resolve(host, port, &g_addr);
+}
+
+/* Switch O_NONBLOCK on or off. */
+static void set_nonblock(int fd, int on)
+{
+    int fl = fcntl(fd, F_GETFL);
+    fcntl(fd, F_SETFL, on ? fl | O_NONBLOCK : fl & ~O_NONBLOCK);
+}
+
+/* Disable Nagle's algorithm. */
+static void set_nodelay(int fd)
+{
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+}
+
+/* Wait until fd is ready for events or timeout_ms passes; returns poll's result. */
+static int wait_fd(int fd, short events, int timeout_ms)
+{
+    struct pollfd p = { .fd = fd, .events = events };
+    int rc;
+    while ((rc = poll(&p, 1, timeout_ms)) < 0 && errno == EINTR)
+        ;
+    return rc;
+}
+
+/* Wait for a non-blocking connect to finish; returns 0 or an errno value. */
+static int connect_wait(int fd)
+{
+    int rc = wait_fd(fd, POLLOUT, CONNECT_MS);
+    if (rc == 0)
+        return ETIMEDOUT;
+    if (rc < 0)
+        return errno;
+    int err = 0;
+    socklen_t len = sizeof err;
+    if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0)
+        return errno;
+    return err;
+}
+
+/* Connect to the target with a 3 s timeout; returns a blocking fd, or -1 with errno set. */
+static int connect_target(void)
+{
+    int fd = socket(g_addr.ss_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    if (fd < 0)
+        return -1;
+    int err = 0;
+    if (connect(fd, (struct sockaddr *)&g_addr, g_addrlen) < 0)
+        err = errno == EINPROGRESS ? connect_wait(fd) : errno;
+    if (err != 0) {
+        close(fd);
+        errno = err;
+        return -1;
+    }
+    set_nonblock(fd, 0);
+    return fd;
+}
+
+/* Connect or die with the reason. */
+static int connect_or_die(void)
+{
+    int fd = connect_target();
+    if (fd < 0)
+        die("connect: %s", strerror(errno));
+    return fd;
+}
+
+/* read() that retries on EINTR. */
+static ssize_t read_retry(int fd, void *buf, size_t len)
+{
+    ssize_t n;
+    while ((n = read(fd, buf, len)) < 0 && errno == EINTR)
+        ;
+    return n;
+}
+
+/* Write all len bytes, waiting on EAGAIN; returns 0, or -1 with errno set. */
+static int write_all(int fd, const void *buf, size_t len)
+{
+    const char *p = buf;
+    while (len > 0) {
+        ssize_t n = write(fd, p, len);
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+            wait_fd(fd, POLLOUT, -1);
+        else if (n < 0 && errno != EINTR)
+            return -1;
+        else if (n > 0) {
+            p += n;
+            len -= (size_t)n;
+        }
+    }
+    return 0;
+}
+
+/* Read exactly len bytes; returns 0, or -1 on EOF or error. */
+static int read_exact(int fd, void *buf, size_t len)
+{
+    char *p = buf;
+    while (len > 0) {
+        ssize_t n = read_retry(fd, p, len);
+        if (n <= 0)
+            return -1;
+        p += n;
+        len -= (size_t)n;
+    }
+    return 0;
+}
+
+/* Build the n-byte deterministic pattern in g_pattern. */
+static void make_pattern(size_t n)
+{
+    static const unsigned char seed[randombytes_SEEDBYTES];
+    g_pattern = malloc(n ? n : 1);
+    if (!g_pattern)
+        die("out of memory");
+    randombytes_buf_deterministic(g_pattern, n, seed);
+    g_pattern_len = n;
+}
+
+/* Start a thread with a small stack; returns 0 or an errno value. */
+static int spawn(pthread_t *t, void *(*fn)(void *), void *arg, int detached)
+{
+    pthread_attr_t attr;
+    pthread_attr_init(&attr);
+    pthread_attr_setstacksize(&attr, STACK_SIZE);
+    if (detached)
+        pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+    int rc = pthread_create(t, &attr, fn, arg);
+    pthread_attr_destroy(&attr);
+    return rc;
+}
+
+/* Raise the soft open-file limit to the hard limit. */
+static void raise_nofile(void)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &rl);
+    }
+}
+
+/* ---- serve ---- */
+
+/* Echo until EOF, then send our own FIN. */
+static void echo_loop(int fd)
+{
+    char buf[32 * 1024];
+    for (;;) {
+        ssize_t n = read_retry(fd, buf, sizeof buf);
+        if (n == 0)
+            shutdown(fd, SHUT_WR);
+        if (n <= 0 || write_all(fd, buf, (size_t)n) < 0)
+            return;
+    }
+}
+
+/* Read to EOF (min 0) or >= min bytes, hashing into h; byte count, or -1 on error/early EOF. */
+static long long read_until(int fd, size_t min, crypto_hash_sha256_state *h)
+{
+    unsigned char buf[32 * 1024];
+    long long got = 0;
+    for (;;) {
+        ssize_t n = read_retry(fd, buf, sizeof buf);
+        if (n < 0 || (n == 0 && min > 0))
+            return -1;
+        if (n == 0)
+            return got;
+        if (h)
+            crypto_hash_sha256_update(h, buf, (size_t)n);
+        got += n;
+        if (min > 0 && got >= (long long)min)
+            return got;
+    }
+}
+
+/* Send FIN, drain whatever the peer still sends (bounded), so close() never resets. */
+static void linger_close(int fd)
+{
+    struct timeval tv = { LINGER_SECS, 0 };
+    shutdown(fd, SHUT_WR);
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    read_until(fd, 0, NULL);
+}
+
+/* banner: send TEXT CRLF, then echo. */
+static void handle_banner(int fd)
+{
+    if (write_all(fd, g_banner, strlen(g_banner)) == 0)
+        echo_loop(fd);
+}
+
+/* reply: discard input until EOF, then send the pattern. */
+static void handle_reply(int fd)
+{
+    if (read_until(fd, 0, NULL) >= 0 && write_all(fd, g_pattern, g_pattern_len) == 0)
+        linger_close(fd);
+}
+
+/* churn: wait for 3 bytes, then send the pattern. */
+static void handle_churn(int fd)
+{
+    if (read_until(fd, 3, NULL) >= 0 && write_all(fd, g_pattern, g_pattern_len) == 0)
+        linger_close(fd);
+}
+
+/* sink: hash input until EOF, then send the hex digest. */
+static void handle_sink(int fd)
+{
+    crypto_hash_sha256_state h;
+    unsigned char hash[crypto_hash_sha256_BYTES];
+    char line[crypto_hash_sha256_BYTES * 2 + 2];
+    crypto_hash_sha256_init(&h);
+    if (read_until(fd, 0, &h) < 0)
+        return;
+    crypto_hash_sha256_final(&h, hash);
+    sodium_bin2hex(line, sizeof line - 1, hash, sizeof hash);
+    strcat(line, "\n");
+    if (write_all(fd, line, strlen(line)) == 0)
+        linger_close(fd);
+}
+
+/* Per-connection thread: run the handler, then close. */
+static void *serve_conn(void *arg)
+{
+    int fd = (int)(intptr_t)arg;
+    g_handler(fd);
+    close(fd);
+    return NULL;
+}
+
+/* Pick the serve handler for MODE [ARG]; dies on bad usage. */
+static void setup_handler(const char *mode, const char *arg)
+{
+    int needs_arg = !strcmp(mode, "banner") || !strcmp(mode, "reply") || !strcmp(mode, "churn");
+    if (needs_arg != (arg != NULL))
+        die("usage: tcpkit serve echo|sink|banner TEXT|reply N|churn N [--host IP]");
+    if (!strcmp(mode, "echo"))
+        g_handler = echo_loop;
+    else if (!strcmp(mode, "sink"))
+        g_handler = handle_sink;
+    else if (!strcmp(mode, "banner")) {
+        g_handler = handle_banner;
+        if (asprintf(&g_banner, "%s\r\n", arg) < 0)
+            die("out of memory");
+    } else if (!strcmp(mode, "reply") || !strcmp(mode, "churn")) {
+        g_handler = !strcmp(mode, "reply") ? handle_reply : handle_churn;
+        make_pattern(parse_size(arg));
+    } else
+        die("unknown serve mode '%s'", mode);
+}
+
+/* Listen on host with a kernel-chosen port and print the port. */
+static int listen_and_announce(const char *host)
+{
+    struct sockaddr_storage ss;
+    socklen_t len = resolve(host, "0", &ss);
+    int fd = socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0 || bind(fd, (struct sockaddr *)&ss, len) < 0 || listen(fd, 1024) < 0)
+        die("listen on %s: %s", host, strerror(errno));
+    len = sizeof ss;
+    if (getsockname(fd, (struct sockaddr *)&ss, &len) < 0)
+        die("getsockname: %s", strerror(errno));
+    in_port_t port = ss.ss_family == AF_INET ? ((struct sockaddr_in *)&ss)->sin_port
+                                             : ((struct sockaddr_in6 *)&ss)->sin6_port;
+    printf("%u\n", (unsigned)ntohs(port));
+    fflush(stdout);
+    return fd;
+}
+
+/* serve MODE [ARG] [--host IP]: accept forever, one detached thread per connection. */
+static int mode_serve(char **argv)
+{
+    const char *host = "127.0.0.1", *pos[2] = { NULL, NULL };
+    int npos = 0;
+    for (int i = 0; argv[i]; i++) {
+        if (!strcmp(argv[i], "--host") && argv[i + 1])
+            host = argv[++i];
+        else if (npos < 2)
+            pos[npos++] = argv[i];
+        else
+            die("too many arguments for serve");
+    }
+    if (!pos[0])
+        die("usage: tcpkit serve MODE [ARG] [--host IP]");
+    setup_handler(pos[0], pos[1]);
+    int lfd = listen_and_announce(host);
+    for (;;) {
+        pthread_t t;
+        int fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
+        if (fd < 0) {
+            if (errno != EINTR)
+                sleep_ms(10);
+            continue;
+        }
+        if (spawn(&t, serve_conn, (void *)(intptr_t)fd, 1) != 0) {
+            close(fd);
+            sleep_ms(10);
+        }
+    }
+}
+
+/* ---- bidirectional pump shared by roundtrip, many and stream ---- */
+
+/* One transfer: send random data (by size or until a time), read everything back until EOF. */
+struct pump {
+    size_t limit;  /* bytes to send when until == 0 */
+    double until;  /* stop sending at this time when > 0 */
+    size_t chunk;  /* bytes per generated chunk */
+    int hash;      /* fresh random chunks, hashed both ways (else one chunk reused) */
+    size_t sent, got;
+    unsigned char tx_hash[crypto_hash_sha256_BYTES], rx_hash[crypto_hash_sha256_BYTES];
+};
+
+/* Prepare the next chunk to send; returns its length, 0 once sending is complete. */
+static size_t next_chunk(struct pump *pm, crypto_hash_sha256_state *tx, unsigned char *buf)
+{
+    size_t n = pm->chunk;
+    if (pm->until > 0 && now() >= pm->until)
+        return 0;
+    if (pm->until <= 0 && pm->limit - pm->sent < n)
+        n = pm->limit - pm->sent;
+    if (n > 0 && pm->hash) {
+        randombytes_buf(buf, n);
+        crypto_hash_sha256_update(tx, buf, n);
+    }
+    return n;
+}
+
+/* Event loop of the pump; returns 0 at EOF, -1 on I/O error (err filled). */
+static int pump_loop(int fd, struct pump *pm, crypto_hash_sha256_state *tx,
+                     crypto_hash_sha256_state *rx, unsigned char *txbuf,
+                     unsigned char *rxbuf, char *err, size_t errlen)
+{
+    size_t txlen = 0, txoff = 0;
+    int writing = 1;
+    for (;;) {
+        if (writing && txoff == txlen) {
+            txoff = 0;
+            if ((txlen = next_chunk(pm, tx, txbuf)) == 0) {
+                shutdown(fd, SHUT_WR);
+                writing = 0;
+            }
+        }
+        struct pollfd p = { .fd = fd, .events = POLLIN | (writing ? POLLOUT : 0) };
+        if (poll(&p, 1, 100) < 0 && errno != EINTR) {
+            snprintf(err, errlen, "poll: %s", strerror(errno));
+            return -1;
+        }
+        if (p.revents & (POLLIN | POLLHUP | POLLERR)) {
+            ssize_t n = read(fd, rxbuf, IO_CHUNK);
+            if (n == 0)
+                return 0;
+            if (n < 0 && errno != EAGAIN && errno != EINTR) {
+                snprintf(err, errlen, "read: %s", strerror(errno));
+                return -1;
+            }
+            if (n > 0 && pm->hash)
+                crypto_hash_sha256_update(rx, rxbuf, (size_t)n);
+            pm->got += n > 0 ? (size_t)n : 0;
+        }
+        if (writing && (p.revents & POLLOUT)) {
+            ssize_t n = write(fd, txbuf + txoff, txlen - txoff);
+            if (n < 0 && errno != EAGAIN && errno != EINTR) {
+                snprintf(err, errlen, "write: %s", strerror(errno));
+                return -1;
+            }
+            txoff += n > 0 ? (size_t)n : 0;
+            pm->sent += n > 0 ? (size_t)n : 0;
+        }
+    }
+}
+
+/* Run a pump on a connected socket; returns 0 at EOF, -1 on error (err filled). */
+static int run_pump(int fd, struct pump *pm, char *err, size_t errlen)
+{
+    crypto_hash_sha256_state tx, rx;
+    unsigned char *txbuf = malloc(pm->chunk), *rxbuf = malloc(IO_CHUNK);
+    int rc = -1;
+    if (!txbuf || !rxbuf)
+        snprintf(err, errlen, "out of memory");
+    else {
+        crypto_hash_sha256_init(&tx);
+        crypto_hash_sha256_init(&rx);
+        if (!pm->hash)
+            randombytes_buf(txbuf, pm->chunk);
+        set_nonblock(fd, 1);
+        rc = pump_loop(fd, pm, &tx, &rx, txbuf, rxbuf, err, errlen);
+        crypto_hash_sha256_final(&tx, pm->tx_hash);
+        crypto_hash_sha256_final(&rx, pm->rx_hash);
+    }
+    free(txbuf);
+    free(rxbuf);
+    return rc;
+}
+
+/* Echo `bytes` random bytes through the target and verify them; 0 or -1 (err filled). */
+static int roundtrip_once(size_t bytes, unsigned char *hash, char *err, size_t errlen)
+{
+    struct pump pm = { .limit = bytes, .chunk = IO_CHUNK, .hash = 1 };
+    int fd = connect_target();
+    if (fd < 0) {
+        snprintf(err, errlen, "connect: %s", strerror(errno));
+        return -1;
+    }
+    int rc = run_pump(fd, &pm, err, errlen);
+    close(fd);
+    if (rc == 0 && (pm.sent != bytes || pm.got != bytes ||
+                    memcmp(pm.tx_hash, pm.rx_hash, sizeof pm.tx_hash) != 0)) {
+        snprintf(err, errlen, "mismatch: sent %zu received %zu%s", pm.sent, pm.got,
+                 pm.sent == pm.got ? " (hash differs)" : "");
+        rc = -1;
+    }
+    if (rc == 0 && hash)
+        memcpy(hash, pm.tx_hash, sizeof pm.tx_hash);
+    return rc;
+}
+
+/* ---- client modes ---- */
+
+/* freeport LO HI: print a port in range that binds on 127.0.0.1. */
+static int mode_freeport(char **argv)
+{
+    unsigned lo = (unsigned)parse_num(argv[0], 1, 65535, "LO");
+    unsigned hi = (unsigned)parse_num(argv[1], lo, 65535, "HI");
+    for (int i = 0; i < 200; i++) {
+        struct sockaddr_in sin = { .sin_family = AF_INET };
+        unsigned port = lo + randombytes_uniform(hi - lo + 1);
+        sin.sin_port = htons((uint16_t)port);
+        sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+        int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        if (fd < 0)
+            die("socket: %s", strerror(errno));
+        int ok = bind(fd, (struct sockaddr *)&sin, sizeof sin) == 0;
+        close(fd);
+        if (ok) {
+            printf("%u\n", port);
+            return 0;
+        }
+    }
+    die("no free port in [%u,%u]", lo, hi);
+}
+
+/* roundtrip HOST PORT BYTES: echo random bytes and verify by SHA-256. */
+static int mode_roundtrip(char **argv)
+{
+    size_t bytes = parse_size(argv[2]);
+    unsigned char hash[crypto_hash_sha256_BYTES];
+    char err[160], hex[crypto_hash_sha256_BYTES * 2 + 1];
+    if (roundtrip_once(bytes, hash, err, sizeof err) < 0)
+        die("%s", err);
+    sodium_bin2hex(hex, sizeof hex, hash, sizeof hash);
+    printf("ok %zu %s\n", bytes, hex);
+    return 0;
+}
+
+/* Shared state of the many-connection test. */
+struct many {
+    size_t bytes;
+    pthread_mutex_t lock;
+    unsigned failed;
+    char first_err[160];
+};
+
+/* Thread body of many: one verified round trip, failures counted. */
+static void *many_thread(void *arg)
+{
+    struct many *m = arg;
+    char err[160];
+    if (roundtrip_once(m->bytes, NULL, err, sizeof err) < 0) {
+        pthread_mutex_lock(&m->lock);
+        if (m->failed++ == 0)
+            snprintf(m->first_err, sizeof m->first_err, "%s", err);
+        pthread_mutex_unlock(&m->lock);
+    }
+    return NULL;
+}
+
+/* many HOST PORT CONNS BYTES: concurrent round trips, one thread each. */
+static int mode_many(char **argv)
+{
+    unsigned conns = (unsigned)parse_num(argv[2], 1, 100000, "connection count");
+    struct many m = { .bytes = parse_size(argv[3]) };
+    pthread_t *threads = calloc(conns, sizeof *threads);
+    if (!threads)
+        die("out of memory");
+    pthread_mutex_init(&m.lock, NULL);
+    for (unsigned i = 0; i < conns; i++)
+        if ((errno = spawn(&threads[i], many_thread, &m, 0)) != 0)
+            die("pthread_create: %s", strerror(errno));
+    for (unsigned i = 0; i < conns; i++)
+        pthread_join(threads[i], NULL);
+    pthread_mutex_destroy(&m.lock);
+    free(threads);
+    if (m.failed)
+        die("%u of %u connections failed (first: %s)", m.failed, conns, m.first_err);
+    printf("ok %u\n", conns);
+    return 0;
+}
+
+/* halfclose HOST PORT N: send GET, half-close, expect the N-byte pattern. */
+static int mode_halfclose(char **argv)
+{
+    make_pattern(parse_size(argv[2]));
+    unsigned char want[crypto_hash_sha256_BYTES], got[crypto_hash_sha256_BYTES];
+    crypto_hash_sha256_state h;
+    crypto_hash_sha256(want, g_pattern, g_pattern_len);
+    crypto_hash_sha256_init(&h);
+    int fd = connect_or_die();
+    if (write_all(fd, "GET\n", 4) < 0 || shutdown(fd, SHUT_WR) < 0)
+        die("send: %s", strerror(errno));
+    long long n = read_until(fd, 0, &h);
+    if (n < 0)
+        die("read: %s", strerror(errno));
+    size_t total = (size_t)n;
+    close(fd);
+    crypto_hash_sha256_final(&h, got);
+    if (total != g_pattern_len || memcmp(want, got, sizeof want) != 0)
+        die("mismatch: expected %zu received %zu%s", g_pattern_len, total,
+            total == g_pattern_len ? " (hash differs)" : "");
+    printf("ok %zu\n", g_pattern_len);
+    free(g_pattern);
+    return 0;
+}
+
+/* banner HOST PORT TEXT: the first CRLF-terminated line must equal TEXT. */
+static int mode_banner(char **argv)
+{
+    const char *text = argv[2];
+    size_t cap = strlen(text) + 4096, len = 0;
+    char *buf = malloc(cap + 1), *eol = NULL;
+    if (!buf)
+        die("out of memory");
+    int fd = connect_or_die();
+    while (!eol && len < cap) {
+        ssize_t n = read_retry(fd, buf + len, cap - len);
+        if (n <= 0)
+            die("connection closed before banner line (got %zu bytes)", len);
+        len += (size_t)n;
+        buf[len] = '\0';
+        eol = strstr(buf, "\r\n");
+    }
+    close(fd);
+    if (!eol)
+        die("no CRLF within %zu bytes", cap);
+    *eol = '\0';
+    if (strcmp(buf, text) != 0)
+        die("banner mismatch: got '%s'", buf);
+    free(buf);
+    printf("ok\n");
+    return 0;
+}
+
+/* waitclose HOST PORT: print seconds until the peer closes. */
+static int mode_waitclose(char **argv)
+{
+    (void)argv;
+    int fd = connect_or_die();
+    double t0 = now();
+    read_until(fd, 0, NULL);
+    printf("%.3f\n", now() - t0);
+    close(fd);
+    return 0;
+}
+
+/* Read all of stdin into a malloc'd buffer. */
+static char *slurp_stdin(size_t *len)
+{
+    size_t cap = 4096;
+    char *buf = malloc(cap);
+    ssize_t n;
+    *len = 0;
+    while (buf && (n = read_retry(STDIN_FILENO, buf + *len, cap - *len)) > 0) {
+        *len += (size_t)n;
+        if (*len == cap) {
+            char *bigger = realloc(buf, cap *= 2);
+            if (!bigger)
+                free(buf);
+            buf = bigger;
+        }
+    }
+    if (!buf)
+        die("out of memory");
+    return buf;
+}
+
+/* raw HOST PORT WAITMS: send stdin, copy the reply to stdout; exit 2 if still open. */
+static int mode_raw(char **argv)
+{
+    long waitms = (long)parse_num(argv[2], 0, 86400000, "WAITMS");
+    size_t inlen;
+    char *in = slurp_stdin(&inlen), buf[IO_CHUNK];
+    int fd = connect_or_die();
+    if (write_all(fd, in, inlen) < 0 && errno != EPIPE && errno != ECONNRESET)
+        die("send: %s", strerror(errno));
+    free(in);
+    double deadline = now() + (double)waitms / 1000.0;
+    int status = 2;
+    for (;;) {
+        int left = (int)((deadline - now()) * 1000.0 + 0.999);
+        if (left <= 0 || wait_fd(fd, POLLIN, left) == 0)
+            break;
+        ssize_t n = read_retry(fd, buf, sizeof buf);
+        if (n < 0 && errno != ECONNRESET && errno != EPIPE)
+            die("read: %s", strerror(errno));
+        if (n <= 0) {
+            status = 0;
+            break;
+        }
+        if (write_all(STDOUT_FILENO, buf, (size_t)n) < 0)
+            die("stdout: %s", strerror(errno));
+    }
+    close(fd);
+    return status;
+}
+
+/* pingpong HOST PORT COUNT: 64-byte echo round trips, report rate. */
+static int mode_pingpong(char **argv)
+{
+    unsigned long count = (unsigned long)parse_num(argv[2], 1, 1000000000, "COUNT");
+    unsigned char out[64], in[64];
+    int fd = connect_or_die();
+    set_nodelay(fd);
+    randombytes_buf(out, sizeof out);
+    double t0 = now();
+    for (unsigned long i = 0; i < count; i++) {
+        memcpy(out, &i, sizeof i);
+        errno = 0;
+        if (write_all(fd, out, sizeof out) < 0 || read_exact(fd, in, sizeof in) < 0)
+            die("round trip %lu: %s", i, errno ? strerror(errno) : "connection closed");
+        if (memcmp(in, out, sizeof in) != 0)
+            die("round trip %lu: echoed data differs", i);
+    }
+    double secs = now() - t0;
+    close(fd);
+    printf("ok %lu %.0f\n", count, secs > 0 ? (double)count / secs : 0.0);
+    return 0;
+}
+
+/* Per-thread counters of the churn benchmark. */
+struct churner {
+    pthread_t thread;
+    double until;
+    unsigned long ok, failed;
+};
+
+/* One churn connection: send "hi\n", expect exactly the pattern then EOF; 0 or -1. */
+static int churn_once(void)
+{
+    unsigned char buf[16 * 1024];
+    size_t got = 0;
+    int fd = connect_target();
+    if (fd < 0)
+        return -1;
+    set_nodelay(fd);
+    int ok = write_all(fd, "hi\n", 3) == 0;
+    while (ok) {
+        ssize_t n = read_retry(fd, buf, sizeof buf);
+        if (n <= 0) {
+            ok = n == 0 && got == g_pattern_len;
+            break;
+        }
+        ok = got + (size_t)n <= g_pattern_len && !memcmp(g_pattern + got, buf, (size_t)n);
+        got += (size_t)n;
+    }
+    close(fd);
+    return ok ? 0 : -1;
+}
+
+/* Thread body of churn: open/verify/close connections until the deadline. */
+static void *churn_thread(void *arg)
+{
+    struct churner *c = arg;
+    while (now() < c->until) {
+        if (churn_once() == 0)
+            c->ok++;
+        else
+            c->failed++;
+    }
+    return NULL;
+}
+
+/* churn HOST PORT SECONDS PARALLEL N: connection churn benchmark. */
+static int mode_churn(char **argv)
+{
+    double secs = (double)parse_num(argv[2], 1, 86400, "SECONDS");
+    unsigned par = (unsigned)parse_num(argv[3], 1, 10000, "PARALLEL");
+    make_pattern(parse_size(argv[4]));
+    struct churner *cs = calloc(par, sizeof *cs);
+    unsigned long ok = 0, failed = 0;
+    if (!cs)
+        die("out of memory");
+    double t0 = now();
+    for (unsigned i = 0; i < par; i++) {
+        cs[i].until = t0 + secs;
+        if ((errno = spawn(&cs[i].thread, churn_thread, &cs[i], 0)) != 0)
+            die("pthread_create: %s", strerror(errno));
+    }
+    for (unsigned i = 0; i < par; i++) {
+        pthread_join(cs[i].thread, NULL);
+        ok += cs[i].ok;
+        failed += cs[i].failed;
+    }
+    double elapsed = now() - t0;
+    free(cs);
+    free(g_pattern);
+    if (failed)
+        die("failed %lu", failed);
+    printf("ok %lu %.0f\n", ok, (double)ok / elapsed);
+    return 0;
+}
+
+/* stream HOST PORT SECONDS: echo throughput benchmark. */
+static int mode_stream(char **argv)
+{
+    double secs = (double)parse_num(argv[2], 1, 86400, "SECONDS");
+    struct pump pm = { .chunk = STREAM_CHUNK, .hash = 0 };
+    char err[160];
+    int fd = connect_or_die();
+    double t0 = now();
+    pm.until = t0 + secs;
+    int rc = run_pump(fd, &pm, err, sizeof err);
+    double elapsed = now() - t0;
+    close(fd);
+    if (rc < 0)
+        die("%s", err);
+    if (pm.got != pm.sent)
+        die("mismatch: sent %zu received %zu", pm.sent, pm.got);
+    printf("ok %zu %.1f\n", pm.got, (double)pm.got / 1e6 / elapsed);
+    return 0;
+}
+
+/* hold HOST PORT CONNS: keep CONNS echo connections open until stdin EOF. */
+static int mode_hold(char **argv)
+{
+    unsigned conns = (unsigned)parse_num(argv[2], 1, 1000000, "connection count");
+    int *fds = calloc(conns, sizeof *fds);
+    char buf[4096];
+    if (!fds)
+        die("out of memory");
+    for (unsigned i = 0; i < conns; i++) {
+        fds[i] = connect_target();
+        if (fds[i] < 0)
+            die("connect %u: %s", i, strerror(errno));
+        if (write_all(fds[i], "ping", 4) < 0 || read_exact(fds[i], buf, 4) < 0 ||
+            memcmp(buf, "ping", 4) != 0)
+            die("echo on connection %u failed", i);
+    }
+    printf("ready %u\n", conns);
+    fflush(stdout);
+    alarm(0);
+    while (read_retry(STDIN_FILENO, buf, sizeof buf) > 0)
+        ;
+    for (unsigned i = 0; i < conns; i++)
+        close(fds[i]);
+    free(fds);
+    return 0;
+}
+
+/* ---- dispatch ---- */
+
+struct mode {
+    const char *name;
+    int nargs;  /* exact argument count, -1 when the mode parses its own */
+    int timed;  /* arm the global alarm */
+    int client; /* first two arguments are HOST PORT */
+    int (*run)(char **argv);
+    const char *usage;
+};
+
+static const struct mode modes[] = {
+    { "freeport", 2, 1, 0, mode_freeport, "LO HI" },
+    { "serve", -1, 0, 0, mode_serve, "echo|sink|banner TEXT|reply N|churn N [--host IP]" },
+    { "roundtrip", 3, 1, 1, mode_roundtrip, "HOST PORT BYTES" },
+    { "many", 4, 1, 1, mode_many, "HOST PORT CONNS BYTES" },
+    { "halfclose", 3, 1, 1, mode_halfclose, "HOST PORT N" },
+    { "banner", 3, 1, 1, mode_banner, "HOST PORT TEXT" },
+    { "waitclose", 2, 1, 1, mode_waitclose, "HOST PORT" },
+    { "raw", 3, 1, 1, mode_raw, "HOST PORT WAITMS" },
+    { "pingpong", 3, 1, 1, mode_pingpong, "HOST PORT COUNT" },
+    { "churn", 5, 1, 1, mode_churn, "HOST PORT SECONDS PARALLEL N" },
+    { "stream", 3, 1, 1, mode_stream, "HOST PORT SECONDS" },
+    { "hold", 3, 1, 1, mode_hold, "HOST PORT CONNS" },
+};
+
+/* Seconds for the global deadline from TCPKIT_TIMEOUT (default 60). */
+static unsigned timeout_secs(void)
+{
+    const char *s = getenv("TCPKIT_TIMEOUT");
+    return s && *s ? (unsigned)parse_num(s, 1, 1000000, "TCPKIT_TIMEOUT") : 60;
+}
+
+int main(int argc, char **argv)
+{
+    struct sigaction sa;
+    if (sodium_init() < 0)
+        die("sodium_init failed");
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_alarm;
+    sigaction(SIGALRM, &sa, NULL);
+    signal(SIGPIPE, SIG_IGN);
+    raise_nofile();
+    if (argc >= 2 && !strcmp(argv[1], "help")) {
+        for (size_t i = 0; i < sizeof modes / sizeof modes[0]; i++)
+            printf("tcpkit %s %s\n", modes[i].name, modes[i].usage);
+        return 0;
+    }
+    if (argc < 2)
+        die("usage: tcpkit MODE ARGS... (see 'tcpkit help')");
+    for (size_t i = 0; i < sizeof modes / sizeof modes[0]; i++) {
+        const struct mode *m = &modes[i];
+        if (strcmp(argv[1], m->name) != 0)
+            continue;
+        if (m->nargs >= 0 && argc - 2 != m->nargs)
+            die("usage: tcpkit %s %s", m->name, m->usage);
+        if (m->timed)
+            alarm(timeout_secs());
+        if (m->client)
+            set_target(argv[2], argv[3]);
+        return m->run(argv + 2);
+    }
+    die("unknown mode '%s' (see 'tcpkit help')", argv[1]);
+}
