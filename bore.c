@@ -23,11 +23,13 @@
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -583,6 +585,15 @@ relay(int a, int b)
 				return (-1);
 		}
 	}
+}
+
+/* Make close() send RST, so the far end sees an aborted stream rather than a clean end. */
+static void
+set_reset_on_close(int fd)
+{
+	struct linger lg = { .l_onoff = 1, .l_linger = 0 };
+
+	(void)setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
 }
 
 /* Send bytes already read past a frame, then relay: peer carries the stream for other. */
@@ -1153,13 +1164,135 @@ static struct {
 	uint8_t key[BORE_KEY_LEN];
 	struct sockaddr_storage tunnel_addr;  /* --bind-tunnels, port set per bind */
 	socklen_t tunnel_addr_len;
+	int max_sessions;                     /* tunnels open at once */
+	int max_conns;                        /* visitors per tunnel, parked or relayed */
 } srv;
+
+/* Tunnels open now, against srv.max_sessions. */
+static atomic_int tunnels_open;
+
+/* A visitor being relayed, listed in its tunnel so that the tunnel's end can cut it. */
+struct live {
+	struct live *next, **prevp;
+	int fd;
+};
+
+/*
+ * One client's public port.  Its control thread holds one reference and
+ * every parked or relayed visitor another; the last to let go frees it.
+ */
+struct tunnel {
+	pthread_mutex_t lock;
+	int refs;
+	int conns;          /* parked plus relayed visitors, against srv.max_conns */
+	int closing;        /* the control connection ended: no new relays */
+	struct live *live;  /* visitors being relayed */
+	uint16_t port;
+};
+
+/* A new tunnel with the control thread's reference; NULL if out of memory. */
+static struct tunnel *
+tunnel_new(void)
+{
+	struct tunnel *t;
+
+	if ((t = calloc(1, sizeof(*t))) == NULL) {
+		log_msg(LOG_WARN, "out of memory");
+		return (NULL);
+	}
+	pthread_mutex_init(&t->lock, NULL);
+	t->refs = 1;
+	return (t);
+}
+
+/* Drop one reference; the last one frees the tunnel. */
+static void
+tunnel_put(struct tunnel *t)
+{
+	int last;
+
+	pthread_mutex_lock(&t->lock);
+	last = --t->refs == 0;
+	pthread_mutex_unlock(&t->lock);
+	if (last) {
+		pthread_mutex_destroy(&t->lock);
+		free(t);
+	}
+}
+
+/* Count a new visitor against the tunnel's limit; -1 if it is full or closing. */
+static int
+tunnel_add_conn(struct tunnel *t)
+{
+	int ok;
+
+	pthread_mutex_lock(&t->lock);
+	if ((ok = !t->closing && t->conns < srv.max_conns)) {
+		t->conns++;
+		t->refs++;
+	}
+	pthread_mutex_unlock(&t->lock);
+	return (ok ? 0 : -1);
+}
+
+/* A visitor is gone: give back its place and its reference. */
+static void
+tunnel_drop_conn(struct tunnel *t)
+{
+	pthread_mutex_lock(&t->lock);
+	t->conns--;
+	pthread_mutex_unlock(&t->lock);
+	tunnel_put(t);
+}
+
+/* List a relayed visitor in its tunnel; -1 if the tunnel is already closing. */
+static int
+tunnel_track(struct tunnel *t, struct live *l)
+{
+	int ok;
+
+	pthread_mutex_lock(&t->lock);
+	if ((ok = !t->closing)) {
+		l->next = t->live;
+		l->prevp = &t->live;
+		if (t->live != NULL)
+			t->live->prevp = &l->next;
+		t->live = l;
+	}
+	pthread_mutex_unlock(&t->lock);
+	return (ok ? 0 : -1);
+}
+
+/* Take a relayed visitor off its tunnel's list, before its fd is closed. */
+static void
+tunnel_untrack(struct tunnel *t, struct live *l)
+{
+	pthread_mutex_lock(&t->lock);
+	*l->prevp = l->next;
+	if (l->next != NULL)
+		l->next->prevp = l->prevp;
+	pthread_mutex_unlock(&t->lock);
+}
+
+/* The client is gone: cut every visitor still being relayed, so they see the end at once. */
+static void
+tunnel_close(struct tunnel *t)
+{
+	struct live *l;
+
+	pthread_mutex_lock(&t->lock);
+	t->closing = 1;
+	/* Listed fds stay open until untracked, so shutting them down here is safe. */
+	for (l = t->live; l != NULL; l = l->next)
+		(void)shutdown(l->fd, SHUT_RDWR);
+	pthread_mutex_unlock(&t->lock);
+}
 
 /* A visitor accepted on a public port, parked until the client claims it with Accept. */
 struct pending {
 	struct pending *next;
-	const void *owner;   /* the tunnel that accepted it */
-	int64_t expires;     /* closed at this time if still parked */
+	struct tunnel *tunnel;  /* holds a reference and a place in it */
+	int64_t expires;        /* closed at this time if still parked */
 	int fd;
 	uint8_t id[BORE_UUID_LEN];
 };
@@ -1168,9 +1301,9 @@ struct pending {
 static pthread_mutex_t pending_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct pending *pending_list;
 
-/* Park visitor fd under id for owner; -1 (fd untouched) if out of memory. */
+/* Park visitor fd under id for t; -1 (fd untouched) if out of memory. */
 static int
-pending_add(const void *owner, int fd, const uint8_t id[BORE_UUID_LEN])
+pending_add(struct tunnel *t, int fd, const uint8_t id[BORE_UUID_LEN])
 {
 	struct pending *p;
 
@@ -1178,7 +1311,7 @@ pending_add(const void *owner, int fd, const uint8_t id[BORE_UUID_LEN])
 		log_msg(LOG_WARN, "out of memory");
 		return (-1);
 	}
-	p->owner = owner;
+	p->tunnel = t;
 	p->expires = now_ms() + BORE_PENDING_TIMEOUT_MS;
 	p->fd = fd;
 	memcpy(p->id, id, BORE_UUID_LEN);
@@ -1189,12 +1322,11 @@ pending_add(const void *owner, int fd, const uint8_t id[BORE_UUID_LEN])
 	return (0);
 }
 
-/* Take the visitor parked under id out of the table; its fd, or -1 if there is none. */
-static int
+/* Take the visitor parked under id out of the table; NULL if there is none. */
+static struct pending *
 pending_take(const uint8_t id[BORE_UUID_LEN])
 {
 	struct pending **pp, *p = NULL;
-	int fd = -1;
 
 	pthread_mutex_lock(&pending_lock);
 	for (pp = &pending_list; *pp != NULL; pp = &(*pp)->next) {
@@ -1205,23 +1337,19 @@ pending_take(const uint8_t id[BORE_UUID_LEN])
 		}
 	}
 	pthread_mutex_unlock(&pending_lock);
-	if (p != NULL) {
-		fd = p->fd;
-		free(p);
-	}
-	return (fd);
+	return (p);
 }
 
-/* Close owner's visitors that expire by `when` (INT64_MAX: all of them). */
+/* Close t's parked visitors that expire by `when` (INT64_MAX: all of them). */
 static void
-pending_expire(const void *owner, int64_t when)
+pending_expire(struct tunnel *t, int64_t when)
 {
 	struct pending **pp, *p, *dead = NULL;
 	char id[BORE_UUID_STRLEN + 1];
 
 	pthread_mutex_lock(&pending_lock);
 	for (pp = &pending_list; (p = *pp) != NULL;) {
-		if (p->owner == owner && p->expires <= when) {
+		if (p->tunnel == t && p->expires <= when) {
 			*pp = p->next;
 			p->next = dead;
 			dead = p;
@@ -1236,6 +1364,7 @@ pending_expire(const void *owner, int64_t when)
 		if (when != INT64_MAX)
 			log_msg(LOG_WARN, "removed stale connection %s", id);
 		close(p->fd);
+		tunnel_drop_conn(t);
 		free(p);
 	}
 }
@@ -1283,7 +1412,7 @@ bind_public(uint16_t port, const char **why)
 
 /* Accept one visitor on the public listener, park it, and tell the client; -1 ends the tunnel. */
 static int
-park_visitor(struct conn *c, int lfd, uint16_t port, int64_t *paused_until)
+park_visitor(struct conn *c, struct tunnel *t, int lfd, int64_t *paused_until)
 {
 	struct sockaddr_storage ss;
 	socklen_t sslen = sizeof(ss);
@@ -1294,64 +1423,64 @@ park_visitor(struct conn *c, int lfd, uint16_t port, int64_t *paused_until)
 	vfd = accept4(lfd, (struct sockaddr *)&ss, &sslen, SOCK_NONBLOCK | SOCK_CLOEXEC);
 	if (vfd == -1) {
 		if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
-			log_msg(LOG_WARN, "port %u: accept: %s", port, strerror(errno));
+			log_msg(LOG_WARN, "port %u: accept: %s", t->port, strerror(errno));
 			*paused_until = now_ms() + ACCEPT_BACKOFF_MS;
 		}
 		return (0);
 	}
-	log_msg(LOG_INFO, "new connection from %s on port %u",
-	    addr_str((struct sockaddr *)&ss, sslen, addr, sizeof(addr)), port);
-	bore_uuid_random(id);
-	if (pending_add(c, vfd, id) == -1) {
+	addr_str((struct sockaddr *)&ss, sslen, addr, sizeof(addr));
+	if (tunnel_add_conn(t) == -1) {
+		log_msg(LOG_WARN, "port %u: refused %s: too many connections (limit %d)", t->port,
+		    addr, srv.max_conns);
 		close(vfd);
+		return (0);
+	}
+	log_msg(LOG_INFO, "new connection from %s on port %u", addr, t->port);
+	bore_uuid_random(id);
+	if (pending_add(t, vfd, id) == -1) {
+		close(vfd);
+		tunnel_drop_conn(t);
 		return (0);
 	}
 	/* The table owns vfd now; it is closed by Accept, expiry, or the tunnel's end. */
 	if (send_uuid_msg(c->fd, BORE_MSG_CONNECTION, id) == -1) {
-		log_msg(LOG_INFO, "port %u: could not reach client: %s", port, strerror(errno));
+		log_msg(LOG_INFO, "port %u: could not reach client: %s", t->port, strerror(errno));
 		return (-1);
 	}
 	return (0);
 }
 
-/* Serve a tunnel: bind the public port, heartbeat, and announce visitors until the client leaves. */
+/* The port a listener is bound to. */
+static uint16_t
+bound_port(int fd)
+{
+	struct sockaddr_storage ss;
+	socklen_t len = sizeof(ss);
+
+	if (getsockname(fd, (struct sockaddr *)&ss, &len) == -1)
+		return (0);
+	return (ntohs(ss.ss_family == AF_INET ? ((struct sockaddr_in *)&ss)->sin_port :
+	    ((struct sockaddr_in6 *)&ss)->sin6_port));
+}
+
+/* Heartbeat and announce visitors until the client leaves; says why in *why. */
 static void
-run_tunnel(struct conn *c, uint16_t want)
+serve_tunnel(struct conn *c, struct tunnel *t, int lfd, const char **why)
 {
 	enum { POLL_CONTROL, POLL_PUBLIC, POLL_SLOTS };
 	struct pollfd pfd[POLL_SLOTS];
-	struct sockaddr_storage ss;
-	socklen_t sslen = sizeof(ss);
 	int64_t next_beat, paused_until = 0;
-	const char *why = "";
-	uint16_t port;
 	char scratch[256];
 	ssize_t n;
-	int lfd;
-
-	if ((lfd = bind_public(want, &why)) == -1) {
-		log_msg(LOG_WARN, "%s: could not open port %u: %s", c->peer, want, why);
-		(void)send_text_msg(c->fd, BORE_MSG_ERROR, why);
-		return;
-	}
-	if (getsockname(lfd, (struct sockaddr *)&ss, &sslen) == -1) {
-		log_msg(LOG_WARN, "getsockname: %s", strerror(errno));
-		goto done;
-	}
-	port = ntohs(ss.ss_family == AF_INET ? ((struct sockaddr_in *)&ss)->sin_port :
-	    ((struct sockaddr_in6 *)&ss)->sin6_port);
-	if (send_port_msg(c->fd, BORE_MSG_HELLO, port) == -1)
-		goto done;
-	log_msg(LOG_INFO, "new client %s, tunnel open on port %u", c->peer, port);
 
 	for (next_beat = now_ms();;) {
 		if (now_ms() >= next_beat) {
 			if (send_port_msg(c->fd, BORE_MSG_HEARTBEAT, 0) == -1) {
-				why = strerror(errno);
-				break;
+				*why = strerror(errno);
+				return;
 			}
 			next_beat = now_ms() + BORE_HEARTBEAT_MS;
-			pending_expire(c, now_ms());
+			pending_expire(t, now_ms());
 		}
 		pfd[POLL_CONTROL] = (struct pollfd){ .fd = c->fd, .events = POLLIN };
 		pfd[POLL_PUBLIC] = (struct pollfd){ .fd = lfd, .events = POLLIN };
@@ -1361,31 +1490,65 @@ run_tunnel(struct conn *c, uint16_t want)
 		if (poll(pfd, POLL_SLOTS, ms_until(next_beat)) == -1) {
 			if (errno == EINTR)
 				continue;
-			why = strerror(errno);
-			break;
+			*why = strerror(errno);
+			return;
 		}
 		/* The client sends nothing after Hello: readable means EOF, an error, or junk to drop. */
 		if (pfd[POLL_CONTROL].revents) {
 			n = recv(c->fd, scratch, sizeof(scratch), 0);
 			if (n == 0) {
-				why = "client disconnected";
-				break;
+				*why = "client disconnected";
+				return;
 			}
 			if (n == -1 && errno != EINTR && errno != EAGAIN) {
-				why = strerror(errno);
-				break;
+				*why = strerror(errno);
+				return;
 			}
 		}
 		if ((pfd[POLL_PUBLIC].revents & POLLIN) &&
-		    park_visitor(c, lfd, port, &paused_until) == -1) {
-			why = "client unreachable";
-			break;
+		    park_visitor(c, t, lfd, &paused_until) == -1) {
+			*why = "client unreachable";
+			return;
 		}
 	}
-	log_msg(LOG_INFO, "tunnel on port %u closed (%s)", port, why);
-done:
+}
+
+/* Open a tunnel for a client that asked for port `want`, serve it, and clean up after it. */
+static void
+run_tunnel(struct conn *c, uint16_t want)
+{
+	const char *why = "";
+	struct tunnel *t;
+	int lfd;
+
+	if (atomic_fetch_add(&tunnels_open, 1) >= srv.max_sessions) {
+		why = "too many tunnels";
+		log_msg(LOG_WARN, "%s: refused: %s (limit %d)", c->peer, why, srv.max_sessions);
+		(void)send_text_msg(c->fd, BORE_MSG_ERROR, why);
+		goto err0;
+	}
+	if ((lfd = bind_public(want, &why)) == -1) {
+		log_msg(LOG_WARN, "%s: could not open port %u: %s", c->peer, want, why);
+		(void)send_text_msg(c->fd, BORE_MSG_ERROR, why);
+		goto err0;
+	}
+	if ((t = tunnel_new()) == NULL)
+		goto err1;
+	t->port = bound_port(lfd);
+	if (send_port_msg(c->fd, BORE_MSG_HELLO, t->port) == -1)
+		goto err2;
+	log_msg(LOG_INFO, "new client %s, tunnel open on port %u", c->peer, t->port);
+	serve_tunnel(c, t, lfd, &why);
+	log_msg(LOG_INFO, "tunnel on port %u closed (%s)", t->port, why);
+
+err2:
+	tunnel_close(t);
+	pending_expire(t, INT64_MAX);
+	tunnel_put(t);
+err1:
 	close(lfd);
-	pending_expire(c, INT64_MAX);
+err0:
+	atomic_fetch_sub(&tunnels_open, 1);
 }
 
 /* Hand the visitor parked under id to this data connection and relay until both are done. */
@@ -1393,17 +1556,31 @@ static void
 forward_visitor(struct conn *c, const uint8_t id[BORE_UUID_LEN])
 {
 	char ids[BORE_UUID_STRLEN + 1];
-	int vfd;
+	struct pending *p;
+	struct live l;
+	struct tunnel *t;
 
 	bore_uuid_format(id, ids);
-	if ((vfd = pending_take(id)) == -1) {
+	if ((p = pending_take(id)) == NULL) {
 		log_msg(LOG_WARN, "%s: missing connection %s", c->peer, ids);
 		return;
 	}
+	/* The parked visitor's fd, place and tunnel reference are ours now. */
+	t = p->tunnel;
+	l.fd = p->fd;
+	free(p);
 	log_msg(LOG_DEBUG, "forwarding connection %s", ids);
-	if (splice_and_relay(c, vfd) == -1)
-		log_msg(LOG_DEBUG, "connection %s ended: %s", ids, strerror(errno));
-	close(vfd);
+	if (tunnel_track(t, &l) == 0) {
+		if (splice_and_relay(c, l.fd) == -1) {
+			log_msg(LOG_DEBUG, "connection %s aborted: %s", ids, strerror(errno));
+			/* Pass the abort on: both peers see a reset, not a clean end. */
+			set_reset_on_close(l.fd);
+			set_reset_on_close(c->fd);
+		}
+		tunnel_untrack(t, &l);
+	}
+	close(l.fd);
+	tunnel_drop_conn(t);
 }
 
 /* Thread for one connection to the control port: authenticate, then Hello or Accept. */
@@ -1537,15 +1714,6 @@ resolve(const char *host, uint16_t port)
 		return (NULL);
 	}
 	return (ai);
-}
-
-/* Make close() send RST, so the far end sees an aborted stream rather than a clean end. */
-static void
-set_reset_on_close(int fd)
-{
-	struct linger lg = { .l_onoff = 1, .l_linger = 0 };
-
-	(void)setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
 }
 
 /* Open a connection to the server's control port, authenticated if we have a secret. */
@@ -1756,25 +1924,36 @@ struct optdef {
 };
 
 /* Options of `bore local`, by index into its values. */
-enum { L_LOCAL_HOST, L_TO, L_PORT, L_SECRET, L_CONTROL_PORT, L_COUNT };
+enum { L_LOCAL_HOST, L_TO, L_PORT, L_SECRET, L_SECRET_FILE, L_CONTROL_PORT, L_COUNT };
 static const struct optdef local_opts[L_COUNT] = {
 	[L_LOCAL_HOST] = { "local-host", 'l', NULL },
 	[L_TO] = { "to", 't', "BORE_SERVER" },
 	[L_PORT] = { "port", 'p', NULL },
 	[L_SECRET] = { "secret", 's', "BORE_SECRET" },
+	[L_SECRET_FILE] = { "secret-file", 0, NULL },
 	[L_CONTROL_PORT] = { "control-port", 0, "BORE_CONTROL_PORT" },
 };
 
 /* Options of `bore server`, by index into its values. */
-enum { S_MIN_PORT, S_MAX_PORT, S_SECRET, S_BIND_ADDR, S_BIND_TUNNELS, S_CONTROL_PORT, S_COUNT };
+enum {
+	S_MIN_PORT, S_MAX_PORT, S_SECRET, S_SECRET_FILE, S_BIND_ADDR, S_BIND_TUNNELS,
+	S_CONTROL_PORT, S_MAX_SESSIONS, S_MAX_CONNS, S_COUNT
+};
 static const struct optdef server_opts[S_COUNT] = {
 	[S_MIN_PORT] = { "min-port", 0, "BORE_MIN_PORT" },
 	[S_MAX_PORT] = { "max-port", 0, "BORE_MAX_PORT" },
 	[S_SECRET] = { "secret", 's', "BORE_SECRET" },
+	[S_SECRET_FILE] = { "secret-file", 0, NULL },
 	[S_BIND_ADDR] = { "bind-addr", 0, NULL },
 	[S_BIND_TUNNELS] = { "bind-tunnels", 0, NULL },
 	[S_CONTROL_PORT] = { "control-port", 0, "BORE_CONTROL_PORT" },
+	[S_MAX_SESSIONS] = { "max-sessions", 0, "BORE_MAX_SESSIONS" },
+	[S_MAX_CONNS] = { "max-conns", 0, "BORE_MAX_CONNS" },
 };
+
+/* Default limits of the server: tunnels at once, and visitors per tunnel. */
+#define DEFAULT_MAX_SESSIONS 256
+#define DEFAULT_MAX_CONNS 2048
 
 /* What a subcommand's usage errors and --help print. */
 struct command {
@@ -1808,6 +1987,7 @@ static const struct command local_cmd = {
 	"                            [env: BORE_SERVER]\n"
 	"  -p, --port <PORT>         Optional port on the remote server to select [default: 0]\n"
 	"  -s, --secret <SECRET>     Optional secret for authentication [env: BORE_SECRET]\n"
+	"      --secret-file <PATH>  Read the secret from the first line of a file\n"
 	"      --control-port <PORT> The server's control port [env: BORE_CONTROL_PORT]\n"
 	"                            [default: 7835]\n"
 	"  -h, --help                Print help\n",
@@ -1824,12 +2004,17 @@ static const struct command server_cmd = {
 	"      --max-port <MAX_PORT>    Maximum accepted TCP port number [env: BORE_MAX_PORT]\n"
 	"                               [default: 65535]\n"
 	"  -s, --secret <SECRET>        Optional secret for authentication [env: BORE_SECRET]\n"
+	"      --secret-file <PATH>     Read the secret from the first line of a file\n"
 	"      --bind-addr <BIND_ADDR>  IP address to bind to, clients must reach this\n"
 	"                               [default: 0.0.0.0]\n"
 	"      --bind-tunnels <IP>      IP address where tunnels will listen on\n"
 	"                               [default: the --bind-addr value]\n"
 	"      --control-port <PORT>    Port for control connections [env: BORE_CONTROL_PORT]\n"
 	"                               [default: 7835]\n"
+	"      --max-sessions <N>       Tunnels open at once [env: BORE_MAX_SESSIONS]\n"
+	"                               [default: 256]\n"
+	"      --max-conns <N>          Connections per tunnel, waiting or relayed\n"
+	"                               [env: BORE_MAX_CONNS] [default: 2048]\n"
 	"  -h, --help                   Print help\n",
 };
 
@@ -1861,14 +2046,15 @@ env_value(const char *name)
 
 /*
  * Parse the arguments after a subcommand: options into vals (by index into
- * defs, falling back to their environment variables) and at most maxpos
- * positional arguments into pos.  Returns how many positionals there were.
+ * defs; they point into argv) and at most maxpos positional arguments into
+ * pos.  Returns how many positionals there were.  Environment variables are
+ * applied afterwards by apply_env, so callers can tell the two apart.
  */
 static int
 parse_options(const struct command *cmd, const struct optdef *defs, size_t ndefs,
-    int argc, char **argv, const char **vals, const char **pos, int maxpos)
+    int argc, char **argv, char **vals, const char **pos, int maxpos)
 {
-	const char *a, *val, *eq;
+	char *a, *val, *eq;
 	int i, npos = 0, only_pos = 0;
 	size_t d, len;
 
@@ -1911,10 +2097,89 @@ parse_options(const struct command *cmd, const struct optdef *defs, size_t ndefs
 		}
 		vals[d] = val;
 	}
+	return (npos);
+}
+
+/* Fill options not given on the command line from their environment variables. */
+static void
+apply_env(const struct optdef *defs, size_t ndefs, char **vals)
+{
+	size_t d;
+
 	for (d = 0; d < ndefs; d++)
 		if (vals[d] == NULL)
-			vals[d] = env_value(defs[d].env);
-	return (npos);
+			vals[d] = (char *)env_value(defs[d].env);
+}
+
+/* A count option's value (dflt when absent); bad usage if not a number in [1, 1000000]. */
+static int
+count_option(const struct command *cmd, const char *val, const char *name, int dflt)
+{
+	char *end;
+	long v;
+
+	if (val == NULL)
+		return (dflt);
+	errno = 0;
+	v = strtol(val, &end, 10);
+	if (val[0] < '0' || val[0] > '9' || *end != '\0' || errno != 0 || v < 1 || v > 1000000)
+		usage_error(cmd, "invalid value '%s' for '%s': must be a number from 1 to 1000000",
+		    val, name);
+	return ((int)v);
+}
+
+/* Read the secret from the first line of path into buf; errx on failure. */
+static void
+read_secret_file(const char *path, char *buf, size_t cap)
+{
+	ssize_t n;
+	size_t len = 0;
+	int fd;
+
+	if ((fd = open(path, O_RDONLY | O_CLOEXEC)) == -1)
+		err(1, "could not read secret file %s", path);
+	while (len + 1 < cap && (n = read(fd, buf + len, cap - 1 - len)) != 0) {
+		if (n == -1 && errno == EINTR)
+			continue;
+		if (n == -1)
+			err(1, "could not read secret file %s", path);
+		len += (size_t)n;
+	}
+	close(fd);
+	buf[len] = '\0';
+	buf[strcspn(buf, "\r\n")] = '\0';
+	if (buf[0] == '\0')
+		errx(1, "secret file %s is empty", path);
+}
+
+/*
+ * Derive the key from --secret, --secret-file or BORE_SECRET, in that order
+ * of precedence; 1 if there is a secret.  A secret given in argv is wiped
+ * from it, so it does not show in the process list.
+ */
+static int
+load_secret(const struct command *cmd, char *arg, char *file, uint8_t key[BORE_KEY_LEN])
+{
+	char buf[4096];
+
+	if (arg != NULL && file != NULL)
+		usage_error(cmd, "--secret and --secret-file cannot be used together");
+	if (file != NULL) {
+		read_secret_file(file, buf, sizeof(buf));
+		bore_auth_key(buf, key);
+		sodium_memzero(buf, sizeof(buf));
+		return (1);
+	}
+	if (arg != NULL) {
+		bore_auth_key(arg, key);
+		memset(arg, 'x', strlen(arg));
+		return (1);
+	}
+	if ((arg = (char *)env_value("BORE_SECRET")) != NULL) {
+		bore_auth_key(arg, key);
+		return (1);
+	}
+	return (0);
 }
 
 /* A port option's value (dflt when absent); bad usage if not a number in [min, 65535]. */
@@ -1936,11 +2201,15 @@ port_option(const struct command *cmd, const char *val, const char *name, unsign
 static int
 main_local(int argc, char **argv)
 {
-	const char *vals[L_COUNT] = { NULL }, *pos[1] = { NULL };
+	char *vals[L_COUNT] = { NULL };
+	const char *pos[1] = { NULL };
 	int rc;
 
 	if (parse_options(&local_cmd, local_opts, L_COUNT, argc, argv, vals, pos, 1) == 0)
 		pos[0] = env_value("BORE_LOCAL_PORT");
+	cli.has_secret = load_secret(&local_cmd, vals[L_SECRET], vals[L_SECRET_FILE], cli.key);
+	vals[L_SECRET] = NULL;
+	apply_env(local_opts, L_COUNT, vals);
 	if (pos[0] == NULL)
 		usage_error(&local_cmd, "the following required argument was not provided: <LOCAL_PORT>");
 	cli.local_port = port_option(&local_cmd, pos[0], "<LOCAL_PORT>", 1, 0);
@@ -1951,10 +2220,6 @@ main_local(int argc, char **argv)
 	cli.port = port_option(&local_cmd, vals[L_PORT], "--port", 0, 0);
 	cli.control_port = port_option(&local_cmd, vals[L_CONTROL_PORT], "--control-port", 1,
 	    BORE_CONTROL_PORT);
-	if (vals[L_SECRET] != NULL) {
-		bore_auth_key(vals[L_SECRET], cli.key);
-		cli.has_secret = 1;
-	}
 	if ((cli.server_ai = resolve(cli.to, cli.control_port)) == NULL)
 		return (1);
 	if ((cli.local_ai = resolve(cli.local_host, cli.local_port)) == NULL)
@@ -1968,14 +2233,17 @@ main_local(int argc, char **argv)
 static int
 main_server(int argc, char **argv)
 {
-	const char *vals[S_COUNT] = { NULL }, *pos[1];
-	const char *bind_addr, *bind_tunnels;
+	char *vals[S_COUNT] = { NULL };
+	const char *pos[1], *bind_addr, *bind_tunnels;
 	struct sockaddr_storage ctl;
 	socklen_t ctl_len;
 	uint16_t control_port;
 	int rc;
 
 	parse_options(&server_cmd, server_opts, S_COUNT, argc, argv, vals, pos, 0);
+	srv.has_secret = load_secret(&server_cmd, vals[S_SECRET], vals[S_SECRET_FILE], srv.key);
+	vals[S_SECRET] = NULL;
+	apply_env(server_opts, S_COUNT, vals);
 	srv.min_port = port_option(&server_cmd, vals[S_MIN_PORT], "--min-port", 1, 1024);
 	srv.max_port = port_option(&server_cmd, vals[S_MAX_PORT], "--max-port", 1, 65535);
 	if (srv.min_port > srv.max_port)
@@ -1991,10 +2259,10 @@ main_server(int argc, char **argv)
 	if (parse_ip(bind_tunnels, 0, &srv.tunnel_addr, &srv.tunnel_addr_len) == -1)
 		usage_error(&server_cmd, "invalid value '%s' for '--bind-tunnels': not an IP address",
 		    bind_tunnels);
-	if (vals[S_SECRET] != NULL) {
-		bore_auth_key(vals[S_SECRET], srv.key);
-		srv.has_secret = 1;
-	}
+	srv.max_sessions = count_option(&server_cmd, vals[S_MAX_SESSIONS], "--max-sessions",
+	    DEFAULT_MAX_SESSIONS);
+	srv.max_conns = count_option(&server_cmd, vals[S_MAX_CONNS], "--max-conns",
+	    DEFAULT_MAX_CONNS);
 	rc = run_server(&ctl, ctl_len);
 	sodium_memzero(srv.key, sizeof(srv.key));
 	return (rc);
@@ -2049,6 +2317,18 @@ setup_signals(void)
 		err(1, "signal");
 }
 
+/* Use every fd the hard limit allows: each relayed visitor costs two. */
+static void
+raise_fd_limit(void)
+{
+	struct rlimit rl;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+		rl.rlim_cur = rl.rlim_max;
+		(void)setrlimit(RLIMIT_NOFILE, &rl);
+	}
+}
+
 int
 main(int argc, char **argv)
 {
@@ -2068,6 +2348,7 @@ main(int argc, char **argv)
 	if (sodium_init() < 0)
 		errx(1, "could not initialise libsodium");
 	setup_signals();
+	raise_fd_limit();
 	if (strcmp(argv[1], "local") == 0)
 		return (main_local(argc - 2, argv + 2));
 	return (main_server(argc - 2, argv + 2));
