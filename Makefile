@@ -12,7 +12,13 @@ BORE_LIBS = $(SODIUM_LIBS) -pthread
 
 TEST_TOOLS = tests/unit tests/tcpkit
 
-.PHONY: all check install uninstall clean bench demo sodium
+# Sanitizer builds run the same suite: BORE=./bore-asan ./test.sh
+SAN_CFLAGS = -O1 -g -fno-omit-frame-pointer -DTHREAD_STACK='(512 * 1024)'
+# The fuzz target wants clang's libFuzzer; FUZZ_SECONDS bounds `make fuzz`.
+FUZZ_CC ?= clang
+FUZZ_SECONDS ?= 60
+
+.PHONY: all check install uninstall clean bench demo asan tsan fuzz sodium
 
 all: bore
 
@@ -32,6 +38,26 @@ tests/unit: tests/unit.c bore.c bore.h | sodium
 tests/tcpkit: tests/tcpkit.c | sodium
 	$(CC) $(BORE_CFLAGS) $(CPPFLAGS) $(CFLAGS) $(LDFLAGS) -o $@ tests/tcpkit.c $(BORE_LIBS)
 
+asan: bore-asan
+tsan: bore-tsan
+
+bore-asan: bore.c bore.h | sodium
+	$(CC) $(BORE_CFLAGS) $(CPPFLAGS) $(SAN_CFLAGS) -fsanitize=address,undefined \
+	    -fno-sanitize-recover=undefined $(LDFLAGS) -o $@ bore.c $(BORE_LIBS)
+
+bore-tsan: bore.c bore.h | sodium
+	$(CC) $(BORE_CFLAGS) $(CPPFLAGS) $(SAN_CFLAGS) -fsanitize=thread $(LDFLAGS) -o $@ bore.c $(BORE_LIBS)
+
+tests/fuzz: tests/fuzz.c bore.c bore.h | sodium
+	$(FUZZ_CC) $(BORE_CFLAGS) $(CPPFLAGS) -g -O1 -fsanitize=fuzzer,address,undefined \
+	    $(LDFLAGS) -o $@ tests/fuzz.c $(BORE_LIBS)
+
+# Fuzz from the seed corpus for FUZZ_SECONDS; new finds go to a scratch corpus.
+fuzz: tests/fuzz
+	mkdir -p tests/corpus-work
+	./tests/fuzz -max_total_time=$(FUZZ_SECONDS) -max_len=1024 -print_final_stats=1 \
+	    tests/corpus-work tests/corpus
+
 check: all $(TEST_TOOLS)
 	./test.sh
 
@@ -50,4 +76,4 @@ uninstall:
 	rm -f $(DESTDIR)$(BINDIR)/bore $(DESTDIR)$(MANDIR)/man1/bore.1
 
 clean:
-	rm -f bore $(TEST_TOOLS)
+	rm -rf bore bore-asan bore-tsan $(TEST_TOOLS) tests/fuzz tests/corpus-work
