@@ -48,7 +48,9 @@
 #endif
 
 /* Bytes buffered in each direction of a relay. */
+#ifndef RELAY_BUF
 #define RELAY_BUF (16 * 1024)
+#endif
 
 /* Read buffer of a control-port connection: a whole frame and what follows it. */
 #define CONN_BUF 1024
@@ -478,13 +480,68 @@ send_text_msg(int fd, enum bore_msg_type type, const char *text)
 	return (send_msg(fd, &m));
 }
 
-/* One direction of a relay: bytes read from `from` wait in buf until written to `to`. */
+/* Bytes moved per splice() call: a default pipe's capacity. */
+#define SPLICE_CHUNK (64 * 1024)
+
+/*
+ * One direction of a relay.  Bytes read from `from` wait until written to
+ * `to`: in a kernel pipe when splicing (pipe[0] != -1), else in buf.
+ */
 struct flow {
 	int from, to;
-	int eof;          /* `from` sent FIN; passed on once buf is empty */
-	size_t off, len;  /* unsent bytes: buf[off .. off + len) */
+	int eof;          /* `from` sent FIN; passed on once nothing waits */
+	int pipe[2];      /* splice path: the pipe that holds the waiting bytes */
+	size_t off, len;  /* waiting bytes: buf[off .. off + len), or len in the pipe */
+	uint64_t total;   /* bytes read from `from` */
+	int dump_id;      /* --dump: connection number to print with the bytes, else 0 */
+	const char *dir;  /* --dump: direction name */
 	char buf[RELAY_BUF];
 };
+
+/* What a relay moved, and whether to hex-dump it. */
+struct relay_info {
+	int dump_id;         /* connection number for --dump output; 0: no dump */
+	uint64_t bytes[2];   /* bytes from the first socket to the second, and back */
+};
+
+/* Direction names in --dump output: first socket (the server's side) to second, and back. */
+static const char *const dump_dirs[2] = { "visitor->service", "service->visitor" };
+
+/* Keeps --dump output of different connections from interleaving. */
+static pthread_mutex_t dump_lock = PTHREAD_MUTEX_INITIALIZER;
+
+/* Print bytes that crossed connection id in direction dir as offset, hex and ASCII. */
+static void
+dump_bytes(int id, const char *dir, const unsigned char *p, size_t n)
+{
+	static const char hex[] = "0123456789abcdef";
+	char out[4096];
+	size_t i, k, len = 0;
+
+	pthread_mutex_lock(&dump_lock);
+	dprintf(2, "> conn %d %s %zu bytes\n", id, dir, n);
+	for (i = 0; i < n; i += 16) {
+		len += (size_t)snprintf(out + len, sizeof(out) - len, "%06zx ", i);
+		for (k = 0; k < 16; k++) {
+			out[len++] = ' ';
+			out[len++] = i + k < n ? hex[p[i + k] >> 4] : ' ';
+			out[len++] = i + k < n ? hex[p[i + k] & 0xf] : ' ';
+		}
+		out[len++] = ' ';
+		out[len++] = ' ';
+		for (k = 0; k < 16 && i + k < n; k++)
+			out[len++] = p[i + k] >= 0x20 && p[i + k] < 0x7f ? (char)p[i + k] : '.';
+		out[len++] = '\n';
+		/* A line is at most 74 bytes: flush while one more still fits. */
+		if (len > sizeof(out) - 80) {
+			(void)!write(2, out, len);
+			len = 0;
+		}
+	}
+	if (len > 0)
+		(void)!write(2, out, len);
+	pthread_mutex_unlock(&dump_lock);
+}
 
 /* Write what f holds; pass the FIN on once all is written.  -1 on a dead socket. */
 static int
@@ -493,7 +550,11 @@ flow_flush(struct flow *f)
 	ssize_t n;
 
 	while (f->len > 0) {
-		n = send(f->to, f->buf + f->off, f->len, MSG_NOSIGNAL);
+		if (f->pipe[0] != -1)
+			n = splice(f->pipe[0], NULL, f->to, NULL, f->len,
+			    SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+		else
+			n = send(f->to, f->buf + f->off, f->len, MSG_NOSIGNAL);
 		if (n > 0) {
 			f->off += (size_t)n;
 			f->len -= (size_t)n;
@@ -510,16 +571,23 @@ flow_flush(struct flow *f)
 	return (0);
 }
 
-/* Read once into f's empty buffer and write what came at once.  -1 on a dead socket. */
+/* Read once into f, which holds nothing, and write what came at once.  -1 on a dead socket. */
 static int
 flow_fill(struct flow *f)
 {
 	ssize_t n;
 
-	n = recv(f->from, f->buf, sizeof(f->buf), 0);
+	if (f->pipe[0] != -1)
+		n = splice(f->from, NULL, f->pipe[1], NULL, SPLICE_CHUNK,
+		    SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+	else
+		n = recv(f->from, f->buf, sizeof(f->buf), 0);
 	if (n > 0) {
 		f->off = 0;
 		f->len = (size_t)n;
+		f->total += (uint64_t)n;
+		if (f->dump_id != 0)
+			dump_bytes(f->dump_id, f->dir, (const unsigned char *)f->buf, (size_t)n);
 	} else if (n == 0) {
 		f->eof = 1;
 	} else if (errno == EINTR || errno == EAGAIN || errno == EWOULDBLOCK) {
@@ -530,25 +598,63 @@ flow_fill(struct flow *f)
 	return (flow_flush(f));
 }
 
+/* Give f a pipe to splice through; without one (no fds, say) it copies through buf. */
+static void
+flow_open(struct flow *f, int from, int to, int use_splice)
+{
+	f->from = from;
+	f->to = to;
+	f->eof = 0;
+	f->off = f->len = 0;
+	f->total = 0;
+	f->dump_id = 0;
+	if (!use_splice || pipe2(f->pipe, O_NONBLOCK | O_CLOEXEC) == -1)
+		f->pipe[0] = f->pipe[1] = -1;
+}
+
+/* Close f's pipe, if it has one. */
+static void
+flow_close(struct flow *f)
+{
+	if (f->pipe[0] != -1) {
+		close(f->pipe[0]);
+		close(f->pipe[1]);
+	}
+}
+
+/* Relay path: splice() through pipes (1) or copy through user-space buffers (0). */
+static int relay_splice = 1;
+
 /*
  * Relay bytes both ways between the non-blocking sockets a and b until both
  * directions have ended.  A FIN from one side becomes shutdown(SHUT_WR) on
  * the other, and the opposite direction keeps flowing.  0 when both ended
- * cleanly, -1 when a socket failed.  The caller closes both.
+ * cleanly, -1 when a socket failed.  The caller closes both.  info, if
+ * given, asks for a dump (which needs the copy path) and gets the byte counts.
  */
 static int
-relay(int a, int b)
+relay(int a, int b, struct relay_info *info)
 {
 	enum { SIDE_A, SIDE_B, SIDES };  /* poll slots, one per socket */
-	struct flow flows[SIDES] = { { .from = a, .to = b }, { .from = b, .to = a } };
+	struct flow flows[SIDES];
 	struct pollfd pfd[SIDES];
 	int fds[SIDES] = { a, b };
-	int s;
+	int s, rc = -1;
 
+	int use_splice = relay_splice && (info == NULL || info->dump_id == 0);
+
+	flow_open(&flows[SIDE_A], a, b, use_splice);
+	flow_open(&flows[SIDE_B], b, a, use_splice);
+	for (s = 0; info != NULL && s < SIDES; s++) {
+		flows[s].dump_id = info->dump_id;
+		flows[s].dir = dump_dirs[s];
+	}
 	for (;;) {
 		if (flows[SIDE_A].eof && flows[SIDE_A].len == 0 &&
-		    flows[SIDE_B].eof && flows[SIDE_B].len == 0)
-			return (0);
+		    flows[SIDE_B].eof && flows[SIDE_B].len == 0) {
+			rc = 0;
+			break;
+		}
 		for (s = 0; s < SIDES; s++) {
 			pfd[s].events = 0;
 			/* Read from side s only when its flow is empty: that is the back-pressure. */
@@ -565,12 +671,12 @@ relay(int a, int b)
 			/* EINTR: a signal for the main thread; just poll again. */
 			if (errno == EINTR)
 				continue;
-			return (-1);
+			break;
 		}
 		for (s = 0; s < SIDES; s++) {
 			/* POLLNVAL: an fd closed under us, which would be a bug; give up. */
 			if (pfd[s].revents & POLLNVAL)
-				return (-1);
+				goto done;
 			/*
 			 * POLLERR, and POLLHUP without POLLIN, are handed to send() or
 			 * recv(), which return the error or EOF that caused them.
@@ -578,13 +684,20 @@ relay(int a, int b)
 			if ((pfd[s].events & POLLOUT) &&
 			    (pfd[s].revents & (POLLOUT | POLLERR | POLLHUP)) &&
 			    flow_flush(&flows[!s]) == -1)
-				return (-1);
+				goto done;
 			if ((pfd[s].events & POLLIN) &&
 			    (pfd[s].revents & (POLLIN | POLLERR | POLLHUP)) &&
 			    flows[s].len == 0 && flow_fill(&flows[s]) == -1)
-				return (-1);
+				goto done;
 		}
 	}
+done:
+	for (s = 0; s < SIDES; s++) {
+		flow_close(&flows[s]);
+		if (info != NULL)
+			info->bytes[s] += flows[s].total;
+	}
+	return (rc);
 }
 
 /* Make close() send RST, so the far end sees an aborted stream rather than a clean end. */
@@ -596,17 +709,22 @@ set_reset_on_close(int fd)
 	(void)setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
 }
 
-/* Send bytes already read past a frame, then relay: peer carries the stream for other. */
+/* Send the stream bytes already read past c's last frame to other, then relay c and other. */
 static int
-splice_and_relay(struct conn *c, int other)
+relay_after_frame(struct conn *c, int other, struct relay_info *info)
 {
 	set_nodelay(c->fd);
 	set_nodelay(other);
-	if (c->len > 0 &&
-	    write_all(other, c->buf, c->len, now_ms() + BORE_NETWORK_TIMEOUT_MS) == -1)
-		return (-1);
-	c->len = 0;
-	return (relay(c->fd, other));
+	if (c->len > 0) {
+		if (info != NULL && info->dump_id != 0)
+			dump_bytes(info->dump_id, dump_dirs[0], (const unsigned char *)c->buf, c->len);
+		if (info != NULL)
+			info->bytes[0] += c->len;
+		if (write_all(other, c->buf, c->len, now_ms() + BORE_NETWORK_TIMEOUT_MS) == -1)
+			return (-1);
+		c->len = 0;
+	}
+	return (relay(c->fd, other, info));
 }
 
 /* ==================================================================== */
@@ -1126,7 +1244,13 @@ server_handshake(struct conn *c, const uint8_t key[BORE_KEY_LEN])
 	return (-1);
 }
 
-/* Client side: answer the server's challenge; on failure log why and return -1. */
+/* client_handshake's result when no retry can help: the server sent something else. */
+#define HANDSHAKE_FATAL (-2)
+
+/*
+ * Client side: answer the server's challenge.  On failure log why and
+ * return -1, or HANDSHAKE_FATAL when the server plainly wants no secret.
+ */
 static int
 client_handshake(struct conn *c, const uint8_t key[BORE_KEY_LEN])
 {
@@ -1141,7 +1265,7 @@ client_handshake(struct conn *c, const uint8_t key[BORE_KEY_LEN])
 	}
 	if (r != 1 || m.type != BORE_MSG_CHALLENGE) {
 		log_msg(LOG_ERROR, "expected authentication challenge, but no secret was required");
-		return (-1);
+		return (r == 1 ? HANDSHAKE_FATAL : -1);
 	}
 	bore_auth_tag(key, m.uuid, tag);
 	r = send_text_msg(c->fd, BORE_MSG_AUTHENTICATE, tag);
@@ -1571,7 +1695,7 @@ forward_visitor(struct conn *c, const uint8_t id[BORE_UUID_LEN])
 	free(p);
 	log_msg(LOG_DEBUG, "forwarding connection %s", ids);
 	if (tunnel_track(t, &l) == 0) {
-		if (splice_and_relay(c, l.fd) == -1) {
+		if (relay_after_frame(c, l.fd, NULL) == -1) {
 			log_msg(LOG_DEBUG, "connection %s aborted: %s", ids, strerror(errno));
 			/* Pass the abort on: both peers see a reset, not a clean end. */
 			set_reset_on_close(l.fd);
@@ -1690,7 +1814,17 @@ static struct {
 	struct addrinfo *server_ai, *local_ai;  /* resolved once, tried in order */
 	int has_secret;
 	uint8_t key[BORE_KEY_LEN];
+	int reconnect;                          /* re-dial when the tunnel is lost */
+	int heartbeat_timeout_ms;               /* silence that means the server is gone */
+	int dump;                               /* hex-dump every proxied connection */
 } cli;
+
+/* Visitors proxied so far; numbers connections in --dump output. */
+static atomic_int visitors_seen;
+
+/* First and longest wait between reconnection attempts. */
+#define RECONNECT_MIN_MS 500
+#define RECONNECT_MAX_MS 30000
 
 /* Resolve host (a name, an IP, or [IPv6]) and port for connecting; NULL after saying why. */
 static struct addrinfo *
@@ -1718,11 +1852,12 @@ resolve(const char *host, uint16_t port)
 
 /* Open a connection to the server's control port, authenticated if we have a secret. */
 static struct conn *
-open_control(void)
+open_control(int *fatal)
 {
 	struct conn *c;
-	int fd;
+	int fd, r;
 
+	*fatal = 0;
 	if ((fd = connect_any(cli.server_ai)) == -1) {
 		log_msg(LOG_ERROR, "could not connect to %s:%u: %s", cli.to, cli.control_port,
 		    strerror(errno));
@@ -1731,8 +1866,10 @@ open_control(void)
 	if ((c = conn_new(fd, NULL, 0)) == NULL)
 		goto err1;
 	/* c owns fd from here. */
-	if (cli.has_secret && client_handshake(c, cli.key) == -1)
+	if (cli.has_secret && (r = client_handshake(c, cli.key)) != 0) {
+		*fatal = r == HANDSHAKE_FATAL;
 		goto err2;
+	}
 
 	return (c);
 
@@ -1749,15 +1886,19 @@ err0:
 static void *
 proxy_visitor(void *arg)
 {
+	struct relay_info info = { .dump_id = 0 };
 	uint8_t id[BORE_UUID_LEN];
 	char ids[BORE_UUID_STRLEN + 1];
 	struct conn *c;
-	int lfd;
+	int64_t start = now_ms();
+	int lfd, fatal;
 
 	memcpy(id, arg, BORE_UUID_LEN);
 	free(arg);
 	bore_uuid_format(id, ids);
-	if ((c = open_control()) == NULL)
+	if (cli.dump)
+		info.dump_id = atomic_fetch_add(&visitors_seen, 1) + 1;
+	if ((c = open_control(&fatal)) == NULL)
 		goto err0;
 	if (send_uuid_msg(c->fd, BORE_MSG_ACCEPT, id) == -1) {
 		log_msg(LOG_WARN, "connection %s: could not send accept: %s", ids, strerror(errno));
@@ -1770,13 +1911,18 @@ proxy_visitor(void *arg)
 		set_reset_on_close(c->fd);
 		goto err1;
 	}
-	if (splice_and_relay(c, lfd) == -1) {
+	if (relay_after_frame(c, lfd, &info) == -1) {
 		log_msg(LOG_DEBUG, "connection %s aborted: %s", ids, strerror(errno));
 		set_reset_on_close(c->fd);
 		set_reset_on_close(lfd);
 	} else {
 		log_msg(LOG_DEBUG, "connection %s exited", ids);
 	}
+	if (info.dump_id != 0)
+		log_msg(LOG_ALWAYS, "conn %d closed: %llu bytes visitor->service, "
+		    "%llu bytes service->visitor, %.3f s", info.dump_id,
+		    (unsigned long long)info.bytes[0], (unsigned long long)info.bytes[1],
+		    (double)(now_ms() - start) / 1000);
 	close(lfd);
 	conn_free(c);
 
@@ -1804,15 +1950,40 @@ start_visitor(const uint8_t id[BORE_UUID_LEN])
 		free(copy);
 }
 
-/* Ask for a public port and wait for the server's Hello; the bound port, or -1 after saying why. */
+/* How a tunnel session ended, and so what the client does next. */
+enum session_end {
+	END_SIGNAL,      /* SIGINT/SIGTERM: exit 0 */
+	END_FATAL,       /* retrying cannot help (wrong secret, port outside the range): exit 1 */
+	END_LOST,        /* the server went away or refused for now: retry if allowed */
+	END_PORT_TAKEN   /* the port asked for is not free: ask for any port at once */
+};
+
+/* Server errors that no retry can fix: the client's settings do not fit the server. */
 static int
-send_hello(struct conn *c)
+error_is_fatal(const char *text)
+{
+	static const char *const fatal[] = {
+		"invalid secret", "server requires secret, but no secret was provided",
+		"client port number not in allowed range", "permission denied",
+	};
+	size_t i;
+
+	for (i = 0; i < sizeof(fatal) / sizeof(fatal[0]); i++)
+		if (strcmp(text, fatal[i]) == 0)
+			return (1);
+	return (0);
+}
+
+/* Ask for port `want` and wait for the server's Hello: the bound port, or how it failed. */
+static int
+send_hello(struct conn *c, uint16_t want, enum session_end *end)
 {
 	char text[BORE_MAX_FRAME + 1];
 	struct bore_msg m;
 	int r;
 
-	if (send_port_msg(c->fd, BORE_MSG_HELLO, cli.port) == -1) {
+	*end = END_LOST;
+	if (send_port_msg(c->fd, BORE_MSG_HELLO, want) == -1) {
 		log_msg(LOG_ERROR, "could not send hello: %s", strerror(errno));
 		return (-1);
 	}
@@ -1831,66 +2002,61 @@ send_hello(struct conn *c)
 		return (m.port);
 	case BORE_MSG_ERROR:
 		log_msg(LOG_ERROR, "server error: %s", printable(m.text, text, sizeof(text)));
+		if (error_is_fatal(m.text))
+			*end = END_FATAL;
+		else if (want != cli.port && (strcmp(m.text, "port already in use") == 0 ||
+		    strcmp(m.text, "failed to bind to port") == 0))
+			*end = END_PORT_TAKEN;
 		return (-1);
 	case BORE_MSG_CHALLENGE:
 		log_msg(LOG_ERROR, "server requires authentication, but no client secret was provided");
+		*end = END_FATAL;
 		return (-1);
 	default:
 		log_msg(LOG_ERROR, "unexpected initial non-hello message");
+		*end = END_FATAL;
 		return (-1);
 	}
 }
 
-/* Open the tunnel and serve visitors until the server goes away (1) or a signal (0). */
-static int
-run_client(void)
+/* Read frames from the server and start visitors until the tunnel ends. */
+static enum session_end
+serve_session(struct conn *c)
 {
 	enum { POLL_CONTROL, POLL_SIGNAL, POLL_SLOTS };
 	struct pollfd pfd[POLL_SLOTS];
 	char text[BORE_MAX_FRAME + 1];
 	struct bore_msg m;
-	struct conn *c;
 	int64_t last;
-	int port, r, rc = 1;
-
-	if ((c = open_control()) == NULL)
-		return (1);
-	if ((port = send_hello(c)) == -1)
-		goto done;
-	log_msg(LOG_INFO, "connected to server");
-	log_msg(LOG_ALWAYS, strchr(cli.to, ':') && cli.to[0] != '[' ?
-	    "listening at [%s]:%d" : "listening at %s:%d", cli.to, port);
+	int r;
 
 	pfd[POLL_CONTROL] = (struct pollfd){ .fd = c->fd, .events = POLLIN };
 	pfd[POLL_SIGNAL] = (struct pollfd){ .fd = signal_pipe[0], .events = POLLIN };
 	for (last = now_ms();;) {
 		if (!frame_buffered(c)) {
-			r = poll(pfd, POLL_SLOTS, ms_until(last + BORE_HEARTBEAT_TIMEOUT_MS));
+			r = poll(pfd, POLL_SLOTS, ms_until(last + cli.heartbeat_timeout_ms));
 			if (r == -1 && errno == EINTR)
 				continue;
 			if (r == -1) {
 				log_msg(LOG_ERROR, "poll: %s", strerror(errno));
-				goto done;
+				return (END_FATAL);
 			}
-			if (pfd[POLL_SIGNAL].revents) {
-				log_msg(LOG_INFO, "shutting down");
-				rc = 0;
-				goto done;
-			}
+			if (pfd[POLL_SIGNAL].revents)
+				return (END_SIGNAL);
 			if (r == 0) {
-				log_msg(LOG_ERROR, "server unreachable: no heartbeat for %d s",
-				    BORE_HEARTBEAT_TIMEOUT_MS / 1000);
-				goto done;
+				log_msg(LOG_ERROR, "server unreachable: no heartbeat for %.1f s",
+				    cli.heartbeat_timeout_ms / 1000.0);
+				return (END_LOST);
 			}
 		}
-		r = read_frame(c, &m, last + BORE_HEARTBEAT_TIMEOUT_MS);
+		r = read_frame(c, &m, last + cli.heartbeat_timeout_ms);
 		if (r == 0) {
 			log_msg(LOG_ERROR, "server closed the connection");
-			goto done;
+			return (END_LOST);
 		}
 		if (r == -1) {
 			log_msg(LOG_ERROR, "connection to server lost: %s", frame_error(errno));
-			goto done;
+			return (END_LOST);
 		}
 		last = now_ms();
 		switch (m.type) {
@@ -1901,15 +2067,95 @@ run_client(void)
 			break;
 		case BORE_MSG_ERROR:
 			log_msg(LOG_ERROR, "server error: %s", printable(m.text, text, sizeof(text)));
-			goto done;
+			return (error_is_fatal(m.text) ? END_FATAL : END_LOST);
 		default:
 			log_msg(LOG_WARN, "unexpected %s message from server", msg_names[m.type]);
 			break;
 		}
 	}
+}
+
+/* One tunnel session: connect, ask for *port, serve it; *port becomes the port granted. */
+static enum session_end
+run_session(int *port, int *opened)
+{
+	enum session_end end;
+	struct conn *c;
+	int got, fatal;
+
+	*opened = 0;
+	if ((c = open_control(&fatal)) == NULL)
+		return (fatal ? END_FATAL : END_LOST);
+	if ((got = send_hello(c, (uint16_t)*port, &end)) == -1)
+		goto done;
+	if (*port != 0 && got != *port)
+		log_msg(LOG_WARN, "public port changed from %d to %d", *port, got);
+	*port = got;
+	*opened = 1;
+	log_msg(LOG_INFO, "connected to server");
+	log_msg(LOG_ALWAYS, strchr(cli.to, ':') && cli.to[0] != '[' ?
+	    "listening at [%s]:%d" : "listening at %s:%d", cli.to, got);
+	end = serve_session(c);
 done:
 	conn_free(c);
-	return (rc);
+	return (end);
+}
+
+/* Sleep ms unless SIGINT/SIGTERM comes first; 1 if it did. */
+static int
+sleep_or_signal(int ms)
+{
+	struct pollfd p = { .fd = signal_pipe[0], .events = POLLIN };
+	int64_t deadline = now_ms() + ms;
+
+	while (now_ms() < deadline) {
+		if (poll(&p, 1, ms_until(deadline)) > 0)
+			return (1);
+	}
+	return (0);
+}
+
+/*
+ * Open the tunnel and keep it open: after a tunnel was established, losing
+ * it re-dials with exponential backoff and jitter, asking for the same
+ * public port.  Exit status: 0 on a signal, 1 when it gives up.
+ */
+static int
+run_client(void)
+{
+	enum session_end end;
+	int port = cli.port, attempt = 0, ever_opened = 0, opened, delay;
+
+	for (;;) {
+		end = run_session(&port, &opened);
+		if (end == END_SIGNAL) {
+			log_msg(LOG_INFO, "shutting down");
+			return (0);
+		}
+		if (opened) {
+			ever_opened = 1;
+			attempt = 0;
+		}
+		/* The first connection's errors are shown and final: they are usually settings. */
+		if (end == END_FATAL || !ever_opened || !cli.reconnect)
+			return (1);
+		if (end == END_PORT_TAKEN) {
+			log_msg(LOG_WARN, "port %d is taken; asking for any port", port);
+			port = 0;
+			continue;
+		}
+		delay = attempt < 6 ? RECONNECT_MIN_MS << attempt : RECONNECT_MAX_MS;
+		if (delay > RECONNECT_MAX_MS)
+			delay = RECONNECT_MAX_MS;
+		/* Jitter: anywhere in the upper half, so many clients do not re-dial in step. */
+		delay = delay / 2 + (int)randombytes_uniform((uint32_t)delay / 2 + 1);
+		attempt++;
+		log_msg(LOG_INFO, "reconnecting in %.1f s (attempt %d)", delay / 1000.0, attempt);
+		if (sleep_or_signal(delay)) {
+			log_msg(LOG_INFO, "shutting down");
+			return (0);
+		}
+	}
 }
 
 /* ==================================================================== */
@@ -1921,17 +2167,24 @@ struct optdef {
 	const char *name;
 	char letter;
 	const char *env;
+	int is_flag;  /* takes no value; set to "1" when given */
 };
 
 /* Options of `bore local`, by index into its values. */
-enum { L_LOCAL_HOST, L_TO, L_PORT, L_SECRET, L_SECRET_FILE, L_CONTROL_PORT, L_COUNT };
+enum {
+	L_LOCAL_HOST, L_TO, L_PORT, L_SECRET, L_SECRET_FILE, L_CONTROL_PORT, L_NO_RECONNECT,
+	L_HEARTBEAT_TIMEOUT, L_DUMP, L_COUNT
+};
 static const struct optdef local_opts[L_COUNT] = {
-	[L_LOCAL_HOST] = { "local-host", 'l', NULL },
-	[L_TO] = { "to", 't', "BORE_SERVER" },
-	[L_PORT] = { "port", 'p', NULL },
-	[L_SECRET] = { "secret", 's', "BORE_SECRET" },
-	[L_SECRET_FILE] = { "secret-file", 0, NULL },
-	[L_CONTROL_PORT] = { "control-port", 0, "BORE_CONTROL_PORT" },
+	[L_LOCAL_HOST] = { "local-host", 'l', NULL, 0 },
+	[L_TO] = { "to", 't', "BORE_SERVER", 0 },
+	[L_PORT] = { "port", 'p', NULL, 0 },
+	[L_SECRET] = { "secret", 's', "BORE_SECRET", 0 },
+	[L_SECRET_FILE] = { "secret-file", 0, NULL, 0 },
+	[L_CONTROL_PORT] = { "control-port", 0, "BORE_CONTROL_PORT", 0 },
+	[L_NO_RECONNECT] = { "no-reconnect", 0, NULL, 1 },
+	[L_HEARTBEAT_TIMEOUT] = { "heartbeat-timeout", 0, "BORE_HEARTBEAT_TIMEOUT", 0 },
+	[L_DUMP] = { "dump", 0, NULL, 1 },
 };
 
 /* Options of `bore server`, by index into its values. */
@@ -1940,15 +2193,15 @@ enum {
 	S_CONTROL_PORT, S_MAX_SESSIONS, S_MAX_CONNS, S_COUNT
 };
 static const struct optdef server_opts[S_COUNT] = {
-	[S_MIN_PORT] = { "min-port", 0, "BORE_MIN_PORT" },
-	[S_MAX_PORT] = { "max-port", 0, "BORE_MAX_PORT" },
-	[S_SECRET] = { "secret", 's', "BORE_SECRET" },
-	[S_SECRET_FILE] = { "secret-file", 0, NULL },
-	[S_BIND_ADDR] = { "bind-addr", 0, NULL },
-	[S_BIND_TUNNELS] = { "bind-tunnels", 0, NULL },
-	[S_CONTROL_PORT] = { "control-port", 0, "BORE_CONTROL_PORT" },
-	[S_MAX_SESSIONS] = { "max-sessions", 0, "BORE_MAX_SESSIONS" },
-	[S_MAX_CONNS] = { "max-conns", 0, "BORE_MAX_CONNS" },
+	[S_MIN_PORT] = { "min-port", 0, "BORE_MIN_PORT", 0 },
+	[S_MAX_PORT] = { "max-port", 0, "BORE_MAX_PORT", 0 },
+	[S_SECRET] = { "secret", 's', "BORE_SECRET", 0 },
+	[S_SECRET_FILE] = { "secret-file", 0, NULL, 0 },
+	[S_BIND_ADDR] = { "bind-addr", 0, NULL, 0 },
+	[S_BIND_TUNNELS] = { "bind-tunnels", 0, NULL, 0 },
+	[S_CONTROL_PORT] = { "control-port", 0, "BORE_CONTROL_PORT", 0 },
+	[S_MAX_SESSIONS] = { "max-sessions", 0, "BORE_MAX_SESSIONS", 0 },
+	[S_MAX_CONNS] = { "max-conns", 0, "BORE_MAX_CONNS", 0 },
 };
 
 /* Default limits of the server: tunnels at once, and visitors per tunnel. */
@@ -1990,6 +2243,12 @@ static const struct command local_cmd = {
 	"      --secret-file <PATH>  Read the secret from the first line of a file\n"
 	"      --control-port <PORT> The server's control port [env: BORE_CONTROL_PORT]\n"
 	"                            [default: 7835]\n"
+	"      --no-reconnect        Exit when the tunnel is lost instead of re-dialling\n"
+	"      --heartbeat-timeout <SECONDS>\n"
+	"                            Silence from the server that means it is gone\n"
+	"                            [env: BORE_HEARTBEAT_TIMEOUT] [default: 15]\n"
+	"      --dump                Print every proxied connection's bytes (hex and ASCII)\n"
+	"                            and a summary line when it closes\n"
 	"  -h, --help                Print help\n",
 };
 
@@ -2054,6 +2313,7 @@ static int
 parse_options(const struct command *cmd, const struct optdef *defs, size_t ndefs,
     int argc, char **argv, char **vals, const char **pos, int maxpos)
 {
+	static char flag_given[] = "1";
 	char *a, *val, *eq;
 	int i, npos = 0, only_pos = 0;
 	size_t d, len;
@@ -2090,6 +2350,12 @@ parse_options(const struct command *cmd, const struct optdef *defs, size_t ndefs
 		}
 		if (d == ndefs)
 			usage_error(cmd, "unexpected argument '%s'", a);
+		if (defs[d].is_flag) {
+			if (val != NULL)
+				usage_error(cmd, "unexpected value for '--%s'", defs[d].name);
+			vals[d] = flag_given;
+			continue;
+		}
 		if (val == NULL) {
 			if (i + 1 >= argc)
 				usage_error(cmd, "a value is required for '--%s'", defs[d].name);
@@ -2220,6 +2486,10 @@ main_local(int argc, char **argv)
 	cli.port = port_option(&local_cmd, vals[L_PORT], "--port", 0, 0);
 	cli.control_port = port_option(&local_cmd, vals[L_CONTROL_PORT], "--control-port", 1,
 	    BORE_CONTROL_PORT);
+	cli.reconnect = vals[L_NO_RECONNECT] == NULL;
+	cli.dump = vals[L_DUMP] != NULL;
+	cli.heartbeat_timeout_ms = 1000 * count_option(&local_cmd, vals[L_HEARTBEAT_TIMEOUT],
+	    "--heartbeat-timeout", BORE_HEARTBEAT_TIMEOUT_MS / 1000);
 	if ((cli.server_ai = resolve(cli.to, cli.control_port)) == NULL)
 		return (1);
 	if ((cli.local_ai = resolve(cli.local_host, cli.local_port)) == NULL)
@@ -2349,6 +2619,8 @@ main(int argc, char **argv)
 		errx(1, "could not initialise libsodium");
 	setup_signals();
 	raise_fd_limit();
+	if (getenv("BORE_RELAY") && strcmp(getenv("BORE_RELAY"), "copy") == 0)
+		relay_splice = 0;
 	if (strcmp(argv[1], "local") == 0)
 		return (main_local(argc - 2, argv + 2));
 	return (main_server(argc - 2, argv + 2));

@@ -65,6 +65,8 @@ wait_until() {
 start() {
 	local name=$1
 	shift
+	# Remove it first: the background redirection truncates it only later.
+	rm -f "$WORK/$name.log"
 	"$@" >"$WORK/$name.log" 2>&1 &
 	LAST=$!
 	PIDS+=("$LAST")
@@ -386,7 +388,8 @@ t_wire_bytes() {
 # ---- 10: the server or the client dies ------------------------------------
 
 t_server_killed() {
-	start_tunnel || return 1
+	start_origin origin echo && start_server server &&
+		start_client client "$ORIGIN" --no-reconnect || return 1
 	{ kill -9 "$SRV"; wait "$SRV"; } 2>/dev/null
 	wait_exit "$CLI" 5 || { why "client still running"; return 1; }
 	[ "$RC" = 1 ] || { why "exit status $RC"; return 1; }
