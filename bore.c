@@ -183,17 +183,29 @@ set_nodelay(int fd)
 	(void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 }
 
-/* Format a socket address as "ip:port" or "[ip]:port". */
+/* Format a socket address as "ip:port" or "[ip]:port"; IPv4-mapped IPv6 shows as IPv4. */
 static const char *
 addr_str(const struct sockaddr *sa, socklen_t len, char *out, size_t cap)
 {
 	char host[INET6_ADDRSTRLEN], serv[8];
+	const char *h = host;
 
 	if (getnameinfo(sa, len, host, sizeof(host), serv, sizeof(serv),
-	    NI_NUMERICHOST | NI_NUMERICSERV) != 0)
+	    NI_NUMERICHOST | NI_NUMERICSERV) != 0) {
 		snprintf(out, cap, "?");
-	else
-		snprintf(out, cap, sa->sa_family == AF_INET6 ? "[%s]:%s" : "%s:%s", host, serv);
+		return (out);
+	}
+	if (strncmp(host, "::ffff:", 7) == 0 && strchr(host, '.') != NULL)
+		h += 7;
+	snprintf(out, cap, strchr(h, ':') ? "[%s]:%s" : "%s:%s", h, serv);
+	return (out);
+}
+
+/* Format host and port for messages, bracketing a bare IPv6 literal. */
+static const char *
+host_port(const char *host, unsigned port, char *out, size_t cap)
+{
+	snprintf(out, cap, strchr(host, ':') && host[0] != '[' ? "[%s]:%u" : "%s:%u", host, port);
 	return (out);
 }
 
@@ -1281,6 +1293,16 @@ client_handshake(struct conn *c, const uint8_t key[BORE_KEY_LEN])
 /* Server: control listener, tunnels, parked visitors                   */
 /* ==================================================================== */
 
+/* Most entries in one --allow or --allow-control list. */
+#define MAX_CIDRS 64
+
+/* An address block from --allow or --allow-control. */
+struct cidr {
+	int family;
+	uint8_t addr[16];
+	int bits;
+};
+
 /* Server settings, fixed before the first thread starts. */
 static struct {
 	uint16_t min_port, max_port;
@@ -1290,10 +1312,106 @@ static struct {
 	socklen_t tunnel_addr_len;
 	int max_sessions;                     /* tunnels open at once */
 	int max_conns;                        /* visitors per tunnel, parked or relayed */
+	int grace_ms;                         /* how long relays may finish at shutdown */
+	struct cidr allow[MAX_CIDRS];         /* visitors allowed (none listed: all) */
+	int nallow;
+	struct cidr allow_control[MAX_CIDRS]; /* control connections allowed (none: all) */
+	int nallow_control;
 } srv;
 
 /* Tunnels open now, against srv.max_sessions. */
 static atomic_int tunnels_open;
+
+/* Visitors being relayed now, waited for at shutdown. */
+static atomic_int relays_active;
+
+/* Set once SIGTERM/SIGINT arrived: tunnels say goodbye, relays may finish. */
+static atomic_int shutting_down;
+
+/* Parse "IP" or "IP/BITS" (IPv4 or IPv6) into c; 0, or -1. */
+static int
+parse_cidr(const char *s, struct cidr *c)
+{
+	struct sockaddr_storage ss;
+	socklen_t len;
+	char ip[INET6_ADDRSTRLEN + 2];
+	const char *slash = strchr(s, '/');
+	size_t n = slash ? (size_t)(slash - s) : strlen(s);
+	uint16_t bits;
+
+	if (n == 0 || n >= sizeof(ip))
+		return (-1);
+	memcpy(ip, s, n);
+	ip[n] = '\0';
+	if (parse_ip(ip, 0, &ss, &len) == -1)
+		return (-1);
+	c->family = ss.ss_family;
+	if (c->family == AF_INET)
+		memcpy(c->addr, &((struct sockaddr_in *)&ss)->sin_addr, 4);
+	else
+		memcpy(c->addr, &((struct sockaddr_in6 *)&ss)->sin6_addr, 16);
+	c->bits = c->family == AF_INET ? 32 : 128;
+	if (slash != NULL) {
+		if (bore_parse_port(slash + 1, 0, &bits) == -1 || bits > c->bits)
+			return (-1);
+		c->bits = bits;
+	}
+	return (0);
+}
+
+/* True if sa lies in one of the n blocks of list (or the list is empty). */
+static int
+cidr_allows(const struct cidr *list, int n, const struct sockaddr *sa)
+{
+	static const uint8_t v4mapped[12] = { 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff };
+	const uint8_t *a;
+	int family, i, full, rest;
+
+	if (n == 0)
+		return (1);
+	if (sa->sa_family == AF_INET) {
+		family = AF_INET;
+		a = (const uint8_t *)&((const struct sockaddr_in *)sa)->sin_addr;
+	} else {
+		family = AF_INET6;
+		a = (const uint8_t *)&((const struct sockaddr_in6 *)sa)->sin6_addr;
+		/* A dual-stack listener shows IPv4 peers as ::ffff:a.b.c.d. */
+		if (memcmp(a, v4mapped, sizeof(v4mapped)) == 0) {
+			family = AF_INET;
+			a += 12;
+		}
+	}
+	for (i = 0; i < n; i++) {
+		if (list[i].family != family)
+			continue;
+		full = list[i].bits / 8;
+		rest = list[i].bits % 8;
+		if (memcmp(a, list[i].addr, (size_t)full) == 0 && (rest == 0 ||
+		    ((a[full] ^ list[i].addr[full]) & (0xff << (8 - rest)) & 0xff) == 0))
+			return (1);
+	}
+	return (0);
+}
+
+/* Notice a vanished client within about USER_TIMEOUT_MS, not after TCP's minutes. */
+#define KEEPALIVE_IDLE_S 10
+#define KEEPALIVE_INTERVAL_S 5
+#define KEEPALIVE_COUNT 3
+#define USER_TIMEOUT_MS 25000
+
+/* Keepalive probes while idle, and a bound on unacknowledged data while not. */
+static void
+set_liveness(int fd)
+{
+	int one = 1, idle = KEEPALIVE_IDLE_S, intvl = KEEPALIVE_INTERVAL_S;
+	int cnt = KEEPALIVE_COUNT, user = USER_TIMEOUT_MS;
+
+	(void)setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof(one));
+	(void)setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof(idle));
+	(void)setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &intvl, sizeof(intvl));
+	(void)setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &cnt, sizeof(cnt));
+	(void)setsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &user, sizeof(user));
+}
 
 /* A visitor being relayed, listed in its tunnel so that the tunnel's end can cut it. */
 struct live {
@@ -1398,16 +1516,20 @@ tunnel_untrack(struct tunnel *t, struct live *l)
 	pthread_mutex_unlock(&t->lock);
 }
 
-/* The client is gone: cut every visitor still being relayed, so they see the end at once. */
+/*
+ * The control connection ended: no new relays.  When the client is gone
+ * (cut), every visitor still being relayed is shut down so it sees the end
+ * at once; at a graceful shutdown they are left to finish.
+ */
 static void
-tunnel_close(struct tunnel *t)
+tunnel_close(struct tunnel *t, int cut)
 {
 	struct live *l;
 
 	pthread_mutex_lock(&t->lock);
 	t->closing = 1;
 	/* Listed fds stay open until untracked, so shutting them down here is safe. */
-	for (l = t->live; l != NULL; l = l->next)
+	for (l = t->live; cut && l != NULL; l = l->next)
 		(void)shutdown(l->fd, SHUT_RDWR);
 	pthread_mutex_unlock(&t->lock);
 }
@@ -1553,6 +1675,11 @@ park_visitor(struct conn *c, struct tunnel *t, int lfd, int64_t *paused_until)
 		return (0);
 	}
 	addr_str((struct sockaddr *)&ss, sslen, addr, sizeof(addr));
+	if (!cidr_allows(srv.allow, srv.nallow, (struct sockaddr *)&ss)) {
+		log_msg(LOG_WARN, "port %u: refused %s: not in --allow", t->port, addr);
+		close(vfd);
+		return (0);
+	}
 	if (tunnel_add_conn(t) == -1) {
 		log_msg(LOG_WARN, "port %u: refused %s: too many connections (limit %d)", t->port,
 		    addr, srv.max_conns);
@@ -1598,6 +1725,11 @@ serve_tunnel(struct conn *c, struct tunnel *t, int lfd, const char **why)
 	ssize_t n;
 
 	for (next_beat = now_ms();;) {
+		if (atomic_load(&shutting_down)) {
+			*why = "server shutting down";
+			(void)send_text_msg(c->fd, BORE_MSG_ERROR, *why);
+			return;
+		}
 		if (now_ms() >= next_beat) {
 			if (send_port_msg(c->fd, BORE_MSG_HEARTBEAT, 0) == -1) {
 				*why = strerror(errno);
@@ -1659,6 +1791,7 @@ run_tunnel(struct conn *c, uint16_t want)
 	if ((t = tunnel_new()) == NULL)
 		goto err1;
 	t->port = bound_port(lfd);
+	set_liveness(c->fd);
 	if (send_port_msg(c->fd, BORE_MSG_HELLO, t->port) == -1)
 		goto err2;
 	log_msg(LOG_INFO, "new client %s, tunnel open on port %u", c->peer, t->port);
@@ -1666,7 +1799,7 @@ run_tunnel(struct conn *c, uint16_t want)
 	log_msg(LOG_INFO, "tunnel on port %u closed (%s)", t->port, why);
 
 err2:
-	tunnel_close(t);
+	tunnel_close(t, !atomic_load(&shutting_down));
 	pending_expire(t, INT64_MAX);
 	tunnel_put(t);
 err1:
@@ -1695,6 +1828,7 @@ forward_visitor(struct conn *c, const uint8_t id[BORE_UUID_LEN])
 	free(p);
 	log_msg(LOG_DEBUG, "forwarding connection %s", ids);
 	if (tunnel_track(t, &l) == 0) {
+		atomic_fetch_add(&relays_active, 1);
 		if (relay_after_frame(c, l.fd, NULL) == -1) {
 			log_msg(LOG_DEBUG, "connection %s aborted: %s", ids, strerror(errno));
 			/* Pass the abort on: both peers see a reset, not a clean end. */
@@ -1702,6 +1836,7 @@ forward_visitor(struct conn *c, const uint8_t id[BORE_UUID_LEN])
 			set_reset_on_close(c->fd);
 		}
 		tunnel_untrack(t, &l);
+		atomic_fetch_sub(&relays_active, 1);
 	}
 	close(l.fd);
 	tunnel_drop_conn(t);
@@ -1746,6 +1881,36 @@ done:
 	return (NULL);
 }
 
+/*
+ * After SIGTERM/SIGINT: tunnels tell their clients and close, relays get up
+ * to --grace to finish; a second signal ends the wait.  Returns exit status 0.
+ */
+static int
+drain_and_exit(void)
+{
+	struct pollfd p = { .fd = signal_pipe[0], .events = POLLIN };
+	int64_t deadline = now_ms() + srv.grace_ms;
+	char drain[16];
+
+	while (read(signal_pipe[0], drain, sizeof(drain)) > 0)
+		continue;
+	atomic_store(&shutting_down, 1);
+	log_msg(LOG_INFO, "shutting down: %d tunnels, %d connections; waiting up to %.1f s",
+	    atomic_load(&tunnels_open), atomic_load(&relays_active), srv.grace_ms / 1000.0);
+	while ((atomic_load(&tunnels_open) > 0 || atomic_load(&relays_active) > 0) &&
+	    now_ms() < deadline) {
+		/* Tunnels notice within a heartbeat; poll briefly so the count is seen soon. */
+		if (poll(&p, 1, 50) > 0) {
+			log_msg(LOG_INFO, "second signal: not waiting");
+			break;
+		}
+	}
+	if (atomic_load(&relays_active) > 0)
+		log_msg(LOG_WARN, "closing %d connections still open", atomic_load(&relays_active));
+	log_msg(LOG_INFO, "shut down");
+	return (0);
+}
+
 /* Accept control connections until SIGINT/SIGTERM, a thread each. */
 static int
 run_server(const struct sockaddr_storage *ctl, socklen_t ctl_len)
@@ -1775,9 +1940,8 @@ run_server(const struct sockaddr_storage *ctl, socklen_t ctl_len)
 			return (1);
 		}
 		if (pfd[POLL_SIGNAL].revents) {
-			log_msg(LOG_INFO, "shutting down");
 			close(lfd);
-			return (0);
+			return (drain_and_exit());
 		}
 		if (!(pfd[POLL_LISTEN].revents & POLLIN))
 			continue;
@@ -1791,8 +1955,14 @@ run_server(const struct sockaddr_storage *ctl, socklen_t ctl_len)
 			}
 			continue;
 		}
-		log_msg(LOG_DEBUG, "incoming connection from %s",
-		    addr_str((struct sockaddr *)&ss, sslen, addr, sizeof(addr)));
+		addr_str((struct sockaddr *)&ss, sslen, addr, sizeof(addr));
+		if (!cidr_allows(srv.allow_control, srv.nallow_control, (struct sockaddr *)&ss)) {
+			log_msg(LOG_WARN, "refused control connection from %s: not in --allow-control",
+			    addr);
+			close(fd);
+			continue;
+		}
+		log_msg(LOG_DEBUG, "incoming connection from %s", addr);
 		if ((c = conn_new(fd, (struct sockaddr *)&ss, sslen)) == NULL) {
 			close(fd);
 			continue;
@@ -1854,13 +2024,14 @@ resolve(const char *host, uint16_t port)
 static struct conn *
 open_control(int *fatal)
 {
+	char where[300];
 	struct conn *c;
 	int fd, r;
 
 	*fatal = 0;
 	if ((fd = connect_any(cli.server_ai)) == -1) {
-		log_msg(LOG_ERROR, "could not connect to %s:%u: %s", cli.to, cli.control_port,
-		    strerror(errno));
+		log_msg(LOG_ERROR, "could not connect to %s: %s",
+		    host_port(cli.to, cli.control_port, where, sizeof(where)), strerror(errno));
 		goto err0;
 	}
 	if ((c = conn_new(fd, NULL, 0)) == NULL)
@@ -1888,7 +2059,7 @@ proxy_visitor(void *arg)
 {
 	struct relay_info info = { .dump_id = 0 };
 	uint8_t id[BORE_UUID_LEN];
-	char ids[BORE_UUID_STRLEN + 1];
+	char ids[BORE_UUID_STRLEN + 1], where[300];
 	struct conn *c;
 	int64_t start = now_ms();
 	int lfd, fatal;
@@ -1905,8 +2076,8 @@ proxy_visitor(void *arg)
 		goto err1;
 	}
 	if ((lfd = connect_any(cli.local_ai)) == -1) {
-		log_msg(LOG_WARN, "connection %s: could not connect to %s:%u: %s", ids,
-		    cli.local_host, cli.local_port, strerror(errno));
+		log_msg(LOG_WARN, "connection %s: could not connect to %s: %s", ids,
+		    host_port(cli.local_host, cli.local_port, where, sizeof(where)), strerror(errno));
 		/* The server closes the visitor at once when it sees the reset. */
 		set_reset_on_close(c->fd);
 		goto err1;
@@ -2079,6 +2250,7 @@ serve_session(struct conn *c)
 static enum session_end
 run_session(int *port, int *opened)
 {
+	char where[300];
 	enum session_end end;
 	struct conn *c;
 	int got, fatal;
@@ -2093,8 +2265,7 @@ run_session(int *port, int *opened)
 	*port = got;
 	*opened = 1;
 	log_msg(LOG_INFO, "connected to server");
-	log_msg(LOG_ALWAYS, strchr(cli.to, ':') && cli.to[0] != '[' ?
-	    "listening at [%s]:%d" : "listening at %s:%d", cli.to, got);
+	log_msg(LOG_ALWAYS, "listening at %s", host_port(cli.to, (unsigned)got, where, sizeof(where)));
 	end = serve_session(c);
 done:
 	conn_free(c);
@@ -2167,7 +2338,7 @@ struct optdef {
 	const char *name;
 	char letter;
 	const char *env;
-	int is_flag;  /* takes no value; set to "1" when given */
+	enum { OPT_VALUE, OPT_FLAG, OPT_LIST } kind;  /* a flag takes no value; a list repeats */
 };
 
 /* Options of `bore local`, by index into its values. */
@@ -2176,32 +2347,35 @@ enum {
 	L_HEARTBEAT_TIMEOUT, L_DUMP, L_COUNT
 };
 static const struct optdef local_opts[L_COUNT] = {
-	[L_LOCAL_HOST] = { "local-host", 'l', NULL, 0 },
-	[L_TO] = { "to", 't', "BORE_SERVER", 0 },
-	[L_PORT] = { "port", 'p', NULL, 0 },
-	[L_SECRET] = { "secret", 's', "BORE_SECRET", 0 },
-	[L_SECRET_FILE] = { "secret-file", 0, NULL, 0 },
-	[L_CONTROL_PORT] = { "control-port", 0, "BORE_CONTROL_PORT", 0 },
-	[L_NO_RECONNECT] = { "no-reconnect", 0, NULL, 1 },
-	[L_HEARTBEAT_TIMEOUT] = { "heartbeat-timeout", 0, "BORE_HEARTBEAT_TIMEOUT", 0 },
-	[L_DUMP] = { "dump", 0, NULL, 1 },
+	[L_LOCAL_HOST] = { "local-host", 'l', NULL, OPT_VALUE },
+	[L_TO] = { "to", 't', "BORE_SERVER", OPT_VALUE },
+	[L_PORT] = { "port", 'p', NULL, OPT_VALUE },
+	[L_SECRET] = { "secret", 's', "BORE_SECRET", OPT_VALUE },
+	[L_SECRET_FILE] = { "secret-file", 0, NULL, OPT_VALUE },
+	[L_CONTROL_PORT] = { "control-port", 0, "BORE_CONTROL_PORT", OPT_VALUE },
+	[L_NO_RECONNECT] = { "no-reconnect", 0, NULL, OPT_FLAG },
+	[L_HEARTBEAT_TIMEOUT] = { "heartbeat-timeout", 0, "BORE_HEARTBEAT_TIMEOUT", OPT_VALUE },
+	[L_DUMP] = { "dump", 0, NULL, OPT_FLAG },
 };
 
 /* Options of `bore server`, by index into its values. */
 enum {
 	S_MIN_PORT, S_MAX_PORT, S_SECRET, S_SECRET_FILE, S_BIND_ADDR, S_BIND_TUNNELS,
-	S_CONTROL_PORT, S_MAX_SESSIONS, S_MAX_CONNS, S_COUNT
+	S_CONTROL_PORT, S_MAX_SESSIONS, S_MAX_CONNS, S_ALLOW, S_ALLOW_CONTROL, S_GRACE, S_COUNT
 };
 static const struct optdef server_opts[S_COUNT] = {
-	[S_MIN_PORT] = { "min-port", 0, "BORE_MIN_PORT", 0 },
-	[S_MAX_PORT] = { "max-port", 0, "BORE_MAX_PORT", 0 },
-	[S_SECRET] = { "secret", 's', "BORE_SECRET", 0 },
-	[S_SECRET_FILE] = { "secret-file", 0, NULL, 0 },
-	[S_BIND_ADDR] = { "bind-addr", 0, NULL, 0 },
-	[S_BIND_TUNNELS] = { "bind-tunnels", 0, NULL, 0 },
-	[S_CONTROL_PORT] = { "control-port", 0, "BORE_CONTROL_PORT", 0 },
-	[S_MAX_SESSIONS] = { "max-sessions", 0, "BORE_MAX_SESSIONS", 0 },
-	[S_MAX_CONNS] = { "max-conns", 0, "BORE_MAX_CONNS", 0 },
+	[S_MIN_PORT] = { "min-port", 0, "BORE_MIN_PORT", OPT_VALUE },
+	[S_MAX_PORT] = { "max-port", 0, "BORE_MAX_PORT", OPT_VALUE },
+	[S_SECRET] = { "secret", 's', "BORE_SECRET", OPT_VALUE },
+	[S_SECRET_FILE] = { "secret-file", 0, NULL, OPT_VALUE },
+	[S_BIND_ADDR] = { "bind-addr", 0, NULL, OPT_VALUE },
+	[S_BIND_TUNNELS] = { "bind-tunnels", 0, NULL, OPT_VALUE },
+	[S_CONTROL_PORT] = { "control-port", 0, "BORE_CONTROL_PORT", OPT_VALUE },
+	[S_MAX_SESSIONS] = { "max-sessions", 0, "BORE_MAX_SESSIONS", OPT_VALUE },
+	[S_MAX_CONNS] = { "max-conns", 0, "BORE_MAX_CONNS", OPT_VALUE },
+	[S_ALLOW] = { "allow", 0, NULL, OPT_LIST },
+	[S_ALLOW_CONTROL] = { "allow-control", 0, NULL, OPT_LIST },
+	[S_GRACE] = { "grace", 0, "BORE_GRACE", OPT_VALUE },
 };
 
 /* Default limits of the server: tunnels at once, and visitors per tunnel. */
@@ -2274,6 +2448,11 @@ static const struct command server_cmd = {
 	"                               [default: 256]\n"
 	"      --max-conns <N>          Connections per tunnel, waiting or relayed\n"
 	"                               [env: BORE_MAX_CONNS] [default: 2048]\n"
+	"      --allow <CIDR>           Only visitors from these addresses (repeatable,\n"
+	"                               or comma-separated; IPv4 or IPv6) [default: all]\n"
+	"      --allow-control <CIDR>   Only clients from these addresses (likewise)\n"
+	"      --grace <SECONDS>        At SIGTERM, how long open connections may finish\n"
+	"                               [env: BORE_GRACE] [default: 5]\n"
 	"  -h, --help                   Print help\n",
 };
 
@@ -2301,6 +2480,17 @@ env_value(const char *name)
 	const char *v = name ? getenv(name) : NULL;
 
 	return (v != NULL && v[0] != '\0' ? v : NULL);
+}
+
+/* Join a repeated option's values with commas; the result lives until exit. */
+static char *
+join_list(const char *have, const char *more)
+{
+	char *s;
+
+	if (asprintf(&s, "%s,%s", have, more) == -1)
+		errx(1, "out of memory");
+	return (s);
 }
 
 /*
@@ -2350,7 +2540,7 @@ parse_options(const struct command *cmd, const struct optdef *defs, size_t ndefs
 		}
 		if (d == ndefs)
 			usage_error(cmd, "unexpected argument '%s'", a);
-		if (defs[d].is_flag) {
+		if (defs[d].kind == OPT_FLAG) {
 			if (val != NULL)
 				usage_error(cmd, "unexpected value for '--%s'", defs[d].name);
 			vals[d] = flag_given;
@@ -2361,6 +2551,8 @@ parse_options(const struct command *cmd, const struct optdef *defs, size_t ndefs
 				usage_error(cmd, "a value is required for '--%s'", defs[d].name);
 			val = argv[++i];
 		}
+		if (defs[d].kind == OPT_LIST && vals[d] != NULL)
+			val = join_list(vals[d], val);
 		vals[d] = val;
 	}
 	return (npos);
@@ -2377,9 +2569,9 @@ apply_env(const struct optdef *defs, size_t ndefs, char **vals)
 			vals[d] = (char *)env_value(defs[d].env);
 }
 
-/* A count option's value (dflt when absent); bad usage if not a number in [1, 1000000]. */
+/* A count option's value (dflt when absent); bad usage if not a number in [min, 1000000]. */
 static int
-count_option(const struct command *cmd, const char *val, const char *name, int dflt)
+count_option(const struct command *cmd, const char *val, const char *name, int min, int dflt)
 {
 	char *end;
 	long v;
@@ -2388,10 +2580,33 @@ count_option(const struct command *cmd, const char *val, const char *name, int d
 		return (dflt);
 	errno = 0;
 	v = strtol(val, &end, 10);
-	if (val[0] < '0' || val[0] > '9' || *end != '\0' || errno != 0 || v < 1 || v > 1000000)
-		usage_error(cmd, "invalid value '%s' for '%s': must be a number from 1 to 1000000",
-		    val, name);
+	if (val[0] < '0' || val[0] > '9' || *end != '\0' || errno != 0 || v < min || v > 1000000)
+		usage_error(cmd, "invalid value '%s' for '%s': must be a number from %d to 1000000",
+		    val, name, min);
 	return ((int)v);
+}
+
+/* Parse a comma-separated --allow list into out; bad usage if any entry is not a block. */
+static int
+cidr_option(const struct command *cmd, const char *val, const char *name, struct cidr *out)
+{
+	char buf[4096], *item, *save = NULL;
+	int n = 0;
+
+	if (val == NULL)
+		return (0);
+	snprintf(buf, sizeof(buf), "%s", val);
+	for (item = strtok_r(buf, ",", &save); item != NULL; item = strtok_r(NULL, ",", &save)) {
+		if (n == MAX_CIDRS)
+			usage_error(cmd, "too many values for '%s' (at most %d)", name, MAX_CIDRS);
+		if (parse_cidr(item, &out[n]) == -1)
+			usage_error(cmd, "invalid value '%s' for '%s': not an IP address or CIDR block",
+			    item, name);
+		n++;
+	}
+	if (n == 0)
+		usage_error(cmd, "invalid value '%s' for '%s'", val, name);
+	return (n);
 }
 
 /* Read the secret from the first line of path into buf; errx on failure. */
@@ -2489,7 +2704,7 @@ main_local(int argc, char **argv)
 	cli.reconnect = vals[L_NO_RECONNECT] == NULL;
 	cli.dump = vals[L_DUMP] != NULL;
 	cli.heartbeat_timeout_ms = 1000 * count_option(&local_cmd, vals[L_HEARTBEAT_TIMEOUT],
-	    "--heartbeat-timeout", BORE_HEARTBEAT_TIMEOUT_MS / 1000);
+	    "--heartbeat-timeout", 1, BORE_HEARTBEAT_TIMEOUT_MS / 1000);
 	if ((cli.server_ai = resolve(cli.to, cli.control_port)) == NULL)
 		return (1);
 	if ((cli.local_ai = resolve(cli.local_host, cli.local_port)) == NULL)
@@ -2529,10 +2744,14 @@ main_server(int argc, char **argv)
 	if (parse_ip(bind_tunnels, 0, &srv.tunnel_addr, &srv.tunnel_addr_len) == -1)
 		usage_error(&server_cmd, "invalid value '%s' for '--bind-tunnels': not an IP address",
 		    bind_tunnels);
-	srv.max_sessions = count_option(&server_cmd, vals[S_MAX_SESSIONS], "--max-sessions",
+	srv.max_sessions = count_option(&server_cmd, vals[S_MAX_SESSIONS], "--max-sessions", 1,
 	    DEFAULT_MAX_SESSIONS);
-	srv.max_conns = count_option(&server_cmd, vals[S_MAX_CONNS], "--max-conns",
+	srv.max_conns = count_option(&server_cmd, vals[S_MAX_CONNS], "--max-conns", 1,
 	    DEFAULT_MAX_CONNS);
+	srv.grace_ms = 1000 * count_option(&server_cmd, vals[S_GRACE], "--grace", 0, 5);
+	srv.nallow = cidr_option(&server_cmd, vals[S_ALLOW], "--allow", srv.allow);
+	srv.nallow_control = cidr_option(&server_cmd, vals[S_ALLOW_CONTROL], "--allow-control",
+	    srv.allow_control);
 	rc = run_server(&ctl, ctl_len);
 	sodium_memzero(srv.key, sizeof(srv.key));
 	return (rc);
