@@ -339,6 +339,9 @@ t_bad_frames_isolated() {
 # Open fds and threads of process $1, as "fds threads".
 fds_threads() { echo "$(ls /proc/"$1"/fd | wc -l) $(ls /proc/"$1"/task | wc -l)"; }
 
+# True when process $1 has exactly the fds and threads $2 (re-read on every poll).
+fds_threads_are() { [ "$(fds_threads "$1")" = "$2" ]; }
+
 # After traffic, refused and bad connections, both ends are back to their fds and threads.
 t_no_leaks() {
 	local dead srv_base cli_base
@@ -349,15 +352,15 @@ t_no_leaks() {
 	printf 'garbage\0' | "$TCPKIT" raw 127.0.0.1 "$CTL" 2000 >/dev/null
 	head -c 1000 /dev/zero | "$TCPKIT" raw 127.0.0.1 "$CTL" 2000 >/dev/null
 	"$TCPKIT" waitclose 127.0.0.1 "$CTL" >/dev/null
-	wait_until 5 test "$(fds_threads "$SRV")" = "$srv_base" ||
+	wait_until 5 fds_threads_are "$SRV" "$srv_base" ||
 		{ why "server fds/threads $srv_base -> $(fds_threads "$SRV")"; return 1; }
-	wait_until 5 test "$(fds_threads "$CLI")" = "$cli_base" ||
+	wait_until 5 fds_threads_are "$CLI" "$cli_base" ||
 		{ why "client fds/threads $cli_base -> $(fds_threads "$CLI")"; return 1; }
 	# A second tunnel that comes and goes leaves nothing behind either.
 	dead=$CLI
 	start_client client2 "$ORIGIN" || return 1
 	{ kill -9 "$CLI"; wait "$CLI"; } 2>/dev/null
-	wait_until 5 test "$(fds_threads "$SRV")" = "$srv_base" ||
+	wait_until 5 fds_threads_are "$SRV" "$srv_base" ||
 		{ why "server fds/threads after a client died: $srv_base -> $(fds_threads "$SRV")"; return 1; }
 	alive "$dead"
 }
@@ -498,6 +501,8 @@ t_cli_env_and_forms() {
 	[ "$(public_port client)" = "$TUN_MAX" ]
 }
 
+. tests/features.sh
+
 SELECTED=("$@")
 run roundtrip_64mib
 run concurrent_200
@@ -524,6 +529,16 @@ run sigterm_exits_0
 run cli_help_version
 run cli_bad_usage
 run cli_env_and_forms
+run reconnect_after_restart
+run reconnect_fatal_not_retried
+run heartbeat_timeout
+run ipv6
+run allow_visitors
+run allow_control
+run allow_bad_usage
+run graceful_shutdown
+run graceful_shutdown_grace_ends
+run dump
 
 echo "$passed passed, $failed failed"
 [ "$failed" = 0 ] && [ "$passed" -gt 0 ]

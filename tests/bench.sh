@@ -1,0 +1,610 @@
+#!/usr/bin/env bash
+# Loopback benchmark of bore: throughput, 64-byte round trips, connection churn,
+# memory with 1,000 live connections, idle memory and binary size. Every traffic
+# figure is measured straight to the origin service ("direct"), through
+# `bore server` + `bore local` ("bore") and, when socat is installed, through a
+# plain socat relay ("socat"), and reported as the median of several runs.
+#
+# Usage: tests/bench.sh            (or: make bench)
+# Knobs: BENCH_RUNS     runs per figure (default 3)
+#        BENCH_SECONDS  seconds per throughput and churn run (default 3)
+#        BENCH_PINGS    round trips per run of the 64-byte test (default 50000)
+#        BORE           the binary to measure (default ./bore)
+#        BENCH_NO_IPERF=1, BENCH_NO_SOCAT=1  act as if iperf3 / socat were missing
+#        BENCH_VERBOSE=1  print every run's figure on stderr
+# Only loopback addresses are used. Nothing is asserted: the script exits 0 once it
+# could run at all, and says what it could not measure and why.
+# Measurement functions are called through variables, and table formats live in variables:
+# shellcheck disable=SC2317,SC2059
+set -u
+cd "$(dirname "$0")/.." || exit 1
+
+BORE=${BORE:-./bore}
+TCPKIT=./tests/tcpkit
+RUNS=${BENCH_RUNS:-3}
+SECS=${BENCH_SECONDS:-3}
+PINGS=${BENCH_PINGS:-50000}
+HOLD_CONNS=1000
+
+cannot_run() {
+	echo "bench: cannot run: $*" >&2
+	exit 1
+}
+
+for knob in BENCH_RUNS=$RUNS BENCH_SECONDS=$SECS BENCH_PINGS=$PINGS; do
+	[[ ${knob#*=} =~ ^[1-9][0-9]*$ ]] || cannot_run "${knob%%=*} must be a positive integer"
+done
+[ "$SECS" -le 60 ] || cannot_run "BENCH_SECONDS above 60 would not finish in reasonable time"
+
+# Build what is missing (make bench has already built both).
+if [ ! -x "$TCPKIT" ] || { [ "$BORE" = ./bore ] && [ ! -x ./bore ]; }; then
+	make -s bore tests/tcpkit >&2 || cannot_run "build failed"
+fi
+[ -x "$BORE" ] || cannot_run "no executable bore at '$BORE'"
+[ -x "$TCPKIT" ] || cannot_run "no executable $TCPKIT"
+[ -r /proc/self/status ] || cannot_run "/proc is not mounted (memory figures need it)"
+
+# 1,000 tunneled connections take about 4,000 descriptors across the processes.
+ulimit -n "$(ulimit -Hn)" 2>/dev/null
+
+# Logs stay small, and nothing from the caller's environment changes what is measured.
+export BORE_LOG=warn
+unset BORE_SECRET BORE_MAX_SESSIONS BORE_MAX_CONNS BORE_MIN_PORT BORE_MAX_PORT
+export TCPKIT_TIMEOUT=60
+
+HAVE_IPERF=0
+HAVE_SOCAT=0
+[ "${BENCH_NO_IPERF:-0}" != 1 ] && command -v iperf3 >/dev/null 2>&1 && HAVE_IPERF=1
+[ "${BENCH_NO_SOCAT:-0}" != 1 ] && command -v socat >/dev/null 2>&1 && HAVE_SOCAT=1
+
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/bore-bench.XXXXXX") || cannot_run "mktemp failed"
+PIDS=()
+NOTES=()
+HOLD_FD_OPEN=0
+WATCH=""
+WHY=""
+BORE_PROCS=() # name=pid of every bore process that came up
+
+# True while $1 is a live child of this shell. Checking the parent as well as the pid
+# means a pid the kernel has handed to someone else after our child exited is never
+# taken for ours (and never signalled).
+alive() {
+	local stat state ppid
+	[ -n "$1" ] && { stat=$(<"/proc/$1/stat"); } 2>/dev/null || return 1
+	read -r state ppid _ <<<"${stat##*) }"
+	[ "$state" != Z ] && [ "$ppid" = "$$" ]
+}
+gone() { ! alive "$1"; }
+
+# Poll a command until it succeeds, for at most $1 seconds.
+wait_until() {
+	local limit=$(($1 * 20)) i
+	shift
+	for ((i = 0; i < limit; i++)); do
+		"$@" && return 0
+		sleep 0.05
+	done
+	return 1
+}
+
+# True when no process this script started is alive.
+none_alive() {
+	local p
+	for p in "${PIDS[@]}"; do
+		alive "$p" && return 1
+	done
+	return 0
+}
+
+# Send signal $1 to process $2 if it is ours, and first to its own children (socat
+# forks one per connection; they would outlive a parent killed before them).
+signal_tree() {
+	alive "$2" || return 0
+	pkill "-$1" -P "$2" 2>/dev/null
+	kill "-$1" "$2" 2>/dev/null
+}
+
+# Stop exactly the processes this script started: SIGTERM, then SIGKILL.
+stop_all() {
+	local p
+	if [ "$HOLD_FD_OPEN" = 1 ]; then
+		exec 7>&-
+		HOLD_FD_OPEN=0
+	fi
+	for p in "${PIDS[@]}"; do
+		signal_tree TERM "$p"
+	done
+	wait_until 3 none_alive
+	for p in "${PIDS[@]}"; do
+		signal_tree KILL "$p"
+		wait "$p" 2>/dev/null
+	done
+	PIDS=()
+}
+
+# Stop one process this script started and forget it.
+stop_one() {
+	local pid=$1 p keep=()
+	signal_tree TERM "$pid"
+	wait_until 3 gone "$pid"
+	signal_tree KILL "$pid"
+	wait "$pid" 2>/dev/null
+	for p in "${PIDS[@]}"; do
+		[ "$p" = "$pid" ] || keep+=("$p")
+	done
+	PIDS=("${keep[@]}")
+}
+
+trap 'stop_all; rm -rf "$WORK"' EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# Start "$@" in the background with output in $WORK/$1.log; its pid in LAST.
+start() {
+	local name=$1
+	shift
+	"$@" >"$WORK/$name.log" 2>&1 </dev/null &
+	LAST=$!
+	PIDS+=("$LAST")
+}
+
+# True when something listens on TCP port $1 (read from /proc, no connection made).
+listening() {
+	local hex
+	hex=$(printf ':%04X' "$1")
+	awk -v p="$hex" '$4 == "0A" && substr($2, length($2) - 4) == p { f = 1 } END { exit !f }' \
+		/proc/net/tcp /proc/net/tcp6 2>/dev/null
+}
+
+# True when pid $1 is alive and port $2 is listening.
+up() { alive "$1" && listening "$2"; }
+
+# Record a line for the "not measured" list.
+note() { NOTES+=("$*"); }
+
+# First line of a log, for saying why something failed.
+first_line() { head -n 1 "$WORK/$1.log" 2>/dev/null | cut -c 1-160; }
+
+# Wait up to $1 seconds until "${@:2}" holds, giving up as soon as process $WATCH exits.
+holds_or_gone() { "$@" || ! alive "$WATCH"; }
+await() {
+	local secs=$1
+	shift
+	wait_until "$secs" holds_or_gone "$@"
+	"$@"
+}
+
+# Set WHY to why process $2 (logging to $WORK/$1.log) is not ready.
+explain() {
+	local line rc
+	line=$(first_line "$1")
+	if alive "$2"; then
+		WHY="not ready after 5 s${line:+: $line}"
+	else
+		wait "$2" 2>/dev/null
+		rc=$?
+		WHY="exited with status $rc${line:+: $line}"
+	fi
+}
+
+# A tcpkit service on a kernel-chosen port: sets ORIGIN.
+start_origin() {
+	local name=$1
+	shift
+	start "$name" "$TCPKIT" serve "$@"
+	WATCH=$LAST
+	if await 5 test -s "$WORK/$name.log"; then
+		ORIGIN=$(head -n 1 "$WORK/$name.log")
+		[[ $ORIGIN =~ ^[0-9]+$ ]] && await 5 up "$WATCH" "$ORIGIN" && return 0
+	fi
+	explain "$name" "$WATCH"
+	return 1
+}
+
+# A bore server on loopback with its own control port and tunnel range: sets CTL, SRV.
+# A control port taken between the pick and the bind gets another try.
+start_server() {
+	local _ lo
+	for _ in 1 2 3; do
+		CTL=$("$TCPKIT" freeport 10000 19999) || { WHY="no free control port"; return 1; }
+		lo=$((20000 + (RANDOM % 55) * 200))
+		start server "$BORE" server --bind-addr 127.0.0.1 --control-port "$CTL" \
+			--min-port "$lo" --max-port $((lo + 199))
+		SRV=$LAST
+		WATCH=$SRV
+		if await 5 up "$SRV" "$CTL"; then
+			BORE_PROCS+=("server=$SRV")
+			return 0
+		fi
+		explain server "$SRV"
+		stop_one "$SRV"
+	done
+	return 1
+}
+
+# A bore client exposing local port $2 through the server: sets CLI, PUB.
+start_client() {
+	local name=$1 port=$2
+	start "$name" "$BORE" local "$port" --local-host 127.0.0.1 --to 127.0.0.1 \
+		--control-port "$CTL"
+	CLI=$LAST
+	WATCH=$CLI
+	if await 5 grep -q "listening at" "$WORK/$name.log"; then
+		PUB=$(sed -n 's/.*listening at 127\.0\.0\.1:\([0-9]*\).*/\1/p' "$WORK/$name.log" | head -n 1)
+		if [ -n "$PUB" ] && alive "$CLI"; then
+			BORE_PROCS+=("$name=$CLI")
+			return 0
+		fi
+	fi
+	explain "$name" "$CLI"
+	return 1
+}
+
+# A socat relay in front of port $2: sets RELAY.
+start_socat() {
+	local name=$1 port=$2 _
+	for _ in 1 2 3; do
+		RELAY=$("$TCPKIT" freeport 10000 19999) || { WHY="no free port"; return 1; }
+		start "$name" socat "TCP-LISTEN:$RELAY,bind=127.0.0.1,reuseaddr,fork" "TCP:127.0.0.1:$port"
+		WATCH=$LAST
+		await 5 up "$WATCH" "$RELAY" && return 0
+		explain "$name" "$WATCH"
+		stop_one "$WATCH"
+	done
+	return 1
+}
+
+# VmRSS of pid $1 in kB.
+rss_kb() { awk '/^VmRSS:/ { print $2 }' "/proc/$1/status" 2>/dev/null; }
+
+# kB as MB with one decimal.
+mb() { awk -v k="$1" 'BEGIN { printf "%.1f", k / 1024 }'; }
+
+# Median of the numbers given as arguments.
+median() {
+	printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 }
+		END { if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
+}
+
+# ---- one measurement each: print the figure, or fail with the reason in $WORK/err ----
+
+IPERF_PORT=
+IPERF_PID=
+
+# A one-off iperf3 server on IPERF_PORT, restarted for every run.
+iperf_server_up() {
+	if [ -n "$IPERF_PID" ] && alive "$IPERF_PID" && listening "$IPERF_PORT"; then
+		return 0
+	fi
+	[ -n "$IPERF_PID" ] && stop_one "$IPERF_PID"
+	start iperf3-server iperf3 -s -B 127.0.0.1 -p "$IPERF_PORT" -1
+	IPERF_PID=$LAST
+	WATCH=$IPERF_PID
+	await 5 up "$IPERF_PID" "$IPERF_PORT" && return 0
+	explain iperf3-server "$IPERF_PID"
+	return 1
+}
+
+measure_tput_iperf() {
+	if ! iperf_server_up; then
+		echo "iperf3 server did not start: $WHY" >"$WORK/err"
+		return 1
+	fi
+	timeout $((SECS + 20)) iperf3 -c 127.0.0.1 -p "$1" -t "$SECS" -J >"$WORK/iperf.json" 2>&1
+	local rc=$? v
+	v=$(awk '/"sum_received"/ { f = 1 }
+		f && /"bits_per_second"/ { gsub(/[^0-9.e+-]/, "", $2); printf "%.1f", $2 / 8e6; exit }' \
+		"$WORK/iperf.json")
+	# The one-off server exits after its test; make sure it is gone before the next.
+	wait_until 5 gone "$IPERF_PID" || true
+	if [ "$rc" = 124 ]; then
+		echo "iperf3 client did not finish within $((SECS + 20)) s" >"$WORK/err"
+		return 3
+	elif [ "$rc" != 0 ] || [ -z "$v" ]; then
+		{ sed -n 's/.*"error":[[:space:]]*"\(.*\)".*/\1/p' "$WORK/iperf.json" | head -n 1
+			echo "iperf3 exit status $rc"; } | head -n 1 >"$WORK/err"
+		return 1
+	fi
+	echo "$v"
+}
+
+# Run a tcpkit client with a time bound; print field 3 of its "ok ..." line.
+# Returns 3 when the bound ran out, 1 on any other failure.
+tcpkit_figure() {
+	local bound=$1 out
+	shift
+	out=$(TCPKIT_TIMEOUT=$bound "$TCPKIT" "$@" 2>"$WORK/err")
+	if [ $? = 3 ]; then
+		echo "tcpkit $1 did not finish within $bound s" >"$WORK/err"
+		return 3
+	fi
+	if [[ $out != ok* ]]; then
+		[ -s "$WORK/err" ] || echo "tcpkit $1 printed '$out'" >"$WORK/err"
+		return 1
+	fi
+	awk '{ print $3 }' <<<"$out"
+}
+
+measure_tput_stream() { tcpkit_figure $((SECS + 20)) stream 127.0.0.1 "$1" "$SECS"; }
+measure_pingpong() { tcpkit_figure 30 pingpong 127.0.0.1 "$1" "$PINGS"; }
+measure_churn() { tcpkit_figure $((SECS + 20)) churn 127.0.0.1 "$1" "$SECS" 8 1024; }
+
+# ---- figures over direct / bore / socat ----
+
+declare -A FIGNAME=([tput]=throughput [pingpong]="64-byte round trips" [churn]=churn)
+
+declare -A RES    # RES[figure,config] = median, or empty when not measured
+declare -A TARGET # TARGET[figure,config] = port to connect to
+CONFIGS=(direct bore)
+[ "$HAVE_SOCAT" = 1 ] && CONFIGS+=(socat)
+
+# Run figure $1 with function $2, RUNS times per config, configs interleaved. A config
+# whose run hit its time bound gets no more runs, so a stuck path cannot eat the budget.
+run_figure() {
+	local fig=$1 fn=$2 r cfg v rc name=${FIGNAME[$1]}
+	declare -A vals=() fails=() why=() stuck=()
+	for ((r = 1; r <= RUNS; r++)); do
+		for cfg in "${CONFIGS[@]}"; do
+			if [ -z "${TARGET[$fig,$cfg]:-}" ] || [ -n "${stuck[$cfg]:-}" ]; then
+				continue
+			fi
+			: >"$WORK/err"
+			# In this shell, not a subshell: a server it starts must be known to stop_all.
+			"$fn" "${TARGET[$fig,$cfg]}" >"$WORK/value"
+			rc=$?
+			v=$(head -n 1 "$WORK/value")
+			if [ "$rc" = 0 ] && [ -n "$v" ]; then
+				vals[$cfg]+=" $v"
+				[ "${BENCH_VERBOSE:-0}" = 1 ] && echo "  $fig $cfg run $r: $v" >&2
+			else
+				[ "${BENCH_VERBOSE:-0}" = 1 ] && echo "  $fig $cfg run $r failed: $(head -n 1 "$WORK/err")" >&2
+				fails[$cfg]=$((${fails[$cfg]:-0} + 1))
+				[ -n "${why[$cfg]:-}" ] || why[$cfg]=$(head -n 1 "$WORK/err" | cut -c 1-160)
+				[ "$rc" = 3 ] && stuck[$cfg]=1
+			fi
+		done
+	done
+	for cfg in "${CONFIGS[@]}"; do
+		[ -n "${TARGET[$fig,$cfg]:-}" ] || continue
+		# shellcheck disable=SC2086
+		[ -n "${vals[$cfg]:-}" ] && RES[$fig,$cfg]=$(median ${vals[$cfg]})
+		if [ -n "${fails[$cfg]:-}" ]; then
+			local extra=""
+			[ -n "${stuck[$cfg]:-}" ] && extra=", the rest skipped"
+			if [ -n "${vals[$cfg]:-}" ]; then
+				note "$name ($cfg): ${fails[$cfg]} of $RUNS runs failed$extra, median of the rest" \
+					"(${why[$cfg]:-no reason given})"
+			else
+				note "$name ($cfg): no run succeeded$extra (${why[$cfg]:-no reason given})"
+			fi
+		fi
+	done
+}
+
+START_TIME=$SECONDS
+echo "bore benchmark: $(date '+%Y-%m-%d %H:%M:%S %Z'), $(nproc) CPUs" \
+	"($(awk -F': *' '/^model name/ { print $2; exit }' /proc/cpuinfo 2>/dev/null || echo unknown)),"
+echo "  Linux $(uname -r), $("$BORE" --version 2>/dev/null | head -n 1 | grep . || echo "bore (version unknown)") at $BORE," \
+	"loopback only, median of $RUNS runs"
+echo
+
+# ---- memory: one tunnel idle, then 1,000 live tunneled connections ----
+
+IDLE_SRV="" IDLE_CLI="" HOLD_SRV="" HOLD_CLI=""
+
+# True once the RSS of pids $1 and $2 is the same in two reads 0.2 s apart.
+rss_settled() {
+	local a b
+	a="$(rss_kb "$1") $(rss_kb "$2")"
+	sleep 0.2
+	b="$(rss_kb "$1") $(rss_kb "$2")"
+	[ "$a" = "$b" ]
+}
+
+ECHO_TUNNEL=0
+if ! start_origin echo echo; then
+	cannot_run "tcpkit echo service did not start: $WHY"
+fi
+ECHO_PORT=$ORIGIN
+if ! start_server; then
+	note "every bore figure (bore server did not start: $WHY)"
+elif ! start_client client-echo "$ECHO_PORT"; then
+	note "every bore figure (bore local did not open a tunnel: $WHY)"
+else
+	ECHO_TUNNEL=1
+	ECHO_PUB=$PUB
+	ECHO_CLI=$CLI
+fi
+
+if [ "$ECHO_TUNNEL" = 1 ]; then
+	wait_until 2 rss_settled "$SRV" "$ECHO_CLI"
+	IDLE_SRV=$(rss_kb "$SRV")
+	IDLE_CLI=$(rss_kb "$ECHO_CLI")
+
+	mkfifo "$WORK/hold.in"
+	"$TCPKIT" hold 127.0.0.1 "$ECHO_PUB" "$HOLD_CONNS" <"$WORK/hold.in" >"$WORK/hold.log" 2>&1 &
+	HOLD_PID=$!
+	PIDS+=("$HOLD_PID")
+	# Keep the write end open ourselves; hold lets go when it closes.
+	exec 7>"$WORK/hold.in"
+	HOLD_FD_OPEN=1
+	ready() { grep -q "^ready $HOLD_CONNS" "$WORK/hold.log" || ! alive "$HOLD_PID"; }
+	wait_until 70 ready
+	if grep -q "^ready $HOLD_CONNS" "$WORK/hold.log" && alive "$SRV" && alive "$ECHO_CLI"; then
+		HOLD_SRV=$(rss_kb "$SRV")
+		HOLD_CLI=$(rss_kb "$ECHO_CLI")
+	else
+		reason=$(first_line hold)
+		alive "$SRV" || reason="bore server died"
+		alive "$ECHO_CLI" || reason="bore local died"
+		note "RSS with $HOLD_CONNS connections (${reason:-no ready line within 70 s})"
+	fi
+	exec 7>&-
+	HOLD_FD_OPEN=0
+	wait_until 30 gone "$HOLD_PID" || true
+	stop_one "$HOLD_PID"
+	# Wait for both ends to drop the closed connections before the traffic figures.
+	wait_until 10 rss_settled "$SRV" "$ECHO_CLI"
+else
+	note "RSS figures (no tunnel, see above)"
+fi
+
+# ---- traffic: targets for each figure ----
+
+TARGET[pingpong,direct]=$ECHO_PORT
+[ "$ECHO_TUNNEL" = 1 ] && TARGET[pingpong,bore]=$ECHO_PUB
+
+if start_origin churn churn 1024; then
+	CHURN_PORT=$ORIGIN
+	TARGET[churn,direct]=$CHURN_PORT
+	if [ "$ECHO_TUNNEL" = 1 ]; then
+		if start_client client-churn "$CHURN_PORT"; then
+			TARGET[churn,bore]=$PUB
+		else
+			note "churn (bore): bore local did not open a tunnel ($WHY)"
+		fi
+	fi
+else
+	CHURN_PORT=
+	note "churn: tcpkit churn service did not start ($WHY)"
+fi
+
+TPUT_FN=measure_tput_stream
+TPUT_LABEL="tcpkit stream"
+TPUT_PORT=$ECHO_PORT
+if [ "$HAVE_IPERF" = 1 ]; then
+	IPERF_PORT=$("$TCPKIT" freeport 10000 19999)
+	if [ -n "$IPERF_PORT" ] && iperf_server_up; then
+		TPUT_FN=measure_tput_iperf
+		TPUT_LABEL=iperf3
+		TPUT_PORT=$IPERF_PORT
+	else
+		note "throughput with iperf3 (its server did not start: $WHY);" \
+			"tcpkit stream used instead"
+		[ -n "$IPERF_PID" ] && stop_one "$IPERF_PID"
+	fi
+elif [ "${BENCH_NO_IPERF:-0}" = 1 ]; then
+	note "throughput with iperf3 (BENCH_NO_IPERF=1); tcpkit stream used instead"
+else
+	note "throughput with iperf3 (iperf3 not installed); tcpkit stream used instead"
+fi
+TARGET[tput,direct]=$TPUT_PORT
+if [ "$ECHO_TUNNEL" = 1 ]; then
+	if [ "$TPUT_PORT" = "$ECHO_PORT" ]; then
+		TARGET[tput,bore]=$ECHO_PUB
+	elif start_client client-iperf "$TPUT_PORT"; then
+		TARGET[tput,bore]=$PUB
+	else
+		note "throughput (bore): bore local did not open a tunnel ($WHY)"
+	fi
+fi
+
+if [ "$HAVE_SOCAT" = 1 ]; then
+	declare -A RELAY_OF=()
+	for port in "$TPUT_PORT" "$ECHO_PORT" $CHURN_PORT; do
+		[ -n "${RELAY_OF[$port]:-}" ] && continue
+		if start_socat "socat-$port" "$port"; then
+			RELAY_OF[$port]=$RELAY
+		else
+			note "socat relay to port $port did not start ($WHY)"
+		fi
+	done
+	TARGET[tput,socat]=${RELAY_OF[$TPUT_PORT]:-}
+	TARGET[pingpong,socat]=${RELAY_OF[$ECHO_PORT]:-}
+	[ -n "$CHURN_PORT" ] && TARGET[churn,socat]=${RELAY_OF[$CHURN_PORT]:-}
+elif [ "${BENCH_NO_SOCAT:-0}" = 1 ]; then
+	note "socat column (BENCH_NO_SOCAT=1)"
+else
+	note "socat column (socat not installed)"
+fi
+
+run_figure tput "$TPUT_FN"
+run_figure pingpong measure_pingpong
+run_figure churn measure_churn
+
+# ---- binary size ----
+
+SIZE_SUM="" STRIPPED=""
+if command -v size >/dev/null 2>&1; then
+	SIZE_SUM=$(size "$BORE" 2>/dev/null | awk 'NR == 2 { print $1 " + " $2 " + " $3 " = " $4 }')
+	[ -n "$SIZE_SUM" ] || note "text+data+bss (size could not read $BORE)"
+else
+	note "text+data+bss (size, from binutils, not installed)"
+fi
+if command -v strip >/dev/null 2>&1; then
+	if strip -o "$WORK/bore.stripped" "$BORE" 2>"$WORK/strip.err"; then
+		STRIPPED=$(wc -c <"$WORK/bore.stripped" | tr -d ' ')
+	else
+		note "stripped size (strip failed: $(head -n 1 "$WORK/strip.err"))"
+	fi
+else
+	note "stripped size (strip, from binutils, not installed)"
+fi
+
+# ---- did bore stay up, and what did it complain about? ----
+
+LOG_NOTES=()
+for entry in "${BORE_PROCS[@]}"; do
+	name=${entry%=*}
+	pid=${entry##*=}
+	what="bore ${name/client-/local (}"
+	[ "$name" = server ] || what+=" tunnel)"
+	gone "$pid" && LOG_NOTES+=("$what exited before the end of the run")
+	n=$(grep -cE ' (WARN|ERROR) ' "$WORK/$name.log")
+	[ "$n" -gt 0 ] && LOG_NOTES+=("$what logged $n warnings/errors, first: $(grep -m 1 -E \
+		' (WARN|ERROR) ' "$WORK/$name.log" | cut -c 1-140)")
+done
+
+# ---- the table ----
+
+stop_all
+
+# A figure or "-".
+cell() { [ -n "${RES[$1,$2]:-}" ] && printf "$3" "${RES[$1,$2]}" || echo -; }
+
+# bore/direct of a figure, or "-".
+ratio() {
+	local d=${RES[$1,direct]:-} b=${RES[$1,bore]:-}
+	[ -n "$d" ] && [ -n "$b" ] && awk -v d="$d" -v b="$b" 'BEGIN { if (d > 0) printf "%.2fx", b / d; else print "-" }' ||
+		echo -
+}
+
+FMT="%-34s %10s %13s %10s %12s\n"
+row() {
+	local s=$4
+	[ "$HAVE_SOCAT" = 1 ] || s=
+	printf "$FMT" "$1" "$2" "$3" "$s" "$5"
+}
+traffic_row() { row "$1" "$(cell "$2" direct "$3")" "$(cell "$2" bore "$3")" "$(cell "$2" socat "$3")" "$(ratio "$2")"; }
+mem() { [ -n "$1" ] && mb "$1" || echo -; }
+
+printf "$FMT" figure direct bore "$([ "$HAVE_SOCAT" = 1 ] && echo socat)" bore/direct
+traffic_row "throughput (MB/s, $TPUT_LABEL)" tput "%.1f"
+traffic_row "64-byte round trips (/s)" pingpong "%.0f"
+traffic_row "churn (conn/s, 8 parallel)" churn "%.0f"
+row "server RSS, $HOLD_CONNS conns (MB)" - "$(mem "$HOLD_SRV")" - ""
+row "client RSS, $HOLD_CONNS conns (MB)" - "$(mem "$HOLD_CLI")" - ""
+row "idle RSS server/client (MB)" - "$(mem "$IDLE_SRV") / $(mem "$IDLE_CLI")" - ""
+row "stripped binary (bytes)" - "${STRIPPED:--}" - ""
+row "text+data+bss (bytes)" - "$([ -n "$SIZE_SUM" ] && echo "${SIZE_SUM##* }" || echo -)" - ""
+echo
+[ -n "$SIZE_SUM" ] && echo "size: text + data + bss = $SIZE_SUM bytes"
+if [ "$TPUT_LABEL" = iperf3 ]; then
+	echo "throughput: iperf3, one stream, $SECS s per run, rate the receiver saw (1 MB = 10^6 bytes)"
+else
+	echo "throughput: tcpkit stream, $SECS s per run of echoed data, bytes that came back" \
+		"(1 MB = 10^6 bytes)"
+fi
+echo "round trips: $PINGS x 64 bytes on one connection per run; churn: $SECS s per run," \
+	"connect + 3-byte request + 1 KiB reply + close"
+echo "RSS: VmRSS of bore server and bore local (1 MB = 1024 kB)"
+[ "$HAVE_SOCAT" = 1 ] && note "socat RSS (socat forks a process per connection: no single process to read)"
+
+for n in "${LOG_NOTES[@]}"; do
+	echo "$n"
+done
+for n in "${NOTES[@]}"; do
+	echo "not measured: $n"
+done
+echo "finished in $((SECONDS - START_TIME)) s"
+exit 0
