@@ -52,8 +52,8 @@
 #define RELAY_BUF (16 * 1024)
 #endif
 
-/* Read buffer of a control-port connection: a whole frame and what follows it. */
-#define CONN_BUF 1024
+/* Read buffer of a control-port connection: a whole frame, its NUL, and a little more. */
+#define CONN_BUF 320
 
 /* Pause after accept() fails for lack of fds or memory, so the loop does not spin. */
 #define ACCEPT_BACKOFF_MS 100
@@ -448,11 +448,11 @@ frame_buffered(const struct conn *c)
 	return (memchr(c->buf, '\0', c->len) != NULL || c->len > BORE_MAX_FRAME);
 }
 
-/* Send m as one NUL-terminated frame within the network timeout. */
+/* Send m as one NUL-terminated frame within the network timeout; no frame exceeds the limit. */
 static int
 send_msg(int fd, const struct bore_msg *m)
 {
-	char frame[4 * BORE_MAX_FRAME];
+	char frame[BORE_MAX_FRAME + 2];
 	int n;
 
 	if ((n = bore_format_msg(m, frame, sizeof(frame) - 1)) == -1) {
@@ -497,7 +497,8 @@ send_text_msg(int fd, enum bore_msg_type type, const char *text)
 
 /*
  * One direction of a relay.  Bytes read from `from` wait until written to
- * `to`: in a kernel pipe when splicing (pipe[0] != -1), else in buf.
+ * `to`: in a kernel pipe when splicing (pipe[0] != -1), else in buf, which
+ * is only allocated on that path so a spliced relay costs no buffer memory.
  */
 struct flow {
 	int from, to;
@@ -507,7 +508,7 @@ struct flow {
 	uint64_t total;   /* bytes read from `from` */
 	int dump_id;      /* --dump: connection number to print with the bytes, else 0 */
 	const char *dir;  /* --dump: direction name */
-	char buf[RELAY_BUF];
+	char *buf;        /* copy path: RELAY_BUF bytes */
 };
 
 /* What a relay moved, and whether to hex-dump it. */
@@ -593,7 +594,7 @@ flow_fill(struct flow *f)
 		n = splice(f->from, NULL, f->pipe[1], NULL, SPLICE_CHUNK,
 		    SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
 	else
-		n = recv(f->from, f->buf, sizeof(f->buf), 0);
+		n = recv(f->from, f->buf, RELAY_BUF, 0);
 	if (n > 0) {
 		f->off = 0;
 		f->len = (size_t)n;
@@ -610,21 +611,20 @@ flow_fill(struct flow *f)
 	return (flow_flush(f));
 }
 
-/* Give f a pipe to splice through; without one (no fds, say) it copies through buf. */
-static void
+/* Give f a pipe to splice through, or else (no fds, or dumping) a buffer; -1 if neither. */
+static int
 flow_open(struct flow *f, int from, int to, int use_splice)
 {
-	f->from = from;
-	f->to = to;
-	f->eof = 0;
-	f->off = f->len = 0;
-	f->total = 0;
-	f->dump_id = 0;
-	if (!use_splice || pipe2(f->pipe, O_NONBLOCK | O_CLOEXEC) == -1)
-		f->pipe[0] = f->pipe[1] = -1;
+	*f = (struct flow){ .from = from, .to = to, .pipe = { -1, -1 } };
+	if (use_splice && pipe2(f->pipe, O_NONBLOCK | O_CLOEXEC) == 0)
+		return (0);
+	f->pipe[0] = f->pipe[1] = -1;
+	if ((f->buf = malloc(RELAY_BUF)) == NULL)
+		return (-1);
+	return (0);
 }
 
-/* Close f's pipe, if it has one. */
+/* Close f's pipe or free its buffer. */
 static void
 flow_close(struct flow *f)
 {
@@ -632,6 +632,7 @@ flow_close(struct flow *f)
 		close(f->pipe[0]);
 		close(f->pipe[1]);
 	}
+	free(f->buf);
 }
 
 /* Relay path: splice() through pipes (1) or copy through user-space buffers (0). */
@@ -655,8 +656,12 @@ relay(int a, int b, struct relay_info *info)
 
 	int use_splice = relay_splice && (info == NULL || info->dump_id == 0);
 
-	flow_open(&flows[SIDE_A], a, b, use_splice);
-	flow_open(&flows[SIDE_B], b, a, use_splice);
+	flows[SIDE_B] = (struct flow){ .pipe = { -1, -1 } };
+	if (flow_open(&flows[SIDE_A], a, b, use_splice) == -1 ||
+	    flow_open(&flows[SIDE_B], b, a, use_splice) == -1) {
+		errno = ENOMEM;
+		goto done;
+	}
 	for (s = 0; info != NULL && s < SIDES; s++) {
 		flows[s].dump_id = info->dump_id;
 		flows[s].dir = dump_dirs[s];
