@@ -1638,6 +1638,10 @@ try_bind(uint16_t port, const char **why)
 	return (-1);
 }
 
+/* A specific port found in use is tried again this often, this far apart. */
+#define REBIND_TRIES 10
+#define REBIND_WAIT_MS 50
+
 /* The public listener for a client that asked for port (0: any port in range). */
 static int
 bind_public(uint16_t port, const char **why)
@@ -1650,7 +1654,11 @@ bind_public(uint16_t port, const char **why)
 			*why = "client port number not in allowed range";
 			return (-1);
 		}
-		return (try_bind(port, why));
+		/* The holder may be a tunnel whose client just died and that is closing now. */
+		for (i = 0; (fd = try_bind(port, why)) == -1 && errno == EADDRINUSE &&
+		    i < REBIND_TRIES; i++)
+			(void)poll(NULL, 0, REBIND_WAIT_MS);
+		return (fd);
 	}
 	for (i = 0; i < BORE_PORT_TRIES; i++) {
 		port = (uint16_t)(srv.min_port + randombytes_uniform(span));

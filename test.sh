@@ -65,8 +65,8 @@ wait_until() {
 start() {
 	local name=$1
 	shift
-	# Remove it first: the background redirection truncates it only later.
-	rm -f "$WORK/$name.log"
+	# Empty it now: the background redirection truncates it only later.
+	: >"$WORK/$name.log"
 	"$@" >"$WORK/$name.log" 2>&1 &
 	LAST=$!
 	PIDS+=("$LAST")
@@ -503,6 +503,7 @@ t_cli_env_and_forms() {
 
 . tests/features.sh
 
+. tests/hardening.sh
 SELECTED=("$@")
 run roundtrip_64mib
 run concurrent_200
@@ -539,6 +540,15 @@ run allow_bad_usage
 run graceful_shutdown
 run graceful_shutdown_grace_ends
 run dump
+run malformed_control
+run slow_and_silent
+run storms
+run emfile
+run max_sessions
+run max_conns
+run client_killed_mid_transfer
+run service_killed_mid_transfer
+run secret_files
 
 echo "$passed passed, $failed failed"
 [ "$failed" = 0 ] && [ "$passed" -gt 0 ]

@@ -381,13 +381,21 @@ static void setup_handler(const char *mode, const char *arg)
         die("unknown serve mode '%s'", mode);
 }
 
-/* Listen on host with a kernel-chosen port and print the port. */
-static int listen_and_announce(const char *host)
+/* Listen on host:port (port "0": kernel-chosen) and print the port; reuse sets
+   SO_REUSEADDR and retries a busy port for up to 3 s. */
+static int listen_port_announce(const char *host, const char *portstr, int reuse)
 {
     struct sockaddr_storage ss;
-    socklen_t len = resolve(host, "0", &ss);
-    int fd = socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (fd < 0 || bind(fd, (struct sockaddr *)&ss, len) < 0 || listen(fd, 1024) < 0)
+    socklen_t len = resolve(host, portstr, &ss);
+    int fd = socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0), one = 1;
+    if (fd >= 0 && reuse)
+        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    int rc = fd < 0 ? -1 : bind(fd, (struct sockaddr *)&ss, len);
+    for (double give_up = now() + 3; rc < 0 && reuse && errno == EADDRINUSE && now() < give_up;) {
+        sleep_ms(50);
+        rc = bind(fd, (struct sockaddr *)&ss, len);
+    }
+    if (rc < 0 || listen(fd, 1024) < 0)
         die("listen on %s: %s", host, strerror(errno));
     len = sizeof ss;
     if (getsockname(fd, (struct sockaddr *)&ss, &len) < 0)
@@ -397,6 +405,30 @@ static int listen_and_announce(const char *host)
     printf("%u\n", (unsigned)ntohs(port));
     fflush(stdout);
     return fd;
+}
+
+/* Listen on host with a kernel-chosen port and print the port. */
+static int listen_and_announce(const char *host)
+{
+    return listen_port_announce(host, "0", 0);
+}
+
+/* Accept forever, one detached thread per connection running g_handler. */
+static _Noreturn void serve_forever(int lfd)
+{
+    for (;;) {
+        pthread_t t;
+        int fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
+        if (fd < 0) {
+            if (errno != EINTR)
+                sleep_ms(10);
+            continue;
+        }
+        if (spawn(&t, serve_conn, (void *)(intptr_t)fd, 1) != 0) {
+            close(fd);
+            sleep_ms(10);
+        }
+    }
 }
 
 /* serve MODE [ARG] [--host IP]: accept forever, one detached thread per connection. */
@@ -415,20 +447,28 @@ static int mode_serve(char **argv)
     if (!pos[0])
         die("usage: tcpkit serve MODE [ARG] [--host IP]");
     setup_handler(pos[0], pos[1]);
-    int lfd = listen_and_announce(host);
-    for (;;) {
-        pthread_t t;
-        int fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
-        if (fd < 0) {
-            if (errno != EINTR)
-                sleep_ms(10);
-            continue;
-        }
-        if (spawn(&t, serve_conn, (void *)(intptr_t)fd, 1) != 0) {
-            close(fd);
-            sleep_ms(10);
-        }
+    serve_forever(listen_and_announce(host));
+}
+
+/* serveat PORT MODE [ARG] [--host IP]: serve on PORT (0: kernel-chosen) with SO_REUSEADDR,
+   so a service killed with its connections open can come back on the same port. */
+static int mode_serveat(char **argv)
+{
+    const char *host = "127.0.0.1", *pos[3] = { NULL, NULL, NULL };
+    int npos = 0;
+    for (int i = 0; argv[i]; i++) {
+        if (!strcmp(argv[i], "--host") && argv[i + 1])
+            host = argv[++i];
+        else if (npos < 3)
+            pos[npos++] = argv[i];
+        else
+            die("too many arguments for serveat");
     }
+    if (!pos[1])
+        die("usage: tcpkit serveat PORT MODE [ARG] [--host IP]");
+    parse_num(pos[0], 0, 65535, "port");
+    setup_handler(pos[1], pos[2]);
+    serve_forever(listen_port_announce(host, pos[0], 1));
 }
 
 /* ---- bidirectional pump shared by roundtrip, many and stream ---- */
@@ -686,8 +726,15 @@ static int mode_banner(char **argv)
 static int mode_waitclose(char **argv)
 {
     (void)argv;
-    int fd = connect_or_die();
     double t0 = now();
+    int fd = connect_target();
+    /* A reset while connecting: the peer accepted, then closed at once. */
+    if (fd < 0 && errno == ECONNRESET) {
+        printf("%.3f\n", now() - t0);
+        return 0;
+    }
+    if (fd < 0)
+        die("connect: %s", strerror(errno));
     read_until(fd, 0, NULL);
     printf("%.3f\n", now() - t0);
     close(fd);
@@ -888,6 +935,175 @@ static int mode_hold(char **argv)
     return 0;
 }
 
+/* ---- hardening modes: slow peers, connection storms, counted churn ---- */
+
+/* Sort helper for doubles. */
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+/* slow HOST PORT CONNS RATE WAITSECS: open CONNS connections that send nothing (RATE 0)
+   or drip RATE bytes a second of a frame that never ends; print "connected N" once all
+   are open, then, when all are closed by the peer or WAITSECS have passed,
+   "closed C of N min A median B max D" (seconds from connect to the peer's close). */
+static int mode_slow(char **argv)
+{
+    static const char prefix[] = "{\"Hello\":";
+    unsigned conns = (unsigned)parse_num(argv[2], 1, 100000, "connection count");
+    unsigned rate = (unsigned)parse_num(argv[3], 0, 1000, "RATE");
+    double wait = (double)parse_num(argv[4], 1, 86400, "WAITSECS");
+    struct pollfd *p = calloc(conns, sizeof *p);
+    double *opened = calloc(conns, sizeof *opened), *closed_at = calloc(conns, sizeof *closed_at);
+    size_t sent = 0, drip_max = 200;
+    unsigned open_now = conns, nclosed = 0;
+    char buf[4096];
+    if (!p || !opened || !closed_at)
+        die("out of memory");
+    for (unsigned i = 0; i < conns; i++) {
+        if ((p[i].fd = connect_target()) < 0)
+            die("connect %u: %s", i, strerror(errno));
+        set_nonblock(p[i].fd, 1);
+        p[i].events = POLLIN;
+        opened[i] = now();
+    }
+    printf("connected %u\n", conns);
+    fflush(stdout);
+    double t0 = now(), next_drip = rate ? t0 + 1.0 / rate : 0, deadline = t0 + wait;
+    while (open_now > 0 && now() < deadline) {
+        double until = rate && sent < drip_max && next_drip < deadline ? next_drip : deadline;
+        int ms = (int)((until - now()) * 1000.0 + 0.999);
+        if (poll(p, conns, ms > 0 ? ms : 0) < 0 && errno != EINTR)
+            die("poll: %s", strerror(errno));
+        int drip = rate && sent < drip_max && now() >= next_drip;
+        char byte = sent < sizeof prefix - 1 ? prefix[sent] : '1';
+        for (unsigned i = 0; i < conns; i++) {
+            int gone = 0;
+            if (p[i].fd < 0)
+                continue;
+            if (p[i].revents) {
+                ssize_t n = read(p[i].fd, buf, sizeof buf);
+                gone = n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR);
+            }
+            if (!gone && drip && send(p[i].fd, &byte, 1, MSG_NOSIGNAL) < 0 && errno != EAGAIN)
+                gone = 1;
+            if (gone) {
+                closed_at[nclosed++] = now() - opened[i];
+                close(p[i].fd);
+                p[i].fd = -1;
+                open_now--;
+            }
+        }
+        if (drip) {
+            sent++;
+            next_drip += 1.0 / rate;
+        }
+    }
+    for (unsigned i = 0; i < conns; i++)
+        if (p[i].fd >= 0)
+            close(p[i].fd);
+    qsort(closed_at, nclosed, sizeof *closed_at, cmp_double);
+    printf("closed %u of %u min %.3f median %.3f max %.3f\n", nclosed, conns,
+           nclosed ? closed_at[0] : 0.0, nclosed ? closed_at[nclosed / 2] : 0.0,
+           nclosed ? closed_at[nclosed - 1] : 0.0);
+    free(p);
+    free(opened);
+    free(closed_at);
+    return 0;
+}
+
+/* Work shared by the threads of storm and churncount. */
+struct counted {
+    unsigned long total, next;
+    pthread_mutex_t lock;
+    unsigned long failed;
+    char first_err[160];
+    int churn; /* churn_once per connection, else connect and close */
+};
+
+/* Take the next unit of work; 0 when all are taken. */
+static int counted_take(struct counted *c)
+{
+    pthread_mutex_lock(&c->lock);
+    int more = c->next < c->total;
+    if (more)
+        c->next++;
+    pthread_mutex_unlock(&c->lock);
+    return more;
+}
+
+/* Thread body of storm and churncount. */
+static void *counted_thread(void *arg)
+{
+    struct counted *c = arg;
+    while (counted_take(c)) {
+        int ok;
+        char err[160] = "verify failed";
+        if (c->churn) {
+            errno = 0;
+            ok = churn_once() == 0;
+            if (!ok && errno)
+                snprintf(err, sizeof err, "%s", strerror(errno));
+        } else {
+            int fd = connect_target();
+            ok = fd >= 0;
+            if (ok)
+                close(fd);
+            else
+                snprintf(err, sizeof err, "connect: %s", strerror(errno));
+        }
+        if (!ok) {
+            pthread_mutex_lock(&c->lock);
+            if (c->failed++ == 0)
+                snprintf(c->first_err, sizeof c->first_err, "%s", err);
+            pthread_mutex_unlock(&c->lock);
+        }
+    }
+    return NULL;
+}
+
+/* Run COUNT units on PARALLEL threads; prints "ok COUNT RATE" or dies naming failures. */
+static int run_counted(struct counted *c, unsigned par)
+{
+    pthread_t *ts = calloc(par, sizeof *ts);
+    if (!ts)
+        die("out of memory");
+    pthread_mutex_init(&c->lock, NULL);
+    double t0 = now();
+    for (unsigned i = 0; i < par; i++)
+        if ((errno = spawn(&ts[i], counted_thread, c, 0)) != 0)
+            die("pthread_create: %s", strerror(errno));
+    for (unsigned i = 0; i < par; i++)
+        pthread_join(ts[i], NULL);
+    double elapsed = now() - t0;
+    pthread_mutex_destroy(&c->lock);
+    free(ts);
+    if (c->failed)
+        die("%lu of %lu failed (first: %s)", c->failed, c->total, c->first_err);
+    printf("ok %lu %.0f\n", c->total, elapsed > 0 ? (double)c->total / elapsed : 0.0);
+    return 0;
+}
+
+/* storm HOST PORT COUNT PARALLEL: COUNT connect-and-close cycles, PARALLEL at a time. */
+static int mode_storm(char **argv)
+{
+    struct counted c = { .total = parse_num(argv[2], 1, 100000000, "COUNT") };
+    return run_counted(&c, (unsigned)parse_num(argv[3], 1, 10000, "PARALLEL"));
+}
+
+/* churncount HOST PORT COUNT PARALLEL N: COUNT churn connections (send "hi\n", expect the
+   N-byte pattern then EOF), PARALLEL at a time. */
+static int mode_churncount(char **argv)
+{
+    struct counted c = { .total = parse_num(argv[2], 1, 100000000, "COUNT"), .churn = 1 };
+    unsigned par = (unsigned)parse_num(argv[3], 1, 10000, "PARALLEL");
+    make_pattern(parse_size(argv[4]));
+    int rc = run_counted(&c, par);
+    free(g_pattern);
+    return rc;
+}
+
 /* ---- dispatch ---- */
 
 struct mode {
@@ -912,6 +1128,10 @@ static const struct mode modes[] = {
     { "churn", 5, 1, 1, mode_churn, "HOST PORT SECONDS PARALLEL N" },
     { "stream", 3, 1, 1, mode_stream, "HOST PORT SECONDS" },
     { "hold", 3, 1, 1, mode_hold, "HOST PORT CONNS" },
+    { "serveat", -1, 0, 0, mode_serveat, "PORT echo|sink|banner TEXT|reply N|churn N [--host IP]" },
+    { "slow", 5, 1, 1, mode_slow, "HOST PORT CONNS RATE WAITSECS" },
+    { "storm", 4, 1, 1, mode_storm, "HOST PORT COUNT PARALLEL" },
+    { "churncount", 5, 1, 1, mode_churncount, "HOST PORT COUNT PARALLEL N" },
 };
 
 /* Seconds for the global deadline from TCPKIT_TIMEOUT (default 60). */
