@@ -492,8 +492,12 @@ send_text_msg(int fd, enum bore_msg_type type, const char *text)
 	return (send_msg(fd, &m));
 }
 
-/* Bytes moved per splice() call: a default pipe's capacity. */
-#define SPLICE_CHUNK (64 * 1024)
+/* Capacity asked of each relay pipe, and the least worth splicing through. */
+#define PIPE_SIZE (256 * 1024)
+#define PIPE_MIN_USEFUL (64 * 1024)
+
+/* Bytes moved per splice() call: a whole pipe. */
+#define SPLICE_CHUNK PIPE_SIZE
 
 /*
  * One direction of a relay.  Bytes read from `from` wait until written to
@@ -616,8 +620,15 @@ static int
 flow_open(struct flow *f, int from, int to, int use_splice)
 {
 	*f = (struct flow){ .from = from, .to = to, .pipe = { -1, -1 } };
-	if (use_splice && pipe2(f->pipe, O_NONBLOCK | O_CLOEXEC) == 0)
-		return (0);
+	if (use_splice && pipe2(f->pipe, O_NONBLOCK | O_CLOEXEC) == 0) {
+		/* Bigger pipes mean fewer wake-ups per megabyte; refusal leaves the default. */
+		(void)fcntl(f->pipe[0], F_SETPIPE_SZ, PIPE_SIZE);
+		/* Past the per-user pipe quota the kernel hands out 2-page pipes: copy instead. */
+		if (fcntl(f->pipe[0], F_GETPIPE_SZ) >= PIPE_MIN_USEFUL)
+			return (0);
+		close(f->pipe[0]);
+		close(f->pipe[1]);
+	}
 	f->pipe[0] = f->pipe[1] = -1;
 	if ((f->buf = malloc(RELAY_BUF)) == NULL)
 		return (-1);
