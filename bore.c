@@ -2506,14 +2506,28 @@ env_value(const char *name)
 	return (v != NULL && v[0] != '\0' ? v : NULL);
 }
 
-/* Join a repeated option's values with commas; the result lives until exit. */
+/* True if p points into one of the argument strings, rather than memory of ours. */
+static int
+in_argv(const char *p, int argc, char **argv)
+{
+	int i;
+
+	for (i = 0; i < argc; i++)
+		if (p >= argv[i] && p <= argv[i] + strlen(argv[i]))
+			return (1);
+	return (0);
+}
+
+/* Join a repeated option's values with commas (freeing an earlier join). */
 static char *
-join_list(const char *have, const char *more)
+join_list(char *have, const char *more, int argc, char **argv)
 {
 	char *s;
 
 	if (asprintf(&s, "%s,%s", have, more) == -1)
 		errx(1, "out of memory");
+	if (!in_argv(have, argc, argv))
+		free(have);
 	return (s);
 }
 
@@ -2576,7 +2590,7 @@ parse_options(const struct command *cmd, const struct optdef *defs, size_t ndefs
 			val = argv[++i];
 		}
 		if (defs[d].kind == OPT_LIST && vals[d] != NULL)
-			val = join_list(vals[d], val);
+			val = join_list(vals[d], val, argc, argv);
 		vals[d] = val;
 	}
 	return (npos);
@@ -2747,7 +2761,7 @@ main_server(int argc, char **argv)
 	struct sockaddr_storage ctl;
 	socklen_t ctl_len;
 	uint16_t control_port;
-	int rc;
+	int i, rc;
 
 	parse_options(&server_cmd, server_opts, S_COUNT, argc, argv, vals, pos, 0);
 	srv.has_secret = load_secret(&server_cmd, vals[S_SECRET], vals[S_SECRET_FILE], srv.key);
@@ -2776,6 +2790,9 @@ main_server(int argc, char **argv)
 	srv.nallow = cidr_option(&server_cmd, vals[S_ALLOW], "--allow", srv.allow);
 	srv.nallow_control = cidr_option(&server_cmd, vals[S_ALLOW_CONTROL], "--allow-control",
 	    srv.allow_control);
+	for (i = S_ALLOW; i <= S_ALLOW_CONTROL; i++)
+		if (vals[i] != NULL && !in_argv(vals[i], argc, argv))
+			free(vals[i]);
 	rc = run_server(&ctl, ctl_len);
 	sodium_memzero(srv.key, sizeof(srv.key));
 	return (rc);

@@ -505,50 +505,81 @@ t_cli_env_and_forms() {
 
 . tests/hardening.sh
 SELECTED=("$@")
-run roundtrip_64mib
-run concurrent_200
-run half_close
-run server_speaks_first
-run bytes_after_accept
-run local_refused
-run secret_right
-run secret_wrong
-run secret_server_only
-run secret_client_only
-run hmac_vectors
-run frame_parser
-run port_out_of_range
-run port_in_use
-run unclaimed_visitor
-run silent_connection_dropped
-run bad_frames_isolated
-run wire_bytes
-run no_leaks
-run server_killed
-run fixed_port_reuse
-run sigterm_exits_0
-run cli_help_version
-run cli_bad_usage
-run cli_env_and_forms
-run reconnect_after_restart
-run reconnect_fatal_not_retried
-run heartbeat_timeout
-run ipv6
-run allow_visitors
-run allow_control
-run allow_bad_usage
-run graceful_shutdown
-run graceful_shutdown_grace_ends
-run dump
-run malformed_control
-run slow_and_silent
-run storms
-run emfile
-run max_sessions
-run max_conns
-run client_killed_mid_transfer
-run service_killed_mid_transfer
-run secret_files
 
-echo "$passed passed, $failed failed"
+# Every case, in order; those that drive ./bore run again under the sanitizer pass.
+CASES=(
+	roundtrip_64mib concurrent_200 half_close server_speaks_first bytes_after_accept \
+	local_refused secret_right secret_wrong secret_server_only secret_client_only hmac_vectors \
+	frame_parser port_out_of_range port_in_use unclaimed_visitor silent_connection_dropped \
+	bad_frames_isolated wire_bytes no_leaks server_killed fixed_port_reuse sigterm_exits_0 \
+	cli_help_version cli_bad_usage cli_env_and_forms reconnect_after_restart \
+	reconnect_fatal_not_retried heartbeat_timeout ipv6 allow_visitors allow_control \
+	allow_bad_usage graceful_shutdown graceful_shutdown_grace_ends dump malformed_control \
+	slow_and_silent storms emfile max_sessions max_conns client_killed_mid_transfer \
+	service_killed_mid_transfer secret_files
+)
+UNIT_CASES=" hmac_vectors frame_parser "
+
+for name in "${CASES[@]}"; do
+	run "$name"
+done
+
+# ---- The end-to-end cases again under ASan+UBSan, and the fuzzer ----------
+
+# Run the end-to-end cases against ./bore-asan, counting each as its own case.
+sanitizer_pass() {
+	local line name cases=() seen=0
+	for name in "${CASES[@]}"; do
+		[[ $UNIT_CASES == *" $name "* ]] || cases+=("$name")
+	done
+	echo "-- the end-to-end cases again, under AddressSanitizer and UndefinedBehaviorSanitizer"
+	if ! make -s asan; then
+		echo "FAIL asan:build"
+		failed=$((failed + 1))
+		return
+	fi
+	while IFS= read -r line; do
+		case $line in
+		"ok   "*) passed=$((passed + 1)); echo "ok   asan:${line#ok   }" ;;
+		"FAIL "*) failed=$((failed + 1)); echo "FAIL asan:${line#FAIL }" ;;
+		*" passed, "*" failed") seen=1 ;;
+		*) echo "$line" ;;
+		esac
+	done < <(BORE=./bore-asan BORE_NESTED=1 ./test.sh "${cases[@]}" 2>&1)
+	if [ $seen = 0 ]; then
+		echo "FAIL asan: the nested run ended without its summary"
+		failed=$((failed + 1))
+	fi
+}
+
+# Fuzz the codec, frame reader and handshakes for FUZZ_SECONDS (needs clang's libFuzzer).
+fuzz_pass() {
+	local out
+	if ! command -v "${FUZZ_CC:-clang}" >/dev/null 2>&1; then
+		echo "skip fuzz (no clang)"
+		skipped=$((skipped + 1))
+		return
+	fi
+	if out=$(make -s fuzz FUZZ_SECONDS="${FUZZ_SECONDS:-45}" 2>&1); then
+		passed=$((passed + 1))
+		echo "ok   fuzz ($(grep -o 'stat::number_of_executed_units: *[0-9]*' <<<"$out" |
+			grep -o '[0-9]*$') executions)"
+	else
+		failed=$((failed + 1))
+		echo "FAIL fuzz"
+		tail -n 30 <<<"$out" | sed 's/^/    /'
+	fi
+}
+
+skipped=0
+if [ -z "${BORE_NESTED:-}" ] && [ ${#SELECTED[@]} -eq 0 ] && [ "$BORE" = ./bore ]; then
+	[ "${SANITIZE:-1}" != 0 ] && sanitizer_pass
+	[ "${FUZZ:-1}" != 0 ] && fuzz_pass
+fi
+
+if [ "$skipped" -gt 0 ]; then
+	echo "$passed passed, $failed failed, $skipped skipped"
+else
+	echo "$passed passed, $failed failed"
+fi
 [ "$failed" = 0 ] && [ "$passed" -gt 0 ]
