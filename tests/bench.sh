@@ -257,6 +257,9 @@ start_socat() {
 # VmRSS of pid $1 in kB.
 rss_kb() { awk '/^VmRSS:/ { print $2 }' "/proc/$1/status" 2>/dev/null; }
 
+# RssAnon of pid $1 in kB: private memory, without the shared library pages in VmRSS.
+anon_kb() { awk '/^RssAnon:/ { print $2 }' "/proc/$1/status" 2>/dev/null; }
+
 # kB as MB with one decimal.
 mb() { awk -v k="$1" 'BEGIN { printf "%.1f", k / 1024 }'; }
 
@@ -390,7 +393,7 @@ echo
 
 # ---- memory: one tunnel idle, then 1,000 live tunneled connections ----
 
-IDLE_SRV="" IDLE_CLI="" HOLD_SRV="" HOLD_CLI=""
+IDLE_SRV="" IDLE_CLI="" IDLE_SRV_ANON="" IDLE_CLI_ANON="" HOLD_SRV="" HOLD_CLI=""
 
 # True once the RSS of pids $1 and $2 is the same in two reads 0.2 s apart.
 rss_settled() {
@@ -420,6 +423,8 @@ if [ "$ECHO_TUNNEL" = 1 ]; then
 	wait_until 2 rss_settled "$SRV" "$ECHO_CLI"
 	IDLE_SRV=$(rss_kb "$SRV")
 	IDLE_CLI=$(rss_kb "$ECHO_CLI")
+	IDLE_SRV_ANON=$(anon_kb "$SRV")
+	IDLE_CLI_ANON=$(anon_kb "$ECHO_CLI")
 
 	mkfifo "$WORK/hold.in"
 	"$TCPKIT" hold 127.0.0.1 "$ECHO_PUB" "$HOLD_CONNS" <"$WORK/hold.in" >"$WORK/hold.log" 2>&1 &
@@ -585,6 +590,7 @@ traffic_row "churn (conn/s, 8 parallel)" churn "%.0f"
 row "server RSS, $HOLD_CONNS conns (MB)" - "$(mem "$HOLD_SRV")" - ""
 row "client RSS, $HOLD_CONNS conns (MB)" - "$(mem "$HOLD_CLI")" - ""
 row "idle RSS server/client (MB)" - "$(mem "$IDLE_SRV") / $(mem "$IDLE_CLI")" - ""
+row "  of it private, RssAnon (MB)" - "$(mem "$IDLE_SRV_ANON") / $(mem "$IDLE_CLI_ANON")" - ""
 row "stripped binary (bytes)" - "${STRIPPED:--}" - ""
 row "text+data+bss (bytes)" - "$([ -n "$SIZE_SUM" ] && echo "${SIZE_SUM##* }" || echo -)" - ""
 echo
