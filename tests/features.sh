@@ -162,3 +162,4 @@ t_dump() {
 		log_has client "hello dump." &&
 		log_has client "conn 1 closed: 11 bytes visitor->service, 11 bytes service->visitor"
 }
+

@@ -3,7 +3,7 @@
  * codec, and the frame reader.  bore.c is included whole (its main renamed)
  * so that static helpers such as read_frame can be driven directly.
  *
- * Usage: tests/unit [hmac|uuid|parse|format|frames|cli] ...  (default: all)
+ * Usage: tests/unit [hmac|uuid|parse|format|frames|cli|liveness] ...  (default: all)
  * Prints one line per check and ends with "N passed, N failed".
  */
 #define main bore_cli_main
@@ -398,6 +398,43 @@ test_frames(void)
 	close(sv[1]);
 }
 
+/* ---- Liveness options on tunnel control connections --------------------- */
+
+/* Read back one int socket option. */
+static int
+sockopt(int fd, int level, int name)
+{
+	socklen_t len = sizeof(int);
+	int v = -1;
+
+	if (getsockopt(fd, level, name, &v, &len) == -1)
+		return (-1);
+	return (v);
+}
+
+static void
+test_liveness(void)
+{
+	int fd = socket(AF_INET, SOCK_STREAM, 0);
+
+	check(fd != -1, "liveness: socket", strerror(errno));
+	if (fd == -1)
+		return;
+	check(sockopt(fd, SOL_SOCKET, SO_KEEPALIVE) == 0, "liveness: keepalive off by default", NULL);
+	set_liveness(fd);
+	check(sockopt(fd, SOL_SOCKET, SO_KEEPALIVE) == 1, "liveness: SO_KEEPALIVE", NULL);
+	check(sockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE) == KEEPALIVE_IDLE_S, "liveness: TCP_KEEPIDLE", NULL);
+	check(sockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL) == KEEPALIVE_INTERVAL_S, "liveness: TCP_KEEPINTVL",
+	    NULL);
+	check(sockopt(fd, IPPROTO_TCP, TCP_KEEPCNT) == KEEPALIVE_COUNT, "liveness: TCP_KEEPCNT", NULL);
+	check(sockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT) == USER_TIMEOUT_MS, "liveness: TCP_USER_TIMEOUT",
+	    NULL);
+	/* Keepalive probes give up after idle + count * interval: within the user timeout's 30 s. */
+	check(KEEPALIVE_IDLE_S + KEEPALIVE_COUNT * KEEPALIVE_INTERVAL_S <= 30 && USER_TIMEOUT_MS <= 30000,
+	    "liveness: a dead client is given up within 30 s", NULL);
+	close(fd);
+}
+
 /* ---- Number parsing ----------------------------------------------------- */
 
 static void
@@ -445,6 +482,8 @@ main(int argc, char **argv)
 			test_frames();
 		if (GROUP("cli"))
 			test_cli();
+		if (GROUP("liveness"))
+			test_liveness();
 		if (all)
 			break;
 	}
