@@ -5,8 +5,8 @@
  * `bore local` next to the service.  Blocking I/O with poll() and one thread
  * per control session and per proxied connection.
  *
- * Sections, in order: shared (logging, sockets, frames, relay), protocol
- * (message codec), auth, server, client, main.
+ * Sections, in order: shared (logging, sockets, frames, the splice relay),
+ * protocol (message codec), auth, server, client, main.
  */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
@@ -2879,7 +2879,8 @@ main(int argc, char **argv)
 		errx(1, "could not initialise libsodium");
 	setup_signals();
 	raise_fd_limit();
-	if (getenv("BORE_RELAY") && strcmp(getenv("BORE_RELAY"), "copy") == 0)
+	/* BORE_RELAY=copy: relay through user-space buffers, for comparing the two paths. */
+	if (env_value("BORE_RELAY") != NULL && strcmp(env_value("BORE_RELAY"), "copy") == 0)
 		relay_splice = 0;
 	if (strcmp(argv[1], "local") == 0)
 		return (main_local(argc - 2, argv + 2));

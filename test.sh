@@ -51,16 +51,7 @@ none_alive() {
 
 trap 'stop_all; rm -rf "$WORK"' EXIT
 
-# Poll a command until it succeeds, for at most $1 seconds.
-wait_until() {
-	local limit=$(($1 * 20)) i
-	shift
-	for ((i = 0; i < limit; i++)); do
-		"$@" && return 0
-		sleep 0.05
-	done
-	return 1
-}
+. tests/lib.sh
 
 # Start "$@" in the background with output in $WORK/$1.log; its pid in LAST.
 start() {

@@ -76,16 +76,7 @@ alive() {
 }
 gone() { ! alive "$1"; }
 
-# Poll a command until it succeeds, for at most $1 seconds.
-wait_until() {
-	local limit=$(($1 * 20)) i
-	shift
-	for ((i = 0; i < limit; i++)); do
-		"$@" && return 0
-		sleep 0.05
-	done
-	return 1
-}
+. tests/lib.sh
 
 # True when no process this script started is alive.
 none_alive() {

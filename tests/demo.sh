@@ -9,21 +9,20 @@ pids=()
 trap 'kill "${pids[@]}" 2>/dev/null; wait 2>/dev/null; rm -rf "$tmp"' EXIT
 tmp=$(mktemp -d)
 
-# Poll a command until it succeeds, for at most 5 seconds.
-wait_for() { local i; for ((i = 0; i < 100; i++)); do "$@" && return 0; sleep 0.05; done; return 1; }
+. tests/lib.sh
 
 ./tests/tcpkit serve echo >"$tmp/echo" & pids+=($!)
-wait_for test -s "$tmp/echo" || exit 1
+wait_until 5 test -s "$tmp/echo" || exit 1
 echo_port=$(head -n 1 "$tmp/echo")
 ctl=$(./tests/tcpkit freeport 10000 19999) || exit 1
 
 echo "\$ bore server --bind-addr 127.0.0.1 --control-port $ctl --min-port 20000 --max-port 30000"
 ./bore server --bind-addr 127.0.0.1 --control-port "$ctl" --min-port 20000 --max-port 30000 \
 	2>"$tmp/server" & pids+=($!)
-wait_for grep -q "server listening" "$tmp/server" || { cat "$tmp/server"; exit 1; }
+wait_until 5 grep -q "server listening" "$tmp/server" || { cat "$tmp/server"; exit 1; }
 echo "\$ bore local $echo_port --to 127.0.0.1 --control-port $ctl   # an echo service on port $echo_port"
 ./bore local "$echo_port" --to 127.0.0.1 --control-port "$ctl" 2>"$tmp/client" & pids+=($!)
-wait_for grep -q "listening at" "$tmp/client" || { cat "$tmp/client"; exit 1; }
+wait_until 5 grep -q "listening at" "$tmp/client" || { cat "$tmp/client"; exit 1; }
 sed 's/^/  [local]  /' "$tmp/client"
 port=$(sed -n 's/.*listening at 127\.0\.0\.1:\([0-9]*\).*/\1/p' "$tmp/client")
 

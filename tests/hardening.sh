@@ -331,23 +331,33 @@ h_transfer_started() {
 	sleep 0.3
 }
 
-# kill -9 of the client ends its relayed visitors at once and frees its port.
-t_client_killed_mid_transfer() {
-	local base visitor t0 t old_pub
-	start_tunnel || { why "could not set up a tunnel"; return 1; }
+# Start a long transfer through the tunnel at $PUB, kill -9 pid $1 (the $2) in the
+# middle of it, and check the visitor ends, failing, within $3 s.  The kill's
+# time goes to H_KILLED_AT.
+h_kill_during_transfer() {
+	local victim=$1 what=$2 limit=$3 base visitor t
 	base=$(fds_threads "$SRV")
-	old_pub=$PUB
 	start visitor "$TCPKIT" stream 127.0.0.1 "$PUB" 60
 	visitor=$LAST
 	h_transfer_started "$base" || { why "transfer did not start"; return 1; }
 	alive "$visitor" || { why "visitor ended early"; return 1; }
-	t0=$(h_now)
-	{ kill -9 "$CLI"; wait "$CLI"; } 2>/dev/null
-	wait_exit "$visitor" 3 || { why "visitor still running 3 s after the kill"; return 1; }
-	t=$(h_elapsed "$t0" "$(h_now)")
-	h_figure "visitor ended $t s after the client was killed (exit $RC)"
+	H_KILLED_AT=$(h_now)
+	{ kill -9 "$victim"; wait "$victim"; } 2>/dev/null
+	wait_exit "$visitor" 4 || { why "visitor still running 4 s after the $what was killed"; return 1; }
+	t=$(h_elapsed "$H_KILLED_AT" "$(h_now)")
+	h_figure "visitor ended $t s after the $what was killed (exit $RC)"
 	[ "$RC" != 0 ] || { why "visitor exited 0 after a cut transfer"; return 1; }
-	between "$t" 0 1.2 || { why "visitor ended $t s after the kill"; return 1; }
+	between "$t" 0 "$limit" || { why "visitor ended $t s after the kill"; return 1; }
+}
+
+# kill -9 of the client ends its relayed visitors at once and frees its port.
+t_client_killed_mid_transfer() {
+	local base t0 t old_pub
+	start_tunnel || { why "could not set up a tunnel"; return 1; }
+	base=$(fds_threads "$SRV")
+	old_pub=$PUB
+	h_kill_during_transfer "$CLI" client 1.2 || return 1
+	t0=$H_KILLED_AT
 	wait_until 2 grep -qF "tunnel on port $old_pub closed" "$WORK/server.log" ||
 		{ why "server did not close port $old_pub"; return 1; }
 	# It noticed at once, not at a failed heartbeat (every 500 ms).
@@ -398,7 +408,7 @@ h_control_gone_cuts_relay() {
 
 # kill -9 of the local service ends the visitor; the tunnel keeps serving.
 t_service_killed_mid_transfer() {
-	local base visitor t0 t
+	local base
 	# serveat lets the service come back on its old port (SO_REUSEADDR).
 	start origin "$TCPKIT" serveat 0 echo
 	local origin=$LAST
@@ -406,17 +416,7 @@ t_service_killed_mid_transfer() {
 	ORIGIN=$(head -n 1 "$WORK/origin.log")
 	start_server server && start_client client "$ORIGIN" || { why "could not set up a tunnel"; return 1; }
 	base=$(fds_threads "$SRV")
-	start visitor "$TCPKIT" stream 127.0.0.1 "$PUB" 60
-	visitor=$LAST
-	h_transfer_started "$base" || { why "transfer did not start"; return 1; }
-	alive "$visitor" || { why "visitor ended early"; return 1; }
-	t0=$(h_now)
-	{ kill -9 "$origin"; wait "$origin"; } 2>/dev/null
-	wait_exit "$visitor" 4 || { why "visitor still running 4 s after the service was killed"; return 1; }
-	t=$(h_elapsed "$t0" "$(h_now)")
-	h_figure "visitor ended $t s after the service was killed (exit $RC)"
-	[ "$RC" != 0 ] || { why "visitor exited 0 after a cut transfer"; return 1; }
-	between "$t" 0 2 || { why "visitor ended $t s after the kill"; return 1; }
+	h_kill_during_transfer "$origin" service 2 || return 1
 	alive "$CLI" && alive "$SRV" || { why "a bore process died with the service"; return 1; }
 	wait_until 5 h_server_at "$base" || { why "server fds/threads $base -> $(fds_threads "$SRV")"; return 1; }
 	start origin2 "$TCPKIT" serveat "$ORIGIN" echo
