@@ -515,10 +515,12 @@ CASES=(
 	reconnect_fatal_not_retried heartbeat_timeout ipv6 allow_visitors allow_control \
 	allow_bad_usage graceful_shutdown graceful_shutdown_grace_ends dump malformed_control \
 	slow_and_silent storms emfile max_sessions max_conns client_killed_mid_transfer \
-	service_killed_mid_transfer secret_files liveness_options
+	service_killed_mid_transfer secret_files liveness_options thread_failure \
+	valgrind_short_session
 )
-# Unit tests: not run again under the sanitizer pass, which is for ./bore.
-UNIT_CASES=" hmac_vectors frame_parser liveness_options "
+# Not run again under the sanitizer pass: unit tests, and cases that need a plain
+# build (an address-space limit, valgrind).
+ONCE_CASES=" hmac_vectors frame_parser liveness_options thread_failure valgrind_short_session "
 
 for name in "${CASES[@]}"; do
 	run "$name"
@@ -530,7 +532,7 @@ done
 sanitizer_pass() {
 	local line name cases=() seen=0
 	for name in "${CASES[@]}"; do
-		[[ $UNIT_CASES == *" $name "* ]] || cases+=("$name")
+		[[ $ONCE_CASES == *" $name "* ]] || cases+=("$name")
 	done
 	echo "-- the end-to-end cases again, under AddressSanitizer and UndefinedBehaviorSanitizer"
 	if ! make -s asan; then

@@ -472,3 +472,49 @@ t_secret_files() {
 		fi
 	done
 }
+
+# ---- threads and memory checkers ----------------------------------------------
+
+# With too little address space for more thread stacks, a connection the server
+# cannot give a thread is closed at once and logged; the server keeps serving.
+t_thread_failure() {
+	local out
+	CTL=$(free_port) || return 1
+	start server bash -c 'ulimit -v 8000; exec "$@"' bore "$BORE" server --bind-addr 127.0.0.1 \
+		--control-port "$CTL" --min-port 20000 --max-port 32000
+	SRV=$LAST
+	wait_until 5 grep -q "server listening" "$WORK/server.log" || { why "server did not start"; return 1; }
+	out=$(TCPKIT_TIMEOUT=10 "$TCPKIT" slow 127.0.0.1 "$CTL" 200 0 6) || { why "$out"; return 1; }
+	log_has server "could not start a thread" || return 1
+	alive "$SRV" || { why "server died"; return 1; }
+	start_origin origin echo && start_client client "$ORIGIN" || { why "no tunnel afterwards"; return 1; }
+	out=$("$TCPKIT" roundtrip 127.0.0.1 "$PUB" 100000) || { why "$out"; return 1; }
+}
+
+# A short session of server and client under valgrind: no errors, no leaks.
+t_valgrind_short_session() {
+	local vg="valgrind -q --error-exitcode=9 --leak-check=full --errors-for-leak-kinds=definite,indirect"
+	if ! command -v valgrind >/dev/null 2>&1; then
+		why "valgrind is not installed: skipped"
+		return 2
+	fi
+	start_origin origin echo || return 1
+	CTL=$(free_port) || return 1
+	start server $vg "$BORE" server --bind-addr 127.0.0.1 --control-port "$CTL" \
+		--min-port 20000 --max-port 32000 -s vg-secret
+	SRV=$LAST
+	wait_until 20 grep -q "server listening" "$WORK/server.log" || { why "server did not start"; return 1; }
+	start client $vg "$BORE" local "$ORIGIN" --local-host 127.0.0.1 --to 127.0.0.1 \
+		--control-port "$CTL" -s vg-secret
+	CLI=$LAST
+	wait_until 20 grep -q "listening at" "$WORK/client.log" || { why "client did not connect"; return 1; }
+	PUB=$(public_port client)
+	out=$("$TCPKIT" many 127.0.0.1 "$PUB" 10 100000) || { why "$out"; return 1; }
+	printf 'garbage\0' | "$TCPKIT" raw 127.0.0.1 "$CTL" 2000 >/dev/null
+	kill -TERM "$CLI"
+	wait_exit "$CLI" 20 || { why "client did not exit"; return 1; }
+	[ "$RC" = 0 ] || { why "client under valgrind: exit $RC"; return 1; }
+	kill -TERM "$SRV"
+	wait_exit "$SRV" 20 || { why "server did not exit"; return 1; }
+	[ "$RC" = 0 ] || { why "server under valgrind: exit $RC"; return 1; }
+}
