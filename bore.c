@@ -499,20 +499,28 @@ send_text_msg(int fd, enum bore_msg_type type, const char *text)
 /* Bytes moved per splice() call: a whole pipe. */
 #define SPLICE_CHUNK PIPE_SIZE
 
+/* A flow copies reads that fit in this much, and makes a pipe once one does not. */
+#define SMALL_READ 4096
+
 /*
  * One direction of a relay.  Bytes read from `from` wait until written to
- * `to`: in a kernel pipe when splicing (pipe[0] != -1), else in buf, which
- * is only allocated on that path so a spliced relay costs no buffer memory.
+ * `to`, in a kernel pipe once splicing (pipe[0] != -1), else in buf.  A
+ * splicing flow starts lazy: small reads go through a buffer that is freed
+ * as soon as it is written, and the pipe is made when a read fills it, so
+ * short exchanges cost no pipe and idle connections no buffer.
  */
 struct flow {
 	int from, to;
 	int eof;          /* `from` sent FIN; passed on once nothing waits */
 	int pipe[2];      /* splice path: the pipe that holds the waiting bytes */
+	int lazy;         /* no pipe yet: copy small reads, splice once one fills buf */
+	int want_pipe;    /* a read filled buf: make the pipe once it is written */
 	size_t off, len;  /* waiting bytes: buf[off .. off + len), or len in the pipe */
+	size_t cap;       /* size of buf */
 	uint64_t total;   /* bytes read from `from` */
 	int dump_id;      /* --dump: connection number to print with the bytes, else 0 */
 	const char *dir;  /* --dump: direction name */
-	char *buf;        /* copy path: RELAY_BUF bytes */
+	char *buf;        /* copy path: cap bytes; while lazy, only between read and write */
 };
 
 /* What a relay moved, and whether to hex-dump it. */
@@ -560,6 +568,27 @@ dump_bytes(int id, const char *dir, const unsigned char *p, size_t n)
 	pthread_mutex_unlock(&dump_lock);
 }
 
+/* Give f a pipe worth splicing through; else it copies through a buffer for good. */
+static int
+flow_make_pipe(struct flow *f)
+{
+	f->lazy = 0;
+	if (pipe2(f->pipe, O_NONBLOCK | O_CLOEXEC) == 0) {
+		/* Bigger pipes mean fewer wake-ups per megabyte; refusal leaves the default. */
+		(void)fcntl(f->pipe[0], F_SETPIPE_SZ, PIPE_SIZE);
+		/* Past the per-user pipe quota the kernel hands out 2-page pipes: copy instead. */
+		if (fcntl(f->pipe[0], F_GETPIPE_SZ) >= PIPE_MIN_USEFUL)
+			return (0);
+		close(f->pipe[0]);
+		close(f->pipe[1]);
+	}
+	f->pipe[0] = f->pipe[1] = -1;
+	f->cap = RELAY_BUF;
+	if ((f->buf = malloc(f->cap)) == NULL)
+		return (-1);
+	return (0);
+}
+
 /* Write what f holds; pass the FIN on once all is written.  -1 on a dead socket. */
 static int
 flow_flush(struct flow *f)
@@ -583,6 +612,13 @@ flow_flush(struct flow *f)
 			return (-1);
 		}
 	}
+	/* A lazy flow holds no buffer while it waits. */
+	if (f->lazy) {
+		free(f->buf);
+		f->buf = NULL;
+		if (f->want_pipe && flow_make_pipe(f) == -1)
+			return (-1);
+	}
 	if (f->eof)
 		(void)shutdown(f->to, SHUT_WR);
 	return (0);
@@ -594,15 +630,21 @@ flow_fill(struct flow *f)
 {
 	ssize_t n;
 
+	if (f->lazy && f->buf == NULL) {
+		f->cap = SMALL_READ;
+		if ((f->buf = malloc(f->cap)) == NULL)
+			return (-1);
+	}
 	if (f->pipe[0] != -1)
 		n = splice(f->from, NULL, f->pipe[1], NULL, SPLICE_CHUNK,
 		    SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
 	else
-		n = recv(f->from, f->buf, RELAY_BUF, 0);
+		n = recv(f->from, f->buf, f->cap, 0);
 	if (n > 0) {
 		f->off = 0;
 		f->len = (size_t)n;
 		f->total += (uint64_t)n;
+		f->want_pipe = f->lazy && (size_t)n == f->cap;
 		if (f->dump_id != 0)
 			dump_bytes(f->dump_id, f->dir, (const unsigned char *)f->buf, (size_t)n);
 	} else if (n == 0) {
@@ -615,22 +657,15 @@ flow_fill(struct flow *f)
 	return (flow_flush(f));
 }
 
-/* Give f a pipe to splice through, or else (no fds, or dumping) a buffer; -1 if neither. */
+/* Set f up to splice lazily, or else (dumping) to copy through a buffer; -1 if none. */
 static int
 flow_open(struct flow *f, int from, int to, int use_splice)
 {
-	*f = (struct flow){ .from = from, .to = to, .pipe = { -1, -1 } };
-	if (use_splice && pipe2(f->pipe, O_NONBLOCK | O_CLOEXEC) == 0) {
-		/* Bigger pipes mean fewer wake-ups per megabyte; refusal leaves the default. */
-		(void)fcntl(f->pipe[0], F_SETPIPE_SZ, PIPE_SIZE);
-		/* Past the per-user pipe quota the kernel hands out 2-page pipes: copy instead. */
-		if (fcntl(f->pipe[0], F_GETPIPE_SZ) >= PIPE_MIN_USEFUL)
-			return (0);
-		close(f->pipe[0]);
-		close(f->pipe[1]);
-	}
-	f->pipe[0] = f->pipe[1] = -1;
-	if ((f->buf = malloc(RELAY_BUF)) == NULL)
+	*f = (struct flow){ .from = from, .to = to, .pipe = { -1, -1 }, .lazy = use_splice };
+	if (use_splice)
+		return (0);
+	f->cap = RELAY_BUF;
+	if ((f->buf = malloc(f->cap)) == NULL)
 		return (-1);
 	return (0);
 }
