@@ -16,14 +16,13 @@ if ! make -s all tests/unit tests/tcpkit; then
 	exit 1
 fi
 
+. tests/lib.sh
+
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/bore-test.XXXXXX")
 PIDS=()
 passed=0
 failed=0
 skipped=0
-
-# True while process $1 is alive.
-alive() { kill -0 "$1" 2>/dev/null; }
 
 # Stop exactly the processes this script started: SIGTERM first, so that a
 # sanitizer build reports leaks at exit, then SIGKILL for whatever is left.
@@ -40,18 +39,9 @@ stop_all() {
 	PIDS=()
 }
 
-# True when no process this script started is alive.
-none_alive() {
-	local p
-	for p in "${PIDS[@]}"; do
-		alive "$p" && return 1
-	done
-	return 0
-}
 
 trap 'stop_all; rm -rf "$WORK"' EXIT
 
-. tests/lib.sh
 
 # Start "$@" in the background with output in $WORK/$1.log; its pid in LAST.
 start() {
@@ -124,6 +114,34 @@ log_has() {
 	grep -qF -- "$2" "$WORK/$1.log" || { why "$1.log lacks '$2'"; return 1; }
 }
 
+# A fake client on fd 3 says Hello (port $1, default any); the port granted goes to FAKE_PUB.
+fake_hello() {
+	local frame
+	exec 3<>"/dev/tcp/127.0.0.1/$CTL" || { why "fake client could not connect"; return 1; }
+	printf '{"Hello":%d}\0' "${1:-0}" >&3
+	IFS= read -r -d '' -t 5 frame <&3 || { why "fake client got no Hello"; return 1; }
+	FAKE_PUB=$(sed -n 's/^{"Hello":\([0-9]*\)}$/\1/p' <<<"$frame")
+	[ -n "$FAKE_PUB" ] || { why "fake client got '$frame'"; return 1; }
+}
+
+# Read the fake client's frames until a Connection; its id goes to FAKE_ID.
+fake_connection_id() {
+	local frame
+	FAKE_ID=
+	while IFS= read -r -d '' -t 5 frame <&3; do
+		FAKE_ID=$(sed -n 's/^{"Connection":"\([0-9a-f-]*\)"}$/\1/p' <<<"$frame")
+		[ -n "$FAKE_ID" ] && return 0
+	done
+	why "fake client got no Connection frame"
+	return 1
+}
+
+# The fake client's data connection on fd 4: Accept of FAKE_ID and, in the same write, $1.
+fake_accept() {
+	exec 4<>"/dev/tcp/127.0.0.1/$CTL" || { why "fake client's data connection failed"; return 1; }
+	printf '{"Accept":"%s"}\0%s' "$FAKE_ID" "$1" >&4
+}
+
 # A decimal number of seconds within [lo, hi].
 between() { awk -v x="$1" -v lo="$2" -v hi="$3" 'BEGIN { exit !(x >= lo && x <= hi) }'; }
 
@@ -137,6 +155,8 @@ run() {
 	"t_$name"
 	local rc=$?
 	stop_all
+	# A fake client's connections (fds 3 and 4) and a holder's fifo (fd 5) end with the case.
+	exec 3>&- 4>&- 5>&-
 	if [ $rc = 2 ]; then
 		skipped=$((skipped + 1))
 		echo "skip $name"
@@ -194,24 +214,11 @@ t_server_speaks_first() {
 
 # Bytes written right behind Accept's NUL, in the same write, reach the visitor first.
 t_bytes_after_accept() {
-	local frame id
-	start_server server || return 1
-	exec 3<>"/dev/tcp/127.0.0.1/$CTL" || return 1
-	printf '{"Hello":0}\0' >&3
-	IFS= read -r -d '' -t 5 frame <&3 || { why "no Hello"; exec 3>&-; return 1; }
-	PUB=$(sed -n 's/^{"Hello":\([0-9]*\)}$/\1/p' <<<"$frame")
-	start visitor "$TCPKIT" banner 127.0.0.1 "$PUB" "SSH-2.0-early"
+	start_server server && fake_hello || return 1
+	start visitor "$TCPKIT" banner 127.0.0.1 "$FAKE_PUB" "SSH-2.0-early"
 	local visitor=$LAST
-	id=
-	while IFS= read -r -d '' -t 5 frame <&3; do
-		id=$(sed -n 's/^{"Connection":"\([0-9a-f-]*\)"}$/\1/p' <<<"$frame")
-		[ -n "$id" ] && break
-	done
-	[ -n "$id" ] || { why "no Connection frame"; exec 3>&-; return 1; }
-	exec 4<>"/dev/tcp/127.0.0.1/$CTL"
-	printf '{"Accept":"%s"}\0SSH-2.0-early\r\n' "$id" >&4
-	wait_exit "$visitor" 5 || { why "visitor still waiting"; exec 3>&- 4>&-; return 1; }
-	exec 3>&- 4>&-
+	fake_connection_id && fake_accept $'SSH-2.0-early\r\n' || return 1
+	wait_exit "$visitor" 5 || { why "visitor still waiting"; return 1; }
 	[ "$RC" = 0 ] && log_has visitor ok
 }
 
@@ -294,17 +301,12 @@ t_port_in_use() {
 
 # A fake client says Hello and never claims its visitor: the server closes it after 10 s.
 t_unclaimed_visitor() {
-	local frame t
-	start_server server || return 1
-	exec 3<>"/dev/tcp/127.0.0.1/$CTL" || return 1
-	printf '{"Hello":0}\0' >&3
-	IFS= read -r -d '' -t 5 frame <&3 || { exec 3>&-; return 1; }
-	PUB=$(sed -n 's/^{"Hello":\([0-9]*\)}$/\1/p' <<<"$frame")
+	local t
+	start_server server && fake_hello || return 1
 	# Keep reading heartbeats so the control connection stays healthy.
 	cat <&3 >/dev/null &
 	PIDS+=($!)
-	t=$("$TCPKIT" waitclose 127.0.0.1 "$PUB") || { exec 3>&-; return 1; }
-	exec 3>&-
+	t=$("$TCPKIT" waitclose 127.0.0.1 "$FAKE_PUB") || return 1
 	between "$t" 9.5 11.5 || { why "visitor closed after $t s"; return 1; }
 	log_has server "removed stale connection"
 }

@@ -65,27 +65,9 @@ WATCH=""
 WHY=""
 BORE_PROCS=() # name=pid of every bore process that came up
 
-# True while $1 is a live child of this shell. Checking the parent as well as the pid
-# means a pid the kernel has handed to someone else after our child exited is never
-# taken for ours (and never signalled).
-alive() {
-	local stat state ppid
-	[ -n "$1" ] && { stat=$(<"/proc/$1/stat"); } 2>/dev/null || return 1
-	read -r state ppid _ <<<"${stat##*) }"
-	[ "$state" != Z ] && [ "$ppid" = "$$" ]
-}
-gone() { ! alive "$1"; }
-
 . tests/lib.sh
 
-# True when no process this script started is alive.
-none_alive() {
-	local p
-	for p in "${PIDS[@]}"; do
-		alive "$p" && return 1
-	done
-	return 0
-}
+gone() { ! alive "$1"; }
 
 # Send signal $1 to process $2 if it is ours, and first to its own children (socat
 # forks one per connection; they would outlive a parent killed before them).

@@ -102,29 +102,34 @@ t_allow_bad_usage() {
 		expect_cli 2 "invalid value '::1/129' for '--allow'" server --allow 127.0.0.1,::1/129
 }
 
-# SIGTERM: clients are told, new control connections refused, a live visitor may finish.
-t_graceful_shutdown() {
-	local fifo=$WORK/hold.in t0 t1
+# One visitor held open through the tunnel at $PUB until fd 5 is closed; its pid in HOLDER.
+hold_one_visitor() {
+	local fifo=$WORK/hold.in
 	rm -f "$fifo"
-	mkfifo "$fifo"
-	start_origin origin echo && start_server server --grace 10 && start_client client "$ORIGIN" ||
-		return 1
+	mkfifo "$fifo" || return 1
 	# Opened read-write first, so that neither end's open() waits for the other.
 	exec 5<>"$fifo"
 	# Started here, not by start: an async command's stdin would be /dev/null.
 	"$TCPKIT" hold 127.0.0.1 "$PUB" 1 <"$fifo" >"$WORK/holder.log" 2>&1 5>&- &
-	local holder=$!
-	PIDS+=("$holder")
-	wait_until 5 grep -q "ready 1" "$WORK/holder.log" || { exec 5>&-; return 1; }
+	HOLDER=$!
+	PIDS+=("$HOLDER")
+	wait_until 5 grep -q "ready 1" "$WORK/holder.log" || { why "visitor not relayed"; return 1; }
+}
+
+# SIGTERM: clients are told, new control connections refused, a live visitor may finish.
+t_graceful_shutdown() {
+	local t0 t1
+	start_origin origin echo && start_server server --grace 10 && start_client client "$ORIGIN" &&
+		hold_one_visitor || return 1
 	kill -TERM "$SRV"
 	wait_until 5 grep -q "server error: server shutting down" "$WORK/client.log" ||
-		{ exec 5>&-; why "client not told"; return 1; }
-	alive "$SRV" || { exec 5>&-; why "server did not wait for the live visitor"; return 1; }
+		{ why "client not told"; return 1; }
+	alive "$SRV" || { why "server did not wait for the live visitor"; return 1; }
 	"$TCPKIT" waitclose 127.0.0.1 "$CTL" >/dev/null 2>&1 &&
-		{ exec 5>&-; why "control port still accepting"; return 1; }
+		{ why "control port still accepting"; return 1; }
 	t0=$(date +%s%N)
 	exec 5>&-
-	wait_exit "$holder" 5 && [ "$RC" = 0 ] || { why "visitor: ${RC:-stuck}"; return 1; }
+	wait_exit "$HOLDER" 5 && [ "$RC" = 0 ] || { why "visitor: ${RC:-stuck}"; return 1; }
 	wait_exit "$SRV" 5 || { why "server still running"; return 1; }
 	t1=$(date +%s%N)
 	[ "$RC" = 0 ] || { why "server exit $RC"; return 1; }
@@ -134,17 +139,10 @@ t_graceful_shutdown() {
 
 # A visitor that outlives --grace is closed when it runs out.
 t_graceful_shutdown_grace_ends() {
-	local fifo=$WORK/hold.in
-	rm -f "$fifo"
-	mkfifo "$fifo"
-	start_origin origin echo && start_server server --grace 1 && start_client client "$ORIGIN" ||
-		return 1
-	exec 5<>"$fifo"
-	"$TCPKIT" hold 127.0.0.1 "$PUB" 1 <"$fifo" >"$WORK/holder.log" 2>&1 5>&- &
-	PIDS+=($!)
-	wait_until 5 grep -q "ready 1" "$WORK/holder.log" || { exec 5>&-; return 1; }
+	start_origin origin echo && start_server server --grace 1 && start_client client "$ORIGIN" &&
+		hold_one_visitor || return 1
 	kill -TERM "$SRV"
-	wait_exit "$SRV" 4 || { exec 5>&-; why "server did not stop after its grace"; return 1; }
+	wait_exit "$SRV" 4 || { why "server did not stop after its grace"; return 1; }
 	exec 5>&-
 	[ "$RC" = 0 ] && log_has server "closing 1 connections still open"
 }

@@ -61,25 +61,14 @@ h_bad_input() {
 # A fake client (bash /dev/tcp on fds 3 and 4) opens a tunnel, gets a visitor,
 # and claims it for real; sets CLAIMED to the claimed id.
 h_claim_visitor() {
-	local frame fpub id visitor
-	exec 3<>"/dev/tcp/127.0.0.1/$CTL" || { why "fake client could not connect"; return 1; }
-	printf '{"Hello":0}\0' >&3
-	IFS= read -r -d '' -t 5 frame <&3 || { why "fake client got no Hello"; return 1; }
-	fpub=$(sed -n 's/^{"Hello":\([0-9]*\)}$/\1/p' <<<"$frame")
-	[ -n "$fpub" ] || { why "fake client got '$frame'"; return 1; }
-	start claimed "$TCPKIT" banner 127.0.0.1 "$fpub" "claimed"
+	local visitor
+	fake_hello || return 1
+	start claimed "$TCPKIT" banner 127.0.0.1 "$FAKE_PUB" "claimed"
 	visitor=$LAST
-	id=
-	while IFS= read -r -d '' -t 5 frame <&3; do
-		id=$(sed -n 's/^{"Connection":"\([0-9a-f-]*\)"}$/\1/p' <<<"$frame")
-		[ -n "$id" ] && break
-	done
-	[ -n "$id" ] || { why "fake client got no Connection frame"; return 1; }
-	exec 4<>"/dev/tcp/127.0.0.1/$CTL" || { why "fake client's data connection failed"; return 1; }
-	printf '{"Accept":"%s"}\0claimed\r\n' "$id" >&4
+	fake_connection_id && fake_accept $'claimed\r\n' || return 1
 	# The visitor reads our banner only once the server has handed it over.
 	wait_exit "$visitor" 5 && [ "$RC" = 0 ] || { why "claimed visitor did not get its banner"; return 1; }
-	CLAIMED=$id
+	CLAIMED=$FAKE_ID
 }
 
 # Every kind of bad first message closes its own connection with a WARN line
@@ -379,23 +368,12 @@ t_client_killed_mid_transfer() {
 # A fake client (bash /dev/tcp: control on fd 3, data on fd 4) gets a visitor
 # relayed, then closes only its control connection: the visitor is cut at once.
 h_control_gone_cuts_relay() {
-	local frame fpub id visitor t0 t
-	exec 3<>"/dev/tcp/127.0.0.1/$CTL" || { why "fake client could not connect"; return 1; }
-	printf '{"Hello":0}\0' >&3
-	IFS= read -r -d '' -t 5 frame <&3 || { why "fake client got no Hello"; return 1; }
-	fpub=$(sed -n 's/^{"Hello":\([0-9]*\)}$/\1/p' <<<"$frame")
-	[ -n "$fpub" ] || { why "fake client got '$frame'"; return 1; }
+	local visitor t0 t
+	fake_hello || return 1
 	# The visitor must not hold a copy of the control connection.
-	start cut_visitor bash -c 'exec "$@" 3>&-' visitor "$TCPKIT" raw 127.0.0.1 "$fpub" 5000
+	start cut_visitor bash -c 'exec "$@" 3>&-' visitor "$TCPKIT" raw 127.0.0.1 "$FAKE_PUB" 5000
 	visitor=$LAST
-	id=
-	while IFS= read -r -d '' -t 5 frame <&3; do
-		id=$(sed -n 's/^{"Connection":"\([0-9a-f-]*\)"}$/\1/p' <<<"$frame")
-		[ -n "$id" ] && break
-	done
-	[ -n "$id" ] || { why "fake client got no Connection frame"; return 1; }
-	exec 4<>"/dev/tcp/127.0.0.1/$CTL" || { why "fake client's data connection failed"; return 1; }
-	printf '{"Accept":"%s"}\0relayed\n' "$id" >&4
+	fake_connection_id && fake_accept $'relayed\n' || return 1
 	wait_until 5 grep -q relayed "$WORK/cut_visitor.log" || { why "fake client's visitor not relayed"; return 1; }
 	t0=$(h_now)
 	exec 3>&-

@@ -10,3 +10,22 @@ wait_until() {
 	done
 	return 1
 }
+
+# True while $1 is a live child of this shell. Checking the parent as well as the pid
+# means a pid the kernel has handed to someone else after our child exited is never
+# taken for ours (and never signalled).
+alive() {
+	local stat state ppid
+	[ -n "$1" ] && { stat=$(<"/proc/$1/stat"); } 2>/dev/null || return 1
+	read -r state ppid _ <<<"${stat##*) }"
+	[ "$state" != Z ] && [ "$ppid" = "$$" ]
+}
+
+# True when no process in PIDS (the caller's own) is alive.
+none_alive() {
+	local p
+	for p in "${PIDS[@]}"; do
+		alive "$p" && return 1
+	done
+	return 0
+}
