@@ -22,6 +22,7 @@
 #include <netinet/tcp.h>
 #include <poll.h>
 #include <pthread.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdarg.h>
@@ -108,14 +109,21 @@ printable(const char *in, char *out, size_t cap)
 	return (out);
 }
 
-/* Milliseconds on the monotonic clock. */
+/* Microseconds on the monotonic clock. */
 static int64_t
-now_ms(void)
+now_us(void)
 {
 	struct timespec ts;
 
 	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return ((int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000);
+	return ((int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000);
+}
+
+/* Milliseconds on the monotonic clock. */
+static int64_t
+now_ms(void)
+{
+	return (now_us() / 1000);
 }
 
 /* Milliseconds left until deadline, clamped for poll(). */
@@ -684,6 +692,39 @@ flow_close(struct flow *f)
 /* Relay path: splice() through pipes (1) or copy through user-space buffers (0). */
 static int relay_splice = 1;
 
+/* A relay wait shorter than this (microseconds) is short; spinning lasts at most this long. */
+#define SPIN_US 100
+
+/* Short waits in a row after which a relay spins before it sleeps. */
+#define SPIN_AFTER 4
+
+/*
+ * poll() for a relay.  Waking a sleeping thread costs about as much as a
+ * loopback hop, and every reply crosses three hops; so once a connection's
+ * waits have been short SPIN_AFTER times in a row (a fast back-and-forth),
+ * poll without sleeping for up to SPIN_US first, yielding the CPU to
+ * anything runnable.  Bulk transfers rarely wait and idle or distant peers
+ * wait long, so neither spins.  *short_waits carries the streak.
+ */
+static int
+poll_relay(struct pollfd *pfd, nfds_t n, int *short_waits)
+{
+	int64_t start = now_us();
+	int r = 0;
+
+	if (*short_waits >= SPIN_AFTER) {
+		while ((r = poll(pfd, n, 0)) == 0 && now_us() - start < SPIN_US)
+			sched_yield();
+	}
+	if (r == 0)
+		r = poll(pfd, n, -1);
+	if (now_us() - start >= SPIN_US)
+		*short_waits = 0;
+	else if (*short_waits < SPIN_AFTER)
+		(*short_waits)++;
+	return (r);
+}
+
 /*
  * Relay bytes both ways between the non-blocking sockets a and b until both
  * directions have ended.  A FIN from one side becomes shutdown(SHUT_WR) on
@@ -698,7 +739,7 @@ relay(int a, int b, struct relay_info *info)
 	struct flow flows[SIDES];
 	struct pollfd pfd[SIDES];
 	int fds[SIDES] = { a, b };
-	int s, rc = -1;
+	int s, rc = -1, short_waits = 0;
 
 	int use_splice = relay_splice && (info == NULL || info->dump_id == 0);
 
@@ -730,7 +771,7 @@ relay(int a, int b, struct relay_info *info)
 			pfd[s].fd = pfd[s].events ? fds[s] : -1;
 			pfd[s].revents = 0;
 		}
-		if (poll(pfd, SIDES, -1) == -1) {
+		if (poll_relay(pfd, SIDES, &short_waits) == -1) {
 			/* EINTR: a signal for the main thread; just poll again. */
 			if (errno == EINTR)
 				continue;

@@ -205,6 +205,23 @@ t_half_close() {
 	[ "$out" = "ok 1048576" ]
 }
 
+# A fast back-and-forth makes the relays spin before they sleep; once the
+# connection goes quiet they must sleep again, and every echo stays intact.
+t_fast_exchange_then_idle() {
+	local c0 c1 hz
+	start_tunnel || return 1
+	start chat "$TCPKIT" chat 127.0.0.1 "$PUB" 2000 2
+	wait_until 20 grep -q "^idle" "$WORK/chat.log" || { why "$(cat "$WORK/chat.log")"; return 1; }
+	# One second of the idle pause: sleeping relays cost next to no CPU.
+	hz=$(getconf CLK_TCK)
+	c0=$(($(cpu_ticks "$SRV") + $(cpu_ticks "$CLI")))
+	sleep 1
+	c1=$(($(cpu_ticks "$SRV") + $(cpu_ticks "$CLI")))
+	[ $((c1 - c0)) -le $((hz / 20)) ] ||
+		{ why "server and client used $((c1 - c0)) ticks (of $hz/s) while idle"; return 1; }
+	wait_until 30 grep -q "^ok 4000$" "$WORK/chat.log" || { why "$(cat "$WORK/chat.log")"; return 1; }
+}
+
 t_server_speaks_first() {
 	start_origin origin banner "SSH-2.0-bore_test" && start_server server &&
 		start_client client "$ORIGIN" || return 1
@@ -509,16 +526,16 @@ SELECTED=("$@")
 
 # Every case, in order; those that drive ./bore run again under the sanitizer pass.
 CASES=(
-	roundtrip_64mib concurrent_200 half_close server_speaks_first bytes_after_accept \
-	local_refused secret_right secret_wrong secret_server_only secret_client_only hmac_vectors \
-	frame_parser port_out_of_range port_in_use unclaimed_visitor silent_connection_dropped \
-	bad_frames_isolated wire_bytes no_leaks server_killed fixed_port_reuse sigterm_exits_0 \
-	cli_help_version cli_bad_usage cli_env_and_forms reconnect_after_restart \
-	reconnect_fatal_not_retried heartbeat_timeout ipv6 allow_visitors allow_control \
-	allow_bad_usage graceful_shutdown graceful_shutdown_grace_ends dump malformed_control \
-	slow_and_silent storms emfile max_sessions max_conns client_killed_mid_transfer \
-	service_killed_mid_transfer secret_files liveness_options thread_failure \
-	valgrind_short_session
+	roundtrip_64mib concurrent_200 half_close fast_exchange_then_idle server_speaks_first \
+	bytes_after_accept local_refused secret_right secret_wrong secret_server_only \
+	secret_client_only hmac_vectors frame_parser port_out_of_range port_in_use \
+	unclaimed_visitor silent_connection_dropped bad_frames_isolated wire_bytes no_leaks \
+	server_killed fixed_port_reuse sigterm_exits_0 cli_help_version cli_bad_usage \
+	cli_env_and_forms reconnect_after_restart reconnect_fatal_not_retried heartbeat_timeout \
+	ipv6 allow_visitors allow_control allow_bad_usage graceful_shutdown \
+	graceful_shutdown_grace_ends dump malformed_control slow_and_silent storms emfile \
+	max_sessions max_conns client_killed_mid_transfer service_killed_mid_transfer \
+	secret_files liveness_options thread_failure valgrind_short_session
 )
 # Not run again under the sanitizer pass: unit tests, and cases that need a plain
 # build (an address-space limit, valgrind).

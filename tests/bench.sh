@@ -366,7 +366,7 @@ echo
 
 # ---- memory: one tunnel idle, then 1,000 live tunneled connections ----
 
-IDLE_SRV="" IDLE_CLI="" IDLE_SRV_ANON="" IDLE_CLI_ANON="" HOLD_SRV="" HOLD_CLI=""
+IDLE_SRV="" IDLE_CLI="" IDLE_SRV_ANON="" IDLE_CLI_ANON="" HOLD_SRV="" HOLD_CLI="" IDLE_FLOOR=""
 
 # True once the RSS of pids $1 and $2 is the same in two reads 0.2 s apart.
 rss_settled() {
@@ -398,6 +398,17 @@ if [ "$ECHO_TUNNEL" = 1 ]; then
 	IDLE_CLI=$(rss_kb "$ECHO_CLI")
 	IDLE_SRV_ANON=$(anon_kb "$SRV")
 	IDLE_CLI_ANON=$(anon_kb "$ECHO_CLI")
+
+	# The floor for comparison: an idle `sleep`, linked against the same C library.
+	if SLEEP_BIN=$(command -v sleep) && [ "$SLEEP_BIN" != sleep ]; then
+		start sleep "$SLEEP_BIN" 60
+		SLEEP_PID=$LAST
+		execed() { [ "$(readlink "/proc/$SLEEP_PID/exe" 2>/dev/null)" = "$(readlink -f "$SLEEP_BIN")" ]; }
+		wait_until 2 execed && wait_until 2 rss_settled "$SLEEP_PID" "$SLEEP_PID" &&
+			IDLE_FLOOR=$(rss_kb "$SLEEP_PID")
+		stop_one "$SLEEP_PID"
+	fi
+	[ -n "$IDLE_FLOOR" ] || note "the idle floor (no sleep binary to start)"
 
 	mkfifo "$WORK/hold.in"
 	"$TCPKIT" hold 127.0.0.1 "$ECHO_PUB" "$HOLD_CONNS" <"$WORK/hold.in" >"$WORK/hold.log" 2>&1 &
@@ -562,7 +573,7 @@ traffic_row "64-byte round trips (/s)" pingpong "%.0f"
 traffic_row "churn (conn/s, 8 parallel)" churn "%.0f"
 row "server RSS, $HOLD_CONNS conns (MB)" - "$(mem "$HOLD_SRV")" - ""
 row "client RSS, $HOLD_CONNS conns (MB)" - "$(mem "$HOLD_CLI")" - ""
-row "idle RSS server/client (MB)" - "$(mem "$IDLE_SRV") / $(mem "$IDLE_CLI")" - ""
+row "idle RSS server/client (MB)" "$(mem "$IDLE_FLOOR")" "$(mem "$IDLE_SRV") / $(mem "$IDLE_CLI")" - ""
 row "  of it private, RssAnon (MB)" - "$(mem "$IDLE_SRV_ANON") / $(mem "$IDLE_CLI_ANON")" - ""
 row "stripped binary (bytes)" - "${STRIPPED:--}" - ""
 row "text+data+bss (bytes)" - "$([ -n "$SIZE_SUM" ] && echo "${SIZE_SUM##* }" || echo -)" - ""
@@ -576,7 +587,8 @@ else
 fi
 echo "round trips: $PINGS x 64 bytes on one connection per run; churn: $SECS s per run," \
 	"connect + 3-byte request + 1 KiB reply + close"
-echo "RSS: VmRSS of bore server and bore local (1 MB = 1024 kB)"
+echo "RSS: VmRSS of bore server and bore local (1 MB = 1024 kB); idle RSS, direct: an idle" \
+	"$(command -v sleep || echo sleep), which maps the same C library"
 [ "$HAVE_SOCAT" = 1 ] && note "socat RSS (socat forks a process per connection: no single process to read)"
 
 for n in "${LOG_NOTES[@]}"; do

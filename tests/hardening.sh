@@ -36,8 +36,6 @@ h_server_fds_at_least() { [ "$(h_fds "$SRV")" -ge "$1" ]; }
 # VmRSS of process $1 in kB.
 h_rss_kb() { awk '/^VmRSS:/ { print $2 }' "/proc/$1/status"; }
 
-# User plus system CPU time of process $1, in clock ticks.
-h_cpu_ticks() { sed 's/^.*) //' "/proc/$1/stat" | awk '{ print $12 + $13 }'; }
 
 # ---- malformed control traffic ---------------------------------------------
 
@@ -244,9 +242,9 @@ t_emfile() {
 	# One second while saturated: little CPU, and accept() retried about every 100 ms.
 	hz=$(getconf CLK_TCK)
 	n0=$(h_log_count server "accept: Too many open files")
-	c0=$(h_cpu_ticks "$SRV")
+	c0=$(cpu_ticks "$SRV")
 	sleep 1
-	c1=$(h_cpu_ticks "$SRV")
+	c1=$(cpu_ticks "$SRV")
 	n1=$(h_log_count server "accept: Too many open files")
 	h_figure "saturated for 1 s: $((c1 - c0)) CPU ticks of $hz/s, $((n1 - n0)) accept warnings"
 	alive "$SRV" || { why "server died"; return 1; }

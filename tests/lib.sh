@@ -29,3 +29,6 @@ none_alive() {
 	done
 	return 0
 }
+
+# User plus system CPU time of process $1, in clock ticks.
+cpu_ticks() { sed 's/^.*) //' "/proc/$1/stat" | awk '{ print $12 + $13 }'; }

@@ -792,26 +792,58 @@ static int mode_raw(char **argv)
     return status;
 }
 
+/* COUNT 64-byte round trips on fd, each echo checked; numbered from *seq on. */
+static void ping_rounds(int fd, unsigned long count, unsigned long *seq)
+{
+    unsigned char out[64], in[64];
+    randombytes_buf(out, sizeof out);
+    for (unsigned long i = 0; i < count; i++, (*seq)++) {
+        memcpy(out, seq, sizeof *seq);
+        errno = 0;
+        if (write_all(fd, out, sizeof out) < 0 || read_exact(fd, in, sizeof in) < 0)
+            die("round trip %lu: %s", *seq, errno ? strerror(errno) : "connection closed");
+        if (memcmp(in, out, sizeof in) != 0)
+            die("round trip %lu: echoed data differs", *seq);
+    }
+}
+
 /* pingpong HOST PORT COUNT: 64-byte echo round trips, report rate. */
 static int mode_pingpong(char **argv)
 {
-    unsigned long count = (unsigned long)parse_num(argv[2], 1, 1000000000, "COUNT");
-    unsigned char out[64], in[64];
+    unsigned long count = (unsigned long)parse_num(argv[2], 1, 1000000000, "COUNT"), seq = 0;
     int fd = connect_or_die();
     set_nodelay(fd);
-    randombytes_buf(out, sizeof out);
     double t0 = now();
-    for (unsigned long i = 0; i < count; i++) {
-        memcpy(out, &i, sizeof i);
-        errno = 0;
-        if (write_all(fd, out, sizeof out) < 0 || read_exact(fd, in, sizeof in) < 0)
-            die("round trip %lu: %s", i, errno ? strerror(errno) : "connection closed");
-        if (memcmp(in, out, sizeof in) != 0)
-            die("round trip %lu: echoed data differs", i);
-    }
+    ping_rounds(fd, count, &seq);
     double secs = now() - t0;
     close(fd);
     printf("ok %lu %.0f\n", count, secs > 0 ? (double)count / secs : 0.0);
+    return 0;
+}
+
+/*
+ * chat HOST PORT COUNT IDLE: COUNT echo round trips, print "idle", stay idle
+ * IDLE seconds, COUNT more, then half-close and expect the echo's EOF.
+ */
+static int mode_chat(char **argv)
+{
+    unsigned long count = (unsigned long)parse_num(argv[2], 1, 1000000000, "COUNT"), seq = 0;
+    unsigned idle = (unsigned)parse_num(argv[3], 0, 3600, "IDLE");
+    char c;
+    int fd = connect_or_die();
+    set_nodelay(fd);
+    ping_rounds(fd, count, &seq);
+    printf("idle\n");
+    fflush(stdout);
+    sleep(idle);
+    ping_rounds(fd, count, &seq);
+    if (shutdown(fd, SHUT_WR) < 0)
+        die("shutdown: %s", strerror(errno));
+    ssize_t n = read_retry(fd, &c, 1);
+    if (n != 0)
+        die("after half-close: %s", n < 0 ? strerror(errno) : "more bytes instead of EOF");
+    close(fd);
+    printf("ok %lu\n", seq);
     return 0;
 }
 
@@ -1125,6 +1157,7 @@ static const struct mode modes[] = {
     { "waitclose", 2, 1, 1, mode_waitclose, "HOST PORT" },
     { "raw", 3, 1, 1, mode_raw, "HOST PORT WAITMS" },
     { "pingpong", 3, 1, 1, mode_pingpong, "HOST PORT COUNT" },
+    { "chat", 4, 1, 1, mode_chat, "HOST PORT COUNT IDLE" },
     { "churn", 5, 1, 1, mode_churn, "HOST PORT SECONDS PARALLEL N" },
     { "stream", 3, 1, 1, mode_stream, "HOST PORT SECONDS" },
     { "hold", 3, 1, 1, mode_hold, "HOST PORT CONNS" },
