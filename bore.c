@@ -43,10 +43,16 @@
 /* Shared: logging, time, sockets, frames and the relay                 */
 /* ==================================================================== */
 
-/* Stack of every worker thread: two relay buffers plus room for libc. */
+/* Stack of every worker thread: frames and libc; relay buffers live on the heap. */
 #ifndef THREAD_STACK
 #define THREAD_STACK (64 * 1024)
 #endif
+
+/* How long a worker thread that finished its connection waits for another. */
+#define IDLE_WORKER_MS 2000
+
+/* Most worker threads kept waiting for a connection. */
+#define IDLE_WORKERS_MAX 32
 
 /* Bytes buffered in each direction of a relay. */
 #ifndef RELAY_BUF
@@ -319,26 +325,129 @@ connect_any(const struct addrinfo *ai)
 	return (-1);
 }
 
-/* Start fn(arg) on a detached thread with a small stack; -1 if it could not start. */
+/*
+ * A worker thread.  Starting and ending a thread costs more than the rest of
+ * a short connection's setup, so a worker that has finished one connection
+ * waits up to IDLE_WORKER_MS for the next before it exits.
+ */
+struct worker {
+	void *(*fn)(void *);  /* the job: fn(arg); NULL while waiting for one */
+	void *arg;
+	pthread_cond_t wake;  /* signalled when a job is handed to a waiting worker */
+	struct worker *next;  /* in idle_workers */
+};
+
+/* Guards idle_workers and the jobs handed to them. */
+static pthread_mutex_t idle_lock = PTHREAD_MUTEX_INITIALIZER;
+
+/* Workers waiting for a job, the most recently idle first. */
+static struct worker *idle_workers;
+
+/* Length of idle_workers. */
+static int idle_count;
+
+/* Take w off idle_workers; idle_lock is held. */
+static void
+unlink_idle(struct worker *w)
+{
+	struct worker **pp;
+
+	for (pp = &idle_workers; *pp != w; pp = &(*pp)->next)
+		;
+	*pp = w->next;
+	idle_count--;
+}
+
+/* Run jobs until none comes within IDLE_WORKER_MS, or enough others are idle. */
+static void *
+worker_main(void *arg)
+{
+	struct worker *w = arg;
+	struct timespec until;
+
+	for (;;) {
+		w->fn(w->arg);
+		pthread_mutex_lock(&idle_lock);
+		if (idle_count >= IDLE_WORKERS_MAX)
+			break;
+		w->fn = NULL;
+		w->next = idle_workers;
+		idle_workers = w;
+		idle_count++;
+		clock_gettime(CLOCK_MONOTONIC, &until);
+		until.tv_sec += IDLE_WORKER_MS / 1000;
+		until.tv_nsec += (IDLE_WORKER_MS % 1000) * 1000000L;
+		if (until.tv_nsec >= 1000000000L) {
+			until.tv_sec++;
+			until.tv_nsec -= 1000000000L;
+		}
+		while (w->fn == NULL &&
+		    pthread_cond_timedwait(&w->wake, &idle_lock, &until) != ETIMEDOUT)
+			;
+		/* Timed out with no job: spawn() can no longer find this worker. */
+		if (w->fn == NULL) {
+			unlink_idle(w);
+			break;
+		}
+		pthread_mutex_unlock(&idle_lock);
+	}
+	pthread_mutex_unlock(&idle_lock);
+	pthread_cond_destroy(&w->wake);
+	free(w);
+	return (NULL);
+}
+
+/* Run fn(arg) on an idle worker, else on a new detached one with a small stack; -1 if neither. */
 static int
 spawn(void *(*fn)(void *), void *arg)
 {
+	pthread_condattr_t cattr;
 	pthread_attr_t attr;
+	struct worker *w;
 	pthread_t t;
 	int rc;
 
-	if ((rc = pthread_attr_init(&attr)) != 0)
+	pthread_mutex_lock(&idle_lock);
+	if ((w = idle_workers) != NULL) {
+		unlink_idle(w);
+		w->fn = fn;
+		w->arg = arg;
+		pthread_cond_signal(&w->wake);
+	}
+	pthread_mutex_unlock(&idle_lock);
+	if (w != NULL)
+		return (0);
+
+	if ((w = malloc(sizeof(*w))) == NULL) {
+		rc = ENOMEM;
 		goto err0;
+	}
+	*w = (struct worker){ .fn = fn, .arg = arg };
+	if ((rc = pthread_condattr_init(&cattr)) != 0)
+		goto err1;
+	/* The idle deadline is on the monotonic clock, like every other here. */
+	if ((rc = pthread_condattr_setclock(&cattr, CLOCK_MONOTONIC)) != 0 ||
+	    (rc = pthread_cond_init(&w->wake, &cattr)) != 0) {
+		pthread_condattr_destroy(&cattr);
+		goto err1;
+	}
+	pthread_condattr_destroy(&cattr);
+	if ((rc = pthread_attr_init(&attr)) != 0)
+		goto err2;
 	if ((rc = pthread_attr_setstacksize(&attr, THREAD_STACK)) != 0 ||
 	    (rc = pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED)) != 0 ||
-	    (rc = pthread_create(&t, &attr, fn, arg)) != 0)
-		goto err1;
+	    (rc = pthread_create(&t, &attr, worker_main, w)) != 0)
+		goto err3;
 	pthread_attr_destroy(&attr);
 
 	return (0);
 
-err1:
+err3:
 	pthread_attr_destroy(&attr);
+err2:
+	pthread_cond_destroy(&w->wake);
+err1:
+	free(w);
 err0:
 	log_msg(LOG_WARN, "could not start a thread: %s", strerror(rc));
 	return (-1);

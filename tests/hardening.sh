@@ -463,6 +463,9 @@ t_thread_failure() {
 	out=$(TCPKIT_TIMEOUT=10 "$TCPKIT" slow 127.0.0.1 "$CTL" 200 0 6) || { why "$out"; return 1; }
 	log_has server "could not start a thread" || return 1
 	alive "$SRV" || { why "server died"; return 1; }
+	# Idle workers let go of their threads (each holds a page of the scarce address space).
+	threads_are_one() { [ "$(ls "/proc/$SRV/task" | wc -l)" = 1 ]; }
+	wait_until 5 threads_are_one || { why "idle workers did not exit"; return 1; }
 	start_origin origin echo && start_client client "$ORIGIN" || { why "no tunnel afterwards"; return 1; }
 	out=$("$TCPKIT" roundtrip 127.0.0.1 "$PUB" 100000) || { why "$out"; return 1; }
 }
