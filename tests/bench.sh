@@ -511,6 +511,22 @@ run_figure tput "$TPUT_FN"
 run_figure pingpong measure_pingpong
 run_figure churn measure_churn
 
+# Roughly what a round trip through bore can reach: it crosses three TCP connections
+# where a direct one crosses one, and each extra hop costs a send and a recv even when
+# no thread sleeps (an estimate: on two cores parts of the hops overlap).
+HOP_US="" RTT_CEILING=""
+hops=()
+for ((r = 1; r <= RUNS; r++)); do
+	v=$("$TCPKIT" hop 100000 2>/dev/null) && hops+=("$v")
+done
+if [ ${#hops[@]} -gt 0 ]; then
+	HOP_US=$(median "${hops[@]}")
+	[ -n "${RES[pingpong,direct]:-}" ] && RTT_CEILING=$(awk -v d="${RES[pingpong,direct]}" -v h="$HOP_US" \
+		'BEGIN { t = 1e6 / d; printf "%.2fx", t / (t + 4 * h) }')
+else
+	note "the cost of one loopback hop (tcpkit hop failed)"
+fi
+
 # ---- binary size ----
 
 SIZE_SUM="" STRIPPED=""
@@ -587,6 +603,8 @@ else
 fi
 echo "round trips: $PINGS x 64 bytes on one connection per run; churn: $SECS s per run," \
 	"connect + 3-byte request + 1 KiB reply + close"
+[ -n "$HOP_US" ] && echo "one loopback hop (64-byte send + recv, one thread): $HOP_US us;" \
+	"four such hops added in series to a direct round trip leave ${RTT_CEILING:-?} of its rate"
 echo "RSS: VmRSS of bore server and bore local (1 MB = 1024 kB); idle RSS, direct: an idle" \
 	"$(command -v sleep || echo sleep), which maps the same C library"
 [ "$HAVE_SOCAT" = 1 ] && note "socat RSS (socat forks a process per connection: no single process to read)"

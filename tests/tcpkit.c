@@ -612,6 +612,41 @@ static int mode_freeport(char **argv)
     die("no free port in [%u,%u]", lo, hi);
 }
 
+/*
+ * hop COUNT: microseconds one 64-byte send plus its recv cost on a loopback
+ * TCP connection, on one thread: what each relay hop adds to a round trip
+ * even when no thread has to wake.
+ */
+static int mode_hop(char **argv)
+{
+    unsigned long count = (unsigned long)parse_num(argv[0], 1, 100000000, "COUNT");
+    struct sockaddr_in sin = { .sin_family = AF_INET };
+    socklen_t len = sizeof sin;
+    unsigned char buf[64] = { 0 };
+    sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    int l = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (l < 0 || bind(l, (struct sockaddr *)&sin, sizeof sin) < 0 || listen(l, 1) < 0 ||
+        getsockname(l, (struct sockaddr *)&sin, &len) < 0)
+        die("listen: %s", strerror(errno));
+    int a = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (a < 0 || connect(a, (struct sockaddr *)&sin, sizeof sin) < 0)
+        die("connect: %s", strerror(errno));
+    int b = accept(l, NULL, NULL);
+    if (b < 0)
+        die("accept: %s", strerror(errno));
+    set_nodelay(a);
+    double t0 = now();
+    for (unsigned long i = 0; i < count; i++)
+        if (write_all(a, buf, sizeof buf) < 0 || read_exact(b, buf, sizeof buf) < 0)
+            die("hop %lu: %s", i, strerror(errno));
+    double secs = now() - t0;
+    close(a);
+    close(b);
+    close(l);
+    printf("%.2f\n", secs * 1e6 / (double)count);
+    return 0;
+}
+
 /* roundtrip HOST PORT BYTES: echo random bytes and verify by SHA-256. */
 static int mode_roundtrip(char **argv)
 {
@@ -1149,6 +1184,7 @@ struct mode {
 
 static const struct mode modes[] = {
     { "freeport", 2, 1, 0, mode_freeport, "LO HI" },
+    { "hop", 1, 1, 0, mode_hop, "COUNT" },
     { "serve", -1, 0, 0, mode_serve, "echo|sink|banner TEXT|reply N|churn N [--host IP]" },
     { "roundtrip", 3, 1, 1, mode_roundtrip, "HOST PORT BYTES" },
     { "many", 4, 1, 1, mode_many, "HOST PORT CONNS BYTES" },
