@@ -364,6 +364,7 @@ worker_main(void *arg)
 {
 	struct worker *w = arg;
 	struct timespec until;
+	int64_t deadline;
 
 	for (;;) {
 		w->fn(w->arg);
@@ -374,13 +375,9 @@ worker_main(void *arg)
 		w->next = idle_workers;
 		idle_workers = w;
 		idle_count++;
-		clock_gettime(CLOCK_MONOTONIC, &until);
-		until.tv_sec += IDLE_WORKER_MS / 1000;
-		until.tv_nsec += (IDLE_WORKER_MS % 1000) * 1000000L;
-		if (until.tv_nsec >= 1000000000L) {
-			until.tv_sec++;
-			until.tv_nsec -= 1000000000L;
-		}
+		deadline = now_us() + IDLE_WORKER_MS * 1000;
+		until.tv_sec = (time_t)(deadline / 1000000);
+		until.tv_nsec = (long)(deadline % 1000000) * 1000;
 		while (w->fn == NULL &&
 		    pthread_cond_timedwait(&w->wake, &idle_lock, &until) != ETIMEDOUT)
 			;
