@@ -682,6 +682,16 @@ dump_bytes(int id, const char *dir, const unsigned char *p, size_t n)
 	pthread_mutex_unlock(&dump_lock);
 }
 
+/* Make f copy through a RELAY_BUF buffer for good; -1 if out of memory. */
+static int
+flow_use_copy(struct flow *f)
+{
+	f->cap = RELAY_BUF;
+	if ((f->buf = malloc(f->cap)) == NULL)
+		return (-1);
+	return (0);
+}
+
 /* Give f a pipe worth splicing through; else it copies through a buffer for good. */
 static int
 flow_make_pipe(struct flow *f)
@@ -697,10 +707,7 @@ flow_make_pipe(struct flow *f)
 		close(f->pipe[1]);
 	}
 	f->pipe[0] = f->pipe[1] = -1;
-	f->cap = RELAY_BUF;
-	if ((f->buf = malloc(f->cap)) == NULL)
-		return (-1);
-	return (0);
+	return (flow_use_copy(f));
 }
 
 /* Write what f holds; pass the FIN on once all is written.  -1 on a dead socket. */
@@ -778,10 +785,7 @@ flow_open(struct flow *f, int from, int to, int use_splice)
 	*f = (struct flow){ .from = from, .to = to, .pipe = { -1, -1 }, .lazy = use_splice };
 	if (use_splice)
 		return (0);
-	f->cap = RELAY_BUF;
-	if ((f->buf = malloc(f->cap)) == NULL)
-		return (-1);
-	return (0);
+	return (flow_use_copy(f));
 }
 
 /* Close f's pipe or free its buffer. */
