@@ -40,7 +40,7 @@
 #include "bore.h"
 
 /* ==================================================================== */
-/* Shared: logging, time, sockets, frames and the relay                 */
+/* Shared: logging, time, sockets, worker threads, frames, the relay    */
 /* ==================================================================== */
 
 /* Stack of every worker thread: frames and libc; relay buffers live on the heap. */
@@ -54,7 +54,7 @@
 /* Most worker threads kept waiting for a connection. */
 #define IDLE_WORKERS_MAX 32
 
-/* Bytes buffered in each direction of a relay. */
+/* Bytes buffered in each direction of a relay that copies (--dump, no pipe). */
 #ifndef RELAY_BUF
 #define RELAY_BUF (16 * 1024)
 #endif
