@@ -5,7 +5,7 @@
  * `bore local` next to the service.  Blocking I/O with poll() and one thread
  * per control session and per proxied connection.
  *
- * Sections, in order: shared (logging, sockets, frames, the splice relay),
+ * Sections, in order: shared (logging, sockets, threads, frames), relay,
  * protocol (message codec), auth, server, client, main.
  */
 #ifndef _GNU_SOURCE
@@ -40,7 +40,7 @@
 #include "bore.h"
 
 /* ==================================================================== */
-/* Shared: logging, time, sockets, worker threads, frames, the relay    */
+/* Shared: logging, time, sockets, worker threads, frames              */
 /* ==================================================================== */
 
 /* Stack of every worker thread: frames and libc; relay buffers live on the heap. */
@@ -555,6 +555,22 @@ read_frame(struct conn *c, struct bore_msg *m, int64_t deadline)
 	}
 }
 
+/*
+ * Read the first message of a connection (after its handshake, if any),
+ * which must come within the network timeout.  1 on a message, 0 on EOF,
+ * -1 with *why set to bore's words for what went wrong.
+ */
+static int
+read_first(struct conn *c, struct bore_msg *m, const char **why)
+{
+	int r = read_frame(c, m, now_ms() + BORE_NETWORK_TIMEOUT_MS);
+
+	if (r == -1)
+		*why = errno == ETIMEDOUT ? "timed out waiting for initial message" :
+		    frame_error(errno);
+	return (r);
+}
+
 /* True if a whole frame (or an oversize one) is already buffered in c. */
 static int
 frame_buffered(const struct conn *c)
@@ -606,6 +622,10 @@ send_text_msg(int fd, enum bore_msg_type type, const char *text)
 	return (send_msg(fd, &m));
 }
 
+/* ==================================================================== */
+/* Relay: bytes both ways between two sockets, spliced or copied        */
+/* ==================================================================== */
+
 /* Capacity asked of each relay pipe, and the least worth splicing through. */
 #define PIPE_SIZE (256 * 1024)
 #define PIPE_MIN_USEFUL (64 * 1024)
@@ -626,6 +646,7 @@ send_text_msg(int fd, enum bore_msg_type type, const char *text)
 struct flow {
 	int from, to;
 	int eof;          /* `from` sent FIN; passed on once nothing waits */
+	int fin_sent;     /* that FIN was passed on: `to` is shut for writing */
 	int pipe[2];      /* splice path: the pipe that holds the waiting bytes */
 	int lazy;         /* no pipe yet: copy small reads, splice once one fills buf */
 	int want_pipe;    /* a read filled buf: make the pipe once it is written */
@@ -740,8 +761,10 @@ flow_flush(struct flow *f)
 		if (f->want_pipe && flow_make_pipe(f) == -1)
 			return (-1);
 	}
-	if (f->eof)
+	if (f->eof && !f->fin_sent) {
 		(void)shutdown(f->to, SHUT_WR);
+		f->fin_sent = 1;
+	}
 	return (0);
 }
 
@@ -877,8 +900,12 @@ relay(int a, int b, struct relay_info *info)
 			/* Bytes from the other side wait to be written to side s. */
 			if (flows[!s].len > 0)
 				pfd[s].events |= POLLOUT;
-			/* A socket with nothing to do is left out: its POLLHUP would spin the loop. */
-			pfd[s].fd = pfd[s].events ? fds[s] : -1;
+			/*
+			 * A socket with nothing to do stays in, so that its reset (POLLERR)
+			 * is seen; once shut both ways it is left out, as its POLLHUP
+			 * would spin the loop.
+			 */
+			pfd[s].fd = pfd[s].events || !flows[!s].fin_sent ? fds[s] : -1;
 			pfd[s].revents = 0;
 		}
 		if (poll_relay(pfd, SIDES, &short_waits) == -1) {
@@ -891,6 +918,11 @@ relay(int a, int b, struct relay_info *info)
 			/* POLLNVAL: an fd closed under us, which would be a bug; give up. */
 			if (pfd[s].revents & POLLNVAL)
 				goto done;
+			/* POLLERR or POLLHUP on a socket we wait on for nothing: its peer reset. */
+			if (pfd[s].events == 0 && pfd[s].revents != 0) {
+				errno = ECONNRESET;
+				goto done;
+			}
 			/*
 			 * POLLERR, and POLLHUP without POLLIN, are handed to send() or
 			 * recv(), which return the error or EOF that caused them.
@@ -1440,17 +1472,12 @@ server_handshake(struct conn *c, const uint8_t key[BORE_KEY_LEN])
 		log_msg(LOG_DEBUG, "%s: could not send challenge: %s", c->peer, strerror(errno));
 		return (-1);
 	}
-	r = read_frame(c, &m, now_ms() + BORE_NETWORK_TIMEOUT_MS);
-	if (r == -1) {
-		log_msg(LOG_WARN, "%s: server handshake failed: %s", c->peer,
-		    errno == ETIMEDOUT ? "timed out waiting for initial message" : frame_error(errno));
-		return (-1);
-	}
-	if (r == 1 && m.type == BORE_MSG_AUTHENTICATE) {
+	/* Like bore, say why before closing: even a timeout or a bad frame gets an Error. */
+	if ((r = read_first(c, &m, &why)) == 1 && m.type == BORE_MSG_AUTHENTICATE) {
 		if (bore_auth_verify(key, challenge, m.text, m.text_len))
 			return (0);
 		why = "invalid secret";
-	} else {
+	} else if (r != -1) {
 		why = "server requires secret, but no secret was provided";
 	}
 	log_msg(LOG_WARN, "%s: server handshake failed: %s", c->peer, why);
@@ -1509,8 +1536,8 @@ struct cidr {
 static struct {
 	uint16_t min_port, max_port;
 	int has_secret;
-	uint8_t key[BORE_KEY_LEN];
-	struct sockaddr_storage tunnel_addr;  /* --bind-tunnels, port set per bind */
+	uint8_t key[BORE_KEY_LEN];            /* read by handshake threads until exit: never wiped */
+	struct sockaddr_storage tunnel_addr;  /* --bind-tunnels; each bind sets the port on a copy */
 	socklen_t tunnel_addr_len;
 	int max_sessions;                     /* tunnels open at once */
 	int max_conns;                        /* visitors per tunnel, parked or relayed */
@@ -1821,10 +1848,11 @@ pending_expire(struct tunnel *t, int64_t when)
 static int
 try_bind(uint16_t port, const char **why)
 {
+	struct sockaddr_storage ss = srv.tunnel_addr;  /* settings are shared: set the port on a copy */
 	int fd;
 
-	set_port(&srv.tunnel_addr, port);
-	if ((fd = listen_on(&srv.tunnel_addr, srv.tunnel_addr_len)) != -1)
+	set_port(&ss, port);
+	if ((fd = listen_on(&ss, srv.tunnel_addr_len)) != -1)
 		return (fd);
 	if (errno == EADDRINUSE)
 		*why = "port already in use";
@@ -2058,14 +2086,13 @@ serve_control(void *arg)
 {
 	struct conn *c = arg;
 	struct bore_msg m;
+	const char *why;
 	int r;
 
 	if (srv.has_secret && server_handshake(c, srv.key) == -1)
 		goto done;
-	r = read_frame(c, &m, now_ms() + BORE_NETWORK_TIMEOUT_MS);
-	if (r == -1) {
-		log_msg(LOG_WARN, "%s: %s", c->peer,
-		    errno == ETIMEDOUT ? "timed out waiting for initial message" : frame_error(errno));
+	if ((r = read_first(c, &m, &why)) == -1) {
+		log_msg(LOG_WARN, "%s: %s", c->peer, why);
 		goto done;
 	}
 	if (r == 0) {
@@ -2193,7 +2220,7 @@ static struct {
 	uint16_t control_port, local_port, port;
 	struct addrinfo *server_ai, *local_ai;  /* resolved once, tried in order */
 	int has_secret;
-	uint8_t key[BORE_KEY_LEN];
+	uint8_t key[BORE_KEY_LEN];              /* read by visitor threads until exit: never wiped */
 	int reconnect;                          /* re-dial when the tunnel is lost */
 	int heartbeat_timeout_ms;               /* silence that means the server is gone */
 	int dump;                               /* hex-dump every proxied connection */
@@ -2692,28 +2719,15 @@ env_value(const char *name)
 	return (v != NULL && v[0] != '\0' ? v : NULL);
 }
 
-/* True if p points into one of the argument strings, rather than memory of ours. */
-static int
-in_argv(const char *p, int argc, char **argv)
-{
-	int i;
-
-	for (i = 0; i < argc; i++)
-		if (p >= argv[i] && p <= argv[i] + strlen(argv[i]))
-			return (1);
-	return (0);
-}
-
-/* Join a repeated option's values with commas (freeing an earlier join). */
+/* Join a repeated option's values with commas, freeing the earlier join. */
 static char *
-join_list(char *have, const char *more, int argc, char **argv)
+join_list(char *have, const char *more)
 {
 	char *s;
 
-	if (asprintf(&s, "%s,%s", have, more) == -1)
+	if (asprintf(&s, "%s%s%s", have ? have : "", have ? "," : "", more) == -1)
 		errx(1, "out of memory");
-	if (!in_argv(have, argc, argv))
-		free(have);
+	free(have);
 	return (s);
 }
 
@@ -2775,8 +2789,9 @@ parse_options(const struct command *cmd, const struct optdef *defs, size_t ndefs
 				usage_error(cmd, "a value is required for '--%s'", defs[d].name);
 			val = argv[++i];
 		}
-		if (defs[d].kind == OPT_LIST && vals[d] != NULL)
-			val = join_list(vals[d], val, argc, argv);
+		/* A list's value is always a copy of ours, freed by the caller. */
+		if (defs[d].kind == OPT_LIST)
+			val = join_list(vals[d], val);
 		vals[d] = val;
 	}
 	return (npos);
@@ -2876,6 +2891,9 @@ load_secret(const struct command *cmd, char *arg, char *file, uint8_t key[BORE_K
 		return (1);
 	}
 	if (arg != NULL) {
+		/* An empty secret is almost always an unset shell variable, not a choice. */
+		if (arg[0] == '\0')
+			usage_error(cmd, "invalid value '' for '--secret': a secret cannot be empty");
 		bore_auth_key(arg, key);
 		memset(arg, 'x', strlen(arg));
 		return (1);
@@ -2908,7 +2926,6 @@ main_local(int argc, char **argv)
 {
 	char *vals[L_COUNT] = { NULL };
 	const char *pos[1] = { NULL };
-	int rc;
 
 	if (parse_options(&local_cmd, local_opts, L_COUNT, argc, argv, vals, pos, 1) == 0)
 		pos[0] = env_value("BORE_LOCAL_PORT");
@@ -2933,9 +2950,7 @@ main_local(int argc, char **argv)
 		return (1);
 	if ((cli.local_ai = resolve(cli.local_host, cli.local_port)) == NULL)
 		return (1);
-	rc = run_client();
-	sodium_memzero(cli.key, sizeof(cli.key));
-	return (rc);
+	return (run_client());
 }
 
 /* `bore server`: check the arguments, run the server. */
@@ -2943,11 +2958,11 @@ static int
 main_server(int argc, char **argv)
 {
 	char *vals[S_COUNT] = { NULL };
-	const char *pos[1], *bind_addr, *bind_tunnels;
+	const char *pos[1], *bind_addr, *bind_tunnels, *why;
 	struct sockaddr_storage ctl;
 	socklen_t ctl_len;
 	uint16_t control_port;
-	int i, rc;
+	int i, fd;
 
 	parse_options(&server_cmd, server_opts, S_COUNT, argc, argv, vals, pos, 0);
 	srv.has_secret = load_secret(&server_cmd, vals[S_SECRET], vals[S_SECRET_FILE], srv.key);
@@ -2968,6 +2983,10 @@ main_server(int argc, char **argv)
 	if (parse_ip(bind_tunnels, 0, &srv.tunnel_addr, &srv.tunnel_addr_len) == -1)
 		usage_error(&server_cmd, "invalid value '%s' for '--bind-tunnels': not an IP address",
 		    bind_tunnels);
+	/* Tunnels that cannot bind would refuse every client: say so now, not per client. */
+	if ((fd = try_bind(0, &why)) == -1)
+		errx(1, "could not bind tunnels to %s: %s", bind_tunnels, strerror(errno));
+	close(fd);
 	srv.max_sessions = count_option(&server_cmd, vals[S_MAX_SESSIONS], "--max-sessions", 1,
 	    DEFAULT_MAX_SESSIONS);
 	srv.max_conns = count_option(&server_cmd, vals[S_MAX_CONNS], "--max-conns", 1,
@@ -2977,11 +2996,8 @@ main_server(int argc, char **argv)
 	srv.nallow_control = cidr_option(&server_cmd, vals[S_ALLOW_CONTROL], "--allow-control",
 	    srv.allow_control);
 	for (i = S_ALLOW; i <= S_ALLOW_CONTROL; i++)
-		if (vals[i] != NULL && !in_argv(vals[i], argc, argv))
-			free(vals[i]);
-	rc = run_server(&ctl, ctl_len);
-	sodium_memzero(srv.key, sizeof(srv.key));
-	return (rc);
+		free(vals[i]);
+	return (run_server(&ctl, ctl_len));
 }
 
 /* Set log_level from BORE_LOG; an unknown level is bad usage. */
