@@ -77,6 +77,42 @@ static int log_level = LOG_INFO;
 /* Written by the signal handler, read by the main loop: SIGINT/SIGTERM. */
 static int signal_pipe[2] = { -1, -1 };
 
+/*
+ * File descriptors.  Every socket and pipe is counted where it is made and
+ * closed, so that admission can be decided before an fd is taken rather than
+ * after EMFILE.  Visitors, and the pipes that relay them, stay out of the
+ * last fd_reserve fds: those are kept for control-port connections, above
+ * all the data connections that claim parked visitors and so free them.
+ */
+static int fd_limit;             /* fds this process may open after start-up ones */
+static int fd_reserve;           /* of them, kept for control-port connections */
+static atomic_int fds_open;      /* sockets and pipes open now */
+static atomic_int fds_promised;  /* fds promised to data connections of parked visitors */
+
+/* True if n more fds fit with `keep` of the limit left over. */
+static int
+fds_room(int n, int keep)
+{
+	return (atomic_load(&fds_open) + atomic_load(&fds_promised) + n <= fd_limit - keep);
+}
+
+/* Close a counted socket or pipe end. */
+static void
+close_fd(int fd)
+{
+	close(fd);
+	atomic_fetch_sub(&fds_open, 1);
+}
+
+/* Count an fd that a call just returned, passing the result on. */
+static int
+counted(int fd)
+{
+	if (fd != -1)
+		atomic_fetch_add(&fds_open, 1);
+	return (fd);
+}
+
 /* Write one log line to stderr: timestamp, level, message; one write per line. */
 static void log_msg(int level, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
@@ -269,7 +305,7 @@ listen_on(const struct sockaddr_storage *ss, socklen_t len)
 {
 	int fd, one = 1, zero = 0, saved;
 
-	if ((fd = socket(ss->ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0)) == -1)
+	if ((fd = counted(socket(ss->ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0))) == -1)
 		return (-1);
 	/* A fixed port can be taken again at once after its previous owner died. */
 	if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) == -1)
@@ -286,7 +322,7 @@ listen_on(const struct sockaddr_storage *ss, socklen_t len)
 
 err1:
 	saved = errno;
-	close(fd);
+	close_fd(fd);
 	errno = saved;
 	return (-1);
 }
@@ -300,7 +336,7 @@ connect_any(const struct addrinfo *ai)
 	socklen_t len;
 
 	for (; ai != NULL; ai = ai->ai_next) {
-		fd = socket(ai->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+		fd = counted(socket(ai->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
 		if (fd == -1) {
 			err = errno;
 			continue;
@@ -319,7 +355,7 @@ connect_any(const struct addrinfo *ai)
 					return (fd);
 			}
 		}
-		close(fd);
+		close_fd(fd);
 	}
 	errno = err;
 	return (-1);
@@ -483,7 +519,7 @@ conn_free(struct conn *c)
 {
 	if (c == NULL)
 		return;
-	close(c->fd);
+	close_fd(c->fd);
 	free(c);
 }
 
@@ -718,14 +754,16 @@ static int
 flow_make_pipe(struct flow *f)
 {
 	f->lazy = 0;
-	if (pipe2(f->pipe, O_NONBLOCK | O_CLOEXEC) == 0) {
+	/* Pipes are a speed-up: past the visitors' share of fds, copy instead. */
+	if (fds_room(2, fd_reserve) && pipe2(f->pipe, O_NONBLOCK | O_CLOEXEC) == 0) {
+		atomic_fetch_add(&fds_open, 2);
 		/* Bigger pipes mean fewer wake-ups per megabyte; refusal leaves the default. */
 		(void)fcntl(f->pipe[0], F_SETPIPE_SZ, PIPE_SIZE);
 		/* Past the per-user pipe quota the kernel hands out 2-page pipes: copy instead. */
 		if (fcntl(f->pipe[0], F_GETPIPE_SZ) >= PIPE_MIN_USEFUL)
 			return (0);
-		close(f->pipe[0]);
-		close(f->pipe[1]);
+		close_fd(f->pipe[0]);
+		close_fd(f->pipe[1]);
 	}
 	f->pipe[0] = f->pipe[1] = -1;
 	return (flow_use_copy(f));
@@ -816,8 +854,8 @@ static void
 flow_close(struct flow *f)
 {
 	if (f->pipe[0] != -1) {
-		close(f->pipe[0]);
-		close(f->pipe[1]);
+		close_fd(f->pipe[0]);
+		close_fd(f->pipe[1]);
 	}
 	free(f->buf);
 }
@@ -1485,39 +1523,6 @@ server_handshake(struct conn *c, const uint8_t key[BORE_KEY_LEN])
 	return (-1);
 }
 
-/* client_handshake's result when no retry can help: the server sent something else. */
-#define HANDSHAKE_FATAL (-2)
-
-/*
- * Client side: answer the server's challenge.  On failure log why and
- * return -1, or HANDSHAKE_FATAL when the server plainly wants no secret.
- */
-static int
-client_handshake(struct conn *c, const uint8_t key[BORE_KEY_LEN])
-{
-	char tag[BORE_TAG_HEXLEN + 1], text[BORE_MAX_FRAME + 1];
-	struct bore_msg m;
-	int r;
-
-	r = read_frame(c, &m, now_ms() + BORE_NETWORK_TIMEOUT_MS);
-	if (r == 1 && m.type == BORE_MSG_ERROR) {
-		log_msg(LOG_ERROR, "server error: %s", printable(m.text, text, sizeof(text)));
-		return (-1);
-	}
-	if (r != 1 || m.type != BORE_MSG_CHALLENGE) {
-		log_msg(LOG_ERROR, "expected authentication challenge, but no secret was required");
-		return (r == 1 ? HANDSHAKE_FATAL : -1);
-	}
-	bore_auth_tag(key, m.uuid, tag);
-	r = send_text_msg(c->fd, BORE_MSG_AUTHENTICATE, tag);
-	sodium_memzero(tag, sizeof(tag));
-	if (r == -1) {
-		log_msg(LOG_ERROR, "could not send authentication: %s", strerror(errno));
-		return (-1);
-	}
-	return (0);
-}
-
 /* ==================================================================== */
 /* Server: control listener, tunnels, parked visitors                   */
 /* ==================================================================== */
@@ -1541,6 +1546,7 @@ static struct {
 	socklen_t tunnel_addr_len;
 	int max_sessions;                     /* tunnels open at once */
 	int max_conns;                        /* visitors per tunnel, parked or relayed */
+	int max_startups;                     /* control connections not yet past their first message */
 	int grace_ms;                         /* how long relays may finish at shutdown */
 	struct cidr allow[MAX_CIDRS];         /* visitors allowed (none listed: all) */
 	int nallow;
@@ -1648,6 +1654,16 @@ struct live {
 	int fd;
 };
 
+/* A visitor accepted on a public port, parked until the client claims it with Accept. */
+struct pending {
+	struct pending *hnext;            /* in its bucket of pending_by_id */
+	struct pending *tnext, **tprevp;  /* in its tunnel's queue, oldest first */
+	struct tunnel *tunnel;            /* holds a reference and a place in it */
+	int64_t expires;                  /* closed at this time if still parked */
+	int fd;
+	uint8_t id[BORE_UUID_LEN];
+};
+
 /*
  * One client's public port.  Its control thread holds one reference and
  * every parked or relayed visitor another; the last to let go frees it.
@@ -1658,6 +1674,8 @@ struct tunnel {
 	int conns;          /* parked plus relayed visitors, against srv.max_conns */
 	int closing;        /* the control connection ended: no new relays */
 	struct live *live;  /* visitors being relayed */
+	struct pending *parked, **parked_tail;  /* under pending_lock: oldest first */
+	int64_t quiet_until;  /* control thread only: no "visitors wait" line before then */
 	uint16_t port;
 };
 
@@ -1673,6 +1691,7 @@ tunnel_new(void)
 	}
 	pthread_mutex_init(&t->lock, NULL);
 	t->refs = 1;
+	t->parked_tail = &t->parked;
 	return (t);
 }
 
@@ -1704,6 +1723,18 @@ tunnel_add_conn(struct tunnel *t)
 	}
 	pthread_mutex_unlock(&t->lock);
 	return (ok ? 0 : -1);
+}
+
+/* Visitors parked or relayed now. */
+static int
+tunnel_conns(struct tunnel *t)
+{
+	int n;
+
+	pthread_mutex_lock(&t->lock);
+	n = t->conns;
+	pthread_mutex_unlock(&t->lock);
+	return (n);
 }
 
 /* A visitor is gone: give back its place and its reference. */
@@ -1763,24 +1794,42 @@ tunnel_close(struct tunnel *t, int cut)
 	pthread_mutex_unlock(&t->lock);
 }
 
-/* A visitor accepted on a public port, parked until the client claims it with Accept. */
-struct pending {
-	struct pending *next;
-	struct tunnel *tunnel;  /* holds a reference and a place in it */
-	int64_t expires;        /* closed at this time if still parked */
-	int fd;
-	uint8_t id[BORE_UUID_LEN];
-};
+/* Buckets of the table of parked visitors by id (a power of two). */
+#define PENDING_BUCKETS 256
 
-/* Parked visitors of every tunnel. */
+/* Parked visitors: found by id through a hash table, expired per tunnel, oldest first. */
 static pthread_mutex_t pending_lock = PTHREAD_MUTEX_INITIALIZER;
-static struct pending *pending_list;
+static struct pending *pending_by_id[PENDING_BUCKETS];
+
+/* The bucket for id: its bytes are random, so two of them hash well enough. */
+static struct pending **
+pending_bucket(const uint8_t id[BORE_UUID_LEN])
+{
+	return (&pending_by_id[(id[0] | id[1] << 8) & (PENDING_BUCKETS - 1)]);
+}
+
+/* Take p out of the table and its tunnel's queue; pending_lock is held. */
+static void
+pending_unlink(struct pending *p)
+{
+	struct pending **pp;
+
+	for (pp = pending_bucket(p->id); *pp != p; pp = &(*pp)->hnext)
+		;
+	*pp = p->hnext;
+	*p->tprevp = p->tnext;
+	if (p->tnext != NULL)
+		p->tnext->tprevp = p->tprevp;
+	else
+		p->tunnel->parked_tail = p->tprevp;
+	atomic_fetch_sub(&fds_promised, 1);
+}
 
 /* Park visitor fd under id for t; -1 (fd untouched) if out of memory. */
 static int
 pending_add(struct tunnel *t, int fd, const uint8_t id[BORE_UUID_LEN])
 {
-	struct pending *p;
+	struct pending *p, **bucket;
 
 	if ((p = malloc(sizeof(*p))) == NULL) {
 		log_msg(LOG_WARN, "out of memory");
@@ -1790,9 +1839,16 @@ pending_add(struct tunnel *t, int fd, const uint8_t id[BORE_UUID_LEN])
 	p->expires = now_ms() + BORE_PENDING_TIMEOUT_MS;
 	p->fd = fd;
 	memcpy(p->id, id, BORE_UUID_LEN);
+	/* Its data connection will need an fd: promise it now. */
+	atomic_fetch_add(&fds_promised, 1);
 	pthread_mutex_lock(&pending_lock);
-	p->next = pending_list;
-	pending_list = p;
+	bucket = pending_bucket(id);
+	p->hnext = *bucket;
+	*bucket = p;
+	p->tnext = NULL;
+	p->tprevp = t->parked_tail;
+	*t->parked_tail = p;
+	t->parked_tail = &p->tnext;
 	pthread_mutex_unlock(&pending_lock);
 	return (0);
 }
@@ -1801,44 +1857,38 @@ pending_add(struct tunnel *t, int fd, const uint8_t id[BORE_UUID_LEN])
 static struct pending *
 pending_take(const uint8_t id[BORE_UUID_LEN])
 {
-	struct pending **pp, *p = NULL;
+	struct pending *p;
 
 	pthread_mutex_lock(&pending_lock);
-	for (pp = &pending_list; *pp != NULL; pp = &(*pp)->next) {
-		if (memcmp((*pp)->id, id, BORE_UUID_LEN) == 0) {
-			p = *pp;
-			*pp = p->next;
+	for (p = *pending_bucket(id); p != NULL; p = p->hnext)
+		if (memcmp(p->id, id, BORE_UUID_LEN) == 0)
 			break;
-		}
-	}
+	if (p != NULL)
+		pending_unlink(p);
 	pthread_mutex_unlock(&pending_lock);
 	return (p);
 }
 
-/* Close t's parked visitors that expire by `when` (INT64_MAX: all of them). */
+/* Close t's parked visitors that expire by `when` (INT64_MAX: all of them), oldest first. */
 static void
 pending_expire(struct tunnel *t, int64_t when)
 {
-	struct pending **pp, *p, *dead = NULL;
+	struct pending *p, *dead = NULL;
 	char id[BORE_UUID_STRLEN + 1];
 
 	pthread_mutex_lock(&pending_lock);
-	for (pp = &pending_list; (p = *pp) != NULL;) {
-		if (p->tunnel == t && p->expires <= when) {
-			*pp = p->next;
-			p->next = dead;
-			dead = p;
-		} else {
-			pp = &p->next;
-		}
+	while ((p = t->parked) != NULL && p->expires <= when) {
+		pending_unlink(p);
+		p->hnext = dead;
+		dead = p;
 	}
 	pthread_mutex_unlock(&pending_lock);
 	while ((p = dead) != NULL) {
-		dead = p->next;
+		dead = p->hnext;
 		bore_uuid_format(p->id, id);
 		if (when != INT64_MAX)
 			log_msg(LOG_WARN, "removed stale connection %s", id);
-		close(p->fd);
+		close_fd(p->fd);
 		tunnel_drop_conn(t);
 		free(p);
 	}
@@ -1894,7 +1944,28 @@ bind_public(uint16_t port, const char **why)
 	return (-1);
 }
 
-/* Accept one visitor on the public listener, park it, and tell the client; -1 ends the tunnel. */
+/* How long a public listener is left alone when visitors cannot be taken now. */
+#define VISITOR_WAIT_MS 50
+
+/* A limit that keeps biting is logged again after this long, not at every bite. */
+#define LIMIT_LOG_MS 5000
+
+/* A tunnel's share of the fds visitors may use: each visitor takes two. */
+static int
+visitor_share(void)
+{
+	int tunnels = atomic_load(&tunnels_open);
+	int share = (fd_limit - fd_reserve) / 2 / (tunnels > 0 ? tunnels : 1);
+
+	return (share < 1 ? 1 : share);
+}
+
+/*
+ * Accept one visitor on the public listener, park it, and tell the client;
+ * -1 ends the tunnel.  When fds are short, or this tunnel holds its share of
+ * them, visitors wait in the listen queue instead: *paused_until says until
+ * when to leave the listener alone.
+ */
 static int
 park_visitor(struct conn *c, struct tunnel *t, int lfd, int64_t *paused_until)
 {
@@ -1902,9 +1973,19 @@ park_visitor(struct conn *c, struct tunnel *t, int lfd, int64_t *paused_until)
 	socklen_t sslen = sizeof(ss);
 	uint8_t id[BORE_UUID_LEN];
 	char addr[64];
-	int vfd;
+	int vfd, share = visitor_share(), room = fds_room(2, fd_reserve);
 
-	vfd = accept4(lfd, (struct sockaddr *)&ss, &sslen, SOCK_NONBLOCK | SOCK_CLOEXEC);
+	/* The visitor's fd and its data connection's, above the control port's reserve. */
+	if (!room || tunnel_conns(t) >= share) {
+		*paused_until = now_ms() + VISITOR_WAIT_MS;
+		if (now_ms() >= t->quiet_until) {
+			log_msg(LOG_WARN, "port %u: visitors wait: %s (limit %d fds)", t->port, room ?
+			    "tunnel holds its share of fds" : "out of fds for visitors", fd_limit);
+			t->quiet_until = now_ms() + LIMIT_LOG_MS;
+		}
+		return (0);
+	}
+	vfd = counted(accept4(lfd, (struct sockaddr *)&ss, &sslen, SOCK_NONBLOCK | SOCK_CLOEXEC));
 	if (vfd == -1) {
 		if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
 			log_msg(LOG_WARN, "port %u: accept: %s", t->port, strerror(errno));
@@ -1915,19 +1996,19 @@ park_visitor(struct conn *c, struct tunnel *t, int lfd, int64_t *paused_until)
 	addr_str((struct sockaddr *)&ss, sslen, addr, sizeof(addr));
 	if (!cidr_allows(srv.allow, srv.nallow, (struct sockaddr *)&ss)) {
 		log_msg(LOG_WARN, "port %u: refused %s: not in --allow", t->port, addr);
-		close(vfd);
+		close_fd(vfd);
 		return (0);
 	}
 	if (tunnel_add_conn(t) == -1) {
 		log_msg(LOG_WARN, "port %u: refused %s: too many connections (limit %d)", t->port,
 		    addr, srv.max_conns);
-		close(vfd);
+		close_fd(vfd);
 		return (0);
 	}
 	log_msg(LOG_INFO, "new connection from %s on port %u", addr, t->port);
 	bore_uuid_random(id);
 	if (pending_add(t, vfd, id) == -1) {
-		close(vfd);
+		close_fd(vfd);
 		tunnel_drop_conn(t);
 		return (0);
 	}
@@ -1958,7 +2039,7 @@ serve_tunnel(struct conn *c, struct tunnel *t, int lfd, const char **why)
 {
 	enum { POLL_CONTROL, POLL_PUBLIC, POLL_SLOTS };
 	struct pollfd pfd[POLL_SLOTS];
-	int64_t next_beat, paused_until = 0;
+	int64_t next_beat, paused_until = 0, wake;
 	char scratch[256];
 	ssize_t n;
 
@@ -1978,10 +2059,13 @@ serve_tunnel(struct conn *c, struct tunnel *t, int lfd, const char **why)
 		}
 		pfd[POLL_CONTROL] = (struct pollfd){ .fd = c->fd, .events = POLLIN };
 		pfd[POLL_PUBLIC] = (struct pollfd){ .fd = lfd, .events = POLLIN };
-		/* After EMFILE and the like, leave the listener alone for a moment. */
-		if (now_ms() < paused_until)
+		wake = next_beat;
+		/* Out of fds, or after EMFILE and the like: leave the listener alone for a moment. */
+		if (now_ms() < paused_until) {
 			pfd[POLL_PUBLIC].fd = -1;
-		if (poll(pfd, POLL_SLOTS, ms_until(next_beat)) == -1) {
+			wake = paused_until < next_beat ? paused_until : next_beat;
+		}
+		if (poll(pfd, POLL_SLOTS, ms_until(wake)) == -1) {
 			if (errno == EINTR)
 				continue;
 			*why = strerror(errno);
@@ -2041,7 +2125,7 @@ err2:
 	pending_expire(t, INT64_MAX);
 	tunnel_put(t);
 err1:
-	close(lfd);
+	close_fd(lfd);
 err0:
 	atomic_fetch_sub(&tunnels_open, 1);
 }
@@ -2076,8 +2160,95 @@ forward_visitor(struct conn *c, const uint8_t id[BORE_UUID_LEN])
 		tunnel_untrack(t, &l);
 		atomic_fetch_sub(&relays_active, 1);
 	}
-	close(l.fd);
+	close_fd(l.fd);
 	tunnel_drop_conn(t);
+}
+
+/*
+ * Connections to the control port that have not yet said what they are for
+ * (authenticated, then Hello or Accept), after OpenSSH's MaxStartups: at
+ * most srv.max_startups at once.  When a new one finds them all taken, it
+ * takes the place of the oldest from the source address that holds the
+ * most, so a flood from one place cannot lock out the rest.  A source is an
+ * IPv4 address or an IPv6 /64.
+ */
+struct startup {
+	struct conn *c;   /* NULL: a free slot */
+	uint8_t src[16];  /* source address (IPv4 as v4-mapped), IPv6 cut to /64 */
+	int64_t since;
+};
+
+/* Guards startups; a listed conn's fd stays open until it is taken off. */
+static pthread_mutex_t startups_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct startup *startups;  /* srv.max_startups slots */
+
+/* The source of an address, as startups compares them. */
+static void
+source_of(const struct sockaddr *sa, uint8_t src[16])
+{
+	memset(src, 0, 16);
+	if (sa->sa_family == AF_INET) {
+		src[10] = src[11] = 0xff;
+		memcpy(src + 12, &((const struct sockaddr_in *)sa)->sin_addr, 4);
+	} else {
+		memcpy(src, &((const struct sockaddr_in6 *)sa)->sin6_addr, 16);
+		/* IPv4 peers of a dual-stack listener keep their whole address. */
+		if (!IN6_IS_ADDR_V4MAPPED(&((const struct sockaddr_in6 *)sa)->sin6_addr))
+			memset(src + 8, 0, 8);
+	}
+}
+
+/*
+ * List c, from src, as a startup.  When all places are taken, the oldest
+ * startup of the heaviest source is shut down and c takes its place;
+ * returns 1 then (its thread sees EOF and ends), else 0.
+ */
+static int
+startup_add(struct conn *c, const uint8_t src[16])
+{
+	int i, k, n, best = -1, best_n = 0, slot = -1;
+
+	pthread_mutex_lock(&startups_lock);
+	for (i = 0; i < srv.max_startups && slot == -1; i++)
+		if (startups[i].c == NULL)
+			slot = i;
+	for (i = 0; slot == -1 && i < srv.max_startups; i++) {
+		/* The best source's other places count the same: a flood costs one pass. */
+		if (best != -1 && memcmp(startups[i].src, startups[best].src, 16) == 0) {
+			if (startups[i].since < startups[best].since)
+				best = i;
+			continue;
+		}
+		for (n = 0, k = 0; k < srv.max_startups; k++)
+			n += memcmp(startups[k].src, startups[i].src, 16) == 0;
+		if (best == -1 || n > best_n ||
+		    (n == best_n && startups[i].since < startups[best].since)) {
+			best = i;
+			best_n = n;
+		}
+	}
+	if (slot == -1) {
+		slot = best;
+		(void)shutdown(startups[slot].c->fd, SHUT_RDWR);
+	}
+	startups[slot].c = c;
+	memcpy(startups[slot].src, src, 16);
+	startups[slot].since = now_ms();
+	pthread_mutex_unlock(&startups_lock);
+	return (slot == best);
+}
+
+/* c has said what it is for, or failed to: take it off the list, if it is still there. */
+static void
+startup_done(struct conn *c)
+{
+	int i;
+
+	pthread_mutex_lock(&startups_lock);
+	for (i = 0; i < srv.max_startups; i++)
+		if (startups[i].c == c)
+			startups[i].c = NULL;
+	pthread_mutex_unlock(&startups_lock);
 }
 
 /* Thread for one connection to the control port: authenticate, then Hello or Accept. */
@@ -2087,18 +2258,17 @@ serve_control(void *arg)
 	struct conn *c = arg;
 	struct bore_msg m;
 	const char *why;
-	int r;
+	int r = -1;
 
-	if (srv.has_secret && server_handshake(c, srv.key) == -1)
-		goto done;
-	if ((r = read_first(c, &m, &why)) == -1) {
-		log_msg(LOG_WARN, "%s: %s", c->peer, why);
-		goto done;
+	if (!srv.has_secret || server_handshake(c, srv.key) == 0) {
+		if ((r = read_first(c, &m, &why)) == -1)
+			log_msg(LOG_WARN, "%s: %s", c->peer, why);
+		else if (r == 0)
+			log_msg(LOG_DEBUG, "%s: closed before its first message", c->peer);
 	}
-	if (r == 0) {
-		log_msg(LOG_DEBUG, "%s: closed before its first message", c->peer);
+	startup_done(c);
+	if (r != 1)
 		goto done;
-	}
 	switch (m.type) {
 	case BORE_MSG_HELLO:
 		run_tunnel(c, m.port);
@@ -2148,17 +2318,61 @@ drain_and_exit(void)
 	return (0);
 }
 
+/* Accept one control connection and start its thread. */
+static void
+accept_control(int lfd)
+{
+	static int64_t quiet_until;  /* main thread only */
+	static int evicted;
+	struct sockaddr_storage ss;
+	socklen_t sslen = sizeof(ss);
+	uint8_t src[16];
+	struct conn *c;
+	char addr[64];
+	int fd;
+
+	fd = counted(accept4(lfd, (struct sockaddr *)&ss, &sslen, SOCK_NONBLOCK | SOCK_CLOEXEC));
+	if (fd == -1) {
+		/* Out of fds or memory: say so, wait a little, and keep serving. */
+		if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
+			log_msg(LOG_WARN, "accept: %s", strerror(errno));
+			poll(NULL, 0, ACCEPT_BACKOFF_MS);
+		}
+		return;
+	}
+	addr_str((struct sockaddr *)&ss, sslen, addr, sizeof(addr));
+	if (!cidr_allows(srv.allow_control, srv.nallow_control, (struct sockaddr *)&ss)) {
+		log_msg(LOG_WARN, "refused control connection from %s: not in --allow-control", addr);
+		close_fd(fd);
+		return;
+	}
+	log_msg(LOG_DEBUG, "incoming connection from %s", addr);
+	if ((c = conn_new(fd, (struct sockaddr *)&ss, sslen)) == NULL) {
+		close_fd(fd);
+		return;
+	}
+	source_of((struct sockaddr *)&ss, src);
+	if (startup_add(c, src) && (evicted++, now_ms() >= quiet_until)) {
+		log_msg(LOG_WARN, "too many connections before authentication (limit %d): "
+		    "dropped %d of the busiest source's", srv.max_startups, evicted);
+		quiet_until = now_ms() + LIMIT_LOG_MS;
+		evicted = 0;
+	}
+	/* The thread owns c and its fd from here. */
+	if (spawn(serve_control, c) == -1) {
+		startup_done(c);
+		conn_free(c);
+	}
+}
+
 /* Accept control connections until SIGINT/SIGTERM, a thread each. */
 static int
 run_server(const struct sockaddr_storage *ctl, socklen_t ctl_len)
 {
 	enum { POLL_LISTEN, POLL_SIGNAL, POLL_SLOTS };
 	struct pollfd pfd[POLL_SLOTS];
-	struct sockaddr_storage ss;
-	socklen_t sslen;
-	struct conn *c;
 	char addr[64];
-	int lfd, fd;
+	int lfd;
 
 	addr_str((const struct sockaddr *)ctl, ctl_len, addr, sizeof(addr));
 	if ((lfd = listen_on(ctl, ctl_len)) == -1) {
@@ -2177,36 +2391,11 @@ run_server(const struct sockaddr_storage *ctl, socklen_t ctl_len)
 			return (1);
 		}
 		if (pfd[POLL_SIGNAL].revents) {
-			close(lfd);
+			close_fd(lfd);
 			return (drain_and_exit());
 		}
-		if (!(pfd[POLL_LISTEN].revents & POLLIN))
-			continue;
-		sslen = sizeof(ss);
-		fd = accept4(lfd, (struct sockaddr *)&ss, &sslen, SOCK_NONBLOCK | SOCK_CLOEXEC);
-		if (fd == -1) {
-			/* Out of fds or memory: say so, wait a little, and keep serving. */
-			if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
-				log_msg(LOG_WARN, "accept: %s", strerror(errno));
-				poll(NULL, 0, ACCEPT_BACKOFF_MS);
-			}
-			continue;
-		}
-		addr_str((struct sockaddr *)&ss, sslen, addr, sizeof(addr));
-		if (!cidr_allows(srv.allow_control, srv.nallow_control, (struct sockaddr *)&ss)) {
-			log_msg(LOG_WARN, "refused control connection from %s: not in --allow-control",
-			    addr);
-			close(fd);
-			continue;
-		}
-		log_msg(LOG_DEBUG, "incoming connection from %s", addr);
-		if ((c = conn_new(fd, (struct sockaddr *)&ss, sslen)) == NULL) {
-			close(fd);
-			continue;
-		}
-		/* The thread owns c and its fd from here. */
-		if (spawn(serve_control, c) == -1)
-			conn_free(c);
+		if (pfd[POLL_LISTEN].revents & POLLIN)
+			accept_control(lfd);
 	}
 }
 
@@ -2218,20 +2407,33 @@ run_server(const struct sockaddr_storage *ctl, socklen_t ctl_len)
 static struct {
 	const char *to, *local_host;
 	uint16_t control_port, local_port, port;
-	struct addrinfo *server_ai, *local_ai;  /* resolved once, tried in order */
+	struct addrinfo *local_ai;              /* the local service, resolved once */
 	int has_secret;
 	uint8_t key[BORE_KEY_LEN];              /* read by visitor threads until exit: never wiped */
 	int reconnect;                          /* re-dial when the tunnel is lost */
 	int heartbeat_timeout_ms;               /* silence that means the server is gone */
 	int dump;                               /* hex-dump every proxied connection */
+	int max_conns;                          /* visitors relayed at once */
 } cli;
 
 /* Visitors proxied so far; numbers connections in --dump output. */
 static atomic_int visitors_seen;
 
+/* Visitor threads running now, against cli.max_conns. */
+static atomic_int visitors_open;
+
 /* First and longest wait between reconnection attempts. */
 #define RECONNECT_MIN_MS 500
 #define RECONNECT_MAX_MS 30000
+
+/* How a step of the client ended, and so what it does next. */
+enum outcome {
+	OUT_OK,            /* done as asked */
+	OUT_LOST,          /* the server went away or refused for now: retry if allowed */
+	OUT_REFUSED,       /* no retry can help (wrong secret, port outside the range): exit 1 */
+	OUT_PORT_REFUSED,  /* the port asked for again is not to be had: ask for any port */
+	OUT_SIGNAL         /* SIGINT/SIGTERM: exit 0 */
+};
 
 /* Resolve host (a name, an IP, or [IPv6]) and port for connecting; NULL after saying why. */
 static struct addrinfo *
@@ -2257,58 +2459,127 @@ resolve(const char *host, uint16_t port)
 	return (ai);
 }
 
-/* Open a connection to the server's control port, authenticated if we have a secret. */
-static struct conn *
-open_control(int *fatal)
+/* True if text is one of the n strings in list. */
+static int
+in_list(const char *text, const char *const *list, size_t n)
 {
+	while (n-- > 0)
+		if (strcmp(text, list[n]) == 0)
+			return (1);
+	return (0);
+}
+
+/* What a server's Error means to a client that asked for port want. */
+static enum outcome
+error_outcome(const char *text, uint16_t want)
+{
+	static const char *const port_errors[] = {
+		"client port number not in allowed range", "permission denied",
+		"port already in use", "failed to bind to port",
+	};
+	static const char *const refusals[] = {
+		"invalid secret", "server requires secret, but no secret was provided",
+		"client port number not in allowed range", "permission denied",
+	};
+
+	/* A port the user did not choose, kept from an earlier tunnel, can be given up. */
+	if (want != cli.port && in_list(text, port_errors, 4))
+		return (OUT_PORT_REFUSED);
+	return (in_list(text, refusals, 4) ? OUT_REFUSED : OUT_LOST);
+}
+
+/* Log a server's Error frame; what it means to a client that asked for port want. */
+static enum outcome
+server_error(const struct bore_msg *m, uint16_t want)
+{
+	char text[BORE_MAX_FRAME + 1];
+
+	log_msg(LOG_ERROR, "server error: %s", printable(m->text, text, sizeof(text)));
+	return (error_outcome(m->text, want));
+}
+
+/* Answer the server's challenge. */
+static enum outcome
+client_handshake(struct conn *c)
+{
+	char tag[BORE_TAG_HEXLEN + 1];
+	struct bore_msg m;
+	const char *why;
+	int r;
+
+	r = read_first(c, &m, &why);
+	if (r == 1 && m.type == BORE_MSG_ERROR)
+		return (server_error(&m, cli.port));
+	if (r != 1 || m.type != BORE_MSG_CHALLENGE) {
+		log_msg(LOG_ERROR, "expected authentication challenge, but no secret was required");
+		/* Silence or a closed connection may pass; any other message will not. */
+		return (r == 1 ? OUT_REFUSED : OUT_LOST);
+	}
+	bore_auth_tag(cli.key, m.uuid, tag);
+	r = send_text_msg(c->fd, BORE_MSG_AUTHENTICATE, tag);
+	sodium_memzero(tag, sizeof(tag));
+	if (r == -1) {
+		log_msg(LOG_ERROR, "could not send authentication: %s", strerror(errno));
+		return (OUT_LOST);
+	}
+	return (OUT_OK);
+}
+
+/* Connect to the server's control port at ai, authenticated if we have a secret, as *out. */
+static enum outcome
+open_control(const struct addrinfo *ai, struct conn **out)
+{
+	enum outcome o;
 	char where[300];
 	struct conn *c;
-	int fd, r;
+	int fd;
 
-	*fatal = 0;
-	if ((fd = connect_any(cli.server_ai)) == -1) {
+	if ((fd = connect_any(ai)) == -1) {
 		log_msg(LOG_ERROR, "could not connect to %s: %s",
 		    host_port(cli.to, cli.control_port, where, sizeof(where)), strerror(errno));
-		goto err0;
+		return (OUT_LOST);
 	}
-	if ((c = conn_new(fd, NULL, 0)) == NULL)
-		goto err1;
+	if ((c = conn_new(fd, NULL, 0)) == NULL) {
+		close_fd(fd);
+		return (OUT_LOST);
+	}
 	/* c owns fd from here. */
-	if (cli.has_secret && (r = client_handshake(c, cli.key)) != 0) {
-		*fatal = r == HANDSHAKE_FATAL;
-		goto err2;
+	if (cli.has_secret && (o = client_handshake(c)) != OUT_OK) {
+		conn_free(c);
+		return (o);
 	}
-
-	return (c);
-
-err2:
-	conn_free(c);
-	return (NULL);
-err1:
-	close(fd);
-err0:
-	return (NULL);
+	*out = c;
+	return (OUT_OK);
 }
+
+/* A visitor to claim: its id, and the server address its tunnel's control connection reached. */
+struct visitor_job {
+	uint8_t id[BORE_UUID_LEN];
+	struct sockaddr_storage server;
+	socklen_t server_len;
+};
 
 /* Thread for one visitor: claim it from the server, connect to the local service, relay. */
 static void *
 proxy_visitor(void *arg)
 {
+	struct visitor_job *job = arg;
+	struct addrinfo server = {
+		.ai_family = job->server.ss_family, .ai_socktype = SOCK_STREAM,
+		.ai_addr = (struct sockaddr *)&job->server, .ai_addrlen = job->server_len,
+	};
 	struct relay_info info = { .dump_id = 0 };
-	uint8_t id[BORE_UUID_LEN];
 	char ids[BORE_UUID_STRLEN + 1], where[300];
 	struct conn *c;
 	int64_t start = now_ms();
-	int lfd, fatal;
+	int lfd;
 
-	memcpy(id, arg, BORE_UUID_LEN);
-	free(arg);
-	bore_uuid_format(id, ids);
+	bore_uuid_format(job->id, ids);
 	if (cli.dump)
 		info.dump_id = atomic_fetch_add(&visitors_seen, 1) + 1;
-	if ((c = open_control(&fatal)) == NULL)
+	if (open_control(&server, &c) != OUT_OK)
 		goto err0;
-	if (send_uuid_msg(c->fd, BORE_MSG_ACCEPT, id) == -1) {
+	if (send_uuid_msg(c->fd, BORE_MSG_ACCEPT, job->id) == -1) {
 		log_msg(LOG_WARN, "connection %s: could not send accept: %s", ids, strerror(errno));
 		goto err1;
 	}
@@ -2331,113 +2602,98 @@ proxy_visitor(void *arg)
 		    "%llu bytes service->visitor, %.3f s", info.dump_id,
 		    (unsigned long long)info.bytes[0], (unsigned long long)info.bytes[1],
 		    (double)(now_ms() - start) / 1000);
-	close(lfd);
-	conn_free(c);
-
-	return (NULL);
-
+	close_fd(lfd);
 err1:
 	conn_free(c);
 err0:
+	free(job);
+	atomic_fetch_sub(&visitors_open, 1);
 	return (NULL);
 }
 
-/* Start a thread for the visitor the server announced. */
+/* Start a thread for the visitor the server announced, unless cli.max_conns are being relayed. */
 static void
-start_visitor(const uint8_t id[BORE_UUID_LEN])
+start_visitor(const uint8_t id[BORE_UUID_LEN], const struct sockaddr_storage *server,
+    socklen_t server_len)
 {
-	uint8_t *copy;
+	static int64_t quiet_until;  /* the control thread's alone */
+	struct visitor_job *job;
 
-	if ((copy = malloc(BORE_UUID_LEN)) == NULL) {
-		log_msg(LOG_WARN, "out of memory");
-		return;
+	/* Ignored, the visitor waits out the server's pending timeout and is closed. */
+	if (atomic_fetch_add(&visitors_open, 1) >= cli.max_conns) {
+		if (now_ms() >= quiet_until) {
+			log_msg(LOG_WARN, "visitor ignored: too many connections (limit %d)",
+			    cli.max_conns);
+			quiet_until = now_ms() + LIMIT_LOG_MS;
+		}
+		goto err0;
 	}
-	memcpy(copy, id, BORE_UUID_LEN);
-	/* The thread owns copy from here. */
-	if (spawn(proxy_visitor, copy) == -1)
-		free(copy);
+	if ((job = malloc(sizeof(*job))) == NULL) {
+		log_msg(LOG_WARN, "out of memory");
+		goto err0;
+	}
+	memcpy(job->id, id, BORE_UUID_LEN);
+	job->server = *server;
+	job->server_len = server_len;
+	/* The thread owns job from here. */
+	if (spawn(proxy_visitor, job) == -1)
+		goto err1;
+	return;
+
+err1:
+	free(job);
+err0:
+	atomic_fetch_sub(&visitors_open, 1);
 }
 
-/* How a tunnel session ended, and so what the client does next. */
-enum session_end {
-	END_SIGNAL,      /* SIGINT/SIGTERM: exit 0 */
-	END_FATAL,       /* retrying cannot help (wrong secret, port outside the range): exit 1 */
-	END_LOST,        /* the server went away or refused for now: retry if allowed */
-	END_PORT_TAKEN   /* the port asked for is not free: ask for any port at once */
-};
-
-/* Server errors that no retry can fix: the client's settings do not fit the server. */
-static int
-error_is_fatal(const char *text)
+/* Ask for port want and wait for the server's Hello, whose port goes to *got. */
+static enum outcome
+send_hello(struct conn *c, uint16_t want, uint16_t *got)
 {
-	static const char *const fatal[] = {
-		"invalid secret", "server requires secret, but no secret was provided",
-		"client port number not in allowed range", "permission denied",
-	};
-	size_t i;
-
-	for (i = 0; i < sizeof(fatal) / sizeof(fatal[0]); i++)
-		if (strcmp(text, fatal[i]) == 0)
-			return (1);
-	return (0);
-}
-
-/* Ask for port `want` and wait for the server's Hello: the bound port, or how it failed. */
-static int
-send_hello(struct conn *c, uint16_t want, enum session_end *end)
-{
-	char text[BORE_MAX_FRAME + 1];
 	struct bore_msg m;
+	const char *why;
 	int r;
 
-	*end = END_LOST;
 	if (send_port_msg(c->fd, BORE_MSG_HELLO, want) == -1) {
 		log_msg(LOG_ERROR, "could not send hello: %s", strerror(errno));
-		return (-1);
+		return (OUT_LOST);
 	}
-	r = read_frame(c, &m, now_ms() + BORE_NETWORK_TIMEOUT_MS);
-	if (r == -1) {
-		log_msg(LOG_ERROR, "%s", errno == ETIMEDOUT ?
-		    "timed out waiting for initial message" : frame_error(errno));
-		return (-1);
-	}
-	if (r == 0) {
-		log_msg(LOG_ERROR, "unexpected EOF from server");
-		return (-1);
+	if ((r = read_first(c, &m, &why)) != 1) {
+		log_msg(LOG_ERROR, "%s", r == 0 ? "unexpected EOF from server" : why);
+		return (OUT_LOST);
 	}
 	switch (m.type) {
 	case BORE_MSG_HELLO:
-		return (m.port);
+		*got = m.port;
+		return (OUT_OK);
 	case BORE_MSG_ERROR:
-		log_msg(LOG_ERROR, "server error: %s", printable(m.text, text, sizeof(text)));
-		if (error_is_fatal(m.text))
-			*end = END_FATAL;
-		else if (want != cli.port && (strcmp(m.text, "port already in use") == 0 ||
-		    strcmp(m.text, "failed to bind to port") == 0))
-			*end = END_PORT_TAKEN;
-		return (-1);
+		return (server_error(&m, want));
 	case BORE_MSG_CHALLENGE:
 		log_msg(LOG_ERROR, "server requires authentication, but no client secret was provided");
-		*end = END_FATAL;
-		return (-1);
+		return (OUT_REFUSED);
 	default:
 		log_msg(LOG_ERROR, "unexpected initial non-hello message");
-		*end = END_FATAL;
-		return (-1);
+		return (OUT_REFUSED);
 	}
 }
 
 /* Read frames from the server and start visitors until the tunnel ends. */
-static enum session_end
+static enum outcome
 serve_session(struct conn *c)
 {
 	enum { POLL_CONTROL, POLL_SIGNAL, POLL_SLOTS };
 	struct pollfd pfd[POLL_SLOTS];
-	char text[BORE_MAX_FRAME + 1];
+	struct sockaddr_storage server;
+	socklen_t server_len = sizeof(server);
 	struct bore_msg m;
 	int64_t last;
 	int r;
 
+	/* Visitors are claimed at the address this connection reached, not at a new lookup. */
+	if (getpeername(c->fd, (struct sockaddr *)&server, &server_len) == -1) {
+		log_msg(LOG_ERROR, "connection to server lost: %s", strerror(errno));
+		return (OUT_LOST);
+	}
 	pfd[POLL_CONTROL] = (struct pollfd){ .fd = c->fd, .events = POLLIN };
 	pfd[POLL_SIGNAL] = (struct pollfd){ .fd = signal_pipe[0], .events = POLLIN };
 	for (last = now_ms();;) {
@@ -2447,35 +2703,34 @@ serve_session(struct conn *c)
 				continue;
 			if (r == -1) {
 				log_msg(LOG_ERROR, "poll: %s", strerror(errno));
-				return (END_FATAL);
+				return (OUT_REFUSED);
 			}
 			if (pfd[POLL_SIGNAL].revents)
-				return (END_SIGNAL);
+				return (OUT_SIGNAL);
 			if (r == 0) {
 				log_msg(LOG_ERROR, "server unreachable: no heartbeat for %.1f s",
 				    cli.heartbeat_timeout_ms / 1000.0);
-				return (END_LOST);
+				return (OUT_LOST);
 			}
 		}
 		r = read_frame(c, &m, last + cli.heartbeat_timeout_ms);
 		if (r == 0) {
 			log_msg(LOG_ERROR, "server closed the connection");
-			return (END_LOST);
+			return (OUT_LOST);
 		}
 		if (r == -1) {
 			log_msg(LOG_ERROR, "connection to server lost: %s", frame_error(errno));
-			return (END_LOST);
+			return (OUT_LOST);
 		}
 		last = now_ms();
 		switch (m.type) {
 		case BORE_MSG_HEARTBEAT:
 			break;
 		case BORE_MSG_CONNECTION:
-			start_visitor(m.uuid);
+			start_visitor(m.uuid, &server, server_len);
 			break;
 		case BORE_MSG_ERROR:
-			log_msg(LOG_ERROR, "server error: %s", printable(m.text, text, sizeof(text)));
-			return (error_is_fatal(m.text) ? END_FATAL : END_LOST);
+			return (server_error(&m, cli.port));
 		default:
 			log_msg(LOG_WARN, "unexpected %s message from server", msg_names[m.type]);
 			break;
@@ -2483,30 +2738,39 @@ serve_session(struct conn *c)
 	}
 }
 
-/* One tunnel session: connect, ask for *port, serve it; *port becomes the port granted. */
-static enum session_end
-run_session(int *port, int *opened)
+/*
+ * One tunnel session: look the server up (anew each time, so a server that
+ * moved is found), connect, ask for *port, serve it.  *port becomes the
+ * port granted; *opened says whether the tunnel was up.
+ */
+static enum outcome
+run_session(uint16_t *port, int *opened)
 {
+	struct addrinfo *ai;
+	enum outcome o;
 	char where[300];
-	enum session_end end;
 	struct conn *c;
-	int got, fatal;
+	uint16_t got = 0;
 
 	*opened = 0;
-	if ((c = open_control(&fatal)) == NULL)
-		return (fatal ? END_FATAL : END_LOST);
-	if ((got = send_hello(c, (uint16_t)*port, &end)) == -1)
+	if ((ai = resolve(cli.to, cli.control_port)) == NULL)
+		return (OUT_LOST);
+	o = open_control(ai, &c);
+	freeaddrinfo(ai);
+	if (o != OUT_OK)
+		return (o);
+	if ((o = send_hello(c, *port, &got)) != OUT_OK)
 		goto done;
 	if (*port != 0 && got != *port)
-		log_msg(LOG_WARN, "public port changed from %d to %d", *port, got);
+		log_msg(LOG_WARN, "public port changed from %u to %u", *port, got);
 	*port = got;
 	*opened = 1;
 	log_msg(LOG_INFO, "connected to server");
-	log_msg(LOG_ALWAYS, "listening at %s", host_port(cli.to, (unsigned)got, where, sizeof(where)));
-	end = serve_session(c);
+	log_msg(LOG_ALWAYS, "listening at %s", host_port(cli.to, got, where, sizeof(where)));
+	o = serve_session(c);
 done:
 	conn_free(c);
-	return (end);
+	return (o);
 }
 
 /* Sleep ms unless SIGINT/SIGTERM comes first; 1 if it did. */
@@ -2531,12 +2795,13 @@ sleep_or_signal(int ms)
 static int
 run_client(void)
 {
-	enum session_end end;
-	int port = cli.port, attempt = 0, ever_opened = 0, opened, delay;
+	enum outcome o;
+	uint16_t port = cli.port;
+	int attempt = 0, ever_opened = 0, opened, delay;
 
 	for (;;) {
-		end = run_session(&port, &opened);
-		if (end == END_SIGNAL) {
+		o = run_session(&port, &opened);
+		if (o == OUT_SIGNAL) {
 			log_msg(LOG_INFO, "shutting down");
 			return (0);
 		}
@@ -2544,14 +2809,14 @@ run_client(void)
 			ever_opened = 1;
 			attempt = 0;
 		}
-		/* The first connection's errors are shown and final: they are usually settings. */
-		if (end == END_FATAL || !ever_opened || !cli.reconnect)
-			return (1);
-		if (end == END_PORT_TAKEN) {
-			log_msg(LOG_WARN, "port %d is taken; asking for any port", port);
+		if (o == OUT_PORT_REFUSED) {
+			log_msg(LOG_WARN, "port %u is not to be had; asking for any port", port);
 			port = 0;
 			continue;
 		}
+		/* The first connection's errors are shown and final: they are usually settings. */
+		if (o == OUT_REFUSED || !ever_opened || !cli.reconnect)
+			return (1);
 		delay = attempt < 6 ? RECONNECT_MIN_MS << attempt : RECONNECT_MAX_MS;
 		if (delay > RECONNECT_MAX_MS)
 			delay = RECONNECT_MAX_MS;
@@ -2581,7 +2846,7 @@ struct optdef {
 /* Options of `bore local`, by index into its values. */
 enum {
 	L_LOCAL_HOST, L_TO, L_PORT, L_SECRET, L_SECRET_FILE, L_CONTROL_PORT, L_NO_RECONNECT,
-	L_HEARTBEAT_TIMEOUT, L_DUMP, L_COUNT
+	L_HEARTBEAT_TIMEOUT, L_DUMP, L_MAX_CONNS, L_COUNT
 };
 static const struct optdef local_opts[L_COUNT] = {
 	[L_LOCAL_HOST] = { "local-host", 'l', NULL, OPT_VALUE },
@@ -2593,12 +2858,14 @@ static const struct optdef local_opts[L_COUNT] = {
 	[L_NO_RECONNECT] = { "no-reconnect", 0, NULL, OPT_FLAG },
 	[L_HEARTBEAT_TIMEOUT] = { "heartbeat-timeout", 0, "BORE_HEARTBEAT_TIMEOUT", OPT_VALUE },
 	[L_DUMP] = { "dump", 0, NULL, OPT_FLAG },
+	[L_MAX_CONNS] = { "max-conns", 0, "BORE_MAX_CONNS", OPT_VALUE },
 };
 
 /* Options of `bore server`, by index into its values. */
 enum {
 	S_MIN_PORT, S_MAX_PORT, S_SECRET, S_SECRET_FILE, S_BIND_ADDR, S_BIND_TUNNELS,
-	S_CONTROL_PORT, S_MAX_SESSIONS, S_MAX_CONNS, S_ALLOW, S_ALLOW_CONTROL, S_GRACE, S_COUNT
+	S_CONTROL_PORT, S_MAX_SESSIONS, S_MAX_CONNS, S_MAX_STARTUPS, S_ALLOW, S_ALLOW_CONTROL, S_GRACE,
+	S_COUNT
 };
 static const struct optdef server_opts[S_COUNT] = {
 	[S_MIN_PORT] = { "min-port", 0, "BORE_MIN_PORT", OPT_VALUE },
@@ -2610,14 +2877,19 @@ static const struct optdef server_opts[S_COUNT] = {
 	[S_CONTROL_PORT] = { "control-port", 0, "BORE_CONTROL_PORT", OPT_VALUE },
 	[S_MAX_SESSIONS] = { "max-sessions", 0, "BORE_MAX_SESSIONS", OPT_VALUE },
 	[S_MAX_CONNS] = { "max-conns", 0, "BORE_MAX_CONNS", OPT_VALUE },
+	[S_MAX_STARTUPS] = { "max-startups", 0, "BORE_MAX_STARTUPS", OPT_VALUE },
 	[S_ALLOW] = { "allow", 0, NULL, OPT_LIST },
 	[S_ALLOW_CONTROL] = { "allow-control", 0, NULL, OPT_LIST },
 	[S_GRACE] = { "grace", 0, "BORE_GRACE", OPT_VALUE },
 };
 
-/* Default limits of the server: tunnels at once, and visitors per tunnel. */
+/* Default limits of the server: tunnels at once, visitors per tunnel, unauthenticated connections. */
 #define DEFAULT_MAX_SESSIONS 256
 #define DEFAULT_MAX_CONNS 2048
+#define DEFAULT_MAX_STARTUPS 128
+
+/* Fds kept beyond the startups' for new tunnels' listeners and the like. */
+#define FD_SPARE 8
 
 /* What a subcommand's usage errors and --help print. */
 struct command {
@@ -2660,6 +2932,8 @@ static const struct command local_cmd = {
 	"                            [env: BORE_HEARTBEAT_TIMEOUT] [default: 15]\n"
 	"      --dump                Print every proxied connection's bytes (hex and ASCII)\n"
 	"                            and a summary line when it closes\n"
+	"      --max-conns <N>       Connections relayed at once; more are ignored\n"
+	"                            [env: BORE_MAX_CONNS] [default: 2048]\n"
 	"  -h, --help                Print help\n",
 };
 
@@ -2685,6 +2959,9 @@ static const struct command server_cmd = {
 	"                               [default: 256]\n"
 	"      --max-conns <N>          Connections per tunnel, waiting or relayed\n"
 	"                               [env: BORE_MAX_CONNS] [default: 2048]\n"
+	"      --max-startups <N>       Control connections not yet authenticated; when\n"
+	"                               full, the busiest source's oldest is dropped\n"
+	"                               [env: BORE_MAX_STARTUPS] [default: 128]\n"
 	"      --allow <CIDR>           Only visitors from these addresses (repeatable,\n"
 	"                               or comma-separated; IPv4 or IPv6) [default: all]\n"
 	"      --allow-control <CIDR>   Only clients from these addresses (likewise)\n"
@@ -2944,10 +3221,14 @@ main_local(int argc, char **argv)
 	    BORE_CONTROL_PORT);
 	cli.reconnect = vals[L_NO_RECONNECT] == NULL;
 	cli.dump = vals[L_DUMP] != NULL;
+	cli.max_conns = count_option(&local_cmd, vals[L_MAX_CONNS], "--max-conns", 1,
+	    DEFAULT_MAX_CONNS);
+	/* Each visitor takes two fds: its data connection and its local one. */
+	fd_reserve = FD_SPARE;
+	if (cli.max_conns > (fd_limit - fd_reserve) / 2)
+		cli.max_conns = (fd_limit - fd_reserve) / 2 > 1 ? (fd_limit - fd_reserve) / 2 : 1;
 	cli.heartbeat_timeout_ms = 1000 * count_option(&local_cmd, vals[L_HEARTBEAT_TIMEOUT],
 	    "--heartbeat-timeout", 1, BORE_HEARTBEAT_TIMEOUT_MS / 1000);
-	if ((cli.server_ai = resolve(cli.to, cli.control_port)) == NULL)
-		return (1);
 	if ((cli.local_ai = resolve(cli.local_host, cli.local_port)) == NULL)
 		return (1);
 	return (run_client());
@@ -2986,11 +3267,19 @@ main_server(int argc, char **argv)
 	/* Tunnels that cannot bind would refuse every client: say so now, not per client. */
 	if ((fd = try_bind(0, &why)) == -1)
 		errx(1, "could not bind tunnels to %s: %s", bind_tunnels, strerror(errno));
-	close(fd);
+	close_fd(fd);
 	srv.max_sessions = count_option(&server_cmd, vals[S_MAX_SESSIONS], "--max-sessions", 1,
 	    DEFAULT_MAX_SESSIONS);
 	srv.max_conns = count_option(&server_cmd, vals[S_MAX_CONNS], "--max-conns", 1,
 	    DEFAULT_MAX_CONNS);
+	srv.max_startups = count_option(&server_cmd, vals[S_MAX_STARTUPS], "--max-startups", 1,
+	    DEFAULT_MAX_STARTUPS);
+	/* Unauthenticated peers get at most a quarter of the fds, and visitors never their reserve. */
+	if (srv.max_startups > fd_limit / 4)
+		srv.max_startups = fd_limit / 4 > 1 ? fd_limit / 4 : 1;
+	fd_reserve = srv.max_startups + FD_SPARE;
+	if ((startups = calloc((size_t)srv.max_startups, sizeof(*startups))) == NULL)
+		errx(1, "out of memory");
 	srv.grace_ms = 1000 * count_option(&server_cmd, vals[S_GRACE], "--grace", 0, 5);
 	srv.nallow = cidr_option(&server_cmd, vals[S_ALLOW], "--allow", srv.allow);
 	srv.nallow_control = cidr_option(&server_cmd, vals[S_ALLOW_CONTROL], "--allow-control",
@@ -3049,16 +3338,25 @@ setup_signals(void)
 		err(1, "signal");
 }
 
-/* Use every fd the hard limit allows: each relayed visitor costs two. */
+/* Use every fd the hard limit allows (each relayed visitor costs two), and set fd_limit. */
 static void
 raise_fd_limit(void)
 {
 	struct rlimit rl;
+	int first_free;
 
-	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+	if (getrlimit(RLIMIT_NOFILE, &rl) == -1)
+		err(1, "getrlimit");
+	if (rl.rlim_cur < rl.rlim_max) {
 		rl.rlim_cur = rl.rlim_max;
-		(void)setrlimit(RLIMIT_NOFILE, &rl);
+		if (setrlimit(RLIMIT_NOFILE, &rl) == -1)
+			(void)getrlimit(RLIMIT_NOFILE, &rl);
 	}
+	/* The fds below the first free one are start-up's: stdio and the signal pipe. */
+	if ((first_free = open("/dev/null", O_RDONLY | O_CLOEXEC)) == -1)
+		err(1, "/dev/null");
+	close(first_free);
+	fd_limit = (int)(rl.rlim_cur < INT_MAX / 2 ? rl.rlim_cur : INT_MAX / 2) - first_free;
 }
 
 int
