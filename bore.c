@@ -1945,7 +1945,7 @@ bind_public(uint16_t port, const char **why)
 }
 
 /* How long a public listener is left alone when visitors cannot be taken now. */
-#define VISITOR_WAIT_MS 50
+#define VISITOR_WAIT_MS 10
 
 /* A limit that keeps biting is logged again after this long, not at every bite. */
 #define LIMIT_LOG_MS 5000

@@ -40,7 +40,29 @@ stop_all() {
 }
 
 
-trap 'stop_all; rm -rf "$WORK"' EXIT
+NETNS=()
+
+# Delete the network namespaces (and their /etc/netns files) this script made.
+del_netns() {
+	local ns
+	for ns in "${NETNS[@]}"; do
+		ip netns del "$ns" 2>/dev/null
+		rm -rf "/etc/netns/$ns"
+	done
+	NETNS=()
+}
+
+trap 'stop_all; del_netns; rm -rf "$WORK"' EXIT
+
+# Make a network namespace of this script's own, with loopback up; 2 (skip) where
+# that needs what this machine lacks (root, ip).
+add_netns() {
+	[ "$(id -u)" = 0 ] && command -v ip >/dev/null 2>&1 ||
+		{ why "needs root and ip(8) for network namespaces: skipped"; return 2; }
+	ip netns add "$1" || { why "could not make network namespace $1"; return 1; }
+	NETNS+=("$1")
+	ip -n "$1" link set lo up
+}
 
 
 # Start "$@" in the background with output in $WORK/$1.log; its pid in LAST.
@@ -58,16 +80,23 @@ start() {
 free_port() { "$TCPKIT" freeport 10000 19999; }
 
 # A server on loopback with its own control port and tunnel range: sets CTL, SRV.
+# These variables, set for one call, change how: WRAP, a command prefix to run it
+# under (prlimit, valgrind); BIND, its address (default 127.0.0.1); KEEP_PORTS=1,
+# the CTL and TUN_MIN-TUN_MAX of the server before (a restart); WAIT, seconds
+# to wait for it (default 5).
 start_server() {
 	local name=$1
 	shift
-	CTL=$(free_port) || return 1
-	TUN_MIN=$((20000 + (RANDOM % 60) * 200))
-	TUN_MAX=$((TUN_MIN + 199))
-	start "$name" "$BORE" server --bind-addr 127.0.0.1 --control-port "$CTL" \
+	if [ -z "${KEEP_PORTS:-}" ]; then
+		CTL=$(free_port) || return 1
+		TUN_MIN=$((20000 + (RANDOM % 60) * 200))
+		TUN_MAX=$((TUN_MIN + 199))
+	fi
+	# shellcheck disable=SC2086
+	start "$name" ${WRAP:-} "$BORE" server --bind-addr "${BIND:-127.0.0.1}" --control-port "$CTL" \
 		--min-port "$TUN_MIN" --max-port "$TUN_MAX" "$@"
 	SRV=$LAST
-	wait_until 5 grep -q "server listening" "$WORK/$name.log"
+	wait_until "${WAIT:-5}" grep -q "server listening" "$WORK/$name.log"
 }
 
 # Public port from a client's "listening at" line.
@@ -85,11 +114,12 @@ start_client() {
 	[ -n "$PUB" ]
 }
 
-# A tcpkit service on a kernel-chosen port: sets ORIGIN.
+# A tcpkit service on a kernel-chosen port (WRAP as for start_server): sets ORIGIN.
 start_origin() {
 	local name=$1
 	shift
-	start "$name" "$TCPKIT" serve "$@"
+	# shellcheck disable=SC2086
+	start "$name" ${WRAP:-} "$TCPKIT" serve "$@"
 	wait_until 5 test -s "$WORK/$name.log" || return 1
 	ORIGIN=$(head -n 1 "$WORK/$name.log")
 }
@@ -105,6 +135,27 @@ wait_exit() {
 	wait "$1"
 	RC=$?
 }
+
+# Number of lines of log $1 that contain the fixed string $2.
+count_in_log() { grep -cF -- "$2" "$WORK/$1.log"; }
+
+# True once log $1 has exactly $3 lines containing $2 (a function, so wait_until re-reads it).
+log_count_is() { [ "$(count_in_log "$1" "$2")" = "$3" ]; }
+
+# A ThreadSanitizer build runs a thread of its own once the first other thread starts.
+TSAN_THREAD=0
+grep -q __tsan_init "$BORE" 2>/dev/null && TSAN_THREAD=1
+
+# Open fds and threads of process $1 (less ThreadSanitizer's own), as "fds threads".
+fds_threads() {
+	local threads
+	threads=$(ls /proc/"$1"/task | wc -l)
+	[ $TSAN_THREAD = 1 ] && [ "$threads" -gt 1 ] && threads=$((threads - 1))
+	echo "$(ls /proc/"$1"/fd | wc -l) $threads"
+}
+
+# True when process $1 has exactly the fds and threads $2 (re-read on every poll).
+fds_threads_are() { [ "$(fds_threads "$1")" = "$2" ]; }
 
 # Say why a case failed (shown under its FAIL line).
 why() { echo "    $*" >>"$WORK/why"; }
@@ -155,6 +206,7 @@ run() {
 	"t_$name"
 	local rc=$?
 	stop_all
+	del_netns
 	# A fake client's connections (fds 3 and 4) and a holder's fifo (fd 5) end with the case.
 	exec 3>&- 4>&- 5>&-
 	if [ $rc = 2 ]; then
@@ -354,12 +406,6 @@ t_bad_frames_isolated() {
 	alive "$SRV" && alive "$CLI"
 }
 
-# Open fds and threads of process $1, as "fds threads".
-fds_threads() { echo "$(ls /proc/"$1"/fd | wc -l) $(ls /proc/"$1"/task | wc -l)"; }
-
-# True when process $1 has exactly the fds and threads $2 (re-read on every poll).
-fds_threads_are() { [ "$(fds_threads "$1")" = "$2" ]; }
-
 # After traffic, refused and bad connections, both ends are back to their fds and threads.
 t_no_leaks() {
 	local dead srv_base cli_base
@@ -533,45 +579,63 @@ CASES=(
 	server_killed fixed_port_reuse sigterm_exits_0 cli_help_version cli_bad_usage \
 	cli_env_and_forms reconnect_after_restart reconnect_fatal_not_retried heartbeat_timeout \
 	ipv6 allow_visitors allow_control allow_bad_usage graceful_shutdown \
-	graceful_shutdown_grace_ends dump malformed_control slow_and_silent storms emfile \
-	max_sessions max_conns client_killed_mid_transfer service_killed_mid_transfer \
-	secret_files liveness_options thread_failure valgrind_short_session
+	graceful_shutdown_grace_ends dump port_fallback reresolve_on_reconnect link_cut_frees_port \
+	malformed_control slow_and_silent storms control_flood_few_fds visitor_burst_few_fds \
+	preauth_flood hello_race halfclose_then_reset handshake_error_frames client_max_conns \
+	startup_checks max_sessions max_conns client_killed_mid_transfer \
+	service_killed_mid_transfer secret_files liveness_options thread_failure valgrind_short_session
 )
-# Not run again under the sanitizer pass: unit tests, and cases that need a plain
-# build (an address-space limit, valgrind).
-ONCE_CASES=" hmac_vectors frame_parser liveness_options thread_failure valgrind_short_session "
+# Not run again under the sanitizer passes: unit tests, cases that need a plain
+# build (an address-space limit, valgrind), and slow ones that add no new code path.
+ONCE_CASES=" hmac_vectors frame_parser liveness_options thread_failure valgrind_short_session \
+	link_cut_frees_port reresolve_on_reconnect startup_checks "
+# Run again under ThreadSanitizer: the cases where threads meet.
+TSAN_CASES=(
+	concurrent_200 hello_race visitor_burst_few_fds preauth_flood halfclose_then_reset \
+	client_max_conns max_conns client_killed_mid_transfer graceful_shutdown port_fallback
+)
 
 for name in "${CASES[@]}"; do
 	run "$name"
 done
 
-# ---- The end-to-end cases again under ASan+UBSan, and the fuzzer ----------
+# ---- The end-to-end cases again under the sanitizers, and the fuzzer --------
 
-# Run the end-to-end cases against ./bore-asan, counting each as its own case.
+# Run cases $4... against build $3 (made by `make $2`), counting each as its
+# own case named $1:NAME.
 sanitizer_pass() {
-	local line name cases=() seen=0
-	for name in "${CASES[@]}"; do
-		[[ $ONCE_CASES == *" $name "* ]] || cases+=("$name")
-	done
-	echo "-- the end-to-end cases again, under AddressSanitizer and UndefinedBehaviorSanitizer"
-	if ! make -s asan; then
-		echo "FAIL asan:build"
+	local label=$1 target=$2 binary=$3 line seen=0
+	shift 3
+	if ! make -s "$target"; then
+		echo "FAIL $label:build"
 		failed=$((failed + 1))
 		return
 	fi
 	while IFS= read -r line; do
 		case $line in
-		"ok   "*) passed=$((passed + 1)); echo "ok   asan:${line#ok   }" ;;
-		"FAIL "*) failed=$((failed + 1)); echo "FAIL asan:${line#FAIL }" ;;
-		"skip "*) skipped=$((skipped + 1)); echo "skip asan:${line#skip }" ;;
+		"ok   "*) passed=$((passed + 1)); echo "ok   $label:${line#ok   }" ;;
+		"FAIL "*) failed=$((failed + 1)); echo "FAIL $label:${line#FAIL }" ;;
+		"skip "*) skipped=$((skipped + 1)); echo "skip $label:${line#skip }" ;;
 		*" passed, "*" failed"*) seen=1 ;;
 		*) echo "$line" ;;
 		esac
-	done < <(BORE=./bore-asan BORE_NESTED=1 ./test.sh "${cases[@]}" 2>&1)
+	done < <(BORE=$binary BORE_NESTED=1 ./test.sh "$@" 2>&1)
 	if [ $seen = 0 ]; then
-		echo "FAIL asan: the nested run ended without its summary"
+		echo "FAIL $label: the nested run ended without its summary"
 		failed=$((failed + 1))
 	fi
+}
+
+# The end-to-end cases again under ASan+UBSan; the threaded ones under TSan.
+sanitizer_passes() {
+	local name cases=()
+	for name in "${CASES[@]}"; do
+		[[ $ONCE_CASES == *" $name "* ]] || cases+=("$name")
+	done
+	echo "-- the end-to-end cases again, under AddressSanitizer and UndefinedBehaviorSanitizer"
+	sanitizer_pass asan asan ./bore-asan "${cases[@]}"
+	echo "-- the cases where threads meet, under ThreadSanitizer"
+	sanitizer_pass tsan tsan ./bore-tsan "${TSAN_CASES[@]}"
 }
 
 # Fuzz the codec, frame reader and handshakes for FUZZ_SECONDS (needs clang's libFuzzer).
@@ -594,7 +658,7 @@ fuzz_pass() {
 }
 
 if [ -z "${BORE_NESTED:-}" ] && [ ${#SELECTED[@]} -eq 0 ] && [ "$BORE" = ./bore ]; then
-	[ "${SANITIZE:-1}" != 0 ] && sanitizer_pass
+	[ "${SANITIZE:-1}" != 0 ] && sanitizer_passes
 	[ "${FUZZ:-1}" != 0 ] && fuzz_pass
 fi
 

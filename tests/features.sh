@@ -1,12 +1,6 @@
 # Cases for reconnect, liveness, IPv6, access control, graceful shutdown and --dump.
 # Sourced by test.sh, which provides start, start_server, start_client, wait_until, why...
 
-# Count the lines of a log that contain a fixed string.
-count_in_log() { grep -cF -- "$2" "$WORK/$1.log"; }
-
-# True once log $1 has exactly $3 lines containing $2 (a function, so wait_until re-reads it).
-log_count_is() { [ "$(count_in_log "$1" "$2")" = "$3" ]; }
-
 # The server comes back on the same control port: the client re-dials and gets its port back.
 t_reconnect_after_restart() {
 	local first
@@ -15,9 +9,7 @@ t_reconnect_after_restart() {
 	{ kill -9 "$SRV"; wait "$SRV"; } 2>/dev/null
 	wait_until 5 grep -q "reconnecting in" "$WORK/client.log" ||
 		{ why "client did not start re-dialling"; return 1; }
-	start server2 "$BORE" server --bind-addr 127.0.0.1 --control-port "$CTL" \
-		--min-port "$TUN_MIN" --max-port "$TUN_MAX"
-	SRV=$LAST
+	KEEP_PORTS=1 start_server server2 || return 1
 	wait_until 15 log_count_is client "listening at" 2 ||
 		{ why "client did not come back"; return 1; }
 	[ "$(sed -n 's/.*listening at 127\.0\.0\.1:\([0-9]*\).*/\1/p' "$WORK/client.log" | tail -n 1)" = "$first" ] ||
@@ -31,8 +23,7 @@ t_reconnect_fatal_not_retried() {
 	start_origin origin echo && start_server server -s one && start_client client "$ORIGIN" -s one ||
 		return 1
 	{ kill -9 "$SRV"; wait "$SRV"; } 2>/dev/null
-	start server2 "$BORE" server --bind-addr 127.0.0.1 --control-port "$CTL" \
-		--min-port "$TUN_MIN" --max-port "$TUN_MAX" -s two
+	KEEP_PORTS=1 start_server server2 -s two || return 1
 	wait_exit "$CLI" 15 || { why "client still re-dialling"; return 1; }
 	[ "$RC" = 1 ] || { why "exit status $RC"; return 1; }
 	log_has client "invalid secret" && [ "$(count_in_log client "invalid secret")" = 1 ]
@@ -56,10 +47,8 @@ t_heartbeat_timeout() {
 # Everything on ::1: control port, public port, local service; hosts given bare and bracketed.
 t_ipv6() {
 	start_origin origin echo --host ::1 || return 1
-	CTL=$(free_port) || return 1
-	start server "$BORE" server --bind-addr ::1 --control-port "$CTL" --min-port 20000 --max-port 32000
-	SRV=$LAST
-	wait_until 5 grep -q "server listening on \[::1\]:$CTL" "$WORK/server.log" || return 1
+	BIND=::1 start_server server || return 1
+	log_has server "server listening on [::1]:$CTL" || return 1
 	start client "$BORE" local "$ORIGIN" --local-host ::1 --to ::1 --control-port "$CTL"
 	wait_until 5 grep -q "listening at \[::1\]:" "$WORK/client.log" || return 1
 	PUB=$(sed -n 's/.*listening at \[::1\]:\([0-9]*\).*/\1/p' "$WORK/client.log")
@@ -161,3 +150,73 @@ t_dump() {
 		log_has client "conn 1 closed: 11 bytes visitor->service, 11 bytes service->visitor"
 }
 
+
+# A client whose port the server chose takes any port when a restarted server
+# (another range) refuses the one it had; the tunnel serves again.
+t_port_fallback() {
+	local old
+	start_origin origin echo && start_server server && start_client client "$ORIGIN" || return 1
+	old=$PUB
+	{ kill -9 "$SRV"; wait "$SRV"; } 2>/dev/null
+	TUN_MIN=$((TUN_MAX + 1))
+	TUN_MAX=$((TUN_MIN + 199))
+	KEEP_PORTS=1 start_server server2 || return 1
+	wait_until 15 log_count_is client "listening at" 2 || { why "client did not come back"; return 1; }
+	PUB=$(sed -n 's/.*listening at 127\.0\.0\.1:\([0-9]*\).*/\1/p' "$WORK/client.log" | tail -n 1)
+	[ "$PUB" -ge "$TUN_MIN" ] && [ "$PUB" -le "$TUN_MAX" ] || { why "port $PUB, not in $TUN_MIN-$TUN_MAX"; return 1; }
+	log_has client "port $old is not to be had; asking for any port" || return 1
+	out=$("$TCPKIT" roundtrip 127.0.0.1 "$PUB" 100000) || { why "$out"; return 1; }
+}
+
+# The client looks --to up at every re-dial: when the name moves to another
+# address (the hosts file of a network namespace of our own), it follows.
+t_reresolve_on_reconnect() {
+	local ns=bore-t$$-dns name=bore-test-server in rc
+	add_netns "$ns"
+	rc=$?
+	[ $rc = 0 ] || return $rc
+	in="ip netns exec $ns"
+	mkdir -p "/etc/netns/$ns"
+	echo "127.0.0.2 $name" >"/etc/netns/$ns/hosts"
+	WRAP="$in" start_origin origin echo || return 1
+	WRAP="$in" BIND=127.0.0.2 start_server server || return 1
+	start client $in "$BORE" local "$ORIGIN" --local-host 127.0.0.1 --to "$name" --control-port "$CTL"
+	CLI=$LAST
+	wait_until 5 grep -q "listening at $name:" "$WORK/client.log" || { why "no tunnel"; return 1; }
+	PUB=$(sed -n "s/.*listening at $name:\([0-9]*\).*/\1/p" "$WORK/client.log" | head -n 1)
+	# Rewritten in place: ip netns exec bind-mounts this very file over /etc/hosts.
+	echo "127.0.0.3 $name" >"/etc/netns/$ns/hosts"
+	{ kill -9 "$SRV"; wait "$SRV"; } 2>/dev/null
+	WRAP="$in" BIND=127.0.0.3 KEEP_PORTS=1 start_server server2 || return 1
+	wait_until 15 log_count_is client "listening at $name:$PUB" 2 ||
+		{ why "client did not come back on port $PUB"; return 1; }
+	out=$($in "$TCPKIT" roundtrip 127.0.0.3 "$PUB" 100000) || { why "$out"; return 1; }
+}
+
+# A client whose link is cut without a FIN (a veth pair between two network
+# namespaces of our own, set down) loses its port within about 30 s.
+t_link_cut_frees_port() {
+	local a=bore-t$$-srv b=bore-t$$-cli rc t0 t
+	add_netns "$a" && add_netns "$b"
+	rc=$?
+	[ $rc = 0 ] || return $rc
+	ip link add bore-t$$-a netns "$a" type veth peer name bore-t$$-b netns "$b" &&
+		ip -n "$a" addr add 10.203.0.1/30 dev bore-t$$-a && ip -n "$b" addr add 10.203.0.2/30 dev bore-t$$-b &&
+		ip -n "$a" link set bore-t$$-a up && ip -n "$b" link set bore-t$$-b up ||
+		{ why "could not link the namespaces"; return 1; }
+	WRAP="ip netns exec $b" start_origin origin echo || return 1
+	# Tunnels listen on the server's loopback, where the test's visitor may go.
+	WRAP="ip netns exec $a" BIND=10.203.0.1 start_server server --bind-tunnels 127.0.0.1 || return 1
+	start client ip netns exec "$b" "$BORE" local "$ORIGIN" --local-host 127.0.0.1 --to 10.203.0.1 \
+		--control-port "$CTL" --no-reconnect
+	wait_until 10 grep -q "listening at 10.203.0.1:" "$WORK/client.log" || { why "no tunnel"; return 1; }
+	PUB=$(sed -n 's/.*listening at 10\.203\.0\.1:\([0-9]*\).*/\1/p' "$WORK/client.log")
+	out=$(ip netns exec "$a" "$TCPKIT" roundtrip 127.0.0.1 "$PUB" 100000) || { why "$out"; return 1; }
+	ip -n "$b" link set bore-t$$-b down
+	t0=$(h_now)
+	wait_until 40 grep -qF "tunnel on port $PUB closed" "$WORK/server.log" ||
+		{ why "port $PUB still held 40 s after the link was cut"; return 1; }
+	t=$(h_elapsed "$t0" "$(h_now)")
+	h_figure "port freed $t s after the link was cut"
+	between "$t" 15 32 || { why "port freed $t s after the link was cut"; return 1; }
+}

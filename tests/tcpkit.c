@@ -29,6 +29,10 @@
 static struct sockaddr_storage g_addr;
 static socklen_t g_addrlen;
 
+/* Source address from TCPKIT_FROM (a loopback IP), resolved once; length 0 when unset. */
+static struct sockaddr_storage g_from;
+static socklen_t g_fromlen;
+
 /* Deterministic pattern (all-zero seed) used by reply, churn and halfclose. */
 static unsigned char *g_pattern;
 static size_t g_pattern_len;
@@ -123,11 +127,14 @@ static socklen_t resolve(const char *host, const char *port, struct sockaddr_sto
     return len;
 }
 
-/* Set the client target from HOST and PORT arguments. */
+/* Set the client target from HOST and PORT arguments, and the source from TCPKIT_FROM. */
 static void set_target(const char *host, const char *port)
 {
+    const char *from = getenv("TCPKIT_FROM");
     parse_num(port, 1, 65535, "port");
     g_addrlen = resolve(host, port, &g_addr);
+    if (from && *from)
+        g_fromlen = resolve(from, "0", &g_from);
 }
 
 /* Switch O_NONBLOCK on or off. */
@@ -176,6 +183,12 @@ static int connect_target(void)
     if (fd < 0)
         return -1;
     int err = 0;
+    if (g_fromlen > 0 && bind(fd, (struct sockaddr *)&g_from, g_fromlen) < 0) {
+        err = errno;
+        close(fd);
+        errno = err;
+        return -1;
+    }
     if (connect(fd, (struct sockaddr *)&g_addr, g_addrlen) < 0)
         err = errno == EINPROGRESS ? connect_wait(fd) : errno;
     if (err != 0) {
@@ -361,15 +374,28 @@ static void *serve_conn(void *arg)
 }
 
 /* Pick the serve handler for MODE [ARG]; dies on bad usage. */
+/* Mute: read to EOF, then say nothing and keep the connection until the peer resets it (60 s at most). */
+static void handle_mute(int fd)
+{
+    struct pollfd p = { .fd = fd, .events = 0 };
+    if (read_until(fd, 0, NULL) < 0)
+        return;
+    while (poll(&p, 1, 60000) < 0 && errno == EINTR)
+        ;
+    close(fd);
+}
+
 static void setup_handler(const char *mode, const char *arg)
 {
     int needs_arg = !strcmp(mode, "banner") || !strcmp(mode, "reply") || !strcmp(mode, "churn");
     if (needs_arg != (arg != NULL))
-        die("usage: tcpkit serve echo|sink|banner TEXT|reply N|churn N [--host IP]");
+        die("usage: tcpkit serve echo|sink|mute|banner TEXT|reply N|churn N [--host IP]");
     if (!strcmp(mode, "echo"))
         g_handler = echo_loop;
     else if (!strcmp(mode, "sink"))
         g_handler = handle_sink;
+    else if (!strcmp(mode, "mute"))
+        g_handler = handle_mute;
     else if (!strcmp(mode, "banner")) {
         g_handler = handle_banner;
         if (asprintf(&g_banner, "%s\r\n", arg) < 0)
@@ -1182,10 +1208,137 @@ struct mode {
     const char *usage;
 };
 
+/* finrst HOST PORT: send a line, half-close, then reset after 300 ms; print "ok". */
+static int mode_finrst(char **argv)
+{
+    (void)argv;
+    struct linger lg = { 1, 0 };
+    int fd = connect_or_die();
+    if (write_all(fd, "half-closed, then reset\n", 24) < 0)
+        die("send: %s", strerror(errno));
+    if (shutdown(fd, SHUT_WR) < 0)
+        die("shutdown: %s", strerror(errno));
+    sleep_ms(300);
+    setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
+    close(fd);
+    puts("ok");
+    return 0;
+}
+
+/* The shared state of one hellorace round. */
+struct race {
+    pthread_barrier_t start;
+    pthread_mutex_t lock;
+    unsigned granted, wrong, refused;
+    char first_err[400];
+};
+
+/* Read one NUL-terminated frame of at most cap-1 bytes from fd into buf; 0, or -1. */
+static int read_frame0(int fd, char *buf, size_t cap)
+{
+    size_t n = 0;
+    while (n + 1 < cap) {
+        ssize_t k = read_retry(fd, buf + n, 1);
+        if (k <= 0)
+            return -1;
+        if (buf[n] == '\0')
+            return 0;
+        n++;
+    }
+    return -1;
+}
+
+/* An argument of a hellorace thread: the round and the racer's port. */
+struct racer {
+    struct race *race;
+    unsigned port;
+};
+
+/* One racer: connect, wait for the others, say Hello for its own port, check the reply. */
+static void *racer_thread(void *arg)
+{
+    struct racer *me = arg;
+    struct race *r = me->race;
+    char frame[300], want[64], err[400] = "";
+    int fd = connect_target();
+    pthread_barrier_wait(&r->start);
+    if (fd < 0) {
+        snprintf(err, sizeof err, "connect: %s", strerror(errno));
+    } else {
+        int n = snprintf(frame, sizeof frame, "{\"Hello\":%u}", me->port);
+        snprintf(want, sizeof want, "{\"Hello\":%u}", me->port);
+        if (write_all(fd, frame, (size_t)n + 1) < 0 || read_frame0(fd, frame, sizeof frame) < 0)
+            snprintf(err, sizeof err, "port %u: no reply", me->port);
+        else if (strcmp(frame, want) != 0)
+            snprintf(err, sizeof err, "port %u: got %s", me->port, frame);
+    }
+    pthread_mutex_lock(&r->lock);
+    if (err[0] == '\0')
+        r->granted++;
+    else if (strstr(err, "got {\"Hello\""))
+        r->wrong++;
+    else
+        r->refused++;
+    if (err[0] != '\0' && r->first_err[0] == '\0')
+        snprintf(r->first_err, sizeof r->first_err, "%s", err);
+    pthread_mutex_unlock(&r->lock);
+    /* Held until every racer has its answer, so no port is freed mid-round. */
+    pthread_barrier_wait(&r->start);
+    if (fd >= 0)
+        close(fd);
+    return NULL;
+}
+
+/* hellorace HOST PORT COUNT FIRST ROUNDS: COUNT control connections say Hello for ports
+   FIRST..FIRST+COUNT-1 at the same moment, ROUNDS times; each must get its own port.
+   Prints "ok COUNT*ROUNDS", else "granted G wrong W refused R: first error". */
+static int mode_hellorace(char **argv)
+{
+    unsigned count = (unsigned)parse_num(argv[2], 1, 1000, "COUNT");
+    unsigned first = (unsigned)parse_num(argv[3], 1, 65535, "FIRST");
+    unsigned rounds = (unsigned)parse_num(argv[4], 1, 1000, "ROUNDS");
+    struct race r;
+    struct racer *racers = calloc(count, sizeof *racers);
+    pthread_t *t = calloc(count, sizeof *t);
+    unsigned granted = 0, wrong = 0, refused = 0;
+    char first_err[400] = "";
+    if (!racers || !t || first + count - 1 > 65535)
+        die("bad hellorace arguments");
+    for (unsigned round = 0; round < rounds; round++) {
+        memset(&r, 0, sizeof r);
+        pthread_barrier_init(&r.start, NULL, count);
+        pthread_mutex_init(&r.lock, NULL);
+        for (unsigned i = 0; i < count; i++) {
+            racers[i] = (struct racer){ &r, first + i };
+            if (spawn(&t[i], racer_thread, &racers[i], 0) != 0)
+                die("thread: %s", strerror(errno));
+        }
+        for (unsigned i = 0; i < count; i++)
+            pthread_join(t[i], NULL);
+        granted += r.granted;
+        wrong += r.wrong;
+        refused += r.refused;
+        if (first_err[0] == '\0')
+            snprintf(first_err, sizeof first_err, "%s", r.first_err);
+        pthread_barrier_destroy(&r.start);
+        pthread_mutex_destroy(&r.lock);
+        /* The server closes each port once it sees its client gone; wait for that. */
+        sleep_ms(300);
+    }
+    free(racers);
+    free(t);
+    if (granted == count * rounds) {
+        printf("ok %u\n", granted);
+        return 0;
+    }
+    printf("granted %u wrong %u refused %u: %s\n", granted, wrong, refused, first_err);
+    return 1;
+}
+
 static const struct mode modes[] = {
     { "freeport", 2, 1, 0, mode_freeport, "LO HI" },
     { "hop", 1, 1, 0, mode_hop, "COUNT" },
-    { "serve", -1, 0, 0, mode_serve, "echo|sink|banner TEXT|reply N|churn N [--host IP]" },
+    { "serve", -1, 0, 0, mode_serve, "echo|sink|mute|banner TEXT|reply N|churn N [--host IP]" },
     { "roundtrip", 3, 1, 1, mode_roundtrip, "HOST PORT BYTES" },
     { "many", 4, 1, 1, mode_many, "HOST PORT CONNS BYTES" },
     { "halfclose", 3, 1, 1, mode_halfclose, "HOST PORT N" },
@@ -1197,10 +1350,12 @@ static const struct mode modes[] = {
     { "churn", 5, 1, 1, mode_churn, "HOST PORT SECONDS PARALLEL N" },
     { "stream", 3, 1, 1, mode_stream, "HOST PORT SECONDS" },
     { "hold", 3, 1, 1, mode_hold, "HOST PORT CONNS" },
-    { "serveat", -1, 0, 0, mode_serveat, "PORT echo|sink|banner TEXT|reply N|churn N [--host IP]" },
+    { "serveat", -1, 0, 0, mode_serveat, "PORT echo|sink|mute|banner TEXT|reply N|churn N [--host IP]" },
     { "slow", 5, 1, 1, mode_slow, "HOST PORT CONNS RATE WAITSECS" },
     { "storm", 4, 1, 1, mode_storm, "HOST PORT COUNT PARALLEL" },
     { "churncount", 5, 1, 1, mode_churncount, "HOST PORT COUNT PARALLEL N" },
+    { "finrst", 2, 1, 1, mode_finrst, "HOST PORT" },
+    { "hellorace", 5, 1, 1, mode_hellorace, "HOST PORT COUNT FIRST ROUNDS" },
 };
 
 /* Seconds for the global deadline from TCPKIT_TIMEOUT (default 60). */
