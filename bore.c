@@ -23,6 +23,7 @@
 #include <poll.h>
 #include <pthread.h>
 #include <sched.h>
+#include <semaphore.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdarg.h>
@@ -2422,6 +2423,14 @@ static atomic_int visitors_seen;
 /* Visitor threads running now, against cli.max_conns. */
 static atomic_int visitors_open;
 
+/*
+ * Data connections being opened at once (connect, handshake, Accept).  A
+ * burst of visitors must not look like a flood to the server's
+ * --max-startups, which would drop the oldest of them.
+ */
+#define OPENING_MAX 16
+static sem_t opening;
+
 /* First and longest wait between reconnection attempts. */
 #define RECONNECT_MIN_MS 500
 #define RECONNECT_MAX_MS 30000
@@ -2572,14 +2581,20 @@ proxy_visitor(void *arg)
 	char ids[BORE_UUID_STRLEN + 1], where[300];
 	struct conn *c;
 	int64_t start = now_ms();
-	int lfd;
+	int lfd, r;
 
 	bore_uuid_format(job->id, ids);
 	if (cli.dump)
 		info.dump_id = atomic_fetch_add(&visitors_seen, 1) + 1;
-	if (open_control(&server, &c) != OUT_OK)
+	while (sem_wait(&opening) == -1)
+		;
+	if (open_control(&server, &c) != OUT_OK) {
+		sem_post(&opening);
 		goto err0;
-	if (send_uuid_msg(c->fd, BORE_MSG_ACCEPT, job->id) == -1) {
+	}
+	r = send_uuid_msg(c->fd, BORE_MSG_ACCEPT, job->id);
+	sem_post(&opening);
+	if (r == -1) {
 		log_msg(LOG_WARN, "connection %s: could not send accept: %s", ids, strerror(errno));
 		goto err1;
 	}
@@ -3231,6 +3246,8 @@ main_local(int argc, char **argv)
 	    "--heartbeat-timeout", 1, BORE_HEARTBEAT_TIMEOUT_MS / 1000);
 	if ((cli.local_ai = resolve(cli.local_host, cli.local_port)) == NULL)
 		return (1);
+	if (sem_init(&opening, 0, OPENING_MAX) == -1)
+		err(1, "sem_init");
 	return (run_client());
 }
 
