@@ -2174,14 +2174,25 @@ forward_visitor(struct conn *c, const uint8_t id[BORE_UUID_LEN])
  * IPv4 address or an IPv6 /64.
  */
 struct startup {
-	struct conn *c;   /* NULL: a free slot */
+	struct conn *c;   /* NULL: a free place */
 	uint8_t src[16];  /* source address (IPv4 as v4-mapped), IPv6 cut to /64 */
 	int64_t since;
+	int same;         /* startup_victim's scratch: places its source holds */
+	int busy;         /* startup_victim's scratch: too young, or its first frame waits */
 };
 
 /* Guards startups; a listed conn's fd stays open until it is taken off. */
 static pthread_mutex_t startups_lock = PTHREAD_MUTEX_INITIALIZER;
-static struct startup *startups;  /* srv.max_startups slots */
+static struct startup *startups;  /* srv.max_startups places */
+
+/* Pause of the accept loop while no startup can be dropped. */
+#define STARTUPS_WAIT_MS 10
+
+/*
+ * A startup younger than this is never dropped: a client's data connection
+ * is idle only for a round trip or so, a flood's until it times out.
+ */
+#define STARTUP_GRACE_MS 250
 
 /* The source of an address, as startups compares them. */
 static void
@@ -2199,44 +2210,82 @@ source_of(const struct sockaddr *sa, uint8_t src[16])
 	}
 }
 
+/* True if a whole frame waits in fd: its thread has yet to run, but it is not idle. */
+static int
+frame_waiting(int fd)
+{
+	char buf[CONN_BUF];
+	ssize_t n = recv(fd, buf, sizeof(buf), MSG_PEEK | MSG_DONTWAIT);
+
+	return (n > 0 && memchr(buf, '\0', (size_t)n) != NULL);
+}
+
 /*
- * List c, from src, as a startup.  When all places are taken, the oldest
- * startup of the heaviest source is shut down and c takes its place;
- * returns 1 then (its thread sees EOF and ends), else 0.
+ * The place to free when all are taken: the oldest startup of the source
+ * that holds the most, passing over those younger than STARTUP_GRACE_MS and
+ * those whose first frame already waits (a burst that threads have not
+ * caught up with yet).  -1 when none is left.  startups_lock is held.
  */
 static int
-startup_add(struct conn *c, const uint8_t src[16])
+startup_victim(void)
 {
-	int i, k, n, best = -1, best_n = 0, slot = -1;
+	struct startup *s = startups;
+	int64_t young = now_ms() - STARTUP_GRACE_MS;
+	int i, k, best;
+
+	for (i = 0; i < srv.max_startups; i++) {
+		/* A source seen before has its count already: a flood costs one pass. */
+		for (k = 0; memcmp(s[k].src, s[i].src, 16) != 0; k++)
+			;
+		if (k < i) {
+			s[i].same = s[k].same;
+		} else {
+			for (s[i].same = 0, k = i; k < srv.max_startups; k++)
+				s[i].same += memcmp(s[k].src, s[i].src, 16) == 0;
+		}
+		s[i].busy = s[i].since > young;
+	}
+	for (;;) {
+		for (best = -1, i = 0; i < srv.max_startups; i++)
+			if (!s[i].busy && (best == -1 || s[i].same > s[best].same ||
+			    (s[i].same == s[best].same && s[i].since < s[best].since)))
+				best = i;
+		if (best == -1 || !frame_waiting(s[best].c->fd))
+			return (best);
+		s[best].busy = 1;
+	}
+}
+
+/*
+ * A free place for the next control connection, the oldest startup of the
+ * busiest source shut down to make one if need be (its thread sees EOF
+ * and ends); *evicted says whether it was.  -1 if none can be had now.
+ */
+static int
+startup_place(int *evicted)
+{
+	int slot;
 
 	pthread_mutex_lock(&startups_lock);
-	for (i = 0; i < srv.max_startups && slot == -1; i++)
-		if (startups[i].c == NULL)
-			slot = i;
-	for (i = 0; slot == -1 && i < srv.max_startups; i++) {
-		/* The best source's other places count the same: a flood costs one pass. */
-		if (best != -1 && memcmp(startups[i].src, startups[best].src, 16) == 0) {
-			if (startups[i].since < startups[best].since)
-				best = i;
-			continue;
-		}
-		for (n = 0, k = 0; k < srv.max_startups; k++)
-			n += memcmp(startups[k].src, startups[i].src, 16) == 0;
-		if (best == -1 || n > best_n ||
-		    (n == best_n && startups[i].since < startups[best].since)) {
-			best = i;
-			best_n = n;
-		}
-	}
-	if (slot == -1) {
-		slot = best;
+	for (slot = 0; slot < srv.max_startups && startups[slot].c != NULL; slot++)
+		;
+	if ((*evicted = slot == srv.max_startups) && (slot = startup_victim()) != -1) {
 		(void)shutdown(startups[slot].c->fd, SHUT_RDWR);
+		startups[slot].c = NULL;
 	}
+	pthread_mutex_unlock(&startups_lock);
+	return (slot);
+}
+
+/* List c, from src, as a startup in the place startup_place found. */
+static void
+startup_add(int slot, struct conn *c, const uint8_t src[16])
+{
+	pthread_mutex_lock(&startups_lock);
 	startups[slot].c = c;
 	memcpy(startups[slot].src, src, 16);
 	startups[slot].since = now_ms();
 	pthread_mutex_unlock(&startups_lock);
-	return (slot == best);
 }
 
 /* c has said what it is for, or failed to: take it off the list, if it is still there. */
@@ -2324,14 +2373,25 @@ static void
 accept_control(int lfd)
 {
 	static int64_t quiet_until;  /* main thread only */
-	static int evicted;
+	static int dropped;
 	struct sockaddr_storage ss;
 	socklen_t sslen = sizeof(ss);
 	uint8_t src[16];
 	struct conn *c;
 	char addr[64];
-	int fd;
+	int fd, slot, evicted;
 
+	/* Every startup about to be served: the newcomer waits in the listen queue. */
+	if ((slot = startup_place(&evicted)) == -1) {
+		poll(NULL, 0, STARTUPS_WAIT_MS);
+		return;
+	}
+	if (evicted && (dropped++, now_ms() >= quiet_until)) {
+		log_msg(LOG_WARN, "too many connections before authentication (limit %d): "
+		    "dropped %d from the busiest source", srv.max_startups, dropped);
+		quiet_until = now_ms() + LIMIT_LOG_MS;
+		dropped = 0;
+	}
 	fd = counted(accept4(lfd, (struct sockaddr *)&ss, &sslen, SOCK_NONBLOCK | SOCK_CLOEXEC));
 	if (fd == -1) {
 		/* Out of fds or memory: say so, wait a little, and keep serving. */
@@ -2353,12 +2413,7 @@ accept_control(int lfd)
 		return;
 	}
 	source_of((struct sockaddr *)&ss, src);
-	if (startup_add(c, src) && (evicted++, now_ms() >= quiet_until)) {
-		log_msg(LOG_WARN, "too many connections before authentication (limit %d): "
-		    "dropped %d of the busiest source's", srv.max_startups, evicted);
-		quiet_until = now_ms() + LIMIT_LOG_MS;
-		evicted = 0;
-	}
+	startup_add(slot, c, src);
 	/* The thread owns c and its fd from here. */
 	if (spawn(serve_control, c) == -1) {
 		startup_done(c);
@@ -2428,7 +2483,7 @@ static atomic_int visitors_open;
  * burst of visitors must not look like a flood to the server's
  * --max-startups, which would drop the oldest of them.
  */
-#define OPENING_MAX 16
+#define OPENING_MAX 64
 static sem_t opening;
 
 /* First and longest wait between reconnection attempts. */
