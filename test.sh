@@ -587,8 +587,8 @@ CASES=(
 )
 # Not run again under the sanitizer passes: unit tests, cases that need a plain
 # build (an address-space limit, valgrind), and slow ones that add no new code path.
-ONCE_CASES=" hmac_vectors frame_parser liveness_options thread_failure valgrind_short_session \
-	link_cut_frees_port reresolve_on_reconnect startup_checks "
+ONCE_CASES=" hmac_vectors frame_parser liveness_options thread_failure valgrind_short_session "
+ONCE_CASES+="link_cut_frees_port reresolve_on_reconnect startup_checks "
 # Run again under ThreadSanitizer: the cases where threads meet.
 TSAN_CASES=(
 	concurrent_200 hello_race visitor_burst_few_fds preauth_flood halfclose_then_reset \
