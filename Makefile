@@ -58,10 +58,14 @@ fuzz: tests/fuzz
 	./tests/fuzz -max_total_time=$(FUZZ_SECONDS) -max_len=1024 -print_final_stats=1 \
 	    tests/corpus-work tests/corpus
 
-check: all $(TEST_TOOLS)
+# demo and check first install what is missing (tests/deps.sh); the scripts they run
+# build with a fresh make, which finds libsodium once it is there.
+check:
+	@./tests/deps.sh check
 	./test.sh
 
-demo: all tests/tcpkit
+demo:
+	@./tests/deps.sh build
 	./tests/demo.sh
 
 bench: all tests/tcpkit

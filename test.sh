@@ -522,6 +522,8 @@ t_cli_env_and_forms() {
 . tests/features.sh
 
 . tests/hardening.sh
+
+. tests/operators.sh
 SELECTED=("$@")
 
 # Every case, in order; those that drive ./bore run again under the sanitizer pass.
@@ -535,11 +537,13 @@ CASES=(
 	ipv6 allow_visitors allow_control allow_bad_usage graceful_shutdown \
 	graceful_shutdown_grace_ends dump malformed_control slow_and_silent storms emfile \
 	max_sessions max_conns client_killed_mid_transfer service_killed_mid_transfer \
-	secret_files liveness_options thread_failure valgrind_short_session
+	secret_files liveness_options thread_failure valgrind_short_session \
+	deps_install_decisions demo_clean
 )
 # Not run again under the sanitizer pass: unit tests, and cases that need a plain
 # build (an address-space limit, valgrind).
 ONCE_CASES=" hmac_vectors frame_parser liveness_options thread_failure valgrind_short_session "
+ONCE_CASES+=" deps_install_decisions demo_clean "
 
 for name in "${CASES[@]}"; do
 	run "$name"

@@ -8,6 +8,9 @@ make -s bore tests/tcpkit || exit 1
 pids=()
 trap 'kill "${pids[@]}" 2>/dev/null; wait 2>/dev/null; rm -rf "$tmp"' EXIT
 tmp=$(mktemp -d)
+# Made now: the waits below read them before the background redirections may have.
+: >"$tmp/server"
+: >"$tmp/client"
 
 . tests/lib.sh
 
