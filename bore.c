@@ -32,6 +32,7 @@
 #include <strings.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -68,28 +69,40 @@
 /* Queue length of the control and public listeners. */
 #define LISTEN_BACKLOG 1024
 
-/* Log levels; LOG_ALWAYS is shown whatever BORE_LOG says. */
-enum log_level { LOG_ALWAYS, LOG_ERROR, LOG_WARN, LOG_INFO, LOG_DEBUG };
+/* Log levels; LOG_ALWAYS is shown whatever BORE_LOG says, unless it says off. */
+enum log_level { LOG_ALWAYS, LOG_ERROR, LOG_WARN, LOG_INFO, LOG_DEBUG, LOG_TRACE };
 
-/* The most verbose level shown (BORE_LOG). */
+/* The most verbose level shown (BORE_LOG); below LOG_ALWAYS for off. */
 static int log_level = LOG_INFO;
+
+/* Set when stderr is the journal's stream: lines carry <N> priorities, not timestamps. */
+static int log_journal;
+
+/* Set in a thread whose failures will be retried: its errors are logged as warnings. */
+static _Thread_local int log_retrying;
 
 /* Written by the signal handler, read by the main loop: SIGINT/SIGTERM. */
 static int signal_pipe[2] = { -1, -1 };
 
-/* Write one log line to stderr: timestamp, level, message; one write per line. */
+/*
+ * Write one log line to stderr: timestamp, level, message; one write per
+ * line.  For the journal, the syslog priority in <> stands for the timestamp.
+ */
 static void log_msg(int level, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 static void
 log_msg(int level, const char *fmt, ...)
 {
-	static const char *const names[] = { " INFO", "ERROR", " WARN", " INFO", "DEBUG" };
+	static const char *const names[] = { "INFO", "ERROR", "WARN", "INFO", "DEBUG", "TRACE" };
+	static const int priorities[] = { 6, 3, 4, 6, 7, 7 };  /* info, err, warning, debug */
 	char msg[768];
 	struct timespec ts;
 	struct tm tm;
 	va_list ap;
 	int saved = errno;
 
+	if (level == LOG_ERROR && log_retrying)
+		level = LOG_WARN;
 	if (level > log_level)
 		return;
 	va_start(ap, fmt);
@@ -97,9 +110,12 @@ log_msg(int level, const char *fmt, ...)
 	va_end(ap);
 	clock_gettime(CLOCK_REALTIME, &ts);
 	gmtime_r(&ts.tv_sec, &tm);
-	dprintf(2, "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ %s %s\n", tm.tm_year + 1900,
-	    tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
-	    ts.tv_nsec / 1000000, names[level], msg);
+	if (log_journal)
+		dprintf(2, "<%d>%s %s\n", priorities[level], names[level], msg);
+	else
+		dprintf(2, "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ %5s %s\n", tm.tm_year + 1900,
+		    tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
+		    ts.tv_nsec / 1000000, names[level], msg);
 	errno = saved;
 }
 
@@ -526,6 +542,12 @@ read_frame(struct conn *c, struct bore_msg *m, int64_t deadline)
 				return (-1);
 			}
 			rc = bore_parse_msg(c->buf, flen, m);
+			if (rc == 0 && log_level >= LOG_TRACE) {
+				char text[BORE_MAX_FRAME + 1];
+
+				log_msg(LOG_TRACE, "%s: received %s", c->peer,
+				    printable(c->buf, text, sizeof(text)));
+			}
 			c->len -= flen + 1;
 			memmove(c->buf, nul + 1, c->len);
 			if (rc == -1) {
@@ -574,6 +596,7 @@ send_msg(int fd, const struct bore_msg *m)
 		return (-1);
 	}
 	frame[n++] = '\0';
+	log_msg(LOG_TRACE, "fd %d: sending %s", fd, frame);
 	return (write_all(fd, frame, (size_t)n, now_ms() + BORE_NETWORK_TIMEOUT_MS));
 }
 
@@ -2608,7 +2631,7 @@ static const struct command main_cmd = {
 	"Options:\n"
 	"  -h, --help     Print help\n"
 	"  -V, --version  Print version\n\n"
-	"Environment: BORE_LOG=error|warn|info|debug sets the log level (default info).\n",
+	"Environment: BORE_LOG=off|error|warn|info|debug|trace sets the log level (default info).\n",
 };
 
 static const struct command local_cmd = {
@@ -2984,28 +3007,40 @@ main_server(int argc, char **argv)
 	return (rc);
 }
 
-/* Set log_level from BORE_LOG; an unknown level is bad usage. */
+/*
+ * Set log_level from BORE_LOG (an unknown level is bad usage), and
+ * log_journal when JOURNAL_STREAM names stderr's device and inode, as
+ * systemd sets it for a service whose stderr goes to the journal.
+ */
 static void
 set_log_level(void)
 {
 	static const char *const names[] = {
-		[LOG_ERROR] = "error", [LOG_WARN] = "warn", [LOG_INFO] = "info", [LOG_DEBUG] = "debug",
+		[LOG_ALWAYS] = "off", [LOG_ERROR] = "error", [LOG_WARN] = "warn", [LOG_INFO] = "info",
+		[LOG_DEBUG] = "debug", [LOG_TRACE] = "trace",
 	};
-	const char *v = env_value("BORE_LOG");
+	const char *v = env_value("BORE_LOG"), *js = env_value("JOURNAL_STREAM");
+	unsigned long long dev, ino;
+	struct stat st;
 	int l;
 
+	if (js != NULL && sscanf(js, "%llu:%llu", &dev, &ino) == 2 && fstat(2, &st) == 0 &&
+	    st.st_dev == dev && st.st_ino == ino)
+		log_journal = 1;
 	if (v == NULL)
 		return;
-	for (l = LOG_ERROR; l <= LOG_DEBUG; l++) {
+	for (l = LOG_ALWAYS; l <= LOG_TRACE; l++) {
 		if (strcasecmp(v, names[l]) == 0) {
-			log_level = l;
+			/* off: below LOG_ALWAYS, so that not even those lines show. */
+			log_level = l == LOG_ALWAYS ? LOG_ALWAYS - 1 : l;
 			return;
 		}
 	}
-	usage_error(&main_cmd, "invalid value '%s' for BORE_LOG: use error, warn, info or debug", v);
+	usage_error(&main_cmd, "invalid value '%s' for BORE_LOG: "
+	    "use off, error, warn, info, debug or trace", v);
 }
 
-/* SIGINT/SIGTERM: wake the main loop through the pipe. */
+/* SIGINT/SIGTERM (and SIGHUP for the client): wake the main loop through the pipe. */
 static void
 on_signal(int sig)
 {
