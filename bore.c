@@ -2483,7 +2483,7 @@ serve_session(struct conn *c)
 static enum session_end
 run_session(int *port, int *opened)
 {
-	char where[300];
+	char where[300], local[300];
 	enum session_end end;
 	struct conn *c;
 	int got, fatal;
@@ -2499,6 +2499,10 @@ run_session(int *port, int *opened)
 	*opened = 1;
 	log_msg(LOG_INFO, "connected to server");
 	log_msg(LOG_ALWAYS, "listening at %s", host_port(cli.to, (unsigned)got, where, sizeof(where)));
+	/* For scripts: the public address and the local one it serves, one line on stdout. */
+	dprintf(1, "%s %s\n", where, host_port(cli.local_host, cli.local_port, local, sizeof(local)));
+	/* From here on a lost tunnel is re-dialled, and what goes wrong is a warning. */
+	log_retrying = cli.reconnect;
 	end = serve_session(c);
 done:
 	conn_free(c);
@@ -2520,9 +2524,17 @@ sleep_or_signal(int ms)
 }
 
 /*
+ * Exit status when the server refused what no retry can change: a wrong or
+ * missing secret, a port outside its range.  sysexits.h's EX_CONFIG: the
+ * settings must change, so a supervisor should not restart as for 1.
+ */
+#define EXIT_REFUSED 78
+
+/*
  * Open the tunnel and keep it open: after a tunnel was established, losing
  * it re-dials with exponential backoff and jitter, asking for the same
- * public port.  Exit status: 0 on a signal, 1 when it gives up.
+ * public port.  Exit status: 0 on a signal, EXIT_REFUSED on a refusal that
+ * no retry can fix, 1 when it gives up otherwise.
  */
 static int
 run_client(void)
@@ -2540,8 +2552,15 @@ run_client(void)
 			ever_opened = 1;
 			attempt = 0;
 		}
+		if (end == END_FATAL) {
+			if (log_retrying) {
+				log_retrying = 0;
+				log_msg(LOG_ERROR, "giving up: retrying cannot mend that");
+			}
+			return (EXIT_REFUSED);
+		}
 		/* The first connection's errors are shown and final: they are usually settings. */
-		if (end == END_FATAL || !ever_opened || !cli.reconnect)
+		if (!ever_opened || !cli.reconnect)
 			return (1);
 		if (end == END_PORT_TAKEN) {
 			log_msg(LOG_WARN, "port %d is taken; asking for any port", port);

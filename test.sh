@@ -262,7 +262,7 @@ t_secret_wrong() {
 	start_server server -s "hunter2" || return 1
 	start client "$BORE" local 9 --to 127.0.0.1 --control-port "$CTL" -s "hunter3"
 	wait_exit "$LAST" 5 || { why "client did not exit"; return 1; }
-	[ "$RC" = 1 ] || { why "exit status $RC"; return 1; }
+	[ "$RC" = 78 ] || { why "exit status $RC"; return 1; }
 	log_has client "invalid secret" && log_has server "invalid secret"
 }
 
@@ -270,7 +270,7 @@ t_secret_server_only() {
 	start_server server -s "hunter2" || return 1
 	start client "$BORE" local 9 --to 127.0.0.1 --control-port "$CTL"
 	wait_exit "$LAST" 5 || { why "client did not exit"; return 1; }
-	[ "$RC" = 1 ] || { why "exit status $RC"; return 1; }
+	[ "$RC" = 78 ] || { why "exit status $RC"; return 1; }
 	log_has client "server requires authentication, but no client secret was provided"
 }
 
@@ -303,7 +303,7 @@ t_port_out_of_range() {
 	start_server server || return 1
 	start client "$BORE" local 9 --to 127.0.0.1 --control-port "$CTL" --port $((TUN_MAX + 1))
 	wait_exit "$LAST" 5 || return 1
-	[ "$RC" = 1 ] && log_has client "client port number not in allowed range"
+	[ "$RC" = 78 ] && log_has client "client port number not in allowed range"
 }
 
 t_port_in_use() {

@@ -26,7 +26,7 @@ t_reconnect_after_restart() {
 	alive "$CLI"
 }
 
-# A restarted server that now wants another secret is not retried: the client exits 1 at once.
+# A restarted server that now wants another secret is not retried: the client exits 78 at once.
 t_reconnect_fatal_not_retried() {
 	start_origin origin echo && start_server server -s one && start_client client "$ORIGIN" -s one ||
 		return 1
@@ -34,7 +34,7 @@ t_reconnect_fatal_not_retried() {
 	start server2 "$BORE" server --bind-addr 127.0.0.1 --control-port "$CTL" \
 		--min-port "$TUN_MIN" --max-port "$TUN_MAX" -s two
 	wait_exit "$CLI" 15 || { why "client still re-dialling"; return 1; }
-	[ "$RC" = 1 ] || { why "exit status $RC"; return 1; }
+	[ "$RC" = 78 ] || { why "exit status $RC"; return 1; }
 	log_has client "invalid secret" && [ "$(count_in_log client "invalid secret")" = 1 ]
 }
 

@@ -418,7 +418,7 @@ t_secret_files() {
 	start wrong "$BORE" local "$ORIGIN" --local-host 127.0.0.1 --to 127.0.0.1 --control-port "$CTL" \
 		--secret-file "$WORK/wrong.secret"
 	wait_exit "$LAST" 5 || { why "client with the wrong secret file did not exit"; return 1; }
-	[ "$RC" = 1 ] || { why "wrong secret file: exit status $RC"; return 1; }
+	[ "$RC" = 78 ] || { why "wrong secret file: exit status $RC"; return 1; }
 	log_has wrong "invalid secret" && log_has server "invalid secret" || return 1
 	# A missing file: exit 1 and one line, for both subcommands.
 	for sub in "local 9 --to 127.0.0.1" "server --bind-addr 127.0.0.1"; do
