@@ -937,6 +937,15 @@ done:
 	return (rc);
 }
 
+/* The info line at the end of a relayed connection, alike on server and client. */
+static void
+log_closed(const char *ids, uint64_t to_service, uint64_t to_visitor, int64_t start_ms)
+{
+	log_msg(LOG_INFO, "connection %s closed: %llu bytes visitor->service, "
+	    "%llu bytes service->visitor, %.3f s", ids, (unsigned long long)to_service,
+	    (unsigned long long)to_visitor, (double)(now_ms() - start_ms) / 1000);
+}
+
 /* Make close() send RST, so the far end sees an aborted stream rather than a clean end. */
 static void
 set_reset_on_close(int fd)
@@ -2046,6 +2055,8 @@ static void
 forward_visitor(struct conn *c, const uint8_t id[BORE_UUID_LEN])
 {
 	char ids[BORE_UUID_STRLEN + 1];
+	struct relay_info info = { .dump_id = 0 };
+	int64_t start = now_ms();
 	struct pending *p;
 	struct live l;
 	struct tunnel *t;
@@ -2062,12 +2073,14 @@ forward_visitor(struct conn *c, const uint8_t id[BORE_UUID_LEN])
 	log_msg(LOG_DEBUG, "forwarding connection %s", ids);
 	if (tunnel_track(t, &l) == 0) {
 		atomic_fetch_add(&relays_active, 1);
-		if (relay_after_frame(c, l.fd, NULL) == -1) {
+		if (relay_after_frame(c, l.fd, &info) == -1) {
 			log_msg(LOG_DEBUG, "connection %s aborted: %s", ids, strerror(errno));
 			/* Pass the abort on: both peers see a reset, not a clean end. */
 			set_reset_on_close(l.fd);
 			set_reset_on_close(c->fd);
 		}
+		/* The client's data connection is the relay's first socket: bytes[0] went to the visitor. */
+		log_closed(ids, info.bytes[1], info.bytes[0], start);
 		tunnel_untrack(t, &l);
 		atomic_fetch_sub(&relays_active, 1);
 	}
@@ -2327,6 +2340,8 @@ proxy_visitor(void *arg)
 		    "%llu bytes service->visitor, %.3f s", info.dump_id,
 		    (unsigned long long)info.bytes[0], (unsigned long long)info.bytes[1],
 		    (double)(now_ms() - start) / 1000);
+	else
+		log_closed(ids, info.bytes[0], info.bytes[1], start);
 	close(lfd);
 	conn_free(c);
 
