@@ -2026,7 +2026,10 @@ run_tunnel(struct conn *c, uint16_t want)
 		goto err0;
 	}
 	if ((lfd = bind_public(want, &why)) == -1) {
-		log_msg(LOG_WARN, "%s: could not open port %u: %s", c->peer, want, why);
+		if (want == 0)
+			log_msg(LOG_WARN, "%s: could not open a port: %s", c->peer, why);
+		else
+			log_msg(LOG_WARN, "%s: could not open port %u: %s", c->peer, want, why);
 		(void)send_text_msg(c->fd, BORE_MSG_ERROR, why);
 		goto err0;
 	}
@@ -2137,12 +2140,15 @@ drain_and_exit(void)
 	struct pollfd p = { .fd = signal_pipe[0], .events = POLLIN };
 	int64_t deadline = now_ms() + srv.grace_ms;
 	char drain[16];
+	int tunnels, relays;
 
 	while (read(signal_pipe[0], drain, sizeof(drain)) > 0)
 		continue;
 	atomic_store(&shutting_down, 1);
-	log_msg(LOG_INFO, "shutting down: %d tunnels, %d connections; waiting up to %.1f s",
-	    atomic_load(&tunnels_open), atomic_load(&relays_active), srv.grace_ms / 1000.0);
+	tunnels = atomic_load(&tunnels_open);
+	relays = atomic_load(&relays_active);
+	log_msg(LOG_INFO, "shutting down: %d tunnel%s, %d connection%s; waiting up to %.1f s",
+	    tunnels, tunnels == 1 ? "" : "s", relays, relays == 1 ? "" : "s", srv.grace_ms / 1000.0);
 	while ((atomic_load(&tunnels_open) > 0 || atomic_load(&relays_active) > 0) &&
 	    now_ms() < deadline) {
 		/* Tunnels notice within a heartbeat; poll briefly so the count is seen soon. */
@@ -2151,8 +2157,8 @@ drain_and_exit(void)
 			break;
 		}
 	}
-	if (atomic_load(&relays_active) > 0)
-		log_msg(LOG_WARN, "closing %d connections still open", atomic_load(&relays_active));
+	if ((relays = atomic_load(&relays_active)) > 0)
+		log_msg(LOG_WARN, "closing %d connection%s still open", relays, relays == 1 ? "" : "s");
 	log_msg(LOG_INFO, "shut down");
 	return (0);
 }
@@ -2166,16 +2172,20 @@ run_server(const struct sockaddr_storage *ctl, socklen_t ctl_len)
 	struct sockaddr_storage ss;
 	socklen_t sslen;
 	struct conn *c;
-	char addr[64];
+	char addr[64], tun[64], *p;
 	int lfd, fd;
 
+	addr_str((const struct sockaddr *)&srv.tunnel_addr, srv.tunnel_addr_len, tun, sizeof(tun));
+	/* Tunnels bind their own ports: show the address alone. */
+	if ((p = strrchr(tun, ':')) != NULL)
+		*p = '\0';
 	addr_str((const struct sockaddr *)ctl, ctl_len, addr, sizeof(addr));
 	if ((lfd = listen_on(ctl, ctl_len)) == -1) {
 		log_msg(LOG_ERROR, "could not listen on %s: %s", addr, strerror(errno));
 		return (1);
 	}
-	log_msg(LOG_INFO, "server listening on %s (ports %u-%u)", addr,
-	    srv.min_port, srv.max_port);
+	log_msg(LOG_INFO, "server listening on %s; tunnels on %s, ports %u-%u; %s", addr, tun,
+	    srv.min_port, srv.max_port, srv.has_secret ? "secret required" : "no secret required");
 	pfd[POLL_LISTEN] = (struct pollfd){ .fd = lfd, .events = POLLIN };
 	pfd[POLL_SIGNAL] = (struct pollfd){ .fd = signal_pipe[0], .events = POLLIN };
 	for (;;) {

@@ -144,7 +144,7 @@ t_graceful_shutdown_grace_ends() {
 	kill -TERM "$SRV"
 	wait_exit "$SRV" 4 || { why "server did not stop after its grace"; return 1; }
 	exec 5>&-
-	[ "$RC" = 0 ] && log_has server "closing 1 connections still open"
+	[ "$RC" = 0 ] && log_has server "closing 1 connection still open"
 }
 
 # --dump shows each connection's bytes in hex and ASCII and a summary when it closes.
