@@ -2671,7 +2671,8 @@ static const struct command main_cmd = {
 	"Usage: bore <COMMAND>\n\n"
 	"Commands:\n"
 	"  local   Starts a local proxy to the remote server\n"
-	"  server  Runs the remote proxy server\n\n"
+	"  server  Runs the remote proxy server\n"
+	"  help    Print this message or the help of the given subcommand(s)\n\n"
 	"Options:\n"
 	"  -h, --help     Print help\n"
 	"  -V, --version  Print version\n\n"
@@ -2692,7 +2693,8 @@ static const struct command local_cmd = {
 	"  -p, --port <PORT>         Optional port on the remote server to select [default: 0]\n"
 	"  -s, --secret <SECRET>     Optional secret for authentication [env: BORE_SECRET]\n"
 	"      --secret-file <PATH>  Read the secret from the first line of a file\n"
-	"      --control-port <PORT> The server's control port [env: BORE_CONTROL_PORT]\n"
+	"      --control-port <PORT>\n"
+	"                            The server's control port [env: BORE_CONTROL_PORT]\n"
 	"                            [default: 7835]\n"
 	"      --no-reconnect        Exit when the tunnel is lost instead of re-dialling\n"
 	"      --heartbeat-timeout <SECONDS>\n"
@@ -2825,12 +2827,16 @@ parse_options(const struct command *cmd, const struct optdef *defs, size_t ndefs
 					break;
 				}
 			} else if (defs[d].letter != 0 && defs[d].letter == a[1]) {
-				val = a[2] != '\0' ? a + 2 : NULL;
+				/* -xVALUE, -x=VALUE or -x VALUE, as clap takes them. */
+				val = a[2] == '=' ? a + 3 : a[2] != '\0' ? a + 2 : NULL;
 				break;
 			}
 		}
 		if (d == ndefs)
 			usage_error(cmd, "unexpected argument '%s'", a);
+		if (vals[d] != NULL && defs[d].kind != OPT_LIST)
+			usage_error(cmd, "the argument '--%s' cannot be used multiple times",
+			    defs[d].name);
 		if (defs[d].kind == OPT_FLAG) {
 			if (val != NULL)
 				usage_error(cmd, "unexpected value for '--%s'", defs[d].name);
@@ -2973,7 +2979,7 @@ port_option(const struct command *cmd, const char *val, const char *name, unsign
 static int
 main_local(int argc, char **argv)
 {
-	char *vals[L_COUNT] = { NULL };
+	char *vals[L_COUNT] = { NULL }, *colon;
 	const char *pos[1] = { NULL };
 	int rc;
 
@@ -2987,6 +2993,11 @@ main_local(int argc, char **argv)
 	cli.local_port = port_option(&local_cmd, pos[0], "<LOCAL_PORT>", 1, 0);
 	if (vals[L_TO] == NULL || vals[L_TO][0] == '\0')
 		usage_error(&local_cmd, "the following required argument was not provided: --to <TO>");
+	/* HOST:PORT or [IPv6]:PORT, as other tools take it; a bare IPv6 literal has several colons. */
+	colon = strrchr(vals[L_TO], ':');
+	if (colon != NULL && (colon == strchr(vals[L_TO], ':') || colon[-1] == ']'))
+		usage_error(&local_cmd, "invalid value '%s' for '--to': the control port is set "
+		    "with '--control-port %s'", vals[L_TO], colon + 1);
 	cli.to = vals[L_TO];
 	cli.local_host = vals[L_LOCAL_HOST] ? vals[L_LOCAL_HOST] : "localhost";
 	cli.port = port_option(&local_cmd, vals[L_PORT], "--port", 0, 0);
@@ -3124,9 +3135,22 @@ raise_fd_limit(void)
 	}
 }
 
+/* The subcommand called name; bad usage if there is none. */
+static const struct command *
+find_command(const char *name)
+{
+	if (strcmp(name, "local") == 0)
+		return (&local_cmd);
+	if (strcmp(name, "server") == 0)
+		return (&server_cmd);
+	usage_error(&main_cmd, "unrecognized subcommand '%s'", name);
+}
+
 int
 main(int argc, char **argv)
 {
+	const struct command *cmd;
+
 	if (argc < 2)
 		usage_error(&main_cmd, "a subcommand is required");
 	if (strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0) {
@@ -3134,11 +3158,17 @@ main(int argc, char **argv)
 		return (0);
 	}
 	if (strcmp(argv[1], "-V") == 0 || strcmp(argv[1], "--version") == 0) {
-		printf("bore %s\n", BORE_VERSION);
+		printf("bore %s (wire protocol of bore 0.5/0.6)\n", BORE_VERSION);
 		return (0);
 	}
-	if (strcmp(argv[1], "local") != 0 && strcmp(argv[1], "server") != 0)
-		usage_error(&main_cmd, "unrecognized subcommand '%s'", argv[1]);
+	/* `bore help [COMMAND]`, as clap offers it. */
+	if (strcmp(argv[1], "help") == 0) {
+		if (argc > 3)
+			usage_error(&main_cmd, "unexpected argument '%s'", argv[3]);
+		fputs(argc == 3 ? find_command(argv[2])->help : main_cmd.help, stdout);
+		return (0);
+	}
+	cmd = find_command(argv[1]);
 	set_log_level();
 	if (sodium_init() < 0)
 		errx(1, "could not initialise libsodium");
@@ -3147,7 +3177,7 @@ main(int argc, char **argv)
 	/* BORE_RELAY=copy: relay through user-space buffers, for comparing the two paths. */
 	if (env_value("BORE_RELAY") != NULL && strcmp(env_value("BORE_RELAY"), "copy") == 0)
 		relay_splice = 0;
-	if (strcmp(argv[1], "local") == 0)
+	if (cmd == &local_cmd)
 		return (main_local(argc - 2, argv + 2));
 	return (main_server(argc - 2, argv + 2));
 }

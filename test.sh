@@ -465,7 +465,7 @@ expect_cli() {
 t_cli_help_version() {
 	expect_cli 0 '^Usage: bore <COMMAND>' --help &&
 		expect_cli 0 '^Usage: bore <COMMAND>' -h &&
-		expect_cli 0 '^bore [0-9]+\.[0-9]+\.[0-9]+$' --version &&
+		expect_cli 0 '^bore [0-9]+\.[0-9]+\.[0-9]+ \(wire protocol of bore 0\.5/0\.6\)$' --version &&
 		expect_cli 0 '^bore [0-9]' -V &&
 		expect_cli 0 'Usage: bore local' local --help &&
 		expect_cli 0 'Usage: bore server' server -h &&
