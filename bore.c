@@ -3108,16 +3108,21 @@ on_signal(int sig)
 	errno = saved;
 }
 
-/* Route SIGINT/SIGTERM to the main loop; a peer that went away must never kill us by SIGPIPE. */
+/*
+ * Route SIGINT/SIGTERM to the main loop, and SIGHUP too when hup is set (for
+ * the client, a closed terminal means stop); a peer that went away must never
+ * kill us by SIGPIPE.
+ */
 static void
-setup_signals(void)
+setup_signals(int hup)
 {
 	struct sigaction sa = { .sa_handler = on_signal, .sa_flags = SA_RESTART };
 
 	if (pipe2(signal_pipe, O_CLOEXEC | O_NONBLOCK) == -1)
 		err(1, "pipe");
 	sigemptyset(&sa.sa_mask);
-	if (sigaction(SIGINT, &sa, NULL) == -1 || sigaction(SIGTERM, &sa, NULL) == -1)
+	if (sigaction(SIGINT, &sa, NULL) == -1 || sigaction(SIGTERM, &sa, NULL) == -1 ||
+	    (hup && sigaction(SIGHUP, &sa, NULL) == -1))
 		err(1, "sigaction");
 	if (signal(SIGPIPE, SIG_IGN) == SIG_ERR)
 		err(1, "signal");
@@ -3172,7 +3177,7 @@ main(int argc, char **argv)
 	set_log_level();
 	if (sodium_init() < 0)
 		errx(1, "could not initialise libsodium");
-	setup_signals();
+	setup_signals(cmd == &local_cmd);
 	raise_fd_limit();
 	/* BORE_RELAY=copy: relay through user-space buffers, for comparing the two paths. */
 	if (env_value("BORE_RELAY") != NULL && strcmp(env_value("BORE_RELAY"), "copy") == 0)
