@@ -538,12 +538,15 @@ CASES=(
 	graceful_shutdown_grace_ends dump malformed_control slow_and_silent storms emfile \
 	max_sessions max_conns client_killed_mid_transfer service_killed_mid_transfer \
 	secret_files liveness_options thread_failure valgrind_short_session \
-	deps_install_decisions demo_clean
+	deps_install_decisions demo_clean stdout_address journal_priorities retries_are_warnings \
+	log_off_and_trace connection_closed_lines server_startup_line sighup_local cli_short_equals \
+	cli_help_command cli_repeated_options cli_to_with_port text_counts_and_ports man_page \
+	install_targets bash_completion
 )
 # Not run again under the sanitizer pass: unit tests, and cases that need a plain
 # build (an address-space limit, valgrind).
 ONCE_CASES=" hmac_vectors frame_parser liveness_options thread_failure valgrind_short_session "
-ONCE_CASES+=" deps_install_decisions demo_clean "
+ONCE_CASES+=" deps_install_decisions demo_clean man_page install_targets bash_completion "
 
 for name in "${CASES[@]}"; do
 	run "$name"
