@@ -138,6 +138,7 @@ t_stdout_address() {
 	start_origin origin echo --host ::1 || return 1
 	CTL=$(free_port) || return 1
 	start server "$BORE" server --bind-addr ::1 --control-port "$CTL" --min-port 20000 --max-port 32000
+	wait_until 5 grep -q "server listening" "$WORK/server.log" || return 1
 	start_split client "$BORE" local "$ORIGIN" --local-host ::1 --to "[::1]" --control-port "$CTL"
 	wait_until 5 lines_are "$WORK/client.out" 1 || { why "no line on stdout over IPv6"; return 1; }
 	grep -qxE "\[::1\]:[0-9]+ \[::1\]:$ORIGIN" "$WORK/client.out" ||
