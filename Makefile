@@ -34,7 +34,7 @@ bore: bore.c bore.h | sodium
 # Every build needs libsodium; name the package rather than fail on a missing header.
 sodium:
 	@pkg-config --exists libsodium || { \
-	    echo "libsodium not found by pkg-config: install it (Debian: apt-get install libsodium-dev pkg-config)" >&2; \
+	    echo "libsodium not found by pkg-config: tests/deps.sh installs it (Debian: libsodium-dev)" >&2; \
 	    exit 1; }
 
 # The unit tests include bore.c whole, so they can reach its static helpers.
