@@ -2906,28 +2906,40 @@ cidr_option(const struct command *cmd, const char *val, const char *name, struct
 	return (n);
 }
 
-/* Read the secret from the first line of path into buf; errx on failure. */
+/* Read the secret from the first line of path into buf; exit 1, logged as an error, on failure. */
 static void
 read_secret_file(const char *path, char *buf, size_t cap)
 {
 	ssize_t n;
 	size_t len = 0;
-	int fd;
+	int fd, saved;
 
 	if ((fd = open(path, O_RDONLY | O_CLOEXEC)) == -1)
-		err(1, "could not read secret file %s", path);
+		goto err;
 	while (len + 1 < cap && (n = read(fd, buf + len, cap - 1 - len)) != 0) {
 		if (n == -1 && errno == EINTR)
 			continue;
-		if (n == -1)
-			err(1, "could not read secret file %s", path);
+		if (n == -1) {
+			saved = errno;
+			close(fd);
+			errno = saved;
+			goto err;
+		}
 		len += (size_t)n;
 	}
 	close(fd);
 	buf[len] = '\0';
 	buf[strcspn(buf, "\r\n")] = '\0';
-	if (buf[0] == '\0')
-		errx(1, "secret file %s is empty", path);
+	if (buf[0] == '\0') {
+		log_msg(LOG_ERROR, "secret file %s is empty", path);
+		exit(1);
+	}
+	return;
+
+err:
+	/* A log line, not err(): under systemd it must carry an error's priority. */
+	log_msg(LOG_ERROR, "could not read secret file %s: %s", path, strerror(errno));
+	exit(1);
 }
 
 /*

@@ -178,6 +178,13 @@ t_journal_priorities() {
 	wait_exit "$LAST" 5 || { why "second client did not exit"; return 1; }
 	grep -qxE '[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9:.]{12}Z ERROR server error: invalid secret' "$WORK/other.log" ||
 		{ why "other said: $(<"$WORK/other.log")"; return 1; }
+	# A secret file that cannot be read stops it before any tunnel: an error all the same.
+	: >"$WORK/nofile.log"
+	start nofile env JOURNAL_STREAM="$(stat -c %d:%i "$WORK/nofile.log")" "$BORE" server \
+		--secret-file "$WORK/missing.secret"
+	wait_exit "$LAST" 5 && [ "$RC" = 1 ] || { why "missing secret file: ${RC:-still running}"; return 1; }
+	[ "$(<"$WORK/nofile.log")" = "<3>ERROR could not read secret file $WORK/missing.secret: No such file or directory" ] ||
+		{ why "missing secret file said: $(<"$WORK/nofile.log")"; return 1; }
 }
 
 # A planned re-dial and its refused attempts are warnings; the refusal that ends the client
