@@ -2,6 +2,11 @@
 PREFIX ?= /usr/local
 BINDIR ?= $(PREFIX)/bin
 MANDIR ?= $(PREFIX)/share/man
+BASHCOMPDIR ?= $(PREFIX)/share/bash-completion/completions
+SYSTEMDUNITDIR ?= $(PREFIX)/lib/systemd/system
+INSTALL ?= install
+INSTALL_PROGRAM ?= $(INSTALL) -m 755
+INSTALL_DATA ?= $(INSTALL) -m 644
 
 CFLAGS ?= -O2 -g
 WARNINGS = -Wall -Wextra
@@ -18,7 +23,8 @@ SAN_CFLAGS = -O1 -g -fno-omit-frame-pointer -DTHREAD_STACK='(512 * 1024)'
 FUZZ_CC ?= clang
 FUZZ_SECONDS ?= 60
 
-.PHONY: all check install uninstall clean bench demo asan tsan fuzz sodium
+.PHONY: all check install install-strip install-systemd uninstall clean bench demo asan tsan \
+	fuzz sodium
 
 all: bore
 
@@ -28,7 +34,7 @@ bore: bore.c bore.h | sodium
 # Every build needs libsodium; name the package rather than fail on a missing header.
 sodium:
 	@pkg-config --exists libsodium || { \
-	    echo "libsodium not found by pkg-config: install it (Debian: apt-get install libsodium-dev pkg-config)" >&2; \
+	    echo "libsodium not found by pkg-config: tests/deps.sh installs it (Debian: libsodium-dev)" >&2; \
 	    exit 1; }
 
 # The unit tests include bore.c whole, so they can reach its static helpers.
@@ -58,22 +64,41 @@ fuzz: tests/fuzz
 	./tests/fuzz -max_total_time=$(FUZZ_SECONDS) -max_len=1024 -print_final_stats=1 \
 	    tests/corpus-work tests/corpus
 
-check: all $(TEST_TOOLS)
+# demo and check first install what is missing (tests/deps.sh); the scripts they run
+# build with a fresh make, which finds libsodium once it is there.
+check:
+	@./tests/deps.sh check
 	./test.sh
 
-demo: all tests/tcpkit
+demo:
+	@./tests/deps.sh build
 	./tests/demo.sh
 
 bench: all tests/tcpkit
 	./tests/bench.sh
 
 install: bore
-	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(MANDIR)/man1
-	install -m 755 bore $(DESTDIR)$(BINDIR)/bore
-	install -m 644 man/bore.1 $(DESTDIR)$(MANDIR)/man1/bore.1
+	$(INSTALL) -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(MANDIR)/man1 $(DESTDIR)$(BASHCOMPDIR)
+	$(INSTALL_PROGRAM) bore $(DESTDIR)$(BINDIR)/bore
+	$(INSTALL_DATA) man/bore.1 $(DESTDIR)$(MANDIR)/man1/bore.1
+	$(INSTALL_DATA) contrib/bore.bash-completion $(DESTDIR)$(BASHCOMPDIR)/bore
+
+# GNU convention: install with the binary stripped of its symbols and debug info.
+install-strip:
+	$(MAKE) INSTALL_PROGRAM='$(INSTALL_PROGRAM) -s' install
+
+# The systemd units, naming the binary where install puts it rather than /usr/local/bin.
+install-systemd:
+	$(INSTALL) -d $(DESTDIR)$(SYSTEMDUNITDIR)
+	for unit in bore-server.service bore-local@.service; do \
+	    sed 's|/usr/local/bin/bore|$(BINDIR)/bore|g' contrib/$$unit \
+	        >$(DESTDIR)$(SYSTEMDUNITDIR)/$$unit && \
+	    chmod 644 $(DESTDIR)$(SYSTEMDUNITDIR)/$$unit || exit 1; \
+	done
 
 uninstall:
-	rm -f $(DESTDIR)$(BINDIR)/bore $(DESTDIR)$(MANDIR)/man1/bore.1
+	rm -f $(DESTDIR)$(BINDIR)/bore $(DESTDIR)$(MANDIR)/man1/bore.1 $(DESTDIR)$(BASHCOMPDIR)/bore \
+	    $(DESTDIR)$(SYSTEMDUNITDIR)/bore-server.service $(DESTDIR)$(SYSTEMDUNITDIR)/bore-local@.service
 
 clean:
 	rm -rf bore bore-asan bore-tsan $(TEST_TOOLS) tests/fuzz tests/corpus-work

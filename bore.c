@@ -33,6 +33,7 @@
 #include <strings.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -69,11 +70,17 @@
 /* Queue length of the control and public listeners. */
 #define LISTEN_BACKLOG 1024
 
-/* Log levels; LOG_ALWAYS is shown whatever BORE_LOG says. */
-enum log_level { LOG_ALWAYS, LOG_ERROR, LOG_WARN, LOG_INFO, LOG_DEBUG };
+/* Log levels; LOG_ALWAYS is shown whatever BORE_LOG says, unless it says off. */
+enum log_level { LOG_ALWAYS, LOG_ERROR, LOG_WARN, LOG_INFO, LOG_DEBUG, LOG_TRACE };
 
-/* The most verbose level shown (BORE_LOG). */
+/* The most verbose level shown (BORE_LOG); below LOG_ALWAYS for off. */
 static int log_level = LOG_INFO;
+
+/* Set when stderr is the journal's stream: lines carry <N> priorities, not timestamps. */
+static int log_journal;
+
+/* Set in a thread whose failures will be retried: its errors are logged as warnings. */
+static _Thread_local int log_retrying;
 
 /* Written by the signal handler, read by the main loop: SIGINT/SIGTERM. */
 static int signal_pipe[2] = { -1, -1 };
@@ -114,19 +121,25 @@ counted(int fd)
 	return (fd);
 }
 
-/* Write one log line to stderr: timestamp, level, message; one write per line. */
+/*
+ * Write one log line to stderr: timestamp, level, message; one write per
+ * line.  For the journal, the syslog priority in <> stands for the timestamp.
+ */
 static void log_msg(int level, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 static void
 log_msg(int level, const char *fmt, ...)
 {
-	static const char *const names[] = { " INFO", "ERROR", " WARN", " INFO", "DEBUG" };
+	static const char *const names[] = { "INFO", "ERROR", "WARN", "INFO", "DEBUG", "TRACE" };
+	static const int priorities[] = { 6, 3, 4, 6, 7, 7 };  /* info, err, warning, debug */
 	char msg[768];
 	struct timespec ts;
 	struct tm tm;
 	va_list ap;
 	int saved = errno;
 
+	if (level == LOG_ERROR && log_retrying)
+		level = LOG_WARN;
 	if (level > log_level)
 		return;
 	va_start(ap, fmt);
@@ -134,9 +147,12 @@ log_msg(int level, const char *fmt, ...)
 	va_end(ap);
 	clock_gettime(CLOCK_REALTIME, &ts);
 	gmtime_r(&ts.tv_sec, &tm);
-	dprintf(2, "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ %s %s\n", tm.tm_year + 1900,
-	    tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
-	    ts.tv_nsec / 1000000, names[level], msg);
+	if (log_journal)
+		dprintf(2, "<%d>%s %s\n", priorities[level], names[level], msg);
+	else
+		dprintf(2, "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ %5s %s\n", tm.tm_year + 1900,
+		    tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
+		    ts.tv_nsec / 1000000, names[level], msg);
 	errno = saved;
 }
 
@@ -563,6 +579,12 @@ read_frame(struct conn *c, struct bore_msg *m, int64_t deadline)
 				return (-1);
 			}
 			rc = bore_parse_msg(c->buf, flen, m);
+			if (rc == 0 && log_level >= LOG_TRACE) {
+				char text[BORE_MAX_FRAME + 1];
+
+				log_msg(LOG_TRACE, "%s: received %s", c->peer,
+				    printable(c->buf, text, sizeof(text)));
+			}
 			c->len -= flen + 1;
 			memmove(c->buf, nul + 1, c->len);
 			if (rc == -1) {
@@ -627,6 +649,7 @@ send_msg(int fd, const struct bore_msg *m)
 		return (-1);
 	}
 	frame[n++] = '\0';
+	log_msg(LOG_TRACE, "fd %d: sending %s", fd, frame);
 	return (write_all(fd, frame, (size_t)n, now_ms() + BORE_NETWORK_TIMEOUT_MS));
 }
 
@@ -983,6 +1006,15 @@ done:
 			info->bytes[s] += flows[s].total;
 	}
 	return (rc);
+}
+
+/* The info line at the end of a relayed connection, alike on server and client. */
+static void
+log_closed(const char *ids, uint64_t to_service, uint64_t to_visitor, int64_t start_ms)
+{
+	log_msg(LOG_INFO, "connection %s closed: %llu bytes visitor->service, "
+	    "%llu bytes service->visitor, %.3f s", ids, (unsigned long long)to_service,
+	    (unsigned long long)to_visitor, (double)(now_ms() - start_ms) / 1000);
 }
 
 /* Make close() send RST, so the far end sees an aborted stream rather than a clean end. */
@@ -2107,7 +2139,10 @@ run_tunnel(struct conn *c, uint16_t want)
 		goto err0;
 	}
 	if ((lfd = bind_public(want, &why)) == -1) {
-		log_msg(LOG_WARN, "%s: could not open port %u: %s", c->peer, want, why);
+		if (want == 0)
+			log_msg(LOG_WARN, "%s: could not open a port: %s", c->peer, why);
+		else
+			log_msg(LOG_WARN, "%s: could not open port %u: %s", c->peer, want, why);
 		(void)send_text_msg(c->fd, BORE_MSG_ERROR, why);
 		goto err0;
 	}
@@ -2136,6 +2171,8 @@ static void
 forward_visitor(struct conn *c, const uint8_t id[BORE_UUID_LEN])
 {
 	char ids[BORE_UUID_STRLEN + 1];
+	struct relay_info info = { .dump_id = 0 };
+	int64_t start = now_ms();
 	struct pending *p;
 	struct live l;
 	struct tunnel *t;
@@ -2152,12 +2189,14 @@ forward_visitor(struct conn *c, const uint8_t id[BORE_UUID_LEN])
 	log_msg(LOG_DEBUG, "forwarding connection %s", ids);
 	if (tunnel_track(t, &l) == 0) {
 		atomic_fetch_add(&relays_active, 1);
-		if (relay_after_frame(c, l.fd, NULL) == -1) {
+		if (relay_after_frame(c, l.fd, &info) == -1) {
 			log_msg(LOG_DEBUG, "connection %s aborted: %s", ids, strerror(errno));
 			/* Pass the abort on: both peers see a reset, not a clean end. */
 			set_reset_on_close(l.fd);
 			set_reset_on_close(c->fd);
 		}
+		/* The client's data connection is the relay's first socket: bytes[0] went to the visitor. */
+		log_closed(ids, info.bytes[1], info.bytes[0], start);
 		tunnel_untrack(t, &l);
 		atomic_fetch_sub(&relays_active, 1);
 	}
@@ -2348,12 +2387,15 @@ drain_and_exit(void)
 	struct pollfd p = { .fd = signal_pipe[0], .events = POLLIN };
 	int64_t deadline = now_ms() + srv.grace_ms;
 	char drain[16];
+	int tunnels, relays;
 
 	while (read(signal_pipe[0], drain, sizeof(drain)) > 0)
 		continue;
 	atomic_store(&shutting_down, 1);
-	log_msg(LOG_INFO, "shutting down: %d tunnels, %d connections; waiting up to %.1f s",
-	    atomic_load(&tunnels_open), atomic_load(&relays_active), srv.grace_ms / 1000.0);
+	tunnels = atomic_load(&tunnels_open);
+	relays = atomic_load(&relays_active);
+	log_msg(LOG_INFO, "shutting down: %d tunnel%s, %d connection%s; waiting up to %.1f s",
+	    tunnels, tunnels == 1 ? "" : "s", relays, relays == 1 ? "" : "s", srv.grace_ms / 1000.0);
 	while ((atomic_load(&tunnels_open) > 0 || atomic_load(&relays_active) > 0) &&
 	    now_ms() < deadline) {
 		/* Tunnels notice within a heartbeat; poll briefly so the count is seen soon. */
@@ -2362,8 +2404,8 @@ drain_and_exit(void)
 			break;
 		}
 	}
-	if (atomic_load(&relays_active) > 0)
-		log_msg(LOG_WARN, "closing %d connections still open", atomic_load(&relays_active));
+	if ((relays = atomic_load(&relays_active)) > 0)
+		log_msg(LOG_WARN, "closing %d connection%s still open", relays, relays == 1 ? "" : "s");
 	log_msg(LOG_INFO, "shut down");
 	return (0);
 }
@@ -2427,16 +2469,20 @@ run_server(const struct sockaddr_storage *ctl, socklen_t ctl_len)
 {
 	enum { POLL_LISTEN, POLL_SIGNAL, POLL_SLOTS };
 	struct pollfd pfd[POLL_SLOTS];
-	char addr[64];
+	char addr[64], tun[64], *p;
 	int lfd;
 
+	addr_str((const struct sockaddr *)&srv.tunnel_addr, srv.tunnel_addr_len, tun, sizeof(tun));
+	/* Tunnels bind their own ports: show the address alone. */
+	if ((p = strrchr(tun, ':')) != NULL)
+		*p = '\0';
 	addr_str((const struct sockaddr *)ctl, ctl_len, addr, sizeof(addr));
 	if ((lfd = listen_on(ctl, ctl_len)) == -1) {
 		log_msg(LOG_ERROR, "could not listen on %s: %s", addr, strerror(errno));
 		return (1);
 	}
-	log_msg(LOG_INFO, "server listening on %s (ports %u-%u)", addr,
-	    srv.min_port, srv.max_port);
+	log_msg(LOG_INFO, "server listening on %s; tunnels on %s, ports %u-%u; %s", addr, tun,
+	    srv.min_port, srv.max_port, srv.has_secret ? "secret required" : "no secret required");
 	pfd[POLL_LISTEN] = (struct pollfd){ .fd = lfd, .events = POLLIN };
 	pfd[POLL_SIGNAL] = (struct pollfd){ .fd = signal_pipe[0], .events = POLLIN };
 	for (;;) {
@@ -2672,6 +2718,8 @@ proxy_visitor(void *arg)
 		    "%llu bytes service->visitor, %.3f s", info.dump_id,
 		    (unsigned long long)info.bytes[0], (unsigned long long)info.bytes[1],
 		    (double)(now_ms() - start) / 1000);
+	else
+		log_closed(ids, info.bytes[0], info.bytes[1], start);
 	close_fd(lfd);
 err1:
 	conn_free(c);
@@ -2818,7 +2866,7 @@ run_session(uint16_t *port, int *opened)
 {
 	struct addrinfo *ai;
 	enum outcome o;
-	char where[300];
+	char where[300], local[300];
 	struct conn *c;
 	uint16_t got = 0;
 
@@ -2837,6 +2885,10 @@ run_session(uint16_t *port, int *opened)
 	*opened = 1;
 	log_msg(LOG_INFO, "connected to server");
 	log_msg(LOG_ALWAYS, "listening at %s", host_port(cli.to, got, where, sizeof(where)));
+	/* For scripts: the public address and the local one it serves, one line on stdout. */
+	dprintf(1, "%s %s\n", where, host_port(cli.local_host, cli.local_port, local, sizeof(local)));
+	/* From here on a lost tunnel is re-dialled, and what goes wrong is a warning. */
+	log_retrying = cli.reconnect;
 	o = serve_session(c);
 done:
 	conn_free(c);
@@ -2858,9 +2910,17 @@ sleep_or_signal(int ms)
 }
 
 /*
+ * Exit status when the server refused what no retry can change: a wrong or
+ * missing secret, a port outside its range.  sysexits.h's EX_CONFIG: the
+ * settings must change, so a supervisor should not restart as for 1.
+ */
+#define EXIT_REFUSED 78
+
+/*
  * Open the tunnel and keep it open: after a tunnel was established, losing
  * it re-dials with exponential backoff and jitter, asking for the same
- * public port.  Exit status: 0 on a signal, 1 when it gives up.
+ * public port.  Exit status: 0 on a signal, EXIT_REFUSED on a refusal that
+ * no retry can fix, 1 when it gives up otherwise.
  */
 static int
 run_client(void)
@@ -2884,8 +2944,15 @@ run_client(void)
 			port = 0;
 			continue;
 		}
+		if (o == OUT_REFUSED) {
+			if (log_retrying) {
+				log_retrying = 0;
+				log_msg(LOG_ERROR, "giving up: retrying cannot mend that");
+			}
+			return (EXIT_REFUSED);
+		}
 		/* The first connection's errors are shown and final: they are usually settings. */
-		if (o == OUT_REFUSED || !ever_opened || !cli.reconnect)
+		if (!ever_opened || !cli.reconnect)
 			return (1);
 		delay = attempt < 6 ? RECONNECT_MIN_MS << attempt : RECONNECT_MAX_MS;
 		if (delay > RECONNECT_MAX_MS)
@@ -2973,11 +3040,12 @@ static const struct command main_cmd = {
 	"Usage: bore <COMMAND>\n\n"
 	"Commands:\n"
 	"  local   Starts a local proxy to the remote server\n"
-	"  server  Runs the remote proxy server\n\n"
+	"  server  Runs the remote proxy server\n"
+	"  help    Print this message or the help of the given subcommand(s)\n\n"
 	"Options:\n"
 	"  -h, --help     Print help\n"
 	"  -V, --version  Print version\n\n"
-	"Environment: BORE_LOG=error|warn|info|debug sets the log level (default info).\n",
+	"Environment: BORE_LOG=off|error|warn|info|debug|trace sets the log level (default info).\n",
 };
 
 static const struct command local_cmd = {
@@ -2994,7 +3062,8 @@ static const struct command local_cmd = {
 	"  -p, --port <PORT>         Optional port on the remote server to select [default: 0]\n"
 	"  -s, --secret <SECRET>     Optional secret for authentication [env: BORE_SECRET]\n"
 	"      --secret-file <PATH>  Read the secret from the first line of a file\n"
-	"      --control-port <PORT> The server's control port [env: BORE_CONTROL_PORT]\n"
+	"      --control-port <PORT>\n"
+	"                            The server's control port [env: BORE_CONTROL_PORT]\n"
 	"                            [default: 7835]\n"
 	"      --no-reconnect        Exit when the tunnel is lost instead of re-dialling\n"
 	"      --heartbeat-timeout <SECONDS>\n"
@@ -3119,12 +3188,16 @@ parse_options(const struct command *cmd, const struct optdef *defs, size_t ndefs
 					break;
 				}
 			} else if (defs[d].letter != 0 && defs[d].letter == a[1]) {
-				val = a[2] != '\0' ? a + 2 : NULL;
+				/* -xVALUE, -x=VALUE or -x VALUE, as clap takes them. */
+				val = a[2] == '=' ? a + 3 : a[2] != '\0' ? a + 2 : NULL;
 				break;
 			}
 		}
 		if (d == ndefs)
 			usage_error(cmd, "unexpected argument '%s'", a);
+		if (vals[d] != NULL && defs[d].kind != OPT_LIST)
+			usage_error(cmd, "the argument '--%s' cannot be used multiple times",
+			    defs[d].name);
 		if (defs[d].kind == OPT_FLAG) {
 			if (val != NULL)
 				usage_error(cmd, "unexpected value for '--%s'", defs[d].name);
@@ -3195,28 +3268,40 @@ cidr_option(const struct command *cmd, const char *val, const char *name, struct
 	return (n);
 }
 
-/* Read the secret from the first line of path into buf; errx on failure. */
+/* Read the secret from the first line of path into buf; exit 1, logged as an error, on failure. */
 static void
 read_secret_file(const char *path, char *buf, size_t cap)
 {
 	ssize_t n;
 	size_t len = 0;
-	int fd;
+	int fd, saved;
 
 	if ((fd = open(path, O_RDONLY | O_CLOEXEC)) == -1)
-		err(1, "could not read secret file %s", path);
+		goto err;
 	while (len + 1 < cap && (n = read(fd, buf + len, cap - 1 - len)) != 0) {
 		if (n == -1 && errno == EINTR)
 			continue;
-		if (n == -1)
-			err(1, "could not read secret file %s", path);
+		if (n == -1) {
+			saved = errno;
+			close(fd);
+			errno = saved;
+			goto err;
+		}
 		len += (size_t)n;
 	}
 	close(fd);
 	buf[len] = '\0';
 	buf[strcspn(buf, "\r\n")] = '\0';
-	if (buf[0] == '\0')
-		errx(1, "secret file %s is empty", path);
+	if (buf[0] == '\0') {
+		log_msg(LOG_ERROR, "secret file %s is empty", path);
+		exit(1);
+	}
+	return;
+
+err:
+	/* A log line, not err(): under systemd it must carry an error's priority. */
+	log_msg(LOG_ERROR, "could not read secret file %s: %s", path, strerror(errno));
+	exit(1);
 }
 
 /*
@@ -3271,7 +3356,7 @@ port_option(const struct command *cmd, const char *val, const char *name, unsign
 static int
 main_local(int argc, char **argv)
 {
-	char *vals[L_COUNT] = { NULL };
+	char *vals[L_COUNT] = { NULL }, *colon;
 	const char *pos[1] = { NULL };
 
 	if (parse_options(&local_cmd, local_opts, L_COUNT, argc, argv, vals, pos, 1) == 0)
@@ -3284,6 +3369,11 @@ main_local(int argc, char **argv)
 	cli.local_port = port_option(&local_cmd, pos[0], "<LOCAL_PORT>", 1, 0);
 	if (vals[L_TO] == NULL || vals[L_TO][0] == '\0')
 		usage_error(&local_cmd, "the following required argument was not provided: --to <TO>");
+	/* HOST:PORT or [IPv6]:PORT, as other tools take it; a bare IPv6 literal has several colons. */
+	colon = strrchr(vals[L_TO], ':');
+	if (colon != NULL && (colon == strchr(vals[L_TO], ':') || colon[-1] == ']'))
+		usage_error(&local_cmd, "invalid value '%s' for '--to': the control port is set "
+		    "with '--control-port %s'", vals[L_TO], colon + 1);
 	cli.to = vals[L_TO];
 	cli.local_host = vals[L_LOCAL_HOST] ? vals[L_LOCAL_HOST] : "localhost";
 	cli.port = port_option(&local_cmd, vals[L_PORT], "--port", 0, 0);
@@ -3361,28 +3451,40 @@ main_server(int argc, char **argv)
 	return (run_server(&ctl, ctl_len));
 }
 
-/* Set log_level from BORE_LOG; an unknown level is bad usage. */
+/*
+ * Set log_level from BORE_LOG (an unknown level is bad usage), and
+ * log_journal when JOURNAL_STREAM names stderr's device and inode, as
+ * systemd sets it for a service whose stderr goes to the journal.
+ */
 static void
 set_log_level(void)
 {
 	static const char *const names[] = {
-		[LOG_ERROR] = "error", [LOG_WARN] = "warn", [LOG_INFO] = "info", [LOG_DEBUG] = "debug",
+		[LOG_ALWAYS] = "off", [LOG_ERROR] = "error", [LOG_WARN] = "warn", [LOG_INFO] = "info",
+		[LOG_DEBUG] = "debug", [LOG_TRACE] = "trace",
 	};
-	const char *v = env_value("BORE_LOG");
+	const char *v = env_value("BORE_LOG"), *js = env_value("JOURNAL_STREAM");
+	unsigned long long dev, ino;
+	struct stat st;
 	int l;
 
+	if (js != NULL && sscanf(js, "%llu:%llu", &dev, &ino) == 2 && fstat(2, &st) == 0 &&
+	    st.st_dev == dev && st.st_ino == ino)
+		log_journal = 1;
 	if (v == NULL)
 		return;
-	for (l = LOG_ERROR; l <= LOG_DEBUG; l++) {
+	for (l = LOG_ALWAYS; l <= LOG_TRACE; l++) {
 		if (strcasecmp(v, names[l]) == 0) {
-			log_level = l;
+			/* off: below LOG_ALWAYS, so that not even those lines show. */
+			log_level = l == LOG_ALWAYS ? LOG_ALWAYS - 1 : l;
 			return;
 		}
 	}
-	usage_error(&main_cmd, "invalid value '%s' for BORE_LOG: use error, warn, info or debug", v);
+	usage_error(&main_cmd, "invalid value '%s' for BORE_LOG: "
+	    "use off, error, warn, info, debug or trace", v);
 }
 
-/* SIGINT/SIGTERM: wake the main loop through the pipe. */
+/* SIGINT/SIGTERM (and SIGHUP for the client): wake the main loop through the pipe. */
 static void
 on_signal(int sig)
 {
@@ -3395,16 +3497,21 @@ on_signal(int sig)
 	errno = saved;
 }
 
-/* Route SIGINT/SIGTERM to the main loop; a peer that went away must never kill us by SIGPIPE. */
+/*
+ * Route SIGINT/SIGTERM to the main loop, and SIGHUP too when hup is set (for
+ * the client, a closed terminal means stop); a peer that went away must never
+ * kill us by SIGPIPE.
+ */
 static void
-setup_signals(void)
+setup_signals(int hup)
 {
 	struct sigaction sa = { .sa_handler = on_signal, .sa_flags = SA_RESTART };
 
 	if (pipe2(signal_pipe, O_CLOEXEC | O_NONBLOCK) == -1)
 		err(1, "pipe");
 	sigemptyset(&sa.sa_mask);
-	if (sigaction(SIGINT, &sa, NULL) == -1 || sigaction(SIGTERM, &sa, NULL) == -1)
+	if (sigaction(SIGINT, &sa, NULL) == -1 || sigaction(SIGTERM, &sa, NULL) == -1 ||
+	    (hup && sigaction(SIGHUP, &sa, NULL) == -1))
 		err(1, "sigaction");
 	if (signal(SIGPIPE, SIG_IGN) == SIG_ERR)
 		err(1, "signal");
@@ -3431,9 +3538,22 @@ raise_fd_limit(void)
 	fd_limit = (int)(rl.rlim_cur < INT_MAX / 2 ? rl.rlim_cur : INT_MAX / 2) - first_free;
 }
 
+/* The subcommand called name; bad usage if there is none. */
+static const struct command *
+find_command(const char *name)
+{
+	if (strcmp(name, "local") == 0)
+		return (&local_cmd);
+	if (strcmp(name, "server") == 0)
+		return (&server_cmd);
+	usage_error(&main_cmd, "unrecognized subcommand '%s'", name);
+}
+
 int
 main(int argc, char **argv)
 {
+	const struct command *cmd;
+
 	if (argc < 2)
 		usage_error(&main_cmd, "a subcommand is required");
 	if (strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0) {
@@ -3441,20 +3561,26 @@ main(int argc, char **argv)
 		return (0);
 	}
 	if (strcmp(argv[1], "-V") == 0 || strcmp(argv[1], "--version") == 0) {
-		printf("bore %s\n", BORE_VERSION);
+		printf("bore %s (wire protocol of bore 0.5/0.6)\n", BORE_VERSION);
 		return (0);
 	}
-	if (strcmp(argv[1], "local") != 0 && strcmp(argv[1], "server") != 0)
-		usage_error(&main_cmd, "unrecognized subcommand '%s'", argv[1]);
+	/* `bore help [COMMAND]`, as clap offers it. */
+	if (strcmp(argv[1], "help") == 0) {
+		if (argc > 3)
+			usage_error(&main_cmd, "unexpected argument '%s'", argv[3]);
+		fputs(argc == 3 ? find_command(argv[2])->help : main_cmd.help, stdout);
+		return (0);
+	}
+	cmd = find_command(argv[1]);
 	set_log_level();
 	if (sodium_init() < 0)
 		errx(1, "could not initialise libsodium");
-	setup_signals();
+	setup_signals(cmd == &local_cmd);
 	raise_fd_limit();
 	/* BORE_RELAY=copy: relay through user-space buffers, for comparing the two paths. */
 	if (env_value("BORE_RELAY") != NULL && strcmp(env_value("BORE_RELAY"), "copy") == 0)
 		relay_splice = 0;
-	if (strcmp(argv[1], "local") == 0)
+	if (cmd == &local_cmd)
 		return (main_local(argc - 2, argv + 2));
 	return (main_server(argc - 2, argv + 2));
 }

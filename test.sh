@@ -314,7 +314,7 @@ t_secret_wrong() {
 	start_server server -s "hunter2" || return 1
 	start client "$BORE" local 9 --to 127.0.0.1 --control-port "$CTL" -s "hunter3"
 	wait_exit "$LAST" 5 || { why "client did not exit"; return 1; }
-	[ "$RC" = 1 ] || { why "exit status $RC"; return 1; }
+	[ "$RC" = 78 ] || { why "exit status $RC"; return 1; }
 	log_has client "invalid secret" && log_has server "invalid secret"
 }
 
@@ -322,7 +322,7 @@ t_secret_server_only() {
 	start_server server -s "hunter2" || return 1
 	start client "$BORE" local 9 --to 127.0.0.1 --control-port "$CTL"
 	wait_exit "$LAST" 5 || { why "client did not exit"; return 1; }
-	[ "$RC" = 1 ] || { why "exit status $RC"; return 1; }
+	[ "$RC" = 78 ] || { why "exit status $RC"; return 1; }
 	log_has client "server requires authentication, but no client secret was provided"
 }
 
@@ -355,7 +355,7 @@ t_port_out_of_range() {
 	start_server server || return 1
 	start client "$BORE" local 9 --to 127.0.0.1 --control-port "$CTL" --port $((TUN_MAX + 1))
 	wait_exit "$LAST" 5 || return 1
-	[ "$RC" = 1 ] && log_has client "client port number not in allowed range"
+	[ "$RC" = 78 ] && log_has client "client port number not in allowed range"
 }
 
 t_port_in_use() {
@@ -511,7 +511,7 @@ expect_cli() {
 t_cli_help_version() {
 	expect_cli 0 '^Usage: bore <COMMAND>' --help &&
 		expect_cli 0 '^Usage: bore <COMMAND>' -h &&
-		expect_cli 0 '^bore [0-9]+\.[0-9]+\.[0-9]+$' --version &&
+		expect_cli 0 '^bore [0-9]+\.[0-9]+\.[0-9]+ \(wire protocol of bore 0\.5/0\.6\)$' --version &&
 		expect_cli 0 '^bore [0-9]' -V &&
 		expect_cli 0 'Usage: bore local' local --help &&
 		expect_cli 0 'Usage: bore server' server -h &&
@@ -568,6 +568,8 @@ t_cli_env_and_forms() {
 . tests/features.sh
 
 . tests/hardening.sh
+
+. tests/operators.sh
 SELECTED=("$@")
 
 # Every case, in order; those that drive ./bore run again under the sanitizer pass.
@@ -583,12 +585,17 @@ CASES=(
 	malformed_control slow_and_silent storms control_flood_few_fds visitor_burst_few_fds \
 	preauth_flood hello_race halfclose_then_reset handshake_error_frames client_max_conns \
 	startup_checks max_sessions max_conns client_killed_mid_transfer \
-	service_killed_mid_transfer secret_files liveness_options thread_failure valgrind_short_session
+	service_killed_mid_transfer secret_files liveness_options thread_failure valgrind_short_session \
+	deps_install_decisions demo_clean stdout_address journal_priorities retries_are_warnings \
+	log_off_and_trace connection_closed_lines server_startup_line sighup_local cli_short_equals \
+	cli_help_command cli_repeated_options cli_to_with_port text_counts_and_ports man_page \
+	install_targets bash_completion
 )
 # Not run again under the sanitizer passes: unit tests, cases that need a plain
 # build (an address-space limit, valgrind), and slow ones that add no new code path.
 ONCE_CASES=" hmac_vectors frame_parser liveness_options thread_failure valgrind_short_session "
 ONCE_CASES+="link_cut_frees_port reresolve_on_reconnect startup_checks "
+ONCE_CASES+="deps_install_decisions demo_clean man_page install_targets bash_completion "
 # Run again under ThreadSanitizer: the cases where threads meet.
 TSAN_CASES=(
 	concurrent_200 hello_race visitor_burst_few_fds preauth_flood halfclose_then_reset \

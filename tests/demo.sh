@@ -8,6 +8,10 @@ make -s bore tests/tcpkit || exit 1
 pids=()
 trap 'kill "${pids[@]}" 2>/dev/null; wait 2>/dev/null; rm -rf "$tmp"' EXIT
 tmp=$(mktemp -d)
+# Made now: the waits below read them before the background redirections may have.
+: >"$tmp/server"
+: >"$tmp/client"
+: >"$tmp/address"
 
 . tests/lib.sh
 
@@ -21,10 +25,14 @@ echo "\$ bore server --bind-addr 127.0.0.1 --control-port $ctl --min-port 20000 
 	2>"$tmp/server" & pids+=($!)
 wait_until 5 grep -q "server listening" "$tmp/server" || { cat "$tmp/server"; exit 1; }
 echo "\$ bore local $echo_port --to 127.0.0.1 --control-port $ctl   # an echo service on port $echo_port"
-./bore local "$echo_port" --to 127.0.0.1 --control-port "$ctl" 2>"$tmp/client" & pids+=($!)
-wait_until 5 grep -q "listening at" "$tmp/client" || { cat "$tmp/client"; exit 1; }
+./bore local "$echo_port" --to 127.0.0.1 --control-port "$ctl" >"$tmp/address" 2>"$tmp/client" &
+pids+=($!)
+wait_until 5 test -s "$tmp/address" || { cat "$tmp/client"; exit 1; }
 sed 's/^/  [local]  /' "$tmp/client"
-port=$(sed -n 's/.*listening at 127\.0\.0\.1:\([0-9]*\).*/\1/p' "$tmp/client")
+# Its one line on stdout, for scripts: the public address and the local one.
+sed 's/^/  [local stdout] /' "$tmp/address"
+read -r public _ <"$tmp/address"
+port=${public##*:}
 
 echo "\$ echo 'hello through bore' | (a visitor connects to 127.0.0.1:$port)"
 printf 'hello through bore\n' | ./tests/tcpkit raw 127.0.0.1 "$port" 500 | sed 's/^/  [visitor got] /'
