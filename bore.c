@@ -202,6 +202,17 @@ ms_until(int64_t deadline)
 	return (left > INT_MAX ? INT_MAX : (int)left);
 }
 
+/* When a status line says something began: UTC wall time, as 2026-01-31T12:00:00Z. */
+static const char *
+utc_str(time_t t, char *out, size_t cap)
+{
+	struct tm tm;
+
+	if (gmtime_r(&t, &tm) == NULL || strftime(out, cap, "%Y-%m-%dT%H:%M:%SZ", &tm) == 0)
+		snprintf(out, cap, "?");
+	return (out);
+}
+
 /* Wait until fd is ready for events; -1 with errno ETIMEDOUT once deadline passes. */
 static int
 wait_fd(int fd, short events, int64_t deadline)
@@ -1706,6 +1717,8 @@ struct pending {
 /*
  * One client's public port.  Its control thread holds one reference and
  * every parked or relayed visitor another; the last to let go frees it.
+ * Its counters are for SIGUSR1's status lines: taken under lock once per
+ * visitor, never per byte.
  */
 struct tunnel {
 	pthread_mutex_t lock;
@@ -1715,8 +1728,22 @@ struct tunnel {
 	struct live *live;  /* visitors being relayed */
 	struct pending *parked, **parked_tail;  /* under pending_lock: oldest first */
 	int64_t quiet_until;  /* control thread only: no "visitors wait" line before then */
+	uint64_t visitors;    /* visitors taken so far */
+	uint64_t bytes_in, bytes_out;  /* from and to visitors whose relays ended */
+	struct tunnel *next, **prevp;  /* in open_tunnels, under open_tunnels_lock */
+	int64_t since_ms;     /* set before it is listed, then fixed */
+	time_t since;
+	char client[64];
 	uint16_t port;
 };
+
+/*
+ * Tunnels open now, for the status lines.  Lock order: open_tunnels_lock,
+ * then a tunnel's lock; nothing takes open_tunnels_lock while it holds a
+ * tunnel's lock.
+ */
+static pthread_mutex_t open_tunnels_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct tunnel *open_tunnels;
 
 /* A new tunnel with the control thread's reference; NULL if out of memory. */
 static struct tunnel *
@@ -1759,6 +1786,7 @@ tunnel_add_conn(struct tunnel *t)
 	if ((ok = !t->closing && t->conns < srv.max_conns)) {
 		t->conns++;
 		t->refs++;
+		t->visitors++;
 	}
 	pthread_mutex_unlock(&t->lock);
 	return (ok ? 0 : -1);
@@ -1804,11 +1832,13 @@ tunnel_track(struct tunnel *t, struct live *l)
 	return (ok ? 0 : -1);
 }
 
-/* Take a relayed visitor off its tunnel's list, before its fd is closed. */
+/* Take a relayed visitor off its tunnel's list, before its fd is closed, and count its bytes. */
 static void
-tunnel_untrack(struct tunnel *t, struct live *l)
+tunnel_untrack(struct tunnel *t, struct live *l, uint64_t in, uint64_t out)
 {
 	pthread_mutex_lock(&t->lock);
+	t->bytes_in += in;
+	t->bytes_out += out;
 	*l->prevp = l->next;
 	if (l->next != NULL)
 		l->next->prevp = l->prevp;
@@ -1831,6 +1861,70 @@ tunnel_close(struct tunnel *t, int cut)
 	for (l = t->live; cut && l != NULL; l = l->next)
 		(void)shutdown(l->fd, SHUT_RDWR);
 	pthread_mutex_unlock(&t->lock);
+}
+
+/* List t among the open tunnels, from now on, for the status lines. */
+static void
+tunnel_list(struct tunnel *t)
+{
+	t->since_ms = now_ms();
+	t->since = time(NULL);
+	pthread_mutex_lock(&open_tunnels_lock);
+	t->next = open_tunnels;
+	t->prevp = &open_tunnels;
+	if (open_tunnels != NULL)
+		open_tunnels->prevp = &t->next;
+	open_tunnels = t;
+	pthread_mutex_unlock(&open_tunnels_lock);
+}
+
+/* Take t off the open tunnels, before its control thread lets it go. */
+static void
+tunnel_unlist(struct tunnel *t)
+{
+	pthread_mutex_lock(&open_tunnels_lock);
+	*t->prevp = t->next;
+	if (t->next != NULL)
+		t->next->prevp = t->prevp;
+	pthread_mutex_unlock(&open_tunnels_lock);
+}
+
+/*
+ * SIGUSR1: log a line per open tunnel and one of totals, whatever BORE_LOG
+ * says.  Visitors now are those parked or relayed; bytes are those of
+ * relays that ended (in: from visitors, out: to them).
+ */
+static void
+log_server_status(void)
+{
+	uint64_t visitors, in, out, all_visitors = 0, all_in = 0, all_out = 0;
+	int tunnels = 0, now, all_now = 0;
+	struct tunnel *t;
+	char since[32];
+
+	pthread_mutex_lock(&open_tunnels_lock);
+	for (t = open_tunnels; t != NULL; t = t->next) {
+		pthread_mutex_lock(&t->lock);
+		now = t->conns;
+		visitors = t->visitors;
+		in = t->bytes_in;
+		out = t->bytes_out;
+		pthread_mutex_unlock(&t->lock);
+		log_msg(LOG_ALWAYS, "status: tunnel port %u, client %s, up since %s (%lld s), "
+		    "visitors %d now %llu total, bytes %llu in %llu out", t->port, t->client,
+		    utc_str(t->since, since, sizeof(since)), (long long)(now_ms() - t->since_ms) / 1000,
+		    now, (unsigned long long)visitors, (unsigned long long)in,
+		    (unsigned long long)out);
+		tunnels++;
+		all_now += now;
+		all_visitors += visitors;
+		all_in += in;
+		all_out += out;
+	}
+	pthread_mutex_unlock(&open_tunnels_lock);
+	log_msg(LOG_ALWAYS, "status: %d tunnel%s, visitors %d now %llu total, bytes %llu in %llu out",
+	    tunnels, tunnels == 1 ? "" : "s", all_now, (unsigned long long)all_visitors,
+	    (unsigned long long)all_in, (unsigned long long)all_out);
 }
 
 /* Buckets of the table of parked visitors by id (a power of two). */
@@ -2155,6 +2249,8 @@ run_tunnel(struct conn *c, uint16_t want)
 	if ((t = tunnel_new()) == NULL)
 		goto err1;
 	t->port = bound_port(lfd);
+	snprintf(t->client, sizeof(t->client), "%s", c->peer);
+	tunnel_list(t);
 	set_liveness(c->fd);
 	if (send_port_msg(c->fd, BORE_MSG_HELLO, t->port) == -1)
 		goto err2;
@@ -2163,6 +2259,7 @@ run_tunnel(struct conn *c, uint16_t want)
 	log_msg(LOG_INFO, "tunnel on port %u closed (%s)", t->port, why);
 
 err2:
+	tunnel_unlist(t);
 	tunnel_close(t, !atomic_load(&shutting_down));
 	pending_expire(t, INT64_MAX);
 	tunnel_put(t);
@@ -2203,7 +2300,7 @@ forward_visitor(struct conn *c, const uint8_t id[BORE_UUID_LEN])
 		}
 		/* The client's data connection is the relay's first socket: bytes[0] went to the visitor. */
 		log_closed(ids, info.bytes[1], info.bytes[0], start);
-		tunnel_untrack(t, &l);
+		tunnel_untrack(t, &l, info.bytes[1], info.bytes[0]);
 		atomic_fetch_sub(&relays_active, 1);
 	}
 	close_fd(l.fd);
@@ -2393,6 +2490,7 @@ drain_and_exit(void)
 	struct pollfd p = { .fd = signal_pipe[0], .events = POLLIN };
 	int64_t deadline = now_ms() + srv.grace_ms;
 	char drain[16];
+	unsigned char sig;
 	int tunnels, relays;
 
 	while (read(signal_pipe[0], drain, sizeof(drain)) > 0)
@@ -2405,7 +2503,8 @@ drain_and_exit(void)
 	while ((atomic_load(&tunnels_open) > 0 || atomic_load(&relays_active) > 0) &&
 	    now_ms() < deadline) {
 		/* Tunnels notice within a heartbeat; poll briefly so the count is seen soon. */
-		if (poll(&p, 1, 50) > 0) {
+		/* SIGUSR1 asks for the status only: that is no reason to stop waiting. */
+		if (poll(&p, 1, 50) > 0 && read(signal_pipe[0], &sig, 1) == 1 && sig != SIGUSR1) {
 			log_msg(LOG_INFO, "second signal: not waiting");
 			break;
 		}
@@ -2469,13 +2568,14 @@ accept_control(int lfd)
 	}
 }
 
-/* Accept control connections until SIGINT/SIGTERM, a thread each. */
+/* Accept control connections until SIGINT/SIGTERM, a thread each; SIGUSR1 logs the status. */
 static int
 run_server(const struct sockaddr_storage *ctl, socklen_t ctl_len)
 {
 	enum { POLL_LISTEN, POLL_SIGNAL, POLL_SLOTS };
 	struct pollfd pfd[POLL_SLOTS];
 	char addr[64], tun[64], *p;
+	unsigned char sig;
 	int lfd;
 
 	addr_str((const struct sockaddr *)&srv.tunnel_addr, srv.tunnel_addr_len, tun, sizeof(tun));
@@ -2498,9 +2598,15 @@ run_server(const struct sockaddr_storage *ctl, socklen_t ctl_len)
 			log_msg(LOG_ERROR, "poll: %s", strerror(errno));
 			return (1);
 		}
-		if (pfd[POLL_SIGNAL].revents) {
-			close_fd(lfd);
-			return (drain_and_exit());
+		while (pfd[POLL_SIGNAL].revents && read(signal_pipe[0], &sig, 1) == 1) {
+			switch (sig) {
+			case SIGUSR1:
+				log_server_status();
+				break;
+			default:
+				close_fd(lfd);
+				return (drain_and_exit());
+			}
 		}
 		if (pfd[POLL_LISTEN].revents & POLLIN)
 			accept_control(lfd);
@@ -2530,6 +2636,8 @@ static struct {
  * One tunnel of `bore local`: what differs from the others.  The fields
  * above `thread` are fixed before the threads start; `status` is written by
  * the tunnel's own thread and read by the main thread after joining it.
+ * The rest, for SIGUSR1's status lines, are under lock, taken once per
+ * visitor and per session, never per byte.
  */
 struct local_tunnel {
 	uint16_t local_port;       /* the local service's port */
@@ -2537,6 +2645,13 @@ struct local_tunnel {
 	struct addrinfo *local_ai; /* the local service, resolved once */
 	pthread_t thread;
 	int status;                /* run_client's exit status */
+	pthread_mutex_t lock;
+	uint16_t port;             /* the public port while the tunnel is up, else 0 */
+	int64_t since_ms;          /* when it came up */
+	time_t since;
+	int visitors_now;          /* visitors being proxied */
+	uint64_t visitors;         /* visitors proxied so far */
+	uint64_t bytes_in, bytes_out;  /* from and to visitors whose relays ended */
 };
 static struct local_tunnel local_tunnels[MAX_TUNNELS];
 static int nlocal_tunnels;
@@ -2712,6 +2827,10 @@ proxy_visitor(void *arg)
 	int lfd, r;
 
 	bore_uuid_format(job->id, ids);
+	pthread_mutex_lock(&job->lt->lock);
+	job->lt->visitors_now++;
+	job->lt->visitors++;
+	pthread_mutex_unlock(&job->lt->lock);
 	if (cli.dump)
 		info.dump_id = atomic_fetch_add(&visitors_seen, 1) + 1;
 	while (sem_wait(&opening) == -1)
@@ -2752,6 +2871,11 @@ proxy_visitor(void *arg)
 err1:
 	conn_free(c);
 err0:
+	pthread_mutex_lock(&job->lt->lock);
+	job->lt->visitors_now--;
+	job->lt->bytes_in += info.bytes[0];
+	job->lt->bytes_out += info.bytes[1];
+	pthread_mutex_unlock(&job->lt->lock);
 	free(job);
 	atomic_fetch_sub(&visitors_open, 1);
 	return (NULL);
@@ -2918,7 +3042,15 @@ run_session(struct local_tunnel *lt, uint16_t *port, int *opened)
 	dprintf(1, "%s %s\n", where, host_port(cli.local_host, lt->local_port, local, sizeof(local)));
 	/* From here on a lost tunnel is re-dialled, and what goes wrong is a warning. */
 	log_retrying = cli.reconnect;
+	pthread_mutex_lock(&lt->lock);
+	lt->port = got;
+	lt->since_ms = now_ms();
+	lt->since = time(NULL);
+	pthread_mutex_unlock(&lt->lock);
 	o = serve_session(lt, c);
+	pthread_mutex_lock(&lt->lock);
+	lt->port = 0;
+	pthread_mutex_unlock(&lt->lock);
 done:
 	conn_free(c);
 	return (o);
@@ -3008,6 +3140,57 @@ tunnel_main(void *arg)
 }
 
 /*
+ * SIGUSR1: log a line per tunnel and one of totals, whatever BORE_LOG says.
+ * Bytes are those of relays that ended (in: from visitors, out: to them).
+ */
+static void
+log_client_status(void)
+{
+	uint64_t visitors, in, out, all_visitors = 0, all_in = 0, all_out = 0;
+	char public[300], local[300], since[32];
+	int i, now, up = 0, all_now = 0;
+	struct local_tunnel *lt;
+	int64_t since_ms;
+	time_t since_wall;
+	uint16_t port;
+
+	for (i = 0; i < nlocal_tunnels; i++) {
+		lt = &local_tunnels[i];
+		pthread_mutex_lock(&lt->lock);
+		port = lt->port;
+		since_ms = lt->since_ms;
+		since_wall = lt->since;
+		now = lt->visitors_now;
+		visitors = lt->visitors;
+		in = lt->bytes_in;
+		out = lt->bytes_out;
+		pthread_mutex_unlock(&lt->lock);
+		host_port(cli.local_host, lt->local_port, local, sizeof(local));
+		if (port != 0)
+			log_msg(LOG_ALWAYS, "status: tunnel %s for %s, up since %s (%lld s), "
+			    "visitors %d now %llu total, bytes %llu in %llu out",
+			    host_port(cli.to, port, public, sizeof(public)), local,
+			    utc_str(since_wall, since, sizeof(since)),
+			    (long long)(now_ms() - since_ms) / 1000, now,
+			    (unsigned long long)visitors, (unsigned long long)in,
+			    (unsigned long long)out);
+		else
+			log_msg(LOG_ALWAYS, "status: tunnel for %s down, visitors %d now %llu total, "
+			    "bytes %llu in %llu out", local, now, (unsigned long long)visitors,
+			    (unsigned long long)in, (unsigned long long)out);
+		up += port != 0;
+		all_now += now;
+		all_visitors += visitors;
+		all_in += in;
+		all_out += out;
+	}
+	log_msg(LOG_ALWAYS, "status: %d tunnel%s, %d up, visitors %d now %llu total, "
+	    "bytes %llu in %llu out", nlocal_tunnels, nlocal_tunnels == 1 ? "" : "s", up, all_now,
+	    (unsigned long long)all_visitors, (unsigned long long)all_in,
+	    (unsigned long long)all_out);
+}
+
+/*
  * Run every tunnel in a thread of its own, and wait for signals and for the
  * tunnels.  A stop (SIGINT/SIGTERM/SIGHUP) wakes every tunnel thread through
  * stop_pipe and exits 0.  Otherwise the client ends when no tunnel can go
@@ -3032,6 +3215,9 @@ run_tunnels(void)
 		while (!stopped && read(signal_pipe[0], &sig, 1) == 1) {
 			switch (sig) {
 			case 0:
+				break;
+			case SIGUSR1:
+				log_client_status();
 				break;
 			default:
 				log_msg(LOG_INFO, "shutting down");
@@ -3471,8 +3657,10 @@ main_local(int argc, char **argv)
 	apply_env(local_opts, L_COUNT, vals);
 	if (npos == 0)
 		usage_error(&local_cmd, "the following required argument was not provided: <LOCAL_PORT>");
-	for (i = 0; i < npos; i++)
+	for (i = 0; i < npos; i++) {
 		remote |= tunnel_option(pos[i], &local_tunnels[i]);
+		pthread_mutex_init(&local_tunnels[i].lock, NULL);
+	}
 	nlocal_tunnels = npos;
 	if (vals[L_TO] == NULL || vals[L_TO][0] == '\0')
 		usage_error(&local_cmd, "the following required argument was not provided: --to <TO>");
@@ -3601,7 +3789,7 @@ set_log_level(void)
 	    "use off, error, warn, info, debug or trace", v);
 }
 
-/* SIGINT/SIGTERM (and SIGHUP for the client): wake the main loop through the pipe. */
+/* SIGINT/SIGTERM/SIGUSR1 (and SIGHUP for the client): wake the main loop through the pipe. */
 static void
 on_signal(int sig)
 {
@@ -3615,9 +3803,9 @@ on_signal(int sig)
 }
 
 /*
- * Route SIGINT/SIGTERM to the main loop, and SIGHUP too when hup is set (for
- * the client, a closed terminal means stop); a peer that went away must never
- * kill us by SIGPIPE.
+ * Route SIGINT/SIGTERM and SIGUSR1 (log the status) to the main loop, and
+ * SIGHUP too when hup is set (for the client, a closed terminal means stop);
+ * a peer that went away must never kill us by SIGPIPE.
  */
 static void
 setup_signals(int hup)
@@ -3629,7 +3817,7 @@ setup_signals(int hup)
 		err(1, "pipe");
 	sigemptyset(&sa.sa_mask);
 	if (sigaction(SIGINT, &sa, NULL) == -1 || sigaction(SIGTERM, &sa, NULL) == -1 ||
-	    (hup && sigaction(SIGHUP, &sa, NULL) == -1))
+	    sigaction(SIGUSR1, &sa, NULL) == -1 || (hup && sigaction(SIGHUP, &sa, NULL) == -1))
 		err(1, "sigaction");
 	if (signal(SIGPIPE, SIG_IGN) == SIG_ERR)
 		err(1, "signal");
