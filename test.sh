@@ -593,7 +593,7 @@ CASES=(
 	cli_help_command cli_repeated_options cli_to_with_port text_counts_and_ports man_page \
 	install_targets bash_completion
 )
-CASES+=(tunnels_two_ports tunnels_remote_ports tunnels_one_refused tunnels_server_restart tunnels_sigterm)
+CASES+=(tunnels_two_ports tunnels_remote_ports tunnels_one_refused tunnels_server_restart tunnels_sigterm status_lines status_log_off)
 # Not run again under the sanitizer passes: unit tests, cases that need a plain
 # build (an address-space limit, valgrind), and slow ones that add no new code path.
 ONCE_CASES=" hmac_vectors frame_parser liveness_options thread_failure valgrind_short_session "
@@ -604,7 +604,7 @@ TSAN_CASES=(
 	concurrent_200 hello_race visitor_burst_few_fds preauth_flood halfclose_then_reset \
 	client_max_conns max_conns client_killed_mid_transfer graceful_shutdown port_fallback
 )
-TSAN_CASES+=(tunnels_two_ports tunnels_sigterm)
+TSAN_CASES+=(tunnels_two_ports tunnels_sigterm status_lines)
 
 for name in "${CASES[@]}"; do
 	run "$name"

@@ -113,3 +113,127 @@ t_tunnels_sigterm() {
 	wait_exit "$CLI" 2 || { why "client2 still running"; return 1; }
 	[ "$RC" = 0 ] || { why "client2: exit status $RC"; return 1; }
 }
+
+# Log $1 without timestamps, for exact matches.
+untimed() { sed 's/^[0-9][0-9TZ:.-]* *//' "$WORK/$1.log"; }
+
+# True once log $1 has $3 lines that match the extended regex $2 whole, timestamp aside.
+log_matches() { [ "$(untimed "$1" | grep -cxE -- "$2")" = "$3" ]; }
+
+# Wait for $3 lines of log $1 to match $2 whole; say what the log has if they do not.
+expect_status() {
+	wait_until 5 log_matches "$@" && return 0
+	why "$1.log: not $3 lines like /$2/; its status lines:"
+	untimed "$1" | grep 'status:' | while IFS= read -r line; do why "  $line"; done
+	return 1
+}
+
+# Send SIGUSR1 to pid $1 until log $2 has a line matching $3 whole (for counts that settle).
+status_settles() {
+	usr1_and_look() { kill -USR1 "$1" && untimed "$2" | grep -qxE -- "$3"; }
+	wait_until 5 usr1_and_look "$@" && return 0
+	why "$2.log: no line like /$3/; its last status lines:"
+	untimed "$2" | grep 'status:' | tail -n 3 | while IFS= read -r line; do why "  $line"; done
+	return 1
+}
+
+# Dumps of log $1 so far: its totals lines.
+dumps_in() { untimed "$1" | grep -cE '^INFO status: [0-9]+ tunnels?,'; }
+
+# True once log $1 has more than $2 dumps.
+dumps_more() { [ "$(dumps_in "$1")" -gt "$2" ]; }
+
+# Send SIGUSR1 to pid $1 and wait for that dump in log $2; its last $3 lines go to $WORK/$2.status.
+fresh_status() {
+	local n
+	n=$(dumps_in "$2")
+	kill -USR1 "$1"
+	wait_until 5 dumps_more "$2" "$n" || { why "$2: no status after SIGUSR1"; return 1; }
+	untimed "$2" | grep '^INFO status: ' | tail -n "$3" >"$WORK/$2.status"
+}
+
+# True if the last dump of $1 has a line matching $2 whole; else say what it has.
+status_has() {
+	grep -qxE -- "$2" "$WORK/$1.status" && return 0
+	why "$1: no status line like /$2/ in:"
+	while IFS= read -r line; do why "  $line"; done <"$WORK/$1.status"
+	return 1
+}
+
+# True when something listens on loopback port $1.
+port_open() { (exec 9<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+# A server as start_server makes it, at BORE_LOG level $2 (its "server listening" line may not show).
+start_server_logging() {
+	local name=$1 level=$2
+	shift 2
+	CTL=$(free_port) || return 1
+	TUN_MIN=$((20000 + (RANDOM % 60) * 200))
+	TUN_MAX=$((TUN_MIN + 199))
+	start "$name" env BORE_LOG="$level" "$BORE" server --bind-addr 127.0.0.1 --control-port "$CTL" \
+		--min-port "$TUN_MIN" --max-port "$TUN_MAX" "$@"
+	SRV=$LAST
+	wait_until 5 port_open "$CTL" || { why "$name not listening"; return 1; }
+}
+
+# SIGUSR1: a line per tunnel and a totals line on both ends, under BORE_LOG=error too.
+t_status_lines() {
+	local dead p1 hold since='up since [0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}Z \([0-9]+ s\)'
+	dead=$(free_port) || return 1
+	start_origin origin echo && start_server_logging server error || return 1
+	start_split client env BORE_LOG=error "$BORE" local "$ORIGIN" "$dead" --local-host 127.0.0.1 \
+		--to 127.0.0.1 --control-port "$CTL"
+	CLI=$LAST
+	wait_until 5 lines_are "$WORK/client.out" 2 || { why "no two stdout lines"; return 1; }
+	p1=$(public_for client "$ORIGIN")
+	out=$("$TCPKIT" roundtrip 127.0.0.1 "$p1" 100000) || { why "$out"; return 1; }
+	rm -f "$WORK/status.fifo"
+	mkfifo "$WORK/status.fifo" || return 1
+	start hold bash -c 'exec "$0" hold 127.0.0.1 "$1" 1 <"$2"' "$TCPKIT" "$p1" "$WORK/status.fifo"
+	hold=$LAST
+	exec 7<>"$WORK/status.fifo"
+	wait_until 5 grep -q "^ready 1" "$WORK/hold.log" || { why "visitor not relayed"; exec 7>&-; return 1; }
+	# The roundtrip's relays end a little after its last byte: wait until both ends counted it.
+	status_settles "$SRV" server "INFO status: 2 tunnels, visitors 1 now 2 total, bytes 100000 in 100000 out" &&
+		status_settles "$CLI" client "INFO status: 2 tunnels, 2 up, visitors 1 now 2 total, bytes 100000 in 100000 out" ||
+		{ exec 7>&-; return 1; }
+	fresh_status "$SRV" server 3 && fresh_status "$CLI" client 3 || { exec 7>&-; return 1; }
+	status_has server "INFO status: tunnel port $p1, client 127\.0\.0\.1:[0-9]+, $since, visitors 1 now 2 total, bytes 100000 in 100000 out" &&
+		status_has server "INFO status: tunnel port [0-9]+, client 127\.0\.0\.1:[0-9]+, $since, visitors 0 now 0 total, bytes 0 in 0 out" &&
+		status_has server "INFO status: 2 tunnels, visitors 1 now 2 total, bytes 100000 in 100000 out" &&
+		status_has client "INFO status: tunnel 127\.0\.0\.1:$p1 for 127\.0\.0\.1:$ORIGIN, $since, visitors 1 now 2 total, bytes 100000 in 100000 out" &&
+		status_has client "INFO status: tunnel 127\.0\.0\.1:[0-9]+ for 127\.0\.0\.1:$dead, $since, visitors 0 now 0 total, bytes 0 in 0 out" &&
+		status_has client "INFO status: 2 tunnels, 2 up, visitors 1 now 2 total, bytes 100000 in 100000 out" ||
+		{ exec 7>&-; return 1; }
+	# The held visitor leaves: its bytes ("ping" each way) count once its relay has ended.
+	exec 7>&-
+	wait_exit "$hold" 5 || { why "hold still running"; return 1; }
+	status_settles "$SRV" server "INFO status: 2 tunnels, visitors 0 now 2 total, bytes 100004 in 100004 out" &&
+		status_settles "$CLI" client "INFO status: 2 tunnels, 2 up, visitors 0 now 2 total, bytes 100004 in 100004 out" ||
+		return 1
+	# Both go on after the signals.
+	out=$("$TCPKIT" roundtrip 127.0.0.1 "$p1" 1000) || { why "$out"; return 1; }
+	alive "$SRV" || { why "server gone"; return 1; }
+	# Tunnels waiting to re-dial are down.
+	{ kill -9 "$SRV"; wait "$SRV"; } 2>/dev/null
+	status_settles "$CLI" client "INFO status: 2 tunnels, 0 up, visitors 0 now 3 total, bytes 101004 in 101004 out" &&
+		fresh_status "$CLI" client 3 &&
+		status_has client "INFO status: tunnel for 127\.0\.0\.1:$ORIGIN down, visitors 0 now 3 total, bytes 101004 in 101004 out" &&
+		status_has client "INFO status: tunnel for 127\.0\.0\.1:$dead down, visitors 0 now 0 total, bytes 0 in 0 out" &&
+		alive "$CLI"
+}
+
+# BORE_LOG=off silences the status lines too; a server with no tunnel says so.
+t_status_log_off() {
+	start_server_logging server error || return 1
+	kill -USR1 "$SRV"
+	expect_status server "INFO status: 0 tunnels, visitors 0 now 0 total, bytes 0 in 0 out" 1 || return 1
+	stop_all
+	start_server_logging quiet off || return 1
+	# The signal bytes are read in order: the status comes before the exit.
+	kill -USR1 "$SRV"
+	kill -TERM "$SRV"
+	wait_exit "$SRV" 10 || { why "quiet server still running"; return 1; }
+	[ "$RC" = 0 ] || { why "exit status $RC"; return 1; }
+	[ ! -s "$WORK/quiet.log" ] || { why "quiet.log: $(head -n 3 "$WORK/quiet.log")"; return 1; }
+}
