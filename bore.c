@@ -82,8 +82,14 @@ static int log_journal;
 /* Set in a thread whose failures will be retried: its errors are logged as warnings. */
 static _Thread_local int log_retrying;
 
-/* Written by the signal handler, read by the main loop: SIGINT/SIGTERM. */
+/* Written by the signal handler, read by the main loop: the signal's number as one byte. */
 static int signal_pipe[2] = { -1, -1 };
+
+/*
+ * Never written: the client's main thread closes its write end at a stop, so
+ * that every tunnel thread polling the read end wakes (POLLHUP) at once.
+ */
+static int stop_pipe[2] = { -1, -1 };
 
 /*
  * File descriptors.  Every socket and pipe is counted where it is made and
@@ -194,6 +200,17 @@ ms_until(int64_t deadline)
 	if (left < 0)
 		return (0);
 	return (left > INT_MAX ? INT_MAX : (int)left);
+}
+
+/* When a status line says something began: UTC wall time, as 2026-01-31T12:00:00Z. */
+static const char *
+utc_str(time_t t, char *out, size_t cap)
+{
+	struct tm tm;
+
+	if (gmtime_r(&t, &tm) == NULL || strftime(out, cap, "%Y-%m-%dT%H:%M:%SZ", &tm) == 0)
+		snprintf(out, cap, "?");
+	return (out);
 }
 
 /* Wait until fd is ready for events; -1 with errno ETIMEDOUT once deadline passes. */
@@ -1700,6 +1717,8 @@ struct pending {
 /*
  * One client's public port.  Its control thread holds one reference and
  * every parked or relayed visitor another; the last to let go frees it.
+ * Its counters are for SIGUSR1's status lines: taken under lock once per
+ * visitor, never per byte.
  */
 struct tunnel {
 	pthread_mutex_t lock;
@@ -1709,8 +1728,22 @@ struct tunnel {
 	struct live *live;  /* visitors being relayed */
 	struct pending *parked, **parked_tail;  /* under pending_lock: oldest first */
 	int64_t quiet_until;  /* control thread only: no "visitors wait" line before then */
+	uint64_t visitors;    /* visitors taken so far */
+	uint64_t bytes_in, bytes_out;  /* from and to visitors whose relays ended */
+	struct tunnel *next, **prevp;  /* in open_tunnels, under open_tunnels_lock */
+	int64_t since_ms;     /* set before it is listed, then fixed */
+	time_t since;
+	char client[64];
 	uint16_t port;
 };
+
+/*
+ * Tunnels open now, for the status lines.  Lock order: open_tunnels_lock,
+ * then a tunnel's lock; nothing takes open_tunnels_lock while it holds a
+ * tunnel's lock.
+ */
+static pthread_mutex_t open_tunnels_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct tunnel *open_tunnels;
 
 /* A new tunnel with the control thread's reference; NULL if out of memory. */
 static struct tunnel *
@@ -1753,6 +1786,7 @@ tunnel_add_conn(struct tunnel *t)
 	if ((ok = !t->closing && t->conns < srv.max_conns)) {
 		t->conns++;
 		t->refs++;
+		t->visitors++;
 	}
 	pthread_mutex_unlock(&t->lock);
 	return (ok ? 0 : -1);
@@ -1798,11 +1832,13 @@ tunnel_track(struct tunnel *t, struct live *l)
 	return (ok ? 0 : -1);
 }
 
-/* Take a relayed visitor off its tunnel's list, before its fd is closed. */
+/* Take a relayed visitor off its tunnel's list, before its fd is closed, and count its bytes. */
 static void
-tunnel_untrack(struct tunnel *t, struct live *l)
+tunnel_untrack(struct tunnel *t, struct live *l, uint64_t in, uint64_t out)
 {
 	pthread_mutex_lock(&t->lock);
+	t->bytes_in += in;
+	t->bytes_out += out;
 	*l->prevp = l->next;
 	if (l->next != NULL)
 		l->next->prevp = l->prevp;
@@ -1825,6 +1861,70 @@ tunnel_close(struct tunnel *t, int cut)
 	for (l = t->live; cut && l != NULL; l = l->next)
 		(void)shutdown(l->fd, SHUT_RDWR);
 	pthread_mutex_unlock(&t->lock);
+}
+
+/* List t among the open tunnels, from now on, for the status lines. */
+static void
+tunnel_list(struct tunnel *t)
+{
+	t->since_ms = now_ms();
+	t->since = time(NULL);
+	pthread_mutex_lock(&open_tunnels_lock);
+	t->next = open_tunnels;
+	t->prevp = &open_tunnels;
+	if (open_tunnels != NULL)
+		open_tunnels->prevp = &t->next;
+	open_tunnels = t;
+	pthread_mutex_unlock(&open_tunnels_lock);
+}
+
+/* Take t off the open tunnels, before its control thread lets it go. */
+static void
+tunnel_unlist(struct tunnel *t)
+{
+	pthread_mutex_lock(&open_tunnels_lock);
+	*t->prevp = t->next;
+	if (t->next != NULL)
+		t->next->prevp = t->prevp;
+	pthread_mutex_unlock(&open_tunnels_lock);
+}
+
+/*
+ * SIGUSR1: log a line per open tunnel and one of totals, whatever BORE_LOG
+ * says.  Visitors now are those parked or relayed; bytes are those of
+ * relays that ended (in: from visitors, out: to them).
+ */
+static void
+log_server_status(void)
+{
+	uint64_t visitors, in, out, all_visitors = 0, all_in = 0, all_out = 0;
+	int tunnels = 0, now, all_now = 0;
+	struct tunnel *t;
+	char since[32];
+
+	pthread_mutex_lock(&open_tunnels_lock);
+	for (t = open_tunnels; t != NULL; t = t->next) {
+		pthread_mutex_lock(&t->lock);
+		now = t->conns;
+		visitors = t->visitors;
+		in = t->bytes_in;
+		out = t->bytes_out;
+		pthread_mutex_unlock(&t->lock);
+		log_msg(LOG_ALWAYS, "status: tunnel port %u, client %s, up since %s (%lld s), "
+		    "visitors %d now %llu total, bytes %llu in %llu out", t->port, t->client,
+		    utc_str(t->since, since, sizeof(since)), (long long)(now_ms() - t->since_ms) / 1000,
+		    now, (unsigned long long)visitors, (unsigned long long)in,
+		    (unsigned long long)out);
+		tunnels++;
+		all_now += now;
+		all_visitors += visitors;
+		all_in += in;
+		all_out += out;
+	}
+	pthread_mutex_unlock(&open_tunnels_lock);
+	log_msg(LOG_ALWAYS, "status: %d tunnel%s, visitors %d now %llu total, bytes %llu in %llu out",
+	    tunnels, tunnels == 1 ? "" : "s", all_now, (unsigned long long)all_visitors,
+	    (unsigned long long)all_in, (unsigned long long)all_out);
 }
 
 /* Buckets of the table of parked visitors by id (a power of two). */
@@ -2149,6 +2249,8 @@ run_tunnel(struct conn *c, uint16_t want)
 	if ((t = tunnel_new()) == NULL)
 		goto err1;
 	t->port = bound_port(lfd);
+	snprintf(t->client, sizeof(t->client), "%s", c->peer);
+	tunnel_list(t);
 	set_liveness(c->fd);
 	if (send_port_msg(c->fd, BORE_MSG_HELLO, t->port) == -1)
 		goto err2;
@@ -2157,6 +2259,7 @@ run_tunnel(struct conn *c, uint16_t want)
 	log_msg(LOG_INFO, "tunnel on port %u closed (%s)", t->port, why);
 
 err2:
+	tunnel_unlist(t);
 	tunnel_close(t, !atomic_load(&shutting_down));
 	pending_expire(t, INT64_MAX);
 	tunnel_put(t);
@@ -2197,7 +2300,7 @@ forward_visitor(struct conn *c, const uint8_t id[BORE_UUID_LEN])
 		}
 		/* The client's data connection is the relay's first socket: bytes[0] went to the visitor. */
 		log_closed(ids, info.bytes[1], info.bytes[0], start);
-		tunnel_untrack(t, &l);
+		tunnel_untrack(t, &l, info.bytes[1], info.bytes[0]);
 		atomic_fetch_sub(&relays_active, 1);
 	}
 	close_fd(l.fd);
@@ -2387,6 +2490,7 @@ drain_and_exit(void)
 	struct pollfd p = { .fd = signal_pipe[0], .events = POLLIN };
 	int64_t deadline = now_ms() + srv.grace_ms;
 	char drain[16];
+	unsigned char sig;
 	int tunnels, relays;
 
 	while (read(signal_pipe[0], drain, sizeof(drain)) > 0)
@@ -2399,7 +2503,8 @@ drain_and_exit(void)
 	while ((atomic_load(&tunnels_open) > 0 || atomic_load(&relays_active) > 0) &&
 	    now_ms() < deadline) {
 		/* Tunnels notice within a heartbeat; poll briefly so the count is seen soon. */
-		if (poll(&p, 1, 50) > 0) {
+		/* SIGUSR1 asks for the status only: that is no reason to stop waiting. */
+		if (poll(&p, 1, 50) > 0 && read(signal_pipe[0], &sig, 1) == 1 && sig != SIGUSR1) {
 			log_msg(LOG_INFO, "second signal: not waiting");
 			break;
 		}
@@ -2463,13 +2568,14 @@ accept_control(int lfd)
 	}
 }
 
-/* Accept control connections until SIGINT/SIGTERM, a thread each. */
+/* Accept control connections until SIGINT/SIGTERM, a thread each; SIGUSR1 logs the status. */
 static int
 run_server(const struct sockaddr_storage *ctl, socklen_t ctl_len)
 {
 	enum { POLL_LISTEN, POLL_SIGNAL, POLL_SLOTS };
 	struct pollfd pfd[POLL_SLOTS];
 	char addr[64], tun[64], *p;
+	unsigned char sig;
 	int lfd;
 
 	addr_str((const struct sockaddr *)&srv.tunnel_addr, srv.tunnel_addr_len, tun, sizeof(tun));
@@ -2492,9 +2598,15 @@ run_server(const struct sockaddr_storage *ctl, socklen_t ctl_len)
 			log_msg(LOG_ERROR, "poll: %s", strerror(errno));
 			return (1);
 		}
-		if (pfd[POLL_SIGNAL].revents) {
-			close_fd(lfd);
-			return (drain_and_exit());
+		while (pfd[POLL_SIGNAL].revents && read(signal_pipe[0], &sig, 1) == 1) {
+			switch (sig) {
+			case SIGUSR1:
+				log_server_status();
+				break;
+			default:
+				close_fd(lfd);
+				return (drain_and_exit());
+			}
 		}
 		if (pfd[POLL_LISTEN].revents & POLLIN)
 			accept_control(lfd);
@@ -2505,11 +2617,10 @@ run_server(const struct sockaddr_storage *ctl, socklen_t ctl_len)
 /* Client: the tunnel's control connection and one thread per visitor  */
 /* ==================================================================== */
 
-/* Client settings, fixed before the first thread starts. */
+/* Client settings shared by all its tunnels, fixed before the first thread starts. */
 static struct {
 	const char *to, *local_host;
-	uint16_t control_port, local_port, port;
-	struct addrinfo *local_ai;              /* the local service, resolved once */
+	uint16_t control_port;
 	int has_secret;
 	uint8_t key[BORE_KEY_LEN];              /* read by visitor threads until exit: never wiped */
 	int reconnect;                          /* re-dial when the tunnel is lost */
@@ -2517,6 +2628,36 @@ static struct {
 	int dump;                               /* hex-dump every proxied connection */
 	int max_conns;                          /* visitors relayed at once */
 } cli;
+
+/* Most tunnels one `bore local` opens, one per local port given. */
+#define MAX_TUNNELS 64
+
+/*
+ * One tunnel of `bore local`: what differs from the others.  The fields
+ * above `thread` are fixed before the threads start; `status` is written by
+ * the tunnel's own thread and read by the main thread after joining it.
+ * The rest, for SIGUSR1's status lines, are under lock, taken once per
+ * visitor and per session, never per byte.
+ */
+struct local_tunnel {
+	uint16_t local_port;       /* the local service's port */
+	uint16_t want;             /* the public port asked for; 0: any */
+	struct addrinfo *local_ai; /* the local service, resolved once */
+	pthread_t thread;
+	int status;                /* run_client's exit status */
+	pthread_mutex_t lock;
+	uint16_t port;             /* the public port while the tunnel is up, else 0 */
+	int64_t since_ms;          /* when it came up */
+	time_t since;
+	int visitors_now;          /* visitors being proxied */
+	uint64_t visitors;         /* visitors proxied so far */
+	uint64_t bytes_in, bytes_out;  /* from and to visitors whose relays ended */
+};
+static struct local_tunnel local_tunnels[MAX_TUNNELS];
+static int nlocal_tunnels;
+
+/* Tunnel threads still running; the main thread waits until none is. */
+static atomic_int tunnels_running;
 
 /* Visitors proxied so far; numbers connections in --dump output. */
 static atomic_int visitors_seen;
@@ -2540,9 +2681,9 @@ static sem_t opening;
 enum outcome {
 	OUT_OK,            /* done as asked */
 	OUT_LOST,          /* the server went away or refused for now: retry if allowed */
-	OUT_REFUSED,       /* no retry can help (wrong secret, port outside the range): exit 1 */
+	OUT_REFUSED,       /* no retry can help (wrong secret, port outside the range): exit 78 */
 	OUT_PORT_REFUSED,  /* the port asked for again is not to be had: ask for any port */
-	OUT_SIGNAL         /* SIGINT/SIGTERM: exit 0 */
+	OUT_SIGNAL         /* SIGINT/SIGTERM/SIGHUP: stop, exit 0 */
 };
 
 /* Resolve host (a name, an IP, or [IPv6]) and port for connecting; NULL after saying why. */
@@ -2579,9 +2720,9 @@ in_list(const char *text, const char *const *list, size_t n)
 	return (0);
 }
 
-/* What a server's Error means to a client that asked for port want. */
+/* What a server's Error means; kept: the port asked for was kept from an earlier tunnel. */
 static enum outcome
-error_outcome(const char *text, uint16_t want)
+error_outcome(const char *text, int kept)
 {
 	static const char *const port_errors[] = {
 		"client port number not in allowed range", "permission denied",
@@ -2593,19 +2734,19 @@ error_outcome(const char *text, uint16_t want)
 	};
 
 	/* A port the user did not choose, kept from an earlier tunnel, can be given up. */
-	if (want != cli.port && in_list(text, port_errors, 4))
+	if (kept && in_list(text, port_errors, 4))
 		return (OUT_PORT_REFUSED);
 	return (in_list(text, refusals, 4) ? OUT_REFUSED : OUT_LOST);
 }
 
-/* Log a server's Error frame; what it means to a client that asked for port want. */
+/* Log a server's Error frame; what it means (kept as for error_outcome). */
 static enum outcome
-server_error(const struct bore_msg *m, uint16_t want)
+server_error(const struct bore_msg *m, int kept)
 {
 	char text[BORE_MAX_FRAME + 1];
 
 	log_msg(LOG_ERROR, "server error: %s", printable(m->text, text, sizeof(text)));
-	return (error_outcome(m->text, want));
+	return (error_outcome(m->text, kept));
 }
 
 /* Answer the server's challenge. */
@@ -2619,7 +2760,7 @@ client_handshake(struct conn *c)
 
 	r = read_first(c, &m, &why);
 	if (r == 1 && m.type == BORE_MSG_ERROR)
-		return (server_error(&m, cli.port));
+		return (server_error(&m, 0));
 	if (r != 1 || m.type != BORE_MSG_CHALLENGE) {
 		log_msg(LOG_ERROR, "expected authentication challenge, but no secret was required");
 		/* Silence or a closed connection may pass; any other message will not. */
@@ -2662,9 +2803,10 @@ open_control(const struct addrinfo *ai, struct conn **out)
 	return (OUT_OK);
 }
 
-/* A visitor to claim: its id, and the server address its tunnel's control connection reached. */
+/* A visitor to claim: its id, its tunnel, and the server address its control connection reached. */
 struct visitor_job {
 	uint8_t id[BORE_UUID_LEN];
+	struct local_tunnel *lt;
 	struct sockaddr_storage server;
 	socklen_t server_len;
 };
@@ -2685,6 +2827,10 @@ proxy_visitor(void *arg)
 	int lfd, r;
 
 	bore_uuid_format(job->id, ids);
+	pthread_mutex_lock(&job->lt->lock);
+	job->lt->visitors_now++;
+	job->lt->visitors++;
+	pthread_mutex_unlock(&job->lt->lock);
 	if (cli.dump)
 		info.dump_id = atomic_fetch_add(&visitors_seen, 1) + 1;
 	while (sem_wait(&opening) == -1)
@@ -2699,9 +2845,10 @@ proxy_visitor(void *arg)
 		log_msg(LOG_WARN, "connection %s: could not send accept: %s", ids, strerror(errno));
 		goto err1;
 	}
-	if ((lfd = connect_any(cli.local_ai)) == -1) {
+	if ((lfd = connect_any(job->lt->local_ai)) == -1) {
 		log_msg(LOG_WARN, "connection %s: could not connect to %s: %s", ids,
-		    host_port(cli.local_host, cli.local_port, where, sizeof(where)), strerror(errno));
+		    host_port(cli.local_host, job->lt->local_port, where, sizeof(where)),
+		    strerror(errno));
 		/* The server closes the visitor at once when it sees the reset. */
 		set_reset_on_close(c->fd);
 		goto err1;
@@ -2724,6 +2871,11 @@ proxy_visitor(void *arg)
 err1:
 	conn_free(c);
 err0:
+	pthread_mutex_lock(&job->lt->lock);
+	job->lt->visitors_now--;
+	job->lt->bytes_in += info.bytes[0];
+	job->lt->bytes_out += info.bytes[1];
+	pthread_mutex_unlock(&job->lt->lock);
 	free(job);
 	atomic_fetch_sub(&visitors_open, 1);
 	return (NULL);
@@ -2731,10 +2883,10 @@ err0:
 
 /* Start a thread for the visitor the server announced, unless cli.max_conns are being relayed. */
 static void
-start_visitor(const uint8_t id[BORE_UUID_LEN], const struct sockaddr_storage *server,
-    socklen_t server_len)
+start_visitor(struct local_tunnel *lt, const uint8_t id[BORE_UUID_LEN],
+    const struct sockaddr_storage *server, socklen_t server_len)
 {
-	static int64_t quiet_until;  /* the control thread's alone */
+	static _Thread_local int64_t quiet_until;  /* each tunnel thread's own */
 	struct visitor_job *job;
 
 	/* Ignored, the visitor waits out the server's pending timeout and is closed. */
@@ -2751,6 +2903,7 @@ start_visitor(const uint8_t id[BORE_UUID_LEN], const struct sockaddr_storage *se
 		goto err0;
 	}
 	memcpy(job->id, id, BORE_UUID_LEN);
+	job->lt = lt;
 	job->server = *server;
 	job->server_len = server_len;
 	/* The thread owns job from here. */
@@ -2764,9 +2917,9 @@ err0:
 	atomic_fetch_sub(&visitors_open, 1);
 }
 
-/* Ask for port want and wait for the server's Hello, whose port goes to *got. */
+/* Ask for port want (kept as for error_outcome) and wait for the server's Hello, whose port goes to *got. */
 static enum outcome
-send_hello(struct conn *c, uint16_t want, uint16_t *got)
+send_hello(struct conn *c, uint16_t want, int kept, uint16_t *got)
 {
 	struct bore_msg m;
 	const char *why;
@@ -2785,7 +2938,7 @@ send_hello(struct conn *c, uint16_t want, uint16_t *got)
 		*got = m.port;
 		return (OUT_OK);
 	case BORE_MSG_ERROR:
-		return (server_error(&m, want));
+		return (server_error(&m, kept));
 	case BORE_MSG_CHALLENGE:
 		log_msg(LOG_ERROR, "server requires authentication, but no client secret was provided");
 		return (OUT_REFUSED);
@@ -2795,11 +2948,11 @@ send_hello(struct conn *c, uint16_t want, uint16_t *got)
 	}
 }
 
-/* Read frames from the server and start visitors until the tunnel ends. */
+/* Read frames from the server and start visitors of tunnel lt until it ends. */
 static enum outcome
-serve_session(struct conn *c)
+serve_session(struct local_tunnel *lt, struct conn *c)
 {
-	enum { POLL_CONTROL, POLL_SIGNAL, POLL_SLOTS };
+	enum { POLL_CONTROL, POLL_STOP, POLL_SLOTS };
 	struct pollfd pfd[POLL_SLOTS];
 	struct sockaddr_storage server;
 	socklen_t server_len = sizeof(server);
@@ -2813,7 +2966,7 @@ serve_session(struct conn *c)
 		return (OUT_LOST);
 	}
 	pfd[POLL_CONTROL] = (struct pollfd){ .fd = c->fd, .events = POLLIN };
-	pfd[POLL_SIGNAL] = (struct pollfd){ .fd = signal_pipe[0], .events = POLLIN };
+	pfd[POLL_STOP] = (struct pollfd){ .fd = stop_pipe[0], .events = POLLIN };
 	for (last = now_ms();;) {
 		if (!frame_buffered(c)) {
 			r = poll(pfd, POLL_SLOTS, ms_until(last + cli.heartbeat_timeout_ms));
@@ -2823,7 +2976,7 @@ serve_session(struct conn *c)
 				log_msg(LOG_ERROR, "poll: %s", strerror(errno));
 				return (OUT_REFUSED);
 			}
-			if (pfd[POLL_SIGNAL].revents)
+			if (pfd[POLL_STOP].revents)
 				return (OUT_SIGNAL);
 			if (r == 0) {
 				log_msg(LOG_ERROR, "server unreachable: no heartbeat for %.1f s",
@@ -2845,10 +2998,10 @@ serve_session(struct conn *c)
 		case BORE_MSG_HEARTBEAT:
 			break;
 		case BORE_MSG_CONNECTION:
-			start_visitor(m.uuid, &server, server_len);
+			start_visitor(lt, m.uuid, &server, server_len);
 			break;
 		case BORE_MSG_ERROR:
-			return (server_error(&m, cli.port));
+			return (server_error(&m, 0));
 		default:
 			log_msg(LOG_WARN, "unexpected %s message from server", msg_names[m.type]);
 			break;
@@ -2857,12 +3010,12 @@ serve_session(struct conn *c)
 }
 
 /*
- * One tunnel session: look the server up (anew each time, so a server that
- * moved is found), connect, ask for *port, serve it.  *port becomes the
+ * One session of tunnel lt: look the server up (anew each time, so a server
+ * that moved is found), connect, ask for *port, serve it.  *port becomes the
  * port granted; *opened says whether the tunnel was up.
  */
 static enum outcome
-run_session(uint16_t *port, int *opened)
+run_session(struct local_tunnel *lt, uint16_t *port, int *opened)
 {
 	struct addrinfo *ai;
 	enum outcome o;
@@ -2877,7 +3030,7 @@ run_session(uint16_t *port, int *opened)
 	freeaddrinfo(ai);
 	if (o != OUT_OK)
 		return (o);
-	if ((o = send_hello(c, *port, &got)) != OUT_OK)
+	if ((o = send_hello(c, *port, *port != lt->want, &got)) != OUT_OK)
 		goto done;
 	if (*port != 0 && got != *port)
 		log_msg(LOG_WARN, "public port changed from %u to %u", *port, got);
@@ -2886,20 +3039,28 @@ run_session(uint16_t *port, int *opened)
 	log_msg(LOG_INFO, "connected to server");
 	log_msg(LOG_ALWAYS, "listening at %s", host_port(cli.to, got, where, sizeof(where)));
 	/* For scripts: the public address and the local one it serves, one line on stdout. */
-	dprintf(1, "%s %s\n", where, host_port(cli.local_host, cli.local_port, local, sizeof(local)));
+	dprintf(1, "%s %s\n", where, host_port(cli.local_host, lt->local_port, local, sizeof(local)));
 	/* From here on a lost tunnel is re-dialled, and what goes wrong is a warning. */
 	log_retrying = cli.reconnect;
-	o = serve_session(c);
+	pthread_mutex_lock(&lt->lock);
+	lt->port = got;
+	lt->since_ms = now_ms();
+	lt->since = time(NULL);
+	pthread_mutex_unlock(&lt->lock);
+	o = serve_session(lt, c);
+	pthread_mutex_lock(&lt->lock);
+	lt->port = 0;
+	pthread_mutex_unlock(&lt->lock);
 done:
 	conn_free(c);
 	return (o);
 }
 
-/* Sleep ms unless SIGINT/SIGTERM comes first; 1 if it did. */
+/* Sleep ms unless the client is stopped first; 1 if it was. */
 static int
 sleep_or_signal(int ms)
 {
-	struct pollfd p = { .fd = signal_pipe[0], .events = POLLIN };
+	struct pollfd p = { .fd = stop_pipe[0], .events = POLLIN };
 	int64_t deadline = now_ms() + ms;
 
 	while (now_ms() < deadline) {
@@ -2917,24 +3078,22 @@ sleep_or_signal(int ms)
 #define EXIT_REFUSED 78
 
 /*
- * Open the tunnel and keep it open: after a tunnel was established, losing
- * it re-dials with exponential backoff and jitter, asking for the same
- * public port.  Exit status: 0 on a signal, EXIT_REFUSED on a refusal that
- * no retry can fix, 1 when it gives up otherwise.
+ * Open tunnel lt and keep it open: after it was established, losing it
+ * re-dials with exponential backoff and jitter, asking for the same public
+ * port.  Status: 0 when stopped, EXIT_REFUSED on a refusal that no retry
+ * can fix, 1 when it gives up otherwise.
  */
 static int
-run_client(void)
+run_client(struct local_tunnel *lt)
 {
 	enum outcome o;
-	uint16_t port = cli.port;
+	uint16_t port = lt->want;
 	int attempt = 0, ever_opened = 0, opened, delay;
 
 	for (;;) {
-		o = run_session(&port, &opened);
-		if (o == OUT_SIGNAL) {
-			log_msg(LOG_INFO, "shutting down");
+		o = run_session(lt, &port, &opened);
+		if (o == OUT_SIGNAL)
 			return (0);
-		}
 		if (opened) {
 			ever_opened = 1;
 			attempt = 0;
@@ -2961,11 +3120,120 @@ run_client(void)
 		delay = delay / 2 + (int)randombytes_uniform((uint32_t)delay / 2 + 1);
 		attempt++;
 		log_msg(LOG_INFO, "reconnecting in %.1f s (attempt %d)", delay / 1000.0, attempt);
-		if (sleep_or_signal(delay)) {
-			log_msg(LOG_INFO, "shutting down");
+		if (sleep_or_signal(delay))
 			return (0);
+	}
+}
+
+/* Thread of one tunnel: run it, keep its status, and wake the main thread. */
+static void *
+tunnel_main(void *arg)
+{
+	struct local_tunnel *lt = arg;
+	char none = 0;
+
+	lt->status = run_client(lt);
+	atomic_fetch_sub(&tunnels_running, 1);
+	/* Byte 0 is no signal: it only makes the main thread count again. */
+	(void)!write(signal_pipe[1], &none, 1);
+	return (NULL);
+}
+
+/*
+ * SIGUSR1: log a line per tunnel and one of totals, whatever BORE_LOG says.
+ * Bytes are those of relays that ended (in: from visitors, out: to them).
+ */
+static void
+log_client_status(void)
+{
+	uint64_t visitors, in, out, all_visitors = 0, all_in = 0, all_out = 0;
+	char public[300], local[300], since[32];
+	int i, now, up = 0, all_now = 0;
+	struct local_tunnel *lt;
+	int64_t since_ms;
+	time_t since_wall;
+	uint16_t port;
+
+	for (i = 0; i < nlocal_tunnels; i++) {
+		lt = &local_tunnels[i];
+		pthread_mutex_lock(&lt->lock);
+		port = lt->port;
+		since_ms = lt->since_ms;
+		since_wall = lt->since;
+		now = lt->visitors_now;
+		visitors = lt->visitors;
+		in = lt->bytes_in;
+		out = lt->bytes_out;
+		pthread_mutex_unlock(&lt->lock);
+		host_port(cli.local_host, lt->local_port, local, sizeof(local));
+		if (port != 0)
+			log_msg(LOG_ALWAYS, "status: tunnel %s for %s, up since %s (%lld s), "
+			    "visitors %d now %llu total, bytes %llu in %llu out",
+			    host_port(cli.to, port, public, sizeof(public)), local,
+			    utc_str(since_wall, since, sizeof(since)),
+			    (long long)(now_ms() - since_ms) / 1000, now,
+			    (unsigned long long)visitors, (unsigned long long)in,
+			    (unsigned long long)out);
+		else
+			log_msg(LOG_ALWAYS, "status: tunnel for %s down, visitors %d now %llu total, "
+			    "bytes %llu in %llu out", local, now, (unsigned long long)visitors,
+			    (unsigned long long)in, (unsigned long long)out);
+		up += port != 0;
+		all_now += now;
+		all_visitors += visitors;
+		all_in += in;
+		all_out += out;
+	}
+	log_msg(LOG_ALWAYS, "status: %d tunnel%s, %d up, visitors %d now %llu total, "
+	    "bytes %llu in %llu out", nlocal_tunnels, nlocal_tunnels == 1 ? "" : "s", up, all_now,
+	    (unsigned long long)all_visitors, (unsigned long long)all_in,
+	    (unsigned long long)all_out);
+}
+
+/*
+ * Run every tunnel in a thread of its own, and wait for signals and for the
+ * tunnels.  A stop (SIGINT/SIGTERM/SIGHUP) wakes every tunnel thread through
+ * stop_pipe and exits 0.  Otherwise the client ends when no tunnel can go
+ * on, with the highest of their statuses: EXIT_REFUSED if any was refused
+ * for good, else 1.
+ */
+static int
+run_tunnels(void)
+{
+	struct pollfd p = { .fd = signal_pipe[0], .events = POLLIN };
+	int i, status = 0, stopped = 0;
+	unsigned char sig;
+
+	atomic_store(&tunnels_running, nlocal_tunnels);
+	for (i = 0; i < nlocal_tunnels; i++)
+		if ((errno = pthread_create(&local_tunnels[i].thread, NULL, tunnel_main,
+		    &local_tunnels[i])) != 0)
+			err(1, "could not start a thread");
+	while (!stopped && atomic_load(&tunnels_running) > 0) {
+		if (poll(&p, 1, -1) == -1 && errno != EINTR)
+			err(1, "poll");
+		while (!stopped && read(signal_pipe[0], &sig, 1) == 1) {
+			switch (sig) {
+			case 0:
+				break;
+			case SIGUSR1:
+				log_client_status();
+				break;
+			default:
+				log_msg(LOG_INFO, "shutting down");
+				/* Every tunnel thread polls stop_pipe: its POLLHUP wakes them all. */
+				close(stop_pipe[1]);
+				stopped = 1;
+				break;
+			}
 		}
 	}
+	for (i = 0; i < nlocal_tunnels; i++) {
+		pthread_join(local_tunnels[i].thread, NULL);
+		if (local_tunnels[i].status > status)
+			status = local_tunnels[i].status;
+	}
+	return (stopped ? 0 : status);
 }
 
 /* ==================================================================== */
@@ -3050,16 +3318,19 @@ static const struct command main_cmd = {
 
 static const struct command local_cmd = {
 	"local",
-	"Usage: bore local [OPTIONS] --to <TO> <LOCAL_PORT>",
+	"Usage: bore local [OPTIONS] --to <TO> <LOCAL_PORT[:REMOTE_PORT]>...",
 	"Starts a local proxy to the remote server\n\n"
-	"Usage: bore local [OPTIONS] --to <TO> <LOCAL_PORT>\n\n"
+	"Usage: bore local [OPTIONS] --to <TO> <LOCAL_PORT[:REMOTE_PORT]>...\n\n"
 	"Arguments:\n"
-	"  <LOCAL_PORT>  The local port to expose [env: BORE_LOCAL_PORT]\n\n"
+	"  <LOCAL_PORT[:REMOTE_PORT]>...\n"
+	"                The local port to expose [env: BORE_LOCAL_PORT]; several\n"
+	"                open one tunnel each; REMOTE_PORT selects its public port\n\n"
 	"Options:\n"
 	"  -l, --local-host <HOST>   The local host to expose [default: localhost]\n"
 	"  -t, --to <TO>             Address of the remote server to expose local ports to\n"
 	"                            [env: BORE_SERVER]\n"
-	"  -p, --port <PORT>         Optional port on the remote server to select [default: 0]\n"
+	"  -p, --port <PORT>         Optional port on the remote server to select, with one\n"
+	"                            local port [default: 0]\n"
 	"  -s, --secret <SECRET>     Optional secret for authentication [env: BORE_SECRET]\n"
 	"      --secret-file <PATH>  Read the secret from the first line of a file\n"
 	"      --control-port <PORT>\n"
@@ -3352,21 +3623,45 @@ port_option(const struct command *cmd, const char *val, const char *name, unsign
 	return (port);
 }
 
-/* `bore local`: check the arguments, resolve both ends, run the client. */
+/* Parse LOCAL_PORT or LOCAL_PORT:REMOTE_PORT into lt; 1 if a remote port was given. */
+static int
+tunnel_option(const char *spec, struct local_tunnel *lt)
+{
+	char local[16];
+	const char *colon = strchr(spec, ':');
+
+	if (colon == NULL) {
+		lt->local_port = port_option(&local_cmd, spec, "<LOCAL_PORT>", 1, 0);
+		return (0);
+	}
+	snprintf(local, sizeof(local), "%.*s", (int)(colon - spec < 15 ? colon - spec : 15), spec);
+	lt->local_port = port_option(&local_cmd, local, "<LOCAL_PORT>", 1, 0);
+	lt->want = port_option(&local_cmd, colon + 1, "<REMOTE_PORT>", 0, 0);
+	return (1);
+}
+
+/* `bore local`: check the arguments, resolve both ends, run the client's tunnels. */
 static int
 main_local(int argc, char **argv)
 {
 	char *vals[L_COUNT] = { NULL }, *colon;
-	const char *pos[1] = { NULL };
+	const char *pos[MAX_TUNNELS] = { NULL };
+	int i, npos, remote = 0;
+	uint16_t port;
 
-	if (parse_options(&local_cmd, local_opts, L_COUNT, argc, argv, vals, pos, 1) == 0)
-		pos[0] = env_value("BORE_LOCAL_PORT");
+	if ((npos = parse_options(&local_cmd, local_opts, L_COUNT, argc, argv, vals, pos,
+	    MAX_TUNNELS)) == 0 && (pos[0] = env_value("BORE_LOCAL_PORT")) != NULL)
+		npos = 1;
 	cli.has_secret = load_secret(&local_cmd, vals[L_SECRET], vals[L_SECRET_FILE], cli.key);
 	vals[L_SECRET] = NULL;
 	apply_env(local_opts, L_COUNT, vals);
-	if (pos[0] == NULL)
+	if (npos == 0)
 		usage_error(&local_cmd, "the following required argument was not provided: <LOCAL_PORT>");
-	cli.local_port = port_option(&local_cmd, pos[0], "<LOCAL_PORT>", 1, 0);
+	for (i = 0; i < npos; i++) {
+		remote |= tunnel_option(pos[i], &local_tunnels[i]);
+		pthread_mutex_init(&local_tunnels[i].lock, NULL);
+	}
+	nlocal_tunnels = npos;
 	if (vals[L_TO] == NULL || vals[L_TO][0] == '\0')
 		usage_error(&local_cmd, "the following required argument was not provided: --to <TO>");
 	/* HOST:PORT or [IPv6]:PORT, as other tools take it; a bare IPv6 literal has several colons. */
@@ -3376,7 +3671,15 @@ main_local(int argc, char **argv)
 		    "with '--control-port %s'", vals[L_TO], colon + 1);
 	cli.to = vals[L_TO];
 	cli.local_host = vals[L_LOCAL_HOST] ? vals[L_LOCAL_HOST] : "localhost";
-	cli.port = port_option(&local_cmd, vals[L_PORT], "--port", 0, 0);
+	/* --port is the one tunnel's REMOTE_PORT: with several, each says its own. */
+	if (vals[L_PORT] != NULL && npos > 1)
+		usage_error(&local_cmd, "the argument '--port' cannot be used with several local "
+		    "ports: use <LOCAL_PORT:REMOTE_PORT>");
+	if (vals[L_PORT] != NULL && remote)
+		usage_error(&local_cmd, "the argument '--port' cannot be used with "
+		    "<LOCAL_PORT:REMOTE_PORT>");
+	if ((port = port_option(&local_cmd, vals[L_PORT], "--port", 0, 0)) != 0)
+		local_tunnels[0].want = port;
 	cli.control_port = port_option(&local_cmd, vals[L_CONTROL_PORT], "--control-port", 1,
 	    BORE_CONTROL_PORT);
 	cli.reconnect = vals[L_NO_RECONNECT] == NULL;
@@ -3389,11 +3692,13 @@ main_local(int argc, char **argv)
 		cli.max_conns = (fd_limit - fd_reserve) / 2 > 1 ? (fd_limit - fd_reserve) / 2 : 1;
 	cli.heartbeat_timeout_ms = 1000 * count_option(&local_cmd, vals[L_HEARTBEAT_TIMEOUT],
 	    "--heartbeat-timeout", 1, BORE_HEARTBEAT_TIMEOUT_MS / 1000);
-	if ((cli.local_ai = resolve(cli.local_host, cli.local_port)) == NULL)
-		return (1);
+	for (i = 0; i < npos; i++)
+		if ((local_tunnels[i].local_ai = resolve(cli.local_host,
+		    local_tunnels[i].local_port)) == NULL)
+			return (1);
 	if (sem_init(&opening, 0, OPENING_MAX) == -1)
 		err(1, "sem_init");
-	return (run_client());
+	return (run_tunnels());
 }
 
 /* `bore server`: check the arguments, run the server. */
@@ -3484,7 +3789,7 @@ set_log_level(void)
 	    "use off, error, warn, info, debug or trace", v);
 }
 
-/* SIGINT/SIGTERM (and SIGHUP for the client): wake the main loop through the pipe. */
+/* SIGINT/SIGTERM/SIGUSR1 (and SIGHUP for the client): wake the main loop through the pipe. */
 static void
 on_signal(int sig)
 {
@@ -3498,20 +3803,21 @@ on_signal(int sig)
 }
 
 /*
- * Route SIGINT/SIGTERM to the main loop, and SIGHUP too when hup is set (for
- * the client, a closed terminal means stop); a peer that went away must never
- * kill us by SIGPIPE.
+ * Route SIGINT/SIGTERM and SIGUSR1 (log the status) to the main loop, and
+ * SIGHUP too when hup is set (for the client, a closed terminal means stop);
+ * a peer that went away must never kill us by SIGPIPE.
  */
 static void
 setup_signals(int hup)
 {
 	struct sigaction sa = { .sa_handler = on_signal, .sa_flags = SA_RESTART };
 
-	if (pipe2(signal_pipe, O_CLOEXEC | O_NONBLOCK) == -1)
+	if (pipe2(signal_pipe, O_CLOEXEC | O_NONBLOCK) == -1 ||
+	    pipe2(stop_pipe, O_CLOEXEC | O_NONBLOCK) == -1)
 		err(1, "pipe");
 	sigemptyset(&sa.sa_mask);
 	if (sigaction(SIGINT, &sa, NULL) == -1 || sigaction(SIGTERM, &sa, NULL) == -1 ||
-	    (hup && sigaction(SIGHUP, &sa, NULL) == -1))
+	    sigaction(SIGUSR1, &sa, NULL) == -1 || (hup && sigaction(SIGHUP, &sa, NULL) == -1))
 		err(1, "sigaction");
 	if (signal(SIGPIPE, SIG_IGN) == SIG_ERR)
 		err(1, "signal");

@@ -535,7 +535,7 @@ t_cli_bad_usage() {
 		expect_cli 2 "^bore: invalid value '1e3' for '--max-port'" server --max-port 1e3 &&
 		expect_cli 2 "^bore: port range is empty" server --min-port 3000 --max-port 2000 &&
 		expect_cli 2 "^bore: invalid value 'localhost' for '--bind-addr'" server --bind-addr localhost &&
-		expect_cli 2 "^bore: unexpected argument 'extra'" local 80 extra --to 127.0.0.1 &&
+		expect_cli 2 "^bore: invalid value 'extra' for '<LOCAL_PORT>'" local 80 extra --to 127.0.0.1 &&
 		expect_cli 2 "invalid value 'loud' for BORE_LOG" BORE_LOG=loud server &&
 		expect_cli 2 "^bore: invalid value 'x' for '--min-port'" BORE_MIN_PORT=x server &&
 		expect_cli 2 "^bore: invalid value '70000' for '<LOCAL_PORT>'" BORE_LOCAL_PORT=70000 \
@@ -570,6 +570,8 @@ t_cli_env_and_forms() {
 . tests/hardening.sh
 
 . tests/operators.sh
+
+. tests/tunnels_status.sh
 SELECTED=("$@")
 
 # Every case, in order; those that drive ./bore run again under the sanitizer pass.
@@ -591,6 +593,7 @@ CASES=(
 	cli_help_command cli_repeated_options cli_to_with_port text_counts_and_ports man_page \
 	install_targets bash_completion
 )
+CASES+=(tunnels_two_ports tunnels_remote_ports tunnels_one_refused tunnels_server_restart tunnels_sigterm status_lines status_log_off)
 # Not run again under the sanitizer passes: unit tests, cases that need a plain
 # build (an address-space limit, valgrind), and slow ones that add no new code path.
 ONCE_CASES=" hmac_vectors frame_parser liveness_options thread_failure valgrind_short_session "
@@ -601,6 +604,7 @@ TSAN_CASES=(
 	concurrent_200 hello_race visitor_burst_few_fds preauth_flood halfclose_then_reset \
 	client_max_conns max_conns client_killed_mid_transfer graceful_shutdown port_fallback
 )
+TSAN_CASES+=(tunnels_two_ports tunnels_sigterm status_lines)
 
 for name in "${CASES[@]}"; do
 	run "$name"
