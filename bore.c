@@ -1585,6 +1585,7 @@ static struct {
 	int nallow;
 	struct cidr allow_control[MAX_CIDRS]; /* control connections allowed (none: all) */
 	int nallow_control;
+	int proxy_protocol;                   /* PROXY protocol version sent to services (0: none) */
 } srv;
 
 /* Tunnels open now, against srv.max_sessions. */
@@ -2166,6 +2167,115 @@ err0:
 	atomic_fetch_sub(&tunnels_open, 1);
 }
 
+/* The PROXY protocol v2 signature that opens every binary header. */
+static const uint8_t proxy_v2_sig[12] = {
+	0x0d, 0x0a, 0x0d, 0x0a, 0x00, 0x0d, 0x0a, 0x51, 0x55, 0x49, 0x54, 0x0a
+};
+
+/* Room for any PROXY header: v1 is at most 107 bytes, v2 for TCP6 52. */
+#define PROXY_HEADER_MAX 108
+
+/* An IPv4-mapped IPv6 address in *out as the IPv4 one it stands for, so headers say TCP4. */
+static const struct sockaddr *
+unmapped(const struct sockaddr *sa, struct sockaddr_in *out)
+{
+	const struct sockaddr_in6 *sin6 = (const struct sockaddr_in6 *)sa;
+
+	if (sa->sa_family != AF_INET6 || !IN6_IS_ADDR_V4MAPPED(&sin6->sin6_addr))
+		return (sa);
+	memset(out, 0, sizeof(*out));
+	out->sin_family = AF_INET;
+	out->sin_port = sin6->sin6_port;
+	memcpy(&out->sin_addr, &sin6->sin6_addr.s6_addr[12], 4);
+	return ((const struct sockaddr *)out);
+}
+
+/*
+ * The HAProxy PROXY protocol header (version 1, text, or 2, binary) that
+ * tells a service the visitor src reached the public address dst; its
+ * length, or -1 if cap is too small.  Addresses of mixed or other families
+ * give the spec's "unknown" form.
+ */
+static int
+proxy_header(const struct sockaddr *src, const struct sockaddr *dst, int version, char *out,
+    size_t cap)
+{
+	char sa[INET6_ADDRSTRLEN], da[INET6_ADDRSTRLEN];
+	struct sockaddr_in s4, d4;
+	const void *sp, *dp;
+	uint16_t sport, dport;
+	size_t alen;
+	int family, n;
+
+	src = unmapped(src, &s4);
+	dst = unmapped(dst, &d4);
+	family = src->sa_family == dst->sa_family ? src->sa_family : AF_UNSPEC;
+	if (family == AF_INET) {
+		sp = &((const struct sockaddr_in *)src)->sin_addr;
+		dp = &((const struct sockaddr_in *)dst)->sin_addr;
+		sport = ((const struct sockaddr_in *)src)->sin_port;
+		dport = ((const struct sockaddr_in *)dst)->sin_port;
+		alen = 4;
+	} else if (family == AF_INET6) {
+		sp = &((const struct sockaddr_in6 *)src)->sin6_addr;
+		dp = &((const struct sockaddr_in6 *)dst)->sin6_addr;
+		sport = ((const struct sockaddr_in6 *)src)->sin6_port;
+		dport = ((const struct sockaddr_in6 *)dst)->sin6_port;
+		alen = 16;
+	} else {
+		family = AF_UNSPEC;
+		sp = dp = NULL;
+		sport = dport = 0;
+		alen = 0;
+	}
+	if (version == 1) {
+		if (family == AF_UNSPEC)
+			n = snprintf(out, cap, "PROXY UNKNOWN\r\n");
+		else
+			n = snprintf(out, cap, "PROXY %s %s %s %u %u\r\n",
+			    family == AF_INET ? "TCP4" : "TCP6",
+			    inet_ntop(family, sp, sa, sizeof(sa)), inet_ntop(family, dp, da, sizeof(da)),
+			    ntohs(sport), ntohs(dport));
+		return (n < 0 || (size_t)n >= cap ? -1 : n);
+	}
+	/* v2: signature, version 2 + PROXY command, family + STREAM, length, then the addresses. */
+	if (cap < 16 + 2 * alen + (alen ? 4 : 0))
+		return (-1);
+	memcpy(out, proxy_v2_sig, sizeof(proxy_v2_sig));
+	out[12] = 0x21;
+	out[13] = family == AF_INET ? 0x11 : family == AF_INET6 ? 0x21 : 0x00;
+	n = alen ? (int)(2 * alen + 4) : 0;
+	out[14] = (char)(n >> 8);
+	out[15] = (char)(n & 0xff);
+	if (alen) {
+		memcpy(out + 16, sp, alen);
+		memcpy(out + 16 + alen, dp, alen);
+		memcpy(out + 16 + 2 * alen, &sport, 2);
+		memcpy(out + 18 + 2 * alen, &dport, 2);
+	}
+	return (16 + n);
+}
+
+/* Send the service, through the client's data connection cfd, the PROXY header for visitor vfd. */
+static int
+send_proxy_header(int cfd, int vfd)
+{
+	struct sockaddr_storage src, dst;
+	socklen_t slen = sizeof(src), dlen = sizeof(dst);
+	char hdr[PROXY_HEADER_MAX];
+	int n;
+
+	if (getpeername(vfd, (struct sockaddr *)&src, &slen) == -1 ||
+	    getsockname(vfd, (struct sockaddr *)&dst, &dlen) == -1)
+		return (-1);
+	if ((n = proxy_header((struct sockaddr *)&src, (struct sockaddr *)&dst, srv.proxy_protocol,
+	    hdr, sizeof(hdr))) == -1) {
+		errno = EOVERFLOW;
+		return (-1);
+	}
+	return (write_all(cfd, hdr, (size_t)n, now_ms() + BORE_NETWORK_TIMEOUT_MS));
+}
+
 /* Hand the visitor parked under id to this data connection and relay until both are done. */
 static void
 forward_visitor(struct conn *c, const uint8_t id[BORE_UUID_LEN])
@@ -2189,7 +2299,9 @@ forward_visitor(struct conn *c, const uint8_t id[BORE_UUID_LEN])
 	log_msg(LOG_DEBUG, "forwarding connection %s", ids);
 	if (tunnel_track(t, &l) == 0) {
 		atomic_fetch_add(&relays_active, 1);
-		if (relay_after_frame(c, l.fd, &info) == -1) {
+		/* The header goes first, so the service reads it before any visitor byte. */
+		if ((srv.proxy_protocol && send_proxy_header(c->fd, l.fd) == -1) ||
+		    relay_after_frame(c, l.fd, &info) == -1) {
 			log_msg(LOG_DEBUG, "connection %s aborted: %s", ids, strerror(errno));
 			/* Pass the abort on: both peers see a reset, not a clean end. */
 			set_reset_on_close(l.fd);
@@ -3002,7 +3114,7 @@ static const struct optdef local_opts[L_COUNT] = {
 enum {
 	S_MIN_PORT, S_MAX_PORT, S_SECRET, S_SECRET_FILE, S_BIND_ADDR, S_BIND_TUNNELS,
 	S_CONTROL_PORT, S_MAX_SESSIONS, S_MAX_CONNS, S_MAX_STARTUPS, S_ALLOW, S_ALLOW_CONTROL, S_GRACE,
-	S_COUNT
+	S_PROXY_PROTOCOL, S_COUNT
 };
 static const struct optdef server_opts[S_COUNT] = {
 	[S_MIN_PORT] = { "min-port", 0, "BORE_MIN_PORT", OPT_VALUE },
@@ -3018,6 +3130,7 @@ static const struct optdef server_opts[S_COUNT] = {
 	[S_ALLOW] = { "allow", 0, NULL, OPT_LIST },
 	[S_ALLOW_CONTROL] = { "allow-control", 0, NULL, OPT_LIST },
 	[S_GRACE] = { "grace", 0, "BORE_GRACE", OPT_VALUE },
+	[S_PROXY_PROTOCOL] = { "proxy-protocol", 0, NULL, OPT_VALUE },
 };
 
 /* Default limits of the server: tunnels at once, visitors per tunnel, unauthenticated connections. */
@@ -3106,6 +3219,9 @@ static const struct command server_cmd = {
 	"      --allow-control <CIDR>   Only clients from these addresses (likewise)\n"
 	"      --grace <SECONDS>        At SIGTERM, how long open connections may finish\n"
 	"                               [env: BORE_GRACE] [default: 5]\n"
+	"      --proxy-protocol <VERSION>\n"
+	"                               Send each visitor's address to the service in a\n"
+	"                               PROXY protocol header [possible values: v1, v2]\n"
 	"  -h, --help                   Print help\n",
 };
 
@@ -3448,6 +3564,15 @@ main_server(int argc, char **argv)
 	    srv.allow_control);
 	for (i = S_ALLOW; i <= S_ALLOW_CONTROL; i++)
 		free(vals[i]);
+	if (vals[S_PROXY_PROTOCOL] != NULL) {
+		if (strcmp(vals[S_PROXY_PROTOCOL], "v1") == 0)
+			srv.proxy_protocol = 1;
+		else if (strcmp(vals[S_PROXY_PROTOCOL], "v2") == 0)
+			srv.proxy_protocol = 2;
+		else
+			usage_error(&server_cmd, "invalid value '%s' for '--proxy-protocol': "
+			    "use v1 or v2", vals[S_PROXY_PROTOCOL]);
+	}
 	return (run_server(&ctl, ctl_len));
 }
 

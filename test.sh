@@ -570,6 +570,8 @@ t_cli_env_and_forms() {
 . tests/hardening.sh
 
 . tests/operators.sh
+
+. tests/rotation_proxy.sh
 SELECTED=("$@")
 
 # Every case, in order; those that drive ./bore run again under the sanitizer pass.
@@ -591,11 +593,13 @@ CASES=(
 	cli_help_command cli_repeated_options cli_to_with_port text_counts_and_ports man_page \
 	install_targets bash_completion
 )
+CASES+=(proxy_protocol proxy_header_bytes)
 # Not run again under the sanitizer passes: unit tests, cases that need a plain
 # build (an address-space limit, valgrind), and slow ones that add no new code path.
 ONCE_CASES=" hmac_vectors frame_parser liveness_options thread_failure valgrind_short_session "
 ONCE_CASES+="link_cut_frees_port reresolve_on_reconnect startup_checks "
 ONCE_CASES+="deps_install_decisions demo_clean man_page install_targets bash_completion "
+ONCE_CASES+="proxy_header_bytes "
 # Run again under ThreadSanitizer: the cases where threads meet.
 TSAN_CASES=(
 	concurrent_200 hello_race visitor_burst_few_fds preauth_flood halfclose_then_reset \
