@@ -593,7 +593,7 @@ CASES=(
 	cli_help_command cli_repeated_options cli_to_with_port text_counts_and_ports man_page \
 	install_targets bash_completion
 )
-CASES+=(proxy_protocol proxy_header_bytes)
+CASES+=(proxy_protocol proxy_header_bytes secret_rotation secret_reload reload_during_handshakes)
 # Not run again under the sanitizer passes: unit tests, cases that need a plain
 # build (an address-space limit, valgrind), and slow ones that add no new code path.
 ONCE_CASES=" hmac_vectors frame_parser liveness_options thread_failure valgrind_short_session "
@@ -605,6 +605,7 @@ TSAN_CASES=(
 	concurrent_200 hello_race visitor_burst_few_fds preauth_flood halfclose_then_reset \
 	client_max_conns max_conns client_killed_mid_transfer graceful_shutdown port_fallback
 )
+TSAN_CASES+=(reload_during_handshakes)
 
 for name in "${CASES[@]}"; do
 	run "$name"
