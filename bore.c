@@ -3579,7 +3579,7 @@ cidr_option(const struct command *cmd, const char *val, const char *name, struct
 
 /*
  * The keys of --secret, --secret-file or BORE_SECRET, in that order of
- * precedence (NULL: no secret); a file's unreadable or empty is exit 1.  A
+ * precedence (NULL: no secret); an unreadable or empty file is exit 1.  A
  * secret given in argv is wiped from it, so it does not show in the process
  * list.
  */
