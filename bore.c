@@ -1546,14 +1546,160 @@ bore_auth_verify(const uint8_t key[BORE_KEY_LEN], const uint8_t challenge[BORE_U
 	return (ok);
 }
 
-/* Server side: challenge the peer and check its answer; on failure tell it why and return -1. */
+/*
+ * A set of server keys, one per accepted secret: immutable once published,
+ * shared by the handshakes that took a reference, freed (and wiped) by
+ * whoever drops the last one.
+ */
+struct keyset {
+	int refs;                      /* under keys_lock */
+	int n;
+	uint8_t key[][BORE_KEY_LEN];
+};
+
+/* Guards the current key set pointer and every set's reference count. */
+static pthread_mutex_t keys_lock = PTHREAD_MUTEX_INITIALIZER;
+
+/* The key set new handshakes use; replaced whole on SIGHUP, never changed in place. */
+static struct keyset *current_keys;
+
+/* An empty key set for n keys, holding one reference for its maker; NULL if out of memory. */
+static struct keyset *
+keyset_new(int n)
+{
+	struct keyset *ks = calloc(1, sizeof(*ks) + (size_t)n * BORE_KEY_LEN);
+
+	if (ks != NULL) {
+		ks->refs = 1;
+		ks->n = n;
+	}
+	return (ks);
+}
+
+/* A reference to the current key set, safe to read until keyset_put. */
+static struct keyset *
+keyset_get(void)
+{
+	struct keyset *ks;
+
+	pthread_mutex_lock(&keys_lock);
+	if ((ks = current_keys) != NULL)
+		ks->refs++;
+	pthread_mutex_unlock(&keys_lock);
+	return (ks);
+}
+
+/* Drop a reference; the last one wipes and frees the set. */
+static void
+keyset_put(struct keyset *ks)
+{
+	int last;
+
+	if (ks == NULL)
+		return;
+	pthread_mutex_lock(&keys_lock);
+	last = --ks->refs == 0;
+	pthread_mutex_unlock(&keys_lock);
+	if (last) {
+		sodium_memzero(ks->key, (size_t)ks->n * BORE_KEY_LEN);
+		free(ks);
+	}
+}
+
+/* Make ks (whose reference the caller gives up) the current set; drop the old one's. */
+static void
+keyset_publish(struct keyset *ks)
+{
+	struct keyset *old;
+
+	pthread_mutex_lock(&keys_lock);
+	old = current_keys;
+	current_keys = ks;
+	pthread_mutex_unlock(&keys_lock);
+	keyset_put(old);
+}
+
+/* Most bytes of a secret file: room for many secrets, one per line. */
+#define SECRET_FILE_MAX 4096
+
+/*
+ * The keys of the secrets in path, one per non-empty line (CR stripped), the
+ * first line's first; NULL, logged at level with a note of what follows
+ * (exit, or keeping the keys before), if it cannot be read or has none.
+ */
+static struct keyset *
+read_secret_file(const char *path, int level, const char *then)
+{
+	char buf[SECRET_FILE_MAX + 1], *line;
+	struct keyset *ks = NULL;
+	ssize_t n = 0;
+	size_t len = 0, i;
+	int fd, saved, count = 0;
+
+	if ((fd = open(path, O_RDONLY | O_CLOEXEC)) == -1)
+		goto err;
+	/* One byte more than the limit, to tell a full file from a longer one. */
+	while (len < sizeof(buf) && (n = read(fd, buf + len, sizeof(buf) - len)) != 0) {
+		if (n == -1 && errno == EINTR)
+			continue;
+		if (n == -1)
+			break;
+		len += (size_t)n;
+	}
+	saved = errno;
+	close(fd);
+	if (n == -1) {
+		errno = saved;
+		goto err;
+	}
+	if (len > SECRET_FILE_MAX) {
+		log_msg(level, "secret file %s is longer than %d bytes%s", path, SECRET_FILE_MAX, then);
+		goto out;
+	}
+	/* Each line ends in NUL, less its trailing CRs; then count the non-empty ones. */
+	for (i = 0; i < len; i++)
+		if (buf[i] == '\n')
+			buf[i] = '\0';
+	buf[len] = '\0';
+	for (i = len; i-- > 0;)
+		if (buf[i] == '\r' && buf[i + 1] == '\0')
+			buf[i] = '\0';
+	for (line = buf; line < buf + len; line += strlen(line) + 1)
+		count += line[0] != '\0';
+	if (count == 0) {
+		log_msg(level, "secret file %s is empty%s", path, then);
+		goto out;
+	}
+	if ((ks = keyset_new(count)) == NULL) {
+		log_msg(level, "secret file %s: out of memory%s", path, then);
+		goto out;
+	}
+	count = 0;
+	for (line = buf; line < buf + len; line += strlen(line) + 1)
+		if (line[0] != '\0')
+			bore_auth_key(line, ks->key[count++]);
+out:
+	sodium_memzero(buf, sizeof(buf));
+	return (ks);
+
+err:
+	/* A log line, not err(): under systemd it must carry its level's priority. */
+	log_msg(level, "could not read secret file %s: %s%s", path, strerror(errno), then);
+	goto out;
+}
+
+/*
+ * Server side: challenge the peer and check its answer against every key
+ * of ks (all of them, so the time taken says nothing of which matched); on
+ * failure tell it why and return -1.
+ */
 static int
-server_handshake(struct conn *c, const uint8_t key[BORE_KEY_LEN])
+server_handshake(struct conn *c, const struct keyset *ks)
 {
 	uint8_t challenge[BORE_UUID_LEN];
 	struct bore_msg m;
 	const char *why;
-	int r;
+	int r, i, ok = 0;
 
 	bore_uuid_random(challenge);
 	if (send_uuid_msg(c->fd, BORE_MSG_CHALLENGE, challenge) == -1) {
@@ -1562,7 +1708,9 @@ server_handshake(struct conn *c, const uint8_t key[BORE_KEY_LEN])
 	}
 	/* Like bore, say why before closing: even a timeout or a bad frame gets an Error. */
 	if ((r = read_first(c, &m, &why)) == 1 && m.type == BORE_MSG_AUTHENTICATE) {
-		if (bore_auth_verify(key, challenge, m.text, m.text_len))
+		for (i = 0; i < ks->n; i++)
+			ok |= bore_auth_verify(ks->key[i], challenge, m.text, m.text_len);
+		if (ok)
 			return (0);
 		why = "invalid secret";
 	} else if (r != -1) {
@@ -1590,8 +1738,8 @@ struct cidr {
 /* Server settings, fixed before the first thread starts. */
 static struct {
 	uint16_t min_port, max_port;
-	int has_secret;
-	uint8_t key[BORE_KEY_LEN];            /* read by handshake threads until exit: never wiped */
+	int has_secret;                       /* the keys are in current_keys */
+	const char *secret_file;              /* --secret-file, re-read on SIGHUP (NULL: none) */
 	struct sockaddr_storage tunnel_addr;  /* --bind-tunnels; each bind sets the port on a copy */
 	socklen_t tunnel_addr_len;
 	int max_sessions;                     /* tunnels open at once */
@@ -1602,6 +1750,7 @@ static struct {
 	int nallow;
 	struct cidr allow_control[MAX_CIDRS]; /* control connections allowed (none: all) */
 	int nallow_control;
+	int proxy_protocol;                   /* PROXY protocol version sent to services (0: none) */
 } srv;
 
 /* Tunnels open now, against srv.max_sessions. */
@@ -2269,6 +2418,115 @@ err0:
 	atomic_fetch_sub(&tunnels_open, 1);
 }
 
+/* The PROXY protocol v2 signature that opens every binary header. */
+static const uint8_t proxy_v2_sig[12] = {
+	0x0d, 0x0a, 0x0d, 0x0a, 0x00, 0x0d, 0x0a, 0x51, 0x55, 0x49, 0x54, 0x0a
+};
+
+/* Room for any PROXY header: v1 is at most 107 bytes, v2 for TCP6 52. */
+#define PROXY_HEADER_MAX 108
+
+/* An IPv4-mapped IPv6 address in *out as the IPv4 one it stands for, so headers say TCP4. */
+static const struct sockaddr *
+unmapped(const struct sockaddr *sa, struct sockaddr_in *out)
+{
+	const struct sockaddr_in6 *sin6 = (const struct sockaddr_in6 *)sa;
+
+	if (sa->sa_family != AF_INET6 || !IN6_IS_ADDR_V4MAPPED(&sin6->sin6_addr))
+		return (sa);
+	memset(out, 0, sizeof(*out));
+	out->sin_family = AF_INET;
+	out->sin_port = sin6->sin6_port;
+	memcpy(&out->sin_addr, &sin6->sin6_addr.s6_addr[12], 4);
+	return ((const struct sockaddr *)out);
+}
+
+/*
+ * The HAProxy PROXY protocol header (version 1, text, or 2, binary) that
+ * tells a service the visitor src reached the public address dst; its
+ * length, or -1 if cap is too small.  Addresses of mixed or other families
+ * give the spec's "unknown" form.
+ */
+static int
+proxy_header(const struct sockaddr *src, const struct sockaddr *dst, int version, char *out,
+    size_t cap)
+{
+	char sa[INET6_ADDRSTRLEN], da[INET6_ADDRSTRLEN];
+	struct sockaddr_in s4, d4;
+	const void *sp, *dp;
+	uint16_t sport, dport;
+	size_t alen;
+	int family, n;
+
+	src = unmapped(src, &s4);
+	dst = unmapped(dst, &d4);
+	family = src->sa_family == dst->sa_family ? src->sa_family : AF_UNSPEC;
+	if (family == AF_INET) {
+		sp = &((const struct sockaddr_in *)src)->sin_addr;
+		dp = &((const struct sockaddr_in *)dst)->sin_addr;
+		sport = ((const struct sockaddr_in *)src)->sin_port;
+		dport = ((const struct sockaddr_in *)dst)->sin_port;
+		alen = 4;
+	} else if (family == AF_INET6) {
+		sp = &((const struct sockaddr_in6 *)src)->sin6_addr;
+		dp = &((const struct sockaddr_in6 *)dst)->sin6_addr;
+		sport = ((const struct sockaddr_in6 *)src)->sin6_port;
+		dport = ((const struct sockaddr_in6 *)dst)->sin6_port;
+		alen = 16;
+	} else {
+		family = AF_UNSPEC;
+		sp = dp = NULL;
+		sport = dport = 0;
+		alen = 0;
+	}
+	if (version == 1) {
+		if (family == AF_UNSPEC)
+			n = snprintf(out, cap, "PROXY UNKNOWN\r\n");
+		else
+			n = snprintf(out, cap, "PROXY %s %s %s %u %u\r\n",
+			    family == AF_INET ? "TCP4" : "TCP6",
+			    inet_ntop(family, sp, sa, sizeof(sa)), inet_ntop(family, dp, da, sizeof(da)),
+			    ntohs(sport), ntohs(dport));
+		return (n < 0 || (size_t)n >= cap ? -1 : n);
+	}
+	/* v2: signature, version 2 + PROXY command, family + STREAM, length, then the addresses. */
+	if (cap < 16 + 2 * alen + (alen ? 4 : 0))
+		return (-1);
+	memcpy(out, proxy_v2_sig, sizeof(proxy_v2_sig));
+	out[12] = 0x21;
+	out[13] = family == AF_INET ? 0x11 : family == AF_INET6 ? 0x21 : 0x00;
+	n = alen ? (int)(2 * alen + 4) : 0;
+	out[14] = (char)(n >> 8);
+	out[15] = (char)(n & 0xff);
+	if (alen) {
+		memcpy(out + 16, sp, alen);
+		memcpy(out + 16 + alen, dp, alen);
+		memcpy(out + 16 + 2 * alen, &sport, 2);
+		memcpy(out + 18 + 2 * alen, &dport, 2);
+	}
+	return (16 + n);
+}
+
+/* Send the service, through the client's data connection cfd, the PROXY header for visitor vfd. */
+static int
+send_proxy_header(int cfd, int vfd)
+{
+	struct sockaddr_storage src, dst;
+	socklen_t slen = sizeof(src), dlen = sizeof(dst);
+	char hdr[PROXY_HEADER_MAX];
+	int n;
+
+	if (getpeername(vfd, (struct sockaddr *)&src, &slen) == -1 ||
+	    getsockname(vfd, (struct sockaddr *)&dst, &dlen) == -1)
+		return (-1);
+	if ((n = proxy_header((struct sockaddr *)&src, (struct sockaddr *)&dst, srv.proxy_protocol,
+	    hdr, sizeof(hdr))) == -1) {
+		errno = EOVERFLOW;
+		return (-1);
+	}
+	return (write_all(cfd, hdr, (size_t)n, now_ms() + BORE_NETWORK_TIMEOUT_MS));
+}
+
 /* Hand the visitor parked under id to this data connection and relay until both are done. */
 static void
 forward_visitor(struct conn *c, const uint8_t id[BORE_UUID_LEN])
@@ -2292,7 +2550,9 @@ forward_visitor(struct conn *c, const uint8_t id[BORE_UUID_LEN])
 	log_msg(LOG_DEBUG, "forwarding connection %s", ids);
 	if (tunnel_track(t, &l) == 0) {
 		atomic_fetch_add(&relays_active, 1);
-		if (relay_after_frame(c, l.fd, &info) == -1) {
+		/* The header goes first, so the service reads it before any visitor byte. */
+		if ((srv.proxy_protocol && send_proxy_header(c->fd, l.fd) == -1) ||
+		    relay_after_frame(c, l.fd, &info) == -1) {
 			log_msg(LOG_DEBUG, "connection %s aborted: %s", ids, strerror(errno));
 			/* Pass the abort on: both peers see a reset, not a clean end. */
 			set_reset_on_close(l.fd);
@@ -2449,15 +2709,18 @@ serve_control(void *arg)
 {
 	struct conn *c = arg;
 	struct bore_msg m;
+	struct keyset *ks = srv.has_secret ? keyset_get() : NULL;
 	const char *why;
 	int r = -1;
 
-	if (!srv.has_secret || server_handshake(c, srv.key) == 0) {
+	/* The set stays ours through the handshake, whatever a reload does meanwhile. */
+	if (!srv.has_secret || (ks != NULL && server_handshake(c, ks) == 0)) {
 		if ((r = read_first(c, &m, &why)) == -1)
 			log_msg(LOG_WARN, "%s: %s", c->peer, why);
 		else if (r == 0)
 			log_msg(LOG_DEBUG, "%s: closed before its first message", c->peer);
 	}
+	keyset_put(ks);
 	startup_done(c);
 	if (r != 1)
 		goto done;
@@ -2480,6 +2743,35 @@ done:
 	return (NULL);
 }
 
+/* SIGHUP: re-read --secret-file; new handshakes use the new keys, tunnels up stay up. */
+static void
+reload_secrets(void)
+{
+	struct keyset *ks;
+
+	if (srv.secret_file == NULL) {
+		log_msg(LOG_INFO, "SIGHUP: no secret file, nothing to reload");
+		return;
+	}
+	ks = read_secret_file(srv.secret_file, LOG_WARN, "; keeping the secrets loaded before");
+	if (ks == NULL)
+		return;
+	log_msg(LOG_INFO, "secret file reloaded: %d secret%s", ks->n, ks->n == 1 ? "" : "s");
+	keyset_publish(ks);
+}
+
+/* True if the signal bytes sigs[0..n) hold a request to stop (SIGINT or SIGTERM). */
+static int
+stop_requested(const char *sigs, ssize_t n)
+{
+	ssize_t i;
+
+	for (i = 0; i < n; i++)
+		if (sigs[i] == SIGINT || sigs[i] == SIGTERM)
+			return (1);
+	return (0);
+}
+
 /*
  * After SIGTERM/SIGINT: tunnels tell their clients and close, relays get up
  * to --grace to finish; a second signal ends the wait.  Returns exit status 0.
@@ -2490,7 +2782,7 @@ drain_and_exit(void)
 	struct pollfd p = { .fd = signal_pipe[0], .events = POLLIN };
 	int64_t deadline = now_ms() + srv.grace_ms;
 	char drain[16];
-	unsigned char sig;
+	ssize_t n;
 	int tunnels, relays;
 
 	while (read(signal_pipe[0], drain, sizeof(drain)) > 0)
@@ -2503,8 +2795,9 @@ drain_and_exit(void)
 	while ((atomic_load(&tunnels_open) > 0 || atomic_load(&relays_active) > 0) &&
 	    now_ms() < deadline) {
 		/* Tunnels notice within a heartbeat; poll briefly so the count is seen soon. */
-		/* SIGUSR1 asks for the status only: that is no reason to stop waiting. */
-		if (poll(&p, 1, 50) > 0 && read(signal_pipe[0], &sig, 1) == 1 && sig != SIGUSR1) {
+		/* SIGUSR1 and SIGHUP ask for something else: no reason to stop waiting. */
+		if (poll(&p, 1, 50) > 0 && (n = read(signal_pipe[0], drain, sizeof(drain))) > 0 &&
+		    stop_requested(drain, n)) {
 			log_msg(LOG_INFO, "second signal: not waiting");
 			break;
 		}
@@ -2574,8 +2867,8 @@ run_server(const struct sockaddr_storage *ctl, socklen_t ctl_len)
 {
 	enum { POLL_LISTEN, POLL_SIGNAL, POLL_SLOTS };
 	struct pollfd pfd[POLL_SLOTS];
-	char addr[64], tun[64], *p;
-	unsigned char sig;
+	char addr[64], tun[64], *p, sigs[16];
+	ssize_t n, i;
 	int lfd;
 
 	addr_str((const struct sockaddr *)&srv.tunnel_addr, srv.tunnel_addr_len, tun, sizeof(tun));
@@ -2598,14 +2891,20 @@ run_server(const struct sockaddr_storage *ctl, socklen_t ctl_len)
 			log_msg(LOG_ERROR, "poll: %s", strerror(errno));
 			return (1);
 		}
-		while (pfd[POLL_SIGNAL].revents && read(signal_pipe[0], &sig, 1) == 1) {
-			switch (sig) {
-			case SIGUSR1:
-				log_server_status();
-				break;
-			default:
-				close_fd(lfd);
-				return (drain_and_exit());
+		/* One byte per signal, as on_signal wrote them. */
+		if (pfd[POLL_SIGNAL].revents && (n = read(signal_pipe[0], sigs, sizeof(sigs))) > 0) {
+			for (i = 0; i < n; i++) {
+				switch (sigs[i]) {
+				case SIGHUP:
+					reload_secrets();
+					break;
+				case SIGUSR1:
+					log_server_status();
+					break;
+				default:
+					close_fd(lfd);
+					return (drain_and_exit());
+				}
 			}
 		}
 		if (pfd[POLL_LISTEN].revents & POLLIN)
@@ -3270,7 +3569,7 @@ static const struct optdef local_opts[L_COUNT] = {
 enum {
 	S_MIN_PORT, S_MAX_PORT, S_SECRET, S_SECRET_FILE, S_BIND_ADDR, S_BIND_TUNNELS,
 	S_CONTROL_PORT, S_MAX_SESSIONS, S_MAX_CONNS, S_MAX_STARTUPS, S_ALLOW, S_ALLOW_CONTROL, S_GRACE,
-	S_COUNT
+	S_PROXY_PROTOCOL, S_COUNT
 };
 static const struct optdef server_opts[S_COUNT] = {
 	[S_MIN_PORT] = { "min-port", 0, "BORE_MIN_PORT", OPT_VALUE },
@@ -3286,6 +3585,7 @@ static const struct optdef server_opts[S_COUNT] = {
 	[S_ALLOW] = { "allow", 0, NULL, OPT_LIST },
 	[S_ALLOW_CONTROL] = { "allow-control", 0, NULL, OPT_LIST },
 	[S_GRACE] = { "grace", 0, "BORE_GRACE", OPT_VALUE },
+	[S_PROXY_PROTOCOL] = { "proxy-protocol", 0, NULL, OPT_VALUE },
 };
 
 /* Default limits of the server: tunnels at once, visitors per tunnel, unauthenticated connections. */
@@ -3332,7 +3632,7 @@ static const struct command local_cmd = {
 	"  -p, --port <PORT>         Optional port on the remote server to select, with one\n"
 	"                            local port [default: 0]\n"
 	"  -s, --secret <SECRET>     Optional secret for authentication [env: BORE_SECRET]\n"
-	"      --secret-file <PATH>  Read the secret from the first line of a file\n"
+	"      --secret-file <PATH>  Read the secret from a file's first non-empty line\n"
 	"      --control-port <PORT>\n"
 	"                            The server's control port [env: BORE_CONTROL_PORT]\n"
 	"                            [default: 7835]\n"
@@ -3358,7 +3658,8 @@ static const struct command server_cmd = {
 	"      --max-port <MAX_PORT>    Maximum accepted TCP port number [env: BORE_MAX_PORT]\n"
 	"                               [default: 65535]\n"
 	"  -s, --secret <SECRET>        Optional secret for authentication [env: BORE_SECRET]\n"
-	"      --secret-file <PATH>     Read the secret from the first line of a file\n"
+	"      --secret-file <PATH>     Read the secrets from a file, one per line; SIGHUP\n"
+	"                               re-reads it\n"
 	"      --bind-addr <BIND_ADDR>  IP address to bind to, clients must reach this\n"
 	"                               [default: 0.0.0.0]\n"
 	"      --bind-tunnels <IP>      IP address where tunnels will listen on\n"
@@ -3377,6 +3678,9 @@ static const struct command server_cmd = {
 	"      --allow-control <CIDR>   Only clients from these addresses (likewise)\n"
 	"      --grace <SECONDS>        At SIGTERM, how long open connections may finish\n"
 	"                               [env: BORE_GRACE] [default: 5]\n"
+	"      --proxy-protocol <VERSION>\n"
+	"                               Send each visitor's address to the service in a\n"
+	"                               PROXY protocol header [possible values: v1, v2]\n"
 	"  -h, --help                   Print help\n",
 };
 
@@ -3539,73 +3843,39 @@ cidr_option(const struct command *cmd, const char *val, const char *name, struct
 	return (n);
 }
 
-/* Read the secret from the first line of path into buf; exit 1, logged as an error, on failure. */
-static void
-read_secret_file(const char *path, char *buf, size_t cap)
-{
-	ssize_t n;
-	size_t len = 0;
-	int fd, saved;
-
-	if ((fd = open(path, O_RDONLY | O_CLOEXEC)) == -1)
-		goto err;
-	while (len + 1 < cap && (n = read(fd, buf + len, cap - 1 - len)) != 0) {
-		if (n == -1 && errno == EINTR)
-			continue;
-		if (n == -1) {
-			saved = errno;
-			close(fd);
-			errno = saved;
-			goto err;
-		}
-		len += (size_t)n;
-	}
-	close(fd);
-	buf[len] = '\0';
-	buf[strcspn(buf, "\r\n")] = '\0';
-	if (buf[0] == '\0') {
-		log_msg(LOG_ERROR, "secret file %s is empty", path);
-		exit(1);
-	}
-	return;
-
-err:
-	/* A log line, not err(): under systemd it must carry an error's priority. */
-	log_msg(LOG_ERROR, "could not read secret file %s: %s", path, strerror(errno));
-	exit(1);
-}
-
 /*
- * Derive the key from --secret, --secret-file or BORE_SECRET, in that order
- * of precedence; 1 if there is a secret.  A secret given in argv is wiped
- * from it, so it does not show in the process list.
+ * The keys of --secret, --secret-file or BORE_SECRET, in that order of
+ * precedence (NULL: no secret); an unreadable or empty file is exit 1.  A
+ * secret given in argv is wiped from it, so it does not show in the process
+ * list.
  */
-static int
-load_secret(const struct command *cmd, char *arg, char *file, uint8_t key[BORE_KEY_LEN])
+static struct keyset *
+load_secret(const struct command *cmd, char *arg, char *file)
 {
-	char buf[4096];
+	struct keyset *ks;
 
 	if (arg != NULL && file != NULL)
 		usage_error(cmd, "--secret and --secret-file cannot be used together");
 	if (file != NULL) {
-		read_secret_file(file, buf, sizeof(buf));
-		bore_auth_key(buf, key);
-		sodium_memzero(buf, sizeof(buf));
-		return (1);
+		if ((ks = read_secret_file(file, LOG_ERROR, "")) == NULL)
+			exit(1);
+		return (ks);
 	}
+	/* An empty secret is almost always an unset shell variable, not a choice. */
+	if (arg != NULL && arg[0] == '\0')
+		usage_error(cmd, "invalid value '' for '--secret': a secret cannot be empty");
+	if ((ks = keyset_new(1)) == NULL)
+		errx(1, "out of memory");
 	if (arg != NULL) {
-		/* An empty secret is almost always an unset shell variable, not a choice. */
-		if (arg[0] == '\0')
-			usage_error(cmd, "invalid value '' for '--secret': a secret cannot be empty");
-		bore_auth_key(arg, key);
+		bore_auth_key(arg, ks->key[0]);
 		memset(arg, 'x', strlen(arg));
-		return (1);
+	} else if (env_value("BORE_SECRET") != NULL) {
+		bore_auth_key(env_value("BORE_SECRET"), ks->key[0]);
+	} else {
+		keyset_put(ks);
+		ks = NULL;
 	}
-	if ((arg = (char *)env_value("BORE_SECRET")) != NULL) {
-		bore_auth_key(arg, key);
-		return (1);
-	}
-	return (0);
+	return (ks);
 }
 
 /* A port option's value (dflt when absent); bad usage if not a number in [min, 65535]. */
@@ -3646,13 +3916,19 @@ main_local(int argc, char **argv)
 {
 	char *vals[L_COUNT] = { NULL }, *colon;
 	const char *pos[MAX_TUNNELS] = { NULL };
+	struct keyset *ks;
 	int i, npos, remote = 0;
 	uint16_t port;
 
 	if ((npos = parse_options(&local_cmd, local_opts, L_COUNT, argc, argv, vals, pos,
 	    MAX_TUNNELS)) == 0 && (pos[0] = env_value("BORE_LOCAL_PORT")) != NULL)
 		npos = 1;
-	cli.has_secret = load_secret(&local_cmd, vals[L_SECRET], vals[L_SECRET_FILE], cli.key);
+	/* A client answers with one secret: its file's first. */
+	if ((ks = load_secret(&local_cmd, vals[L_SECRET], vals[L_SECRET_FILE])) != NULL) {
+		cli.has_secret = 1;
+		memcpy(cli.key, ks->key[0], sizeof(cli.key));
+		keyset_put(ks);
+	}
 	vals[L_SECRET] = NULL;
 	apply_env(local_opts, L_COUNT, vals);
 	if (npos == 0)
@@ -3713,7 +3989,11 @@ main_server(int argc, char **argv)
 	int i, fd;
 
 	parse_options(&server_cmd, server_opts, S_COUNT, argc, argv, vals, pos, 0);
-	srv.has_secret = load_secret(&server_cmd, vals[S_SECRET], vals[S_SECRET_FILE], srv.key);
+	/* Published before any thread starts; SIGHUP replaces it when it came from a file. */
+	if ((current_keys = load_secret(&server_cmd, vals[S_SECRET], vals[S_SECRET_FILE])) != NULL) {
+		srv.has_secret = 1;
+		srv.secret_file = vals[S_SECRET_FILE];
+	}
 	vals[S_SECRET] = NULL;
 	apply_env(server_opts, S_COUNT, vals);
 	srv.min_port = port_option(&server_cmd, vals[S_MIN_PORT], "--min-port", 1, 1024);
@@ -3753,6 +4033,15 @@ main_server(int argc, char **argv)
 	    srv.allow_control);
 	for (i = S_ALLOW; i <= S_ALLOW_CONTROL; i++)
 		free(vals[i]);
+	if (vals[S_PROXY_PROTOCOL] != NULL) {
+		if (strcmp(vals[S_PROXY_PROTOCOL], "v1") == 0)
+			srv.proxy_protocol = 1;
+		else if (strcmp(vals[S_PROXY_PROTOCOL], "v2") == 0)
+			srv.proxy_protocol = 2;
+		else
+			usage_error(&server_cmd, "invalid value '%s' for '--proxy-protocol': "
+			    "use v1 or v2", vals[S_PROXY_PROTOCOL]);
+	}
 	return (run_server(&ctl, ctl_len));
 }
 
@@ -3789,7 +4078,7 @@ set_log_level(void)
 	    "use off, error, warn, info, debug or trace", v);
 }
 
-/* SIGINT/SIGTERM/SIGUSR1 (and SIGHUP for the client): wake the main loop through the pipe. */
+/* SIGINT, SIGTERM, SIGHUP, SIGUSR1: wake the main loop through the pipe, with the signal's number. */
 static void
 on_signal(int sig)
 {
@@ -3803,12 +4092,13 @@ on_signal(int sig)
 }
 
 /*
- * Route SIGINT/SIGTERM and SIGUSR1 (log the status) to the main loop, and
- * SIGHUP too when hup is set (for the client, a closed terminal means stop);
- * a peer that went away must never kill us by SIGPIPE.
+ * Route SIGINT, SIGTERM, SIGHUP and SIGUSR1 (log the status) to the main
+ * loop (the client stops on SIGHUP too, as for a closed terminal; the server
+ * re-reads its secret file); a peer that went away must never kill us by
+ * SIGPIPE.
  */
 static void
-setup_signals(int hup)
+setup_signals(void)
 {
 	struct sigaction sa = { .sa_handler = on_signal, .sa_flags = SA_RESTART };
 
@@ -3817,7 +4107,7 @@ setup_signals(int hup)
 		err(1, "pipe");
 	sigemptyset(&sa.sa_mask);
 	if (sigaction(SIGINT, &sa, NULL) == -1 || sigaction(SIGTERM, &sa, NULL) == -1 ||
-	    sigaction(SIGUSR1, &sa, NULL) == -1 || (hup && sigaction(SIGHUP, &sa, NULL) == -1))
+	    sigaction(SIGHUP, &sa, NULL) == -1 || sigaction(SIGUSR1, &sa, NULL) == -1)
 		err(1, "sigaction");
 	if (signal(SIGPIPE, SIG_IGN) == SIG_ERR)
 		err(1, "signal");
@@ -3881,7 +4171,7 @@ main(int argc, char **argv)
 	set_log_level();
 	if (sodium_init() < 0)
 		errx(1, "could not initialise libsodium");
-	setup_signals(cmd == &local_cmd);
+	setup_signals();
 	raise_fd_limit();
 	/* BORE_RELAY=copy: relay through user-space buffers, for comparing the two paths. */
 	if (env_value("BORE_RELAY") != NULL && strcmp(env_value("BORE_RELAY"), "copy") == 0)

@@ -572,6 +572,8 @@ t_cli_env_and_forms() {
 . tests/operators.sh
 
 . tests/tunnels_status.sh
+
+. tests/rotation_proxy.sh
 SELECTED=("$@")
 
 # Every case, in order; those that drive ./bore run again under the sanitizer pass.
@@ -594,17 +596,20 @@ CASES=(
 	install_targets bash_completion
 )
 CASES+=(tunnels_two_ports tunnels_remote_ports tunnels_one_refused tunnels_server_restart tunnels_sigterm status_lines status_log_off)
+CASES+=(proxy_protocol proxy_header_bytes secret_rotation secret_reload reload_during_handshakes)
 # Not run again under the sanitizer passes: unit tests, cases that need a plain
 # build (an address-space limit, valgrind), and slow ones that add no new code path.
 ONCE_CASES=" hmac_vectors frame_parser liveness_options thread_failure valgrind_short_session "
 ONCE_CASES+="link_cut_frees_port reresolve_on_reconnect startup_checks "
 ONCE_CASES+="deps_install_decisions demo_clean man_page install_targets bash_completion "
+ONCE_CASES+="proxy_header_bytes "
 # Run again under ThreadSanitizer: the cases where threads meet.
 TSAN_CASES=(
 	concurrent_200 hello_race visitor_burst_few_fds preauth_flood halfclose_then_reset \
 	client_max_conns max_conns client_killed_mid_transfer graceful_shutdown port_fallback
 )
 TSAN_CASES+=(tunnels_two_ports tunnels_sigterm status_lines)
+TSAN_CASES+=(reload_during_handshakes)
 
 for name in "${CASES[@]}"; do
 	run "$name"

@@ -61,6 +61,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 static uint8_t fuzz_key[BORE_KEY_LEN];
 
+/* The server's key set: a wrong key first, so the right one is found by checking every key. */
+static struct keyset *fuzz_keys;
+
 /* Report a broken property and stop, so libFuzzer saves the input. */
 #define CHECK(cond, what)                                                        \
 	do {                                                                     \
@@ -315,7 +318,7 @@ fuzz_server(struct conn *c, int peer, const uint8_t *s, size_t len)
 	valid = e.r == 1 && e.m.type == BORE_MSG_AUTHENTICATE && e.m.text_len == BORE_TAG_HEXLEN &&
 	    strncasecmp(e.m.text, FUZZ_TAG, BORE_TAG_HEXLEN) == 0;
 
-	rc = server_handshake(c, fuzz_key);
+	rc = server_handshake(c, fuzz_keys);
 	CHECK(rc == (valid ? 0 : -1), "server: handshake result");
 
 	add_frame(want, sizeof(want), &want_n, "{\"Challenge\":\"" FUZZ_CHALLENGE "\"}");
@@ -381,6 +384,10 @@ LLVMFuzzerInitialize(int *argc, char ***argv)
 	}
 	bore_auth_key(FUZZ_SECRET, fuzz_key);
 	memcpy(cli.key, fuzz_key, sizeof(cli.key));
+	if ((fuzz_keys = keyset_new(2)) == NULL)
+		abort();
+	bore_auth_key("not the fuzz secret", fuzz_keys->key[0]);
+	memcpy(fuzz_keys->key[1], fuzz_key, BORE_KEY_LEN);
 	return (0);
 }
 

@@ -531,7 +531,7 @@ t_service_killed_mid_transfer() {
 t_secret_files() {
 	local good=hardening-file-secret-Qx7 wrong=hardening-file-secret-Qx8
 	local argv_secret=hardening-argv-secret-Kp3 out rc f pid sub
-	printf '%s\nsecond line, not part of the secret\n' "$good" >"$WORK/server.secret"
+	printf '%s\nsecond line, a second secret the server accepts\n' "$good" >"$WORK/server.secret"
 	printf '%s\nanother second line\n' "$good" >"$WORK/client.secret"
 	printf '%s\n' "$wrong" >"$WORK/wrong.secret"
 	start_origin origin echo && start_server server --secret-file "$WORK/server.secret" &&

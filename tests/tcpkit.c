@@ -364,6 +364,37 @@ static void handle_sink(int fd)
         linger_close(fd);
 }
 
+/* proxyhdr: read a PROXY protocol header (v1: up to CRLF; v2: 16 bytes and the
+   length they give), print it as "header HEX" on one line, then echo the rest. */
+static void handle_proxyhdr(int fd)
+{
+    unsigned char buf[600];
+    char line[sizeof buf * 2 + 16];
+    size_t len = 0;
+    if (read_exact(fd, buf, 16) < 0)
+        return;
+    len = 16;
+    if (buf[0] == 0x0d) {
+        size_t more = (size_t)buf[14] << 8 | buf[15];
+        if (more > sizeof buf - 16 || read_exact(fd, buf + 16, more) < 0)
+            return;
+        len += more;
+    } else {
+        while (!(buf[len - 2] == '\r' && buf[len - 1] == '\n')) {
+            if (len == 107 || read_exact(fd, buf + len, 1) < 0)
+                return;
+            len++;
+        }
+    }
+    strcpy(line, "header ");
+    sodium_bin2hex(line + 7, sizeof line - 8, buf, len);
+    strcat(line, "\n");
+    /* One write per line: connections' lines never interleave. */
+    if (write(1, line, strlen(line)) < 0)
+        return;
+    echo_loop(fd);
+}
+
 /* Per-connection thread: run the handler, then close. */
 static void *serve_conn(void *arg)
 {
@@ -389,13 +420,15 @@ static void setup_handler(const char *mode, const char *arg)
 {
     int needs_arg = !strcmp(mode, "banner") || !strcmp(mode, "reply") || !strcmp(mode, "churn");
     if (needs_arg != (arg != NULL))
-        die("usage: tcpkit serve echo|sink|mute|banner TEXT|reply N|churn N [--host IP]");
+        die("usage: tcpkit serve echo|sink|mute|proxyhdr|banner TEXT|reply N|churn N [--host IP]");
     if (!strcmp(mode, "echo"))
         g_handler = echo_loop;
     else if (!strcmp(mode, "sink"))
         g_handler = handle_sink;
     else if (!strcmp(mode, "mute"))
         g_handler = handle_mute;
+    else if (!strcmp(mode, "proxyhdr"))
+        g_handler = handle_proxyhdr;
     else if (!strcmp(mode, "banner")) {
         g_handler = handle_banner;
         if (asprintf(&g_banner, "%s\r\n", arg) < 0)
@@ -1338,7 +1371,7 @@ static int mode_hellorace(char **argv)
 static const struct mode modes[] = {
     { "freeport", 2, 1, 0, mode_freeport, "LO HI" },
     { "hop", 1, 1, 0, mode_hop, "COUNT" },
-    { "serve", -1, 0, 0, mode_serve, "echo|sink|mute|banner TEXT|reply N|churn N [--host IP]" },
+    { "serve", -1, 0, 0, mode_serve, "echo|sink|mute|proxyhdr|banner TEXT|reply N|churn N [--host IP]" },
     { "roundtrip", 3, 1, 1, mode_roundtrip, "HOST PORT BYTES" },
     { "many", 4, 1, 1, mode_many, "HOST PORT CONNS BYTES" },
     { "halfclose", 3, 1, 1, mode_halfclose, "HOST PORT N" },
@@ -1350,7 +1383,7 @@ static const struct mode modes[] = {
     { "churn", 5, 1, 1, mode_churn, "HOST PORT SECONDS PARALLEL N" },
     { "stream", 3, 1, 1, mode_stream, "HOST PORT SECONDS" },
     { "hold", 3, 1, 1, mode_hold, "HOST PORT CONNS" },
-    { "serveat", -1, 0, 0, mode_serveat, "PORT echo|sink|mute|banner TEXT|reply N|churn N [--host IP]" },
+    { "serveat", -1, 0, 0, mode_serveat, "PORT echo|sink|mute|proxyhdr|banner TEXT|reply N|churn N [--host IP]" },
     { "slow", 5, 1, 1, mode_slow, "HOST PORT CONNS RATE WAITSECS" },
     { "storm", 4, 1, 1, mode_storm, "HOST PORT COUNT PARALLEL" },
     { "churncount", 5, 1, 1, mode_churncount, "HOST PORT COUNT PARALLEL N" },

@@ -3,7 +3,7 @@
  * codec, and the frame reader.  bore.c is included whole (its main renamed)
  * so that static helpers such as read_frame can be driven directly.
  *
- * Usage: tests/unit [hmac|uuid|parse|format|frames|cli|liveness] ...  (default: all)
+ * Usage: tests/unit [hmac|uuid|parse|format|frames|cli|liveness|proxy] ...  (default: all)
  * Prints one line per check and ends with "N passed, N failed".
  */
 #define main bore_cli_main
@@ -435,6 +435,74 @@ test_liveness(void)
 	close(fd);
 }
 
+/* ---- PROXY protocol headers -------------------------------------------- */
+
+/* An address from an IP literal and port, as the kernel would give it. */
+static struct sockaddr_storage
+sockaddr_of(const char *ip, uint16_t port)
+{
+	struct sockaddr_storage ss;
+	socklen_t len;
+
+	if (parse_ip(ip, port, &ss, &len) == -1)
+		memset(&ss, 0, sizeof(ss));
+	return (ss);
+}
+
+/* Check the header for src -> dst in one version against want (wlen bytes). */
+static void
+check_proxy(const char *what, const char *src, uint16_t sport, const char *dst, uint16_t dport,
+    int version, const char *want, size_t wlen)
+{
+	struct sockaddr_storage s = sockaddr_of(src, sport), d = sockaddr_of(dst, dport);
+	char out[PROXY_HEADER_MAX];
+	int n = proxy_header((struct sockaddr *)&s, (struct sockaddr *)&d, version, out, sizeof(out));
+
+	check(n == (int)wlen && memcmp(out, want, wlen) == 0, what, NULL);
+}
+
+static void
+test_proxy(void)
+{
+	static const char v1_4[] = "PROXY TCP4 192.168.0.1 192.168.0.11 56324 443\r\n";
+	static const char v1_6[] = "PROXY TCP6 2001:db8::1 2001:db8::2 56324 443\r\n";
+	static const char v2_4[] = "\x0d\x0a\x0d\x0a\x00\x0d\x0a\x51\x55\x49\x54\x0a"
+	    "\x21\x11\x00\x0c" "\xc0\xa8\x00\x01" "\xc0\xa8\x00\x0b" "\xdc\x04" "\x01\xbb";
+	static const char v2_6[] = "\x0d\x0a\x0d\x0a\x00\x0d\x0a\x51\x55\x49\x54\x0a"
+	    "\x21\x21\x00\x24"
+	    "\x20\x01\x0d\xb8\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x01"
+	    "\x20\x01\x0d\xb8\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x02" "\xdc\x04" "\x01\xbb";
+	static const char v2_unknown[] = "\x0d\x0a\x0d\x0a\x00\x0d\x0a\x51\x55\x49\x54\x0a"
+	    "\x21\x00\x00\x00";
+	struct sockaddr_storage s = sockaddr_of("192.168.0.1", 1), d = sockaddr_of("192.168.0.11", 2);
+	char small[20];
+
+	check_proxy("proxy: v1 TCP4", "192.168.0.1", 56324, "192.168.0.11", 443, 1, v1_4,
+	    sizeof(v1_4) - 1);
+	check_proxy("proxy: v1 TCP6", "2001:db8::1", 56324, "2001:db8::2", 443, 1, v1_6,
+	    sizeof(v1_6) - 1);
+	check_proxy("proxy: v1 v4-mapped is TCP4", "::ffff:192.168.0.1", 56324, "::ffff:192.168.0.11",
+	    443, 1, v1_4, sizeof(v1_4) - 1);
+	check_proxy("proxy: v1 mixed families", "192.168.0.1", 56324, "2001:db8::2", 443, 1,
+	    "PROXY UNKNOWN\r\n", 15);
+	check_proxy("proxy: v1 longest", "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff", 65535,
+	    "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff", 65535, 1,
+	    "PROXY TCP6 ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff "
+	    "65535 65535\r\n", 104);
+	check_proxy("proxy: v2 TCP4", "192.168.0.1", 56324, "192.168.0.11", 443, 2, v2_4,
+	    sizeof(v2_4) - 1);
+	check_proxy("proxy: v2 TCP6", "2001:db8::1", 56324, "2001:db8::2", 443, 2, v2_6,
+	    sizeof(v2_6) - 1);
+	check_proxy("proxy: v2 v4-mapped is TCP4", "::ffff:192.168.0.1", 56324, "::ffff:192.168.0.11",
+	    443, 2, v2_4, sizeof(v2_4) - 1);
+	check_proxy("proxy: v2 mixed families", "192.168.0.1", 56324, "2001:db8::2", 443, 2,
+	    v2_unknown, sizeof(v2_unknown) - 1);
+	check(proxy_header((struct sockaddr *)&s, (struct sockaddr *)&d, 1, small, sizeof(small)) == -1,
+	    "proxy: v1 too small a buffer", NULL);
+	check(proxy_header((struct sockaddr *)&s, (struct sockaddr *)&d, 2, small, sizeof(small)) == -1,
+	    "proxy: v2 too small a buffer", NULL);
+}
+
 /* ---- Number parsing ----------------------------------------------------- */
 
 static void
@@ -484,6 +552,8 @@ main(int argc, char **argv)
 			test_cli();
 		if (GROUP("liveness"))
 			test_liveness();
+		if (GROUP("proxy"))
+			test_proxy();
 		if (all)
 			break;
 	}
