@@ -2569,30 +2569,29 @@ forward_visitor(struct conn *c, const uint8_t id[BORE_UUID_LEN])
 
 /*
  * Connections to the control port that have not yet said what they are for
- * (authenticated, then Hello or Accept), after OpenSSH's MaxStartups: at
- * most srv.max_startups at once.  When a new one finds them all taken, it
- * takes the place of the oldest from the source address that holds the
- * most, so a flood from one place cannot lock out the rest.  A source is an
- * IPv4 address or an IPv6 /64.
+ * (authenticated, then Hello or Accept), after OpenSSH's MaxStartups and
+ * PerSourceMaxStartups.  Past srv.max_startups, a newcomer takes the place
+ * of the oldest idle one from the source address that holds the most, so a
+ * flood from one place cannot lock out the rest.  A source is an IPv4
+ * address or an IPv6 /64.
  */
 struct startup {
 	struct conn *c;   /* NULL: a free place */
 	uint8_t src[16];  /* source address (IPv4 as v4-mapped), IPv6 cut to /64 */
 	int64_t since;
 	int same;         /* startup_victim's scratch: places its source holds */
-	int busy;         /* startup_victim's scratch: too young, or its first frame waits */
+	int busy;         /* startup_victim's scratch: not to be dropped now */
 };
 
 /* Guards startups; a listed conn's fd stays open until it is taken off. */
 static pthread_mutex_t startups_lock = PTHREAD_MUTEX_INITIALIZER;
-static struct startup *startups;  /* srv.max_startups places */
-
-/* Pause of the accept loop while no startup can be dropped. */
-#define STARTUPS_WAIT_MS 10
+static struct startup *startups;  /* 2 * srv.max_startups places */
+static int startups_used;
 
 /*
- * A startup younger than this is never dropped: a client's data connection
- * is idle only for a round trip or so, a flood's until it times out.
+ * A startup younger than this is dropped only for a newcomer from a lighter
+ * source: a client's own burst of data connections, each idle for a round
+ * trip or so, must not drop its own.
  */
 #define STARTUP_GRACE_MS 250
 
@@ -2623,32 +2622,36 @@ frame_waiting(int fd)
 }
 
 /*
- * The place to free when all are taken: the oldest startup of the source
- * that holds the most, passing over those younger than STARTUP_GRACE_MS and
- * those whose first frame already waits (a burst that threads have not
- * caught up with yet).  -1 when none is left.  startups_lock is held.
+ * The startup to drop for a newcomer from src: the oldest of the source
+ * that holds the most, passing over those whose first frame already waits
+ * and, unless their source holds more than the newcomer's, those younger
+ * than STARTUP_GRACE_MS.  -1 when none may go.  startups_lock is held.
  */
 static int
-startup_victim(void)
+startup_victim(const uint8_t src[16])
 {
 	struct startup *s = startups;
 	int64_t young = now_ms() - STARTUP_GRACE_MS;
-	int i, k, best;
+	int i, k, best, mine = 1, places = 2 * srv.max_startups;
 
-	for (i = 0; i < srv.max_startups; i++) {
+	for (i = 0; i < places; i++) {
+		if (s[i].c == NULL)
+			continue;
+		mine += memcmp(s[i].src, src, 16) == 0;
 		/* A source seen before has its count already: a flood costs one pass. */
-		for (k = 0; memcmp(s[k].src, s[i].src, 16) != 0; k++)
+		for (k = 0; s[k].c == NULL || memcmp(s[k].src, s[i].src, 16) != 0; k++)
 			;
 		if (k < i) {
 			s[i].same = s[k].same;
-		} else {
-			for (s[i].same = 0, k = i; k < srv.max_startups; k++)
-				s[i].same += memcmp(s[k].src, s[i].src, 16) == 0;
+			continue;
 		}
-		s[i].busy = s[i].since > young;
+		for (s[i].same = 0; k < places; k++)
+			s[i].same += s[k].c != NULL && memcmp(s[k].src, s[i].src, 16) == 0;
 	}
+	for (i = 0; i < places; i++)
+		s[i].busy = s[i].c == NULL || (s[i].since > young && s[i].same <= mine);
 	for (;;) {
-		for (best = -1, i = 0; i < srv.max_startups; i++)
+		for (best = -1, i = 0; i < places; i++)
 			if (!s[i].busy && (best == -1 || s[i].same > s[best].same ||
 			    (s[i].same == s[best].same && s[i].since < s[best].since)))
 				best = i;
@@ -2659,35 +2662,35 @@ startup_victim(void)
 }
 
 /*
- * A free place for the next control connection, the oldest startup of the
- * busiest source shut down to make one if need be (its thread sees EOF
- * and ends); *evicted says whether it was.  -1 if none can be had now.
+ * List c, from src, as a startup.  Past srv.max_startups, the startup
+ * startup_victim picks is shut down (its thread sees EOF and ends) and *dropped
+ * set; with none to drop, c may still take one of the places kept for a
+ * burst, up to twice the limit.  -1 if c must be closed instead.
  */
 static int
-startup_place(int *evicted)
+startup_add(struct conn *c, const uint8_t src[16], int *dropped)
 {
-	int slot;
+	int slot = -1, i;
 
+	*dropped = 0;
 	pthread_mutex_lock(&startups_lock);
-	for (slot = 0; slot < srv.max_startups && startups[slot].c != NULL; slot++)
-		;
-	if ((*evicted = slot == srv.max_startups) && (slot = startup_victim()) != -1) {
+	if (startups_used >= srv.max_startups && (slot = startup_victim(src)) != -1) {
 		(void)shutdown(startups[slot].c->fd, SHUT_RDWR);
 		startups[slot].c = NULL;
+		startups_used--;
+		*dropped = 1;
+	}
+	for (i = 0; slot == -1 && i < 2 * srv.max_startups; i++)
+		if (startups[i].c == NULL)
+			slot = i;
+	if (slot != -1) {
+		startups[slot].c = c;
+		memcpy(startups[slot].src, src, 16);
+		startups[slot].since = now_ms();
+		startups_used++;
 	}
 	pthread_mutex_unlock(&startups_lock);
 	return (slot);
-}
-
-/* List c, from src, as a startup in the place startup_place found. */
-static void
-startup_add(int slot, struct conn *c, const uint8_t src[16])
-{
-	pthread_mutex_lock(&startups_lock);
-	startups[slot].c = c;
-	memcpy(startups[slot].src, src, 16);
-	startups[slot].since = now_ms();
-	pthread_mutex_unlock(&startups_lock);
 }
 
 /* c has said what it is for, or failed to: take it off the list, if it is still there. */
@@ -2697,9 +2700,12 @@ startup_done(struct conn *c)
 	int i;
 
 	pthread_mutex_lock(&startups_lock);
-	for (i = 0; i < srv.max_startups; i++)
-		if (startups[i].c == c)
+	for (i = 0; i < 2 * srv.max_startups; i++) {
+		if (startups[i].c == c) {
 			startups[i].c = NULL;
+			startups_used--;
+		}
+	}
 	pthread_mutex_unlock(&startups_lock);
 }
 
@@ -2813,25 +2819,14 @@ static void
 accept_control(int lfd)
 {
 	static int64_t quiet_until;  /* main thread only */
-	static int dropped;
+	static int drops;
 	struct sockaddr_storage ss;
 	socklen_t sslen = sizeof(ss);
 	uint8_t src[16];
 	struct conn *c;
 	char addr[64];
-	int fd, slot, evicted;
+	int fd, dropped;
 
-	/* Every startup about to be served: the newcomer waits in the listen queue. */
-	if ((slot = startup_place(&evicted)) == -1) {
-		poll(NULL, 0, STARTUPS_WAIT_MS);
-		return;
-	}
-	if (evicted && (dropped++, now_ms() >= quiet_until)) {
-		log_msg(LOG_WARN, "too many connections before authentication (limit %d): "
-		    "dropped %d from the busiest source", srv.max_startups, dropped);
-		quiet_until = now_ms() + LIMIT_LOG_MS;
-		dropped = 0;
-	}
 	fd = counted(accept4(lfd, (struct sockaddr *)&ss, &sslen, SOCK_NONBLOCK | SOCK_CLOEXEC));
 	if (fd == -1) {
 		/* Out of fds or memory: say so, wait a little, and keep serving. */
@@ -2853,9 +2848,20 @@ accept_control(int lfd)
 		return;
 	}
 	source_of((struct sockaddr *)&ss, src);
-	startup_add(slot, c, src);
+	/* Accepted all the same, so the listen queue keeps moving for others in a flood. */
+	if (startup_add(c, src, &dropped) == -1) {
+		conn_free(c);
+		c = NULL;
+		dropped = 1;
+	}
+	if (dropped && (drops++, now_ms() >= quiet_until)) {
+		log_msg(LOG_WARN, "too many connections before authentication (limit %d): "
+		    "dropped %d from the busiest source", srv.max_startups, drops);
+		quiet_until = now_ms() + LIMIT_LOG_MS;
+		drops = 0;
+	}
 	/* The thread owns c and its fd from here. */
-	if (spawn(serve_control, c) == -1) {
+	if (c != NULL && spawn(serve_control, c) == -1) {
 		startup_done(c);
 		conn_free(c);
 	}
@@ -3670,8 +3676,8 @@ static const struct command server_cmd = {
 	"                               [default: 256]\n"
 	"      --max-conns <N>          Connections per tunnel, waiting or relayed\n"
 	"                               [env: BORE_MAX_CONNS] [default: 2048]\n"
-	"      --max-startups <N>       Control connections not yet authenticated; when\n"
-	"                               full, the busiest source's oldest is dropped\n"
+	"      --max-startups <N>       Control connections not yet authenticated; past\n"
+	"                               it, the busiest source's oldest idle is dropped\n"
 	"                               [env: BORE_MAX_STARTUPS] [default: 128]\n"
 	"      --allow <CIDR>           Only visitors from these addresses (repeatable,\n"
 	"                               or comma-separated; IPv4 or IPv6) [default: all]\n"
@@ -4021,11 +4027,12 @@ main_server(int argc, char **argv)
 	    DEFAULT_MAX_CONNS);
 	srv.max_startups = count_option(&server_cmd, vals[S_MAX_STARTUPS], "--max-startups", 1,
 	    DEFAULT_MAX_STARTUPS);
-	/* Unauthenticated peers get at most a quarter of the fds, and visitors never their reserve. */
-	if (srv.max_startups > fd_limit / 4)
-		srv.max_startups = fd_limit / 4 > 1 ? fd_limit / 4 : 1;
-	fd_reserve = srv.max_startups + FD_SPARE;
-	if ((startups = calloc((size_t)srv.max_startups, sizeof(*startups))) == NULL)
+	/* Unauthenticated peers, bursts included, get at most a quarter of the fds. */
+	if (srv.max_startups > fd_limit / 8)
+		srv.max_startups = fd_limit / 8 > 1 ? fd_limit / 8 : 1;
+	/* Visitors never take the fds kept for them. */
+	fd_reserve = 2 * srv.max_startups + FD_SPARE;
+	if ((startups = calloc(2 * (size_t)srv.max_startups, sizeof(*startups))) == NULL)
 		errx(1, "out of memory");
 	srv.grace_ms = 1000 * count_option(&server_cmd, vals[S_GRACE], "--grace", 0, 5);
 	srv.nallow = cidr_option(&server_cmd, vals[S_ALLOW], "--allow", srv.allow);

@@ -224,7 +224,7 @@ t_control_flood_few_fds() {
 	wait_until 5 grep -q "^connected 100" "$WORK/flood.log" || { why "flood did not connect"; return 1; }
 	start_origin origin echo && start_client client "$ORIGIN" || { why "no tunnel during the flood"; return 1; }
 	out=$("$TCPKIT" roundtrip 127.0.0.1 "$PUB" 1048576) || { why "roundtrip during the flood: $out"; return 1; }
-	log_has server "too many connections before authentication (limit 1" || return 1
+	log_has server "too many connections before authentication (limit 7)" || return 1
 	# One second under the flood: little CPU.
 	hz=$(getconf CLK_TCK)
 	c0=$(cpu_ticks "$SRV")
@@ -298,7 +298,8 @@ t_preauth_flood() {
 	# Sanitizer builds run several times slower.
 	between "$worst" 0 "$(grep -q -e __asan_init -e __tsan_init "$BORE" && echo 2 || echo 0.9)" ||
 		{ why "slowest visitor took $worst s"; return 1; }
-	[ "$most" -le 200 ] || { why "server ran $most threads"; return 1; }
+	# Twice --max-startups (a burst may use the second half), workers kept idle, the tunnel.
+	[ "$most" -le 300 ] || { why "server ran $most threads"; return 1; }
 	kill -TERM "$held" "$churn" 2>/dev/null
 	wait "$held" "$churn" 2>/dev/null
 	wait_until 10 fds_threads_are "$SRV" "$base" ||
