@@ -191,6 +191,19 @@ now_ms(void)
 	return (now_us() / 1000);
 }
 
+/* A limit that keeps biting is logged again after this long, not at every bite. */
+#define LIMIT_LOG_MS 5000
+
+/* True if a line rate-limited by *next may be logged now; the next then waits LIMIT_LOG_MS. */
+static int
+log_due(int64_t *next)
+{
+	if (now_ms() < *next)
+		return (0);
+	*next = now_ms() + LIMIT_LOG_MS;
+	return (1);
+}
+
 /* Milliseconds left until deadline, clamped for poll(). */
 static int
 ms_until(int64_t deadline)
@@ -267,21 +280,41 @@ set_nodelay(int fd)
 	(void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 }
 
+/*
+ * A dual-stack listener shows IPv4 peers as ::ffff:a.b.c.d: such an address
+ * as the IPv4 one it stands for, in *out; any other as it is.
+ */
+static const struct sockaddr *
+unmapped(const struct sockaddr *sa, struct sockaddr_in *out)
+{
+	const struct sockaddr_in6 *sin6 = (const struct sockaddr_in6 *)sa;
+
+	if (sa->sa_family != AF_INET6 || !IN6_IS_ADDR_V4MAPPED(&sin6->sin6_addr))
+		return (sa);
+	memset(out, 0, sizeof(*out));
+	out->sin_family = AF_INET;
+	out->sin_port = sin6->sin6_port;
+	memcpy(&out->sin_addr, &sin6->sin6_addr.s6_addr[12], 4);
+	return ((const struct sockaddr *)out);
+}
+
 /* Format a socket address as "ip:port" or "[ip]:port"; IPv4-mapped IPv6 shows as IPv4. */
 static const char *
 addr_str(const struct sockaddr *sa, socklen_t len, char *out, size_t cap)
 {
 	char host[INET6_ADDRSTRLEN], serv[8];
-	const char *h = host;
+	struct sockaddr_in sin;
 
+	if (unmapped(sa, &sin) != sa) {
+		sa = (const struct sockaddr *)&sin;
+		len = sizeof(sin);
+	}
 	if (getnameinfo(sa, len, host, sizeof(host), serv, sizeof(serv),
 	    NI_NUMERICHOST | NI_NUMERICSERV) != 0) {
 		snprintf(out, cap, "?");
 		return (out);
 	}
-	if (strncmp(host, "::ffff:", 7) == 0 && strchr(host, '.') != NULL)
-		h += 7;
-	snprintf(out, cap, strchr(h, ':') ? "[%s]:%s" : "%s:%s", h, serv);
+	snprintf(out, cap, strchr(host, ':') ? "[%s]:%s" : "%s:%s", host, serv);
 	return (out);
 }
 
@@ -1797,24 +1830,16 @@ parse_cidr(const char *s, struct cidr *c)
 static int
 cidr_allows(const struct cidr *list, int n, const struct sockaddr *sa)
 {
-	static const uint8_t v4mapped[12] = { 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff };
+	struct sockaddr_in sin;
 	const uint8_t *a;
 	int family, i, full, rest;
 
 	if (n == 0)
 		return (1);
-	if (sa->sa_family == AF_INET) {
-		family = AF_INET;
-		a = (const uint8_t *)&((const struct sockaddr_in *)sa)->sin_addr;
-	} else {
-		family = AF_INET6;
-		a = (const uint8_t *)&((const struct sockaddr_in6 *)sa)->sin6_addr;
-		/* A dual-stack listener shows IPv4 peers as ::ffff:a.b.c.d. */
-		if (memcmp(a, v4mapped, sizeof(v4mapped)) == 0) {
-			family = AF_INET;
-			a += 12;
-		}
-	}
+	sa = unmapped(sa, &sin);
+	family = sa->sa_family;
+	a = family == AF_INET ? (const uint8_t *)&((const struct sockaddr_in *)sa)->sin_addr :
+	    (const uint8_t *)&((const struct sockaddr_in6 *)sa)->sin6_addr;
 	for (i = 0; i < n; i++) {
 		if (list[i].family != family)
 			continue;
@@ -2229,9 +2254,6 @@ bind_public(uint16_t port, const char **why)
 /* How long a public listener is left alone when visitors cannot be taken now. */
 #define VISITOR_WAIT_MS 10
 
-/* A limit that keeps biting is logged again after this long, not at every bite. */
-#define LIMIT_LOG_MS 5000
-
 /* A tunnel's share of the fds visitors may use: each visitor takes two. */
 static int
 visitor_share(void)
@@ -2260,11 +2282,9 @@ park_visitor(struct conn *c, struct tunnel *t, int lfd, int64_t *paused_until)
 	/* The visitor's fd and its data connection's, above the control port's reserve. */
 	if (!room || tunnel_conns(t) >= share) {
 		*paused_until = now_ms() + VISITOR_WAIT_MS;
-		if (now_ms() >= t->quiet_until) {
+		if (log_due(&t->quiet_until))
 			log_msg(LOG_WARN, "port %u: visitors wait: %s (limit %d fds)", t->port, room ?
 			    "tunnel holds its share of fds" : "out of fds for visitors", fd_limit);
-			t->quiet_until = now_ms() + LIMIT_LOG_MS;
-		}
 		return (0);
 	}
 	vfd = counted(accept4(lfd, (struct sockaddr *)&ss, &sslen, SOCK_NONBLOCK | SOCK_CLOEXEC));
@@ -2426,21 +2446,6 @@ static const uint8_t proxy_v2_sig[12] = {
 /* Room for any PROXY header: v1 is at most 107 bytes, v2 for TCP6 52. */
 #define PROXY_HEADER_MAX 108
 
-/* An IPv4-mapped IPv6 address in *out as the IPv4 one it stands for, so headers say TCP4. */
-static const struct sockaddr *
-unmapped(const struct sockaddr *sa, struct sockaddr_in *out)
-{
-	const struct sockaddr_in6 *sin6 = (const struct sockaddr_in6 *)sa;
-
-	if (sa->sa_family != AF_INET6 || !IN6_IS_ADDR_V4MAPPED(&sin6->sin6_addr))
-		return (sa);
-	memset(out, 0, sizeof(*out));
-	out->sin_family = AF_INET;
-	out->sin_port = sin6->sin6_port;
-	memcpy(&out->sin_addr, &sin6->sin6_addr.s6_addr[12], 4);
-	return ((const struct sockaddr *)out);
-}
-
 /*
  * The HAProxy PROXY protocol header (version 1, text, or 2, binary) that
  * tells a service the visitor src reached the public address dst; its
@@ -2599,15 +2604,15 @@ static int startups_used;
 static void
 source_of(const struct sockaddr *sa, uint8_t src[16])
 {
+	struct sockaddr_in sin;
+
 	memset(src, 0, 16);
+	sa = unmapped(sa, &sin);
 	if (sa->sa_family == AF_INET) {
 		src[10] = src[11] = 0xff;
 		memcpy(src + 12, &((const struct sockaddr_in *)sa)->sin_addr, 4);
 	} else {
-		memcpy(src, &((const struct sockaddr_in6 *)sa)->sin6_addr, 16);
-		/* IPv4 peers of a dual-stack listener keep their whole address. */
-		if (!IN6_IS_ADDR_V4MAPPED(&((const struct sockaddr_in6 *)sa)->sin6_addr))
-			memset(src + 8, 0, 8);
+		memcpy(src, &((const struct sockaddr_in6 *)sa)->sin6_addr, 8);
 	}
 }
 
@@ -2854,10 +2859,9 @@ accept_control(int lfd)
 		c = NULL;
 		dropped = 1;
 	}
-	if (dropped && (drops++, now_ms() >= quiet_until)) {
+	if (dropped && (drops++, log_due(&quiet_until))) {
 		log_msg(LOG_WARN, "too many connections before authentication (limit %d): "
 		    "dropped %d from the busiest source", srv.max_startups, drops);
-		quiet_until = now_ms() + LIMIT_LOG_MS;
 		drops = 0;
 	}
 	/* The thread owns c and its fd from here. */
@@ -3196,11 +3200,9 @@ start_visitor(struct local_tunnel *lt, const uint8_t id[BORE_UUID_LEN],
 
 	/* Ignored, the visitor waits out the server's pending timeout and is closed. */
 	if (atomic_fetch_add(&visitors_open, 1) >= cli.max_conns) {
-		if (now_ms() >= quiet_until) {
+		if (log_due(&quiet_until))
 			log_msg(LOG_WARN, "visitor ignored: too many connections (limit %d)",
 			    cli.max_conns);
-			quiet_until = now_ms() + LIMIT_LOG_MS;
-		}
 		goto err0;
 	}
 	if ((job = malloc(sizeof(*job))) == NULL) {
