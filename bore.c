@@ -774,6 +774,32 @@ struct relay_info {
 	uint64_t bytes[2];   /* bytes from the first socket to the second, and back */
 };
 
+/* A tunnel's visitors and bytes, for SIGUSR1's status lines; both sides keep one. */
+struct counts {
+	int now;            /* visitors being served */
+	uint64_t visitors;  /* visitors so far */
+	uint64_t in, out;   /* bytes from and to visitors whose relays ended */
+};
+
+/* Add c into *sum, for a totals line. */
+static void
+counts_add(struct counts *sum, const struct counts *c)
+{
+	sum->now += c->now;
+	sum->visitors += c->visitors;
+	sum->in += c->in;
+	sum->out += c->out;
+}
+
+/* c as a status line says it: "visitors N now T total, bytes I in O out". */
+static const char *
+counts_str(const struct counts *c, char *out, size_t cap)
+{
+	snprintf(out, cap, "visitors %d now %llu total, bytes %llu in %llu out", c->now,
+	    (unsigned long long)c->visitors, (unsigned long long)c->in, (unsigned long long)c->out);
+	return (out);
+}
+
 /* Direction names in --dump output: first socket (the server's side) to second, and back. */
 static const char *const dump_dirs[2] = { "visitor->service", "service->visitor" };
 
@@ -1902,8 +1928,7 @@ struct tunnel {
 	struct live *live;  /* visitors being relayed */
 	struct pending *parked, **parked_tail;  /* under pending_lock: oldest first */
 	int64_t quiet_until;  /* control thread only: no "visitors wait" line before then */
-	uint64_t visitors;    /* visitors taken so far */
-	uint64_t bytes_in, bytes_out;  /* from and to visitors whose relays ended */
+	struct counts counts; /* its now is conns, read at a status dump */
 	struct tunnel *next, **prevp;  /* in open_tunnels, under open_tunnels_lock */
 	int64_t since_ms;     /* set before it is listed, then fixed */
 	time_t since;
@@ -1960,7 +1985,7 @@ tunnel_add_conn(struct tunnel *t)
 	if ((ok = !t->closing && t->conns < srv.max_conns)) {
 		t->conns++;
 		t->refs++;
-		t->visitors++;
+		t->counts.visitors++;
 	}
 	pthread_mutex_unlock(&t->lock);
 	return (ok ? 0 : -1);
@@ -2011,8 +2036,8 @@ static void
 tunnel_untrack(struct tunnel *t, struct live *l, uint64_t in, uint64_t out)
 {
 	pthread_mutex_lock(&t->lock);
-	t->bytes_in += in;
-	t->bytes_out += out;
+	t->counts.in += in;
+	t->counts.out += out;
 	*l->prevp = l->next;
 	if (l->next != NULL)
 		l->next->prevp = l->prevp;
@@ -2071,34 +2096,26 @@ tunnel_unlist(struct tunnel *t)
 static void
 log_server_status(void)
 {
-	uint64_t visitors, in, out, all_visitors = 0, all_in = 0, all_out = 0;
-	int tunnels = 0, now, all_now = 0;
+	struct counts c, all = { 0 };
 	struct tunnel *t;
-	char since[32];
+	char since[32], text[128];
+	int tunnels = 0;
 
 	pthread_mutex_lock(&open_tunnels_lock);
 	for (t = open_tunnels; t != NULL; t = t->next) {
 		pthread_mutex_lock(&t->lock);
-		now = t->conns;
-		visitors = t->visitors;
-		in = t->bytes_in;
-		out = t->bytes_out;
+		c = t->counts;
+		c.now = t->conns;
 		pthread_mutex_unlock(&t->lock);
-		log_msg(LOG_ALWAYS, "status: tunnel port %u, client %s, up since %s (%lld s), "
-		    "visitors %d now %llu total, bytes %llu in %llu out", t->port, t->client,
-		    utc_str(t->since, since, sizeof(since)), (long long)(now_ms() - t->since_ms) / 1000,
-		    now, (unsigned long long)visitors, (unsigned long long)in,
-		    (unsigned long long)out);
+		log_msg(LOG_ALWAYS, "status: tunnel port %u, client %s, up since %s (%lld s), %s",
+		    t->port, t->client, utc_str(t->since, since, sizeof(since)),
+		    (long long)(now_ms() - t->since_ms) / 1000, counts_str(&c, text, sizeof(text)));
 		tunnels++;
-		all_now += now;
-		all_visitors += visitors;
-		all_in += in;
-		all_out += out;
+		counts_add(&all, &c);
 	}
 	pthread_mutex_unlock(&open_tunnels_lock);
-	log_msg(LOG_ALWAYS, "status: %d tunnel%s, visitors %d now %llu total, bytes %llu in %llu out",
-	    tunnels, tunnels == 1 ? "" : "s", all_now, (unsigned long long)all_visitors,
-	    (unsigned long long)all_in, (unsigned long long)all_out);
+	log_msg(LOG_ALWAYS, "status: %d tunnel%s, %s", tunnels, tunnels == 1 ? "" : "s",
+	    counts_str(&all, text, sizeof(text)));
 }
 
 /* Buckets of the table of parked visitors by id (a power of two). */
@@ -2958,9 +2975,7 @@ struct local_tunnel {
 	uint16_t port;             /* the public port while the tunnel is up, else 0 */
 	int64_t since_ms;          /* when it came up */
 	time_t since;
-	int visitors_now;          /* visitors being proxied */
-	uint64_t visitors;         /* visitors proxied so far */
-	uint64_t bytes_in, bytes_out;  /* from and to visitors whose relays ended */
+	struct counts counts;      /* visitors proxied, and their bytes */
 };
 static struct local_tunnel local_tunnels[MAX_TUNNELS];
 static int nlocal_tunnels;
@@ -3137,8 +3152,8 @@ proxy_visitor(void *arg)
 
 	bore_uuid_format(job->id, ids);
 	pthread_mutex_lock(&job->lt->lock);
-	job->lt->visitors_now++;
-	job->lt->visitors++;
+	job->lt->counts.now++;
+	job->lt->counts.visitors++;
 	pthread_mutex_unlock(&job->lt->lock);
 	if (cli.dump)
 		info.dump_id = atomic_fetch_add(&visitors_seen, 1) + 1;
@@ -3181,9 +3196,9 @@ err1:
 	conn_free(c);
 err0:
 	pthread_mutex_lock(&job->lt->lock);
-	job->lt->visitors_now--;
-	job->lt->bytes_in += info.bytes[0];
-	job->lt->bytes_out += info.bytes[1];
+	job->lt->counts.now--;
+	job->lt->counts.in += info.bytes[0];
+	job->lt->counts.out += info.bytes[1];
 	pthread_mutex_unlock(&job->lt->lock);
 	free(job);
 	atomic_fetch_sub(&visitors_open, 1);
@@ -3453,13 +3468,13 @@ tunnel_main(void *arg)
 static void
 log_client_status(void)
 {
-	uint64_t visitors, in, out, all_visitors = 0, all_in = 0, all_out = 0;
-	char public[300], local[300], since[32];
-	int i, now, up = 0, all_now = 0;
+	char public[300], local[300], since[32], text[128];
+	struct counts c, all = { 0 };
 	struct local_tunnel *lt;
 	int64_t since_ms;
 	time_t since_wall;
 	uint16_t port;
+	int i, up = 0;
 
 	for (i = 0; i < nlocal_tunnels; i++) {
 		lt = &local_tunnels[i];
@@ -3467,34 +3482,22 @@ log_client_status(void)
 		port = lt->port;
 		since_ms = lt->since_ms;
 		since_wall = lt->since;
-		now = lt->visitors_now;
-		visitors = lt->visitors;
-		in = lt->bytes_in;
-		out = lt->bytes_out;
+		c = lt->counts;
 		pthread_mutex_unlock(&lt->lock);
 		host_port(cli.local_host, lt->local_port, local, sizeof(local));
+		counts_str(&c, text, sizeof(text));
 		if (port != 0)
-			log_msg(LOG_ALWAYS, "status: tunnel %s for %s, up since %s (%lld s), "
-			    "visitors %d now %llu total, bytes %llu in %llu out",
+			log_msg(LOG_ALWAYS, "status: tunnel %s for %s, up since %s (%lld s), %s",
 			    host_port(cli.to, port, public, sizeof(public)), local,
 			    utc_str(since_wall, since, sizeof(since)),
-			    (long long)(now_ms() - since_ms) / 1000, now,
-			    (unsigned long long)visitors, (unsigned long long)in,
-			    (unsigned long long)out);
+			    (long long)(now_ms() - since_ms) / 1000, text);
 		else
-			log_msg(LOG_ALWAYS, "status: tunnel for %s down, visitors %d now %llu total, "
-			    "bytes %llu in %llu out", local, now, (unsigned long long)visitors,
-			    (unsigned long long)in, (unsigned long long)out);
+			log_msg(LOG_ALWAYS, "status: tunnel for %s down, %s", local, text);
 		up += port != 0;
-		all_now += now;
-		all_visitors += visitors;
-		all_in += in;
-		all_out += out;
+		counts_add(&all, &c);
 	}
-	log_msg(LOG_ALWAYS, "status: %d tunnel%s, %d up, visitors %d now %llu total, "
-	    "bytes %llu in %llu out", nlocal_tunnels, nlocal_tunnels == 1 ? "" : "s", up, all_now,
-	    (unsigned long long)all_visitors, (unsigned long long)all_in,
-	    (unsigned long long)all_out);
+	log_msg(LOG_ALWAYS, "status: %d tunnel%s, %d up, %s", nlocal_tunnels,
+	    nlocal_tunnels == 1 ? "" : "s", up, counts_str(&all, text, sizeof(text)));
 }
 
 /*
