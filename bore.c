@@ -2953,17 +2953,37 @@ static struct {
 	int heartbeat_timeout_ms;               /* silence that means the server is gone */
 	int dump;                               /* hex-dump every proxied connection */
 	int max_conns;                          /* visitors relayed at once */
+	int prewarm;                            /* spare data connections kept per tunnel */
 } cli;
 
 /* Most tunnels one `bore local` opens, one per local port given. */
 #define MAX_TUNNELS 64
 
+/* Most spare data connections a tunnel keeps ready (--prewarm). */
+#define MAX_PREWARM 16
+
+/*
+ * A spare is renewed once this old, and closed once this old even if its
+ * replacement is not ready: servers drop a connection that sends nothing
+ * within BORE_NETWORK_TIMEOUT_MS of its handshake, and log a warning when
+ * they have to.  Its age counts from our last send, and our close travels
+ * the same way, so the link's delay cancels out of the margin.
+ */
+#define SPARE_RENEW_MS 1500
+#define SPARE_MAX_MS 2500
+
+/* A data connection to the server, authenticated ahead of the visitor it will claim. */
+struct spare {
+	struct conn *c;
+	int64_t born;  /* when we last sent on it */
+};
+
 /*
  * One tunnel of `bore local`: what differs from the others.  The fields
  * above `thread` are fixed before the threads start; `status` is written by
  * the tunnel's own thread and read by the main thread after joining it.
- * The rest, for SIGUSR1's status lines, are under lock, taken once per
- * visitor and per session, never per byte.
+ * The rest, for SIGUSR1's status lines and the spares, are under lock,
+ * taken once per visitor, spare and session, never per byte.
  */
 struct local_tunnel {
 	uint16_t local_port;       /* the local service's port */
@@ -2976,6 +2996,11 @@ struct local_tunnel {
 	int64_t since_ms;          /* when it came up */
 	time_t since;
 	struct counts counts;      /* visitors proxied, and their bytes */
+	struct spare spares[2 * MAX_PREWARM];  /* oldest first; renewed ones await their successor */
+	int nspares;
+	int spares_opening;        /* spares being opened by workers */
+	int64_t spares_retry;      /* after a spare failed to open, none is tried before this */
+	unsigned session;          /* sessions ended: a spare opened for an earlier one is closed */
 };
 static struct local_tunnel local_tunnels[MAX_TUNNELS];
 static int nlocal_tunnels;
@@ -3127,13 +3152,152 @@ open_control(const struct addrinfo *ai, struct conn **out)
 	return (OUT_OK);
 }
 
-/* A visitor to claim: its id, its tunnel, and the server address its control connection reached. */
+/*
+ * A visitor to claim (its id, and a spare to claim it on, if one was
+ * ready), or a spare to open for session `session`: its tunnel, and the
+ * server address its control connection reached.
+ */
 struct visitor_job {
 	uint8_t id[BORE_UUID_LEN];
+	struct conn *c;
+	unsigned session;
 	struct local_tunnel *lt;
 	struct sockaddr_storage server;
 	socklen_t server_len;
 };
+
+/* Take lt's oldest spare off its list; lt->lock is held. */
+static struct spare
+spare_shift(struct local_tunnel *lt)
+{
+	struct spare sp = lt->spares[0];
+
+	memmove(&lt->spares[0], &lt->spares[1], --lt->nspares * sizeof(lt->spares[0]));
+	return (sp);
+}
+
+/* The oldest of lt's spares that can still claim a visitor; NULL if none is ready. */
+static struct conn *
+spare_take(struct local_tunnel *lt)
+{
+	struct pollfd p = { .events = POLLIN };
+	struct spare sp;
+
+	for (;;) {
+		pthread_mutex_lock(&lt->lock);
+		sp = lt->nspares > 0 ? spare_shift(lt) : (struct spare){ NULL, 0 };
+		pthread_mutex_unlock(&lt->lock);
+		if (sp.c == NULL)
+			return (NULL);
+		/* The server sends nothing on a spare: readable means closed, or an Error. */
+		p.fd = sp.c->fd;
+		if (now_ms() - sp.born < SPARE_MAX_MS && poll(&p, 1, 0) == 0)
+			return (sp.c);
+		conn_free(sp.c);
+	}
+}
+
+/* Worker: open and authenticate a spare, and list it unless its session has ended. */
+static void *
+open_spare(void *arg)
+{
+	struct visitor_job *job = arg;
+	struct local_tunnel *lt = job->lt;
+	struct addrinfo server = {
+		.ai_family = job->server.ss_family, .ai_socktype = SOCK_STREAM,
+		.ai_addr = (struct sockaddr *)&job->server, .ai_addrlen = job->server_len,
+	};
+	struct conn *c = NULL;
+	enum outcome o;
+
+	/* A spare that fails costs a visitor nothing: it opens its own. */
+	log_retrying = 1;
+	while (sem_wait(&opening) == -1)
+		;
+	o = open_control(&server, &c);
+	sem_post(&opening);
+	log_retrying = 0;
+	pthread_mutex_lock(&lt->lock);
+	lt->spares_opening--;
+	if (o != OUT_OK)
+		lt->spares_retry = now_ms() + SPARE_RENEW_MS;
+	else if (job->session == lt->session && lt->nspares < 2 * MAX_PREWARM) {
+		set_nodelay(c->fd);
+		lt->spares[lt->nspares++] = (struct spare){ c, now_ms() };
+		c = NULL;
+	}
+	pthread_mutex_unlock(&lt->lock);
+	conn_free(c);
+	free(job);
+	return (NULL);
+}
+
+/*
+ * Keep cli.prewarm spares ready for tunnel lt, whose control connection
+ * reached server: close those past SPARE_MAX_MS or beyond the count
+ * (oldest first), and start workers on what is missing, renewing each spare
+ * at SPARE_RENEW_MS.  Returns when there is next something to do.
+ */
+static int64_t
+spares_tend(struct local_tunnel *lt, const struct sockaddr_storage *server,
+    socklen_t server_len)
+{
+	struct spare old[2 * MAX_PREWARM];
+	struct visitor_job *job;
+	int64_t now = now_ms(), due = INT64_MAX, at;
+	int i, n = 0, fresh = 0, need;
+	unsigned session;
+
+	pthread_mutex_lock(&lt->lock);
+	session = lt->session;
+	while (lt->nspares > 0 && (lt->nspares > cli.prewarm ||
+	    now - lt->spares[0].born >= SPARE_MAX_MS))
+		old[n++] = spare_shift(lt);
+	for (i = 0; i < lt->nspares; i++) {
+		fresh += (at = lt->spares[i].born + SPARE_RENEW_MS) > now;
+		if (at <= now)
+			at = lt->spares[i].born + SPARE_MAX_MS;
+		due = at < due ? at : due;
+	}
+	need = cli.prewarm - fresh - lt->spares_opening;
+	if (need > 0 && now < lt->spares_retry) {
+		due = lt->spares_retry < due ? lt->spares_retry : due;
+		need = 0;
+	}
+	lt->spares_opening += need > 0 ? need : 0;
+	pthread_mutex_unlock(&lt->lock);
+	while (n > 0)
+		conn_free(old[--n].c);
+	for (; need > 0; need--) {
+		if ((job = calloc(1, sizeof(*job))) != NULL) {
+			job->lt = lt;
+			job->session = session;
+			job->server = *server;
+			job->server_len = server_len;
+			/* The worker owns job from here. */
+			if (spawn(open_spare, job) == 0)
+				continue;
+			free(job);
+		}
+		pthread_mutex_lock(&lt->lock);
+		lt->spares_opening--;
+		pthread_mutex_unlock(&lt->lock);
+	}
+	return (due);
+}
+
+/* Lt's session has ended: close its spares, and those still being opened once they are. */
+static void
+spares_close(struct local_tunnel *lt)
+{
+	struct conn *c;
+
+	pthread_mutex_lock(&lt->lock);
+	lt->session++;
+	pthread_mutex_unlock(&lt->lock);
+	while ((c = spare_take(lt)) != NULL)
+		conn_free(c);
+}
 
 /* Thread for one visitor: claim it from the server, connect to the local service, relay. */
 static void *
@@ -3146,9 +3310,10 @@ proxy_visitor(void *arg)
 	};
 	struct relay_info info = { .dump_id = 0 };
 	char ids[BORE_UUID_STRLEN + 1], where[300];
-	struct conn *c;
+	struct conn *c = job->c;
 	int64_t start = now_ms();
-	int lfd, r;
+	enum outcome o;
+	int lfd;
 
 	bore_uuid_format(job->id, ids);
 	pthread_mutex_lock(&job->lt->lock);
@@ -3157,15 +3322,18 @@ proxy_visitor(void *arg)
 	pthread_mutex_unlock(&job->lt->lock);
 	if (cli.dump)
 		info.dump_id = atomic_fetch_add(&visitors_seen, 1) + 1;
-	while (sem_wait(&opening) == -1)
-		;
-	if (open_control(&server, &c) != OUT_OK) {
+	/* Without a spare, open the data connection now: a round trip or two more. */
+	if (c != NULL) {
+		log_msg(LOG_DEBUG, "connection %s: claimed on a spare", ids);
+	} else {
+		while (sem_wait(&opening) == -1)
+			;
+		o = open_control(&server, &c);
 		sem_post(&opening);
-		goto err0;
+		if (o != OUT_OK)
+			goto err0;
 	}
-	r = send_uuid_msg(c->fd, BORE_MSG_ACCEPT, job->id);
-	sem_post(&opening);
-	if (r == -1) {
+	if (send_uuid_msg(c->fd, BORE_MSG_ACCEPT, job->id) == -1) {
 		log_msg(LOG_WARN, "connection %s: could not send accept: %s", ids, strerror(errno));
 		goto err1;
 	}
@@ -3225,15 +3393,17 @@ start_visitor(struct local_tunnel *lt, const uint8_t id[BORE_UUID_LEN],
 		goto err0;
 	}
 	memcpy(job->id, id, BORE_UUID_LEN);
+	job->c = spare_take(lt);
 	job->lt = lt;
 	job->server = *server;
 	job->server_len = server_len;
-	/* The thread owns job from here. */
+	/* The thread owns job, and its spare, from here. */
 	if (spawn(proxy_visitor, job) == -1)
 		goto err1;
 	return;
 
 err1:
+	conn_free(job->c);
 	free(job);
 err0:
 	atomic_fetch_sub(&visitors_open, 1);
@@ -3279,7 +3449,7 @@ serve_session(struct local_tunnel *lt, struct conn *c)
 	struct sockaddr_storage server;
 	socklen_t server_len = sizeof(server);
 	struct bore_msg m;
-	int64_t last;
+	int64_t last, due;
 	int r;
 
 	/* Visitors are claimed at the address this connection reached, not at a new lookup. */
@@ -3290,8 +3460,11 @@ serve_session(struct local_tunnel *lt, struct conn *c)
 	pfd[POLL_CONTROL] = (struct pollfd){ .fd = c->fd, .events = POLLIN };
 	pfd[POLL_STOP] = (struct pollfd){ .fd = stop_pipe[0], .events = POLLIN };
 	for (last = now_ms();;) {
+		due = spares_tend(lt, &server, server_len);
 		if (!frame_buffered(c)) {
-			r = poll(pfd, POLL_SLOTS, ms_until(last + cli.heartbeat_timeout_ms));
+			if (due > last + cli.heartbeat_timeout_ms)
+				due = last + cli.heartbeat_timeout_ms;
+			r = poll(pfd, POLL_SLOTS, ms_until(due));
 			if (r == -1 && errno == EINTR)
 				continue;
 			if (r == -1) {
@@ -3300,6 +3473,9 @@ serve_session(struct local_tunnel *lt, struct conn *c)
 			}
 			if (pfd[POLL_STOP].revents)
 				return (OUT_SIGNAL);
+			/* Woken for the spares: go and tend them. */
+			if (r == 0 && now_ms() < last + cli.heartbeat_timeout_ms)
+				continue;
 			if (r == 0) {
 				log_msg(LOG_ERROR, "server unreachable: no heartbeat for %.1f s",
 				    cli.heartbeat_timeout_ms / 1000.0);
@@ -3370,6 +3546,7 @@ run_session(struct local_tunnel *lt, uint16_t *port, int *opened)
 	lt->since = time(NULL);
 	pthread_mutex_unlock(&lt->lock);
 	o = serve_session(lt, c);
+	spares_close(lt);
 	pthread_mutex_lock(&lt->lock);
 	lt->port = 0;
 	pthread_mutex_unlock(&lt->lock);
@@ -3561,7 +3738,7 @@ struct optdef {
 /* Options of `bore local`, by index into its values. */
 enum {
 	L_LOCAL_HOST, L_TO, L_PORT, L_SECRET, L_SECRET_FILE, L_CONTROL_PORT, L_NO_RECONNECT,
-	L_HEARTBEAT_TIMEOUT, L_DUMP, L_MAX_CONNS, L_COUNT
+	L_HEARTBEAT_TIMEOUT, L_DUMP, L_MAX_CONNS, L_PREWARM, L_COUNT
 };
 static const struct optdef local_opts[L_COUNT] = {
 	[L_LOCAL_HOST] = { "local-host", 'l', NULL, OPT_VALUE },
@@ -3574,6 +3751,7 @@ static const struct optdef local_opts[L_COUNT] = {
 	[L_HEARTBEAT_TIMEOUT] = { "heartbeat-timeout", 0, "BORE_HEARTBEAT_TIMEOUT", OPT_VALUE },
 	[L_DUMP] = { "dump", 0, NULL, OPT_FLAG },
 	[L_MAX_CONNS] = { "max-conns", 0, "BORE_MAX_CONNS", OPT_VALUE },
+	[L_PREWARM] = { "prewarm", 0, "BORE_PREWARM", OPT_VALUE },
 };
 
 /* Options of `bore server`, by index into its values. */
@@ -3606,6 +3784,9 @@ static const struct optdef server_opts[S_COUNT] = {
 
 /* Fds kept beyond the startups' for new tunnels' listeners and the like. */
 #define FD_SPARE 8
+
+/* Largest value of a count option without a bound of its own. */
+#define COUNT_MAX 1000000
 
 /* What a subcommand's usage errors and --help print. */
 struct command {
@@ -3655,6 +3836,9 @@ static const struct command local_cmd = {
 	"                            and a summary line when it closes\n"
 	"      --max-conns <N>       Connections relayed at once; more are ignored\n"
 	"                            [env: BORE_MAX_CONNS] [default: 2048]\n"
+	"      --prewarm <N>         Data connections per tunnel kept open and authenticated\n"
+	"                            ahead of visitors, up to 16 [env: BORE_PREWARM]\n"
+	"                            [default: 0]\n"
 	"  -h, --help                Print help\n",
 };
 
@@ -3814,9 +3998,10 @@ apply_env(const struct optdef *defs, size_t ndefs, char **vals)
 			vals[d] = (char *)env_value(defs[d].env);
 }
 
-/* A count option's value (dflt when absent); bad usage if not a number in [min, 1000000]. */
+/* A count option's value (dflt when absent); bad usage if not a number in [min, max]. */
 static int
-count_option(const struct command *cmd, const char *val, const char *name, int min, int dflt)
+count_option(const struct command *cmd, const char *val, const char *name, int min, int max,
+    int dflt)
 {
 	char *end;
 	long v;
@@ -3825,9 +4010,9 @@ count_option(const struct command *cmd, const char *val, const char *name, int m
 		return (dflt);
 	errno = 0;
 	v = strtol(val, &end, 10);
-	if (val[0] < '0' || val[0] > '9' || *end != '\0' || errno != 0 || v < min || v > 1000000)
-		usage_error(cmd, "invalid value '%s' for '%s': must be a number from %d to 1000000",
-		    val, name, min);
+	if (val[0] < '0' || val[0] > '9' || *end != '\0' || errno != 0 || v < min || v > max)
+		usage_error(cmd, "invalid value '%s' for '%s': must be a number from %d to %d",
+		    val, name, min, max);
 	return ((int)v);
 }
 
@@ -3971,14 +4156,15 @@ main_local(int argc, char **argv)
 	    BORE_CONTROL_PORT);
 	cli.reconnect = vals[L_NO_RECONNECT] == NULL;
 	cli.dump = vals[L_DUMP] != NULL;
-	cli.max_conns = count_option(&local_cmd, vals[L_MAX_CONNS], "--max-conns", 1,
+	cli.max_conns = count_option(&local_cmd, vals[L_MAX_CONNS], "--max-conns", 1, COUNT_MAX,
 	    DEFAULT_MAX_CONNS);
+	cli.prewarm = count_option(&local_cmd, vals[L_PREWARM], "--prewarm", 0, MAX_PREWARM, 0);
 	/* Each visitor takes two fds: its data connection and its local one. */
 	fd_reserve = FD_SPARE;
 	if (cli.max_conns > (fd_limit - fd_reserve) / 2)
 		cli.max_conns = (fd_limit - fd_reserve) / 2 > 1 ? (fd_limit - fd_reserve) / 2 : 1;
 	cli.heartbeat_timeout_ms = 1000 * count_option(&local_cmd, vals[L_HEARTBEAT_TIMEOUT],
-	    "--heartbeat-timeout", 1, BORE_HEARTBEAT_TIMEOUT_MS / 1000);
+	    "--heartbeat-timeout", 1, COUNT_MAX, BORE_HEARTBEAT_TIMEOUT_MS / 1000);
 	for (i = 0; i < npos; i++)
 		if ((local_tunnels[i].local_ai = resolve(cli.local_host,
 		    local_tunnels[i].local_port)) == NULL)
@@ -4027,11 +4213,11 @@ main_server(int argc, char **argv)
 		errx(1, "could not bind tunnels to %s: %s", bind_tunnels, strerror(errno));
 	close_fd(fd);
 	srv.max_sessions = count_option(&server_cmd, vals[S_MAX_SESSIONS], "--max-sessions", 1,
-	    DEFAULT_MAX_SESSIONS);
-	srv.max_conns = count_option(&server_cmd, vals[S_MAX_CONNS], "--max-conns", 1,
+	    COUNT_MAX, DEFAULT_MAX_SESSIONS);
+	srv.max_conns = count_option(&server_cmd, vals[S_MAX_CONNS], "--max-conns", 1, COUNT_MAX,
 	    DEFAULT_MAX_CONNS);
 	srv.max_startups = count_option(&server_cmd, vals[S_MAX_STARTUPS], "--max-startups", 1,
-	    DEFAULT_MAX_STARTUPS);
+	    COUNT_MAX, DEFAULT_MAX_STARTUPS);
 	/* Unauthenticated peers, bursts included, get at most a quarter of the fds. */
 	if (srv.max_startups > fd_limit / 8)
 		srv.max_startups = fd_limit / 8 > 1 ? fd_limit / 8 : 1;
@@ -4039,7 +4225,7 @@ main_server(int argc, char **argv)
 	fd_reserve = 2 * srv.max_startups + FD_SPARE;
 	if ((startups = calloc(2 * (size_t)srv.max_startups, sizeof(*startups))) == NULL)
 		errx(1, "out of memory");
-	srv.grace_ms = 1000 * count_option(&server_cmd, vals[S_GRACE], "--grace", 0, 5);
+	srv.grace_ms = 1000 * count_option(&server_cmd, vals[S_GRACE], "--grace", 0, COUNT_MAX, 5);
 	srv.nallow = cidr_option(&server_cmd, vals[S_ALLOW], "--allow", srv.allow);
 	srv.nallow_control = cidr_option(&server_cmd, vals[S_ALLOW_CONTROL], "--allow-control",
 	    srv.allow_control);
