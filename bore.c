@@ -1803,7 +1803,7 @@ static struct {
 	socklen_t tunnel_addr_len;
 	int max_sessions;                     /* tunnels open at once */
 	int max_conns;                        /* visitors per tunnel, parked or relayed */
-	int max_startups;                     /* control connections not yet past their first message */
+	int max_startups;                     /* control connections not yet authenticated */
 	int grace_ms;                         /* how long relays may finish at shutdown */
 	struct cidr allow[MAX_CIDRS];         /* visitors allowed (none listed: all) */
 	int nallow;
@@ -2590,12 +2590,12 @@ forward_visitor(struct conn *c, const uint8_t id[BORE_UUID_LEN])
 }
 
 /*
- * Connections to the control port that have not yet said what they are for
- * (authenticated, then Hello or Accept), after OpenSSH's MaxStartups and
- * PerSourceMaxStartups.  Past srv.max_startups, a newcomer takes the place
- * of the oldest idle one from the source address that holds the most, so a
- * flood from one place cannot lock out the rest.  A source is an IPv4
- * address or an IPv6 /64.
+ * Connections to the control port from peers not yet known: until they
+ * authenticate or, with no secret, until their Hello or Accept; after
+ * OpenSSH's MaxStartups and PerSourceMaxStartups.  Past srv.max_startups,
+ * a newcomer takes the place of the oldest idle one from the source address
+ * that holds the most, so a flood from one place cannot lock out the rest.
+ * A source is an IPv4 address or an IPv6 /64.
  */
 struct startup {
 	struct conn *c;   /* NULL: a free place */
@@ -2743,6 +2743,9 @@ serve_control(void *arg)
 
 	/* The set stays ours through the handshake, whatever a reload does meanwhile. */
 	if (!srv.has_secret || (ks != NULL && server_handshake(c, ks) == 0)) {
+		/* Known now, no anonymous peer: not to be dropped for one (a client's spare, say). */
+		if (srv.has_secret)
+			startup_done(c);
 		if ((r = read_first(c, &m, &why)) == -1)
 			log_msg(LOG_WARN, "%s: %s", c->peer, why);
 		else if (r == 0)
@@ -3153,7 +3156,7 @@ open_control(const struct addrinfo *ai, struct conn **out)
 }
 
 /*
- * A visitor to claim (its id, and a spare to claim it on, if one was
+ * A visitor to claim (its id, and the spare that claimed it, if one was
  * ready), or a spare to open for session `session`: its tunnel, and the
  * server address its control connection reached.
  */
@@ -3191,8 +3194,11 @@ spare_take(struct local_tunnel *lt)
 			return (NULL);
 		/* The server sends nothing on a spare: readable means closed, or an Error. */
 		p.fd = sp.c->fd;
+		p.revents = 0;
 		if (now_ms() - sp.born < SPARE_MAX_MS && poll(&p, 1, 0) == 0)
 			return (sp.c);
+		if (p.revents != 0)
+			log_msg(LOG_DEBUG, "spare data connection closed by the server");
 		conn_free(sp.c);
 	}
 }
@@ -3332,10 +3338,11 @@ proxy_visitor(void *arg)
 		sem_post(&opening);
 		if (o != OUT_OK)
 			goto err0;
-	}
-	if (send_uuid_msg(c->fd, BORE_MSG_ACCEPT, job->id) == -1) {
-		log_msg(LOG_WARN, "connection %s: could not send accept: %s", ids, strerror(errno));
-		goto err1;
+		if (send_uuid_msg(c->fd, BORE_MSG_ACCEPT, job->id) == -1) {
+			log_msg(LOG_WARN, "connection %s: could not send accept: %s", ids,
+			    strerror(errno));
+			goto err1;
+		}
 	}
 	if ((lfd = connect_any(job->lt->local_ai)) == -1) {
 		log_msg(LOG_WARN, "connection %s: could not connect to %s: %s", ids,
@@ -3393,7 +3400,13 @@ start_visitor(struct local_tunnel *lt, const uint8_t id[BORE_UUID_LEN],
 		goto err0;
 	}
 	memcpy(job->id, id, BORE_UUID_LEN);
-	job->c = spare_take(lt);
+	/*
+	 * On a spare, Accept goes now, ahead of the spare opened to refill: a
+	 * server short of places drops the oldest idle connection for it.
+	 */
+	while ((job->c = spare_take(lt)) != NULL &&
+	    send_uuid_msg(job->c->fd, BORE_MSG_ACCEPT, id) == -1)
+		conn_free(job->c);
 	job->lt = lt;
 	job->server = *server;
 	job->server_len = server_len;
