@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Loopback benchmark of bore: throughput, 64-byte round trips, connection churn,
-# memory with 1,000 live connections, idle memory and binary size. Every traffic
+# memory with 1,000 live connections, idle memory, binary size, and the first byte a
+# visitor sees when bore local reaches its server across a long link. Every traffic
 # figure is measured straight to the origin service ("direct"), through
 # `bore server` + `bore local` ("bore") and, when socat is installed, through a
 # plain socat relay ("socat"), and reported as the median of several runs.
@@ -9,6 +10,8 @@
 # Knobs: BENCH_RUNS     runs per figure (default 3)
 #        BENCH_SECONDS  seconds per throughput and churn run (default 3)
 #        BENCH_PINGS    round trips per run of the 64-byte test (default 50000)
+#        BENCH_LINK_MS  round trip of the long link, an even number of ms (default 40)
+#        BENCH_ONLY=link  only the long-link figures
 #        BORE           the binary to measure (default ./bore)
 #        BENCH_NO_IPERF=1, BENCH_NO_SOCAT=1  act as if iperf3 / socat were missing
 #        BENCH_VERBOSE=1  print every run's figure on stderr
@@ -24,6 +27,8 @@ TCPKIT=./tests/tcpkit
 RUNS=${BENCH_RUNS:-3}
 SECS=${BENCH_SECONDS:-3}
 PINGS=${BENCH_PINGS:-50000}
+LINK_MS=${BENCH_LINK_MS:-40}
+ONLY=${BENCH_ONLY:-}
 HOLD_CONNS=1000
 
 cannot_run() {
@@ -31,10 +36,15 @@ cannot_run() {
 	exit 1
 }
 
-for knob in BENCH_RUNS=$RUNS BENCH_SECONDS=$SECS BENCH_PINGS=$PINGS; do
+for knob in BENCH_RUNS=$RUNS BENCH_SECONDS=$SECS BENCH_PINGS=$PINGS BENCH_LINK_MS=$LINK_MS; do
 	[[ ${knob#*=} =~ ^[1-9][0-9]*$ ]] || cannot_run "${knob%%=*} must be a positive integer"
 done
 [ "$SECS" -le 60 ] || cannot_run "BENCH_SECONDS above 60 would not finish in reasonable time"
+# The relay delays each way by half the round trip, in whole ms.
+if [ $((LINK_MS % 2)) != 0 ] || [ "$LINK_MS" -gt 2000 ]; then
+	cannot_run "BENCH_LINK_MS must be even and at most 2000"
+fi
+[ -z "$ONLY" ] || [ "$ONLY" = link ] || cannot_run "BENCH_ONLY must be empty or 'link'"
 
 # Build what is missing (make bench has already built both).
 if [ ! -x "$TCPKIT" ] || { [ "$BORE" = ./bore ] && [ ! -x ./bore ]; }; then
@@ -60,6 +70,7 @@ HAVE_SOCAT=0
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/bore-bench.XXXXXX") || cannot_run "mktemp failed"
 PIDS=()
 NOTES=()
+LOG_NOTES=()
 HOLD_FD_OPEN=0
 WATCH=""
 WHY=""
@@ -160,11 +171,11 @@ explain() {
 	fi
 }
 
-# A tcpkit service on a kernel-chosen port: sets ORIGIN.
-start_origin() {
+# A tcpkit listener, tcpkit "${@:2}", on the kernel-chosen port it prints: sets ORIGIN.
+start_tcpkit() {
 	local name=$1
 	shift
-	start "$name" "$TCPKIT" serve "$@"
+	start "$name" "$TCPKIT" "$@"
 	WATCH=$LAST
 	if await 5 test -s "$WORK/$name.log"; then
 		ORIGIN=$(head -n 1 "$WORK/$name.log")
@@ -174,32 +185,39 @@ start_origin() {
 	return 1
 }
 
-# A bore server on loopback with its own control port and tunnel range: sets CTL, SRV.
+# A tcpkit service on a kernel-chosen port: sets ORIGIN.
+start_origin() { start_tcpkit "$1" serve "${@:2}"; }
+
+# A bore server on loopback with its own control port and tunnel range, named $1
+# (default server) and given the options after it: sets CTL, SRV.
 # A control port taken between the pick and the bind gets another try.
 start_server() {
-	local _ lo
+	local name=${1:-server} _ lo
+	[ $# -gt 0 ] && shift
 	for _ in 1 2 3; do
 		CTL=$("$TCPKIT" freeport 10000 19999) || { WHY="no free control port"; return 1; }
 		lo=$((20000 + (RANDOM % 55) * 200))
-		start server "$BORE" server --bind-addr 127.0.0.1 --control-port "$CTL" \
-			--min-port "$lo" --max-port $((lo + 199))
+		start "$name" "$BORE" server --bind-addr 127.0.0.1 --control-port "$CTL" \
+			--min-port "$lo" --max-port $((lo + 199)) "$@"
 		SRV=$LAST
 		WATCH=$SRV
 		if await 5 up "$SRV" "$CTL"; then
-			BORE_PROCS+=("server=$SRV")
+			BORE_PROCS+=("$name=$SRV")
 			return 0
 		fi
-		explain server "$SRV"
+		explain "$name" "$SRV"
 		stop_one "$SRV"
 	done
 	return 1
 }
 
-# A bore client exposing local port $2 through the server: sets CLI, PUB.
+# A bore client exposing local port $2 through the server on control port $CTL, or
+# with the options after it instead: sets CLI, PUB.
 start_client() {
 	local name=$1 port=$2
-	start "$name" "$BORE" local "$port" --local-host 127.0.0.1 --to 127.0.0.1 \
-		--control-port "$CTL"
+	shift 2
+	[ $# -gt 0 ] || set -- --control-port "$CTL"
+	start "$name" "$BORE" local "$port" --local-host 127.0.0.1 --to 127.0.0.1 "$@"
 	CLI=$LAST
 	WATCH=$CLI
 	if await 5 grep -q "listening at" "$WORK/$name.log"; then
@@ -225,6 +243,17 @@ start_socat() {
 		stop_one "$WATCH"
 	done
 	return 1
+}
+
+# Note it when bore process $2, named $1 (its log $WORK/$1.log), has exited or complained.
+check_bore() {
+	local name=$1 what n
+	what="bore ${name/client-/local (}"
+	[[ $name = server* ]] || what+=" tunnel)"
+	gone "$2" && LOG_NOTES+=("$what exited before the end of the run")
+	n=$(grep -cE ' (WARN|ERROR) ' "$WORK/$name.log")
+	[ "$n" -gt 0 ] && LOG_NOTES+=("$what logged $n warnings/errors, first: $(grep -m 1 -E \
+		' (WARN|ERROR) ' "$WORK/$name.log" | cut -c 1-140)")
 }
 
 # VmRSS of pid $1 in kB.
@@ -284,7 +313,7 @@ measure_tput_iperf() {
 	echo "$v"
 }
 
-# Run a tcpkit client with a time bound; print field 3 of its "ok ..." line.
+# Run a tcpkit client with a time bound; print field 3 on of its "ok ..." line.
 # Returns 3 when the bound ran out, 1 on any other failure.
 tcpkit_figure() {
 	local bound=$1 out
@@ -298,7 +327,7 @@ tcpkit_figure() {
 		[ -s "$WORK/err" ] || echo "tcpkit $1 printed '$out'" >"$WORK/err"
 		return 1
 	fi
-	awk '{ print $3 }' <<<"$out"
+	cut -d ' ' -f 3- <<<"$out"
 }
 
 measure_tput_stream() { tcpkit_figure $((SECS + 20)) stream 127.0.0.1 "$1" "$SECS"; }
@@ -357,12 +386,147 @@ run_figure() {
 	done
 }
 
+# ---- long link: bore local reaches a server with --secret through a delay relay ----
+
+LINK_OW=$((LINK_MS / 2))
+LINK_IDLE=4
+declare -A LINK=() # LINK[figure,config] = median ms, or empty when not measured
+declare -A LINK_NAME=([lone]="lone visitor after ${LINK_IDLE} s idle" [burstmax]="burst of 4: slowest"
+	[burstmed]="burst of 4: median")
+declare -A LINK_FLAGS=([plain]="" [prewarm]="--prewarm 4")
+
+# True once $2 s have passed since $1 (microseconds, as from EPOCHREALTIME).
+idle_since() { ((${EPOCHREALTIME//[!0-9]/} - $1 >= $2 * 1000000)); }
+
+# Median and slowest first-byte ms of $2 visitors at once to public port $1.
+measure_first() { tcpkit_figure 20 firstbyte 127.0.0.1 "$1" "$2" 1024; }
+
+# Each figure of one config, RUNS times, each after the tunnel idled LINK_IDLE s; the
+# medians go to LINK, failures to the notes.
+link_runs() {
+	local cfg=$1 pub=$2 r fig v last fails=0 reason=""
+	local -A vals=()
+	last=${EPOCHREALTIME//[!0-9]/}
+	for ((r = 1; r <= RUNS; r++)); do
+		for fig in lone burst; do
+			wait_until $((LINK_IDLE + 5)) idle_since "$last" "$LINK_IDLE"
+			: >"$WORK/err"
+			if v=$(measure_first "$pub" "$([ "$fig" = lone ] && echo 1 || echo 4)") &&
+				[ -n "$v" ]; then
+				[ "${BENCH_VERBOSE:-0}" = 1 ] && echo "  link $fig $cfg run $r: $v" >&2
+				if [ "$fig" = lone ]; then
+					vals[lone]+=" ${v%% *}"
+				else
+					vals[burstmed]+=" ${v%% *}"
+					vals[burstmax]+=" ${v##* }"
+				fi
+			else
+				fails=$((fails + 1))
+				[ -n "$reason" ] || reason=$(head -n 1 "$WORK/err" | cut -c 1-160)
+			fi
+			last=${EPOCHREALTIME//[!0-9]/}
+		done
+	done
+	for fig in lone burstmax burstmed; do
+		# shellcheck disable=SC2086
+		[ -n "${vals[$fig]:-}" ] && LINK[$fig,$cfg]=$(median ${vals[$fig]})
+	done
+	[ "$fails" = 0 ] || note "long link ($cfg): $fails of $((2 * RUNS)) runs failed" \
+		"(${reason:-no reason given})"
+}
+
+# The long-link figures: a tcpkit churn 1024 service exposed by bore local, whose control
+# and data connections cross tcpkit delay, without and with spare data connections.
+link_section() {
+	# Local, so the tunnels of the other figures keep their server and control port.
+	local CTL SRV CLI PUB ORIGIN secret service relay cfg p first=${#BORE_PROCS[@]} pids=()
+	# The relay stays up for the section (two configs, 2 x RUNS idle waits each), no longer.
+	local -x TCPKIT_TIMEOUT=$((30 + 20 * RUNS))
+	secret="bench-$RANDOM$RANDOM$RANDOM"
+	if ! start_origin link-service churn 1024; then
+		note "long link (tcpkit churn service did not start: $WHY)"
+		return
+	fi
+	service=$ORIGIN
+	pids+=("$LAST")
+	if ! start_server server-link --secret "$secret"; then
+		note "long link (bore server --secret did not start: $WHY)"
+		return
+	fi
+	pids+=("$SRV")
+	if ! start_tcpkit link-relay delay 127.0.0.1 "$CTL" "$LINK_OW"; then
+		note "long link (tcpkit delay did not start: $WHY)"
+		return
+	fi
+	relay=$ORIGIN
+	pids+=("$LAST")
+	for cfg in plain prewarm; do
+		# shellcheck disable=SC2086
+		if start_client "client-link-$cfg" "$service" --control-port "$relay" \
+			--secret "$secret" ${LINK_FLAGS[$cfg]}; then
+			link_runs "$cfg" "$PUB"
+			check_bore "client-link-$cfg" "$CLI"
+			stop_one "$CLI"
+		elif [[ $cfg = prewarm && $WHY = "exited with status 2"* ]]; then
+			note "long link with --prewarm 4 (this bore local rejects the flag: ${WHY#*: })"
+		else
+			note "long link ($cfg): bore local did not open a tunnel ($WHY)"
+		fi
+	done
+	check_bore server-link "$SRV"
+	for p in "${pids[@]}"; do
+		stop_one "$p"
+	done
+	# Checked above, so the end-of-run check does not take them for exited.
+	BORE_PROCS=("${BORE_PROCS[@]:0:first}")
+}
+
+# A long-link cell: "ms  round trips", or "-".
+link_cell() {
+	[ -n "${LINK[$1,$2]:-}" ] && awk -v m="${LINK[$1,$2]}" -v r="$LINK_MS" \
+		'BEGIN { printf "%.1f  %.2f", m, m / r }' || echo -
+}
+
+# The long-link table and what it measured.
+link_report() {
+	local fig fmt="%-34s %16s %16s\n"
+	printf "$fmt" "long link, first byte (ms  RTTs)" "bore local" "--prewarm 4"
+	for fig in lone burstmax burstmed; do
+		printf "$fmt" "${LINK_NAME[$fig]}" "$(link_cell "$fig" plain)" "$(link_cell "$fig" prewarm)"
+	done
+	echo
+	echo "long link: bore local reaches bore server --secret through tcpkit delay, $LINK_OW ms" \
+		"each way and $LINK_MS ms for each TCP handshake ($LINK_MS ms round trips, RTTs);"
+	echo "  visitors on loopback send 3 bytes to the public port and time the first byte of a" \
+		"1 KiB reply; model: 3.5 RTTs when a data connection must be opened, 2 with one ready"
+}
+
+# The notes, and how long the run took.
+print_notes() {
+	local n
+	for n in "${LOG_NOTES[@]}"; do
+		echo "$n"
+	done
+	for n in "${NOTES[@]}"; do
+		echo "not measured: $n"
+	done
+	echo "finished in $((SECONDS - START_TIME)) s"
+}
+
 START_TIME=$SECONDS
 echo "bore benchmark: $(date '+%Y-%m-%d %H:%M:%S %Z'), $(nproc) CPUs" \
 	"($(awk -F': *' '/^model name/ { print $2; exit }' /proc/cpuinfo 2>/dev/null || echo unknown)),"
 echo "  Linux $(uname -r), $("$BORE" --version 2>/dev/null | head -n 1 | grep . || echo "bore (version unknown)") at $BORE," \
 	"loopback only, median of $RUNS runs"
 echo
+
+if [ "$ONLY" = link ]; then
+	link_section
+	stop_all
+	link_report
+	print_notes
+	exit 0
+fi
 
 # ---- memory: one tunnel idle, then 1,000 live tunneled connections ----
 
@@ -437,6 +601,10 @@ if [ "$ECHO_TUNNEL" = 1 ]; then
 else
 	note "RSS figures (no tunnel, see above)"
 fi
+
+# ---- long link: the first byte through a tunnel whose server is a round trip away ----
+
+link_section
 
 # ---- traffic: targets for each figure ----
 
@@ -548,16 +716,8 @@ fi
 
 # ---- did bore stay up, and what did it complain about? ----
 
-LOG_NOTES=()
 for entry in "${BORE_PROCS[@]}"; do
-	name=${entry%=*}
-	pid=${entry##*=}
-	what="bore ${name/client-/local (}"
-	[ "$name" = server ] || what+=" tunnel)"
-	gone "$pid" && LOG_NOTES+=("$what exited before the end of the run")
-	n=$(grep -cE ' (WARN|ERROR) ' "$WORK/$name.log")
-	[ "$n" -gt 0 ] && LOG_NOTES+=("$what logged $n warnings/errors, first: $(grep -m 1 -E \
-		' (WARN|ERROR) ' "$WORK/$name.log" | cut -c 1-140)")
+	check_bore "${entry%=*}" "${entry##*=}"
 done
 
 # ---- the table ----
@@ -609,11 +769,7 @@ echo "RSS: VmRSS of bore server and bore local (1 MB = 1024 kB); idle RSS, direc
 	"$(command -v sleep || echo sleep), which maps the same C library"
 [ "$HAVE_SOCAT" = 1 ] && note "socat RSS (socat forks a process per connection: no single process to read)"
 
-for n in "${LOG_NOTES[@]}"; do
-	echo "$n"
-done
-for n in "${NOTES[@]}"; do
-	echo "not measured: $n"
-done
-echo "finished in $((SECONDS - START_TIME)) s"
+echo
+link_report
+print_notes
 exit 0

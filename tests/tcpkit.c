@@ -530,6 +530,216 @@ static int mode_serveat(char **argv)
     serve_forever(listen_port_announce(host, pos[0], 1));
 }
 
+/* ---- delay: a relay that makes a loopback hop look like a long link ---- */
+
+/* Bytes one direction may hold before it stops reading: back-pressure, bounded memory. */
+#define DELAY_HOLD (1024 * 1024)
+
+/* One-way delay, and the wait before connecting upstream that stands for the handshake. */
+static double g_one_way, g_handshake;
+
+/* What a queued item carries on. */
+enum carry_kind { CARRY_DATA, CARRY_FIN, CARRY_RST };
+
+/* One item on its way through a lane, delivered at due. */
+struct carry {
+    struct carry *next;
+    double due;
+    enum carry_kind kind;
+    size_t len, off;
+    unsigned char data[];
+};
+
+/* One direction of a delayed connection: lane i reads side i and delivers to the other. */
+struct lane {
+    struct carry *head, *tail;
+    size_t held;  /* data bytes queued */
+    int reading;  /* its source may still send */
+    int rst;      /* a reset is queued */
+    int finished; /* its FIN was delivered */
+};
+
+/* Queue an item read at time t; it is due one one-way delay later. */
+static void lane_push(struct lane *l, enum carry_kind kind, const void *data, size_t len, double t)
+{
+    struct carry *c = malloc(sizeof *c + len);
+    if (!c)
+        die("out of memory");
+    *c = (struct carry){ .due = t + g_one_way, .kind = kind, .len = len };
+    memcpy(c->data, data, len);
+    if (l->tail)
+        l->tail->next = c;
+    else
+        l->head = c;
+    l->tail = c;
+    l->held += len;
+}
+
+/* Free the head item of a lane. */
+static void lane_pop(struct lane *l)
+{
+    struct carry *c = l->head;
+    l->head = c->next;
+    if (!l->head)
+        l->tail = NULL;
+    l->held -= c->len;
+    free(c);
+}
+
+/* Side s was reset: pass the reset on in order, and drop what can no longer reach it. */
+static void side_reset(struct lane *lanes, int *dead, int s, double t)
+{
+    dead[s] = 1;
+    lanes[s].reading = 0;
+    if (!lanes[s].rst)
+        lane_push(&lanes[s], CARRY_RST, NULL, 0, t);
+    lanes[s].rst = 1;
+    lanes[1 - s].reading = 0;
+    while (lanes[1 - s].head)
+        lane_pop(&lanes[1 - s]);
+}
+
+/* Deliver lane i's due items to fd; 1 once a reset went out (the connection is over),
+   else 0 with *blocked set when fd's send buffer is full. */
+static int lane_deliver(struct lane *lanes, int *dead, int i, int fd, double t, int *blocked)
+{
+    struct lane *l = &lanes[i];
+    struct linger lg = { 1, 0 };
+    *blocked = 0;
+    while (fd >= 0 && l->head && l->head->due <= t) {
+        struct carry *c = l->head;
+        if (c->kind == CARRY_RST) {
+            setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
+            return 1;
+        }
+        if (c->kind == CARRY_FIN) {
+            shutdown(fd, SHUT_WR);
+            l->finished = 1;
+        } else {
+            ssize_t n = send(fd, c->data + c->off, c->len - c->off, MSG_NOSIGNAL);
+            if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) {
+                *blocked = errno != EINTR;
+                return 0;
+            }
+            if (n < 0) {
+                side_reset(lanes, dead, 1 - i, t);
+                return 0;
+            }
+            c->off += (size_t)n;
+            if (c->off < c->len)
+                continue;
+        }
+        lane_pop(l);
+    }
+    return 0;
+}
+
+/* Read what side s has sent into its lane: data, a FIN, or a reset. */
+static void side_read(struct lane *lanes, int *dead, int s, int fd, unsigned char *buf)
+{
+    ssize_t n = read(fd, buf, IO_CHUNK);
+    double t = now();
+    if (n > 0)
+        lane_push(&lanes[s], CARRY_DATA, buf, (size_t)n, t);
+    else if (n == 0) {
+        lane_push(&lanes[s], CARRY_FIN, NULL, 0, t);
+        lanes[s].reading = 0;
+    } else if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
+        side_reset(lanes, dead, s, t);
+}
+
+/* delay handler: hold the connection for the handshake, connect upstream, then relay
+   both ways with every byte, FIN and reset delivered one one-way delay after it came. */
+static void handle_delay(int cfd)
+{
+    struct lane lanes[2] = { { .reading = 1 }, { .reading = 1 } };
+    int fd[2] = { cfd, -1 }, dead[2] = { 0, 0 }, over = 0;
+    double up_at = now() + g_handshake;
+    unsigned char buf[IO_CHUNK];
+    set_nonblock(cfd, 1);
+    set_nodelay(cfd);
+    while (!over && !(lanes[0].finished && lanes[1].finished && !lanes[0].head && !lanes[1].head)) {
+        int blocked[2] = { 0, 0 };
+        double t = now(), wake = -1;
+        if (fd[1] < 0 && t >= up_at) {
+            if ((fd[1] = connect_target()) < 0) {
+                struct linger lg = { 1, 0 };
+                setsockopt(cfd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
+                break;
+            }
+            set_nonblock(fd[1], 1);
+            set_nodelay(fd[1]);
+        }
+        for (int i = 0; i < 2 && !over; i++)
+            over = lane_deliver(lanes, dead, i, fd[1 - i], t, &blocked[i]);
+        if (over)
+            break;
+        struct pollfd p[2];
+        for (int s = 0; s < 2; s++) {
+            short ev = (lanes[s].reading && lanes[s].held < DELAY_HOLD ? POLLIN : 0) |
+                       (blocked[1 - s] ? POLLOUT : 0);
+            /* A side done sending, still to be written to, is watched for a reset alone. */
+            int watch = !lanes[s].reading && !lanes[1 - s].finished;
+            p[s] = (struct pollfd){ .fd = !dead[s] && (ev || watch) ? fd[s] : -1, .events = ev };
+            if (fd[1 - s] >= 0 && lanes[s].head && !blocked[s] &&
+                (wake < 0 || lanes[s].head->due < wake))
+                wake = lanes[s].head->due;
+        }
+        if (fd[1] < 0 && (wake < 0 || up_at < wake))
+            wake = up_at;
+        double left = wake < 0 ? 0 : wake - now();
+        if (left < 0)
+            left = 0;
+        struct timespec ts = { (time_t)left, (long)((left - (double)(time_t)left) * 1e9) };
+        if (ppoll(p, 2, wake < 0 ? NULL : &ts, NULL) < 0 && errno != EINTR)
+            die("poll: %s", strerror(errno));
+        for (int s = 0; s < 2; s++) {
+            if (p[s].fd < 0 || !p[s].revents)
+                continue;
+            if (p[s].events & POLLIN)
+                side_read(lanes, dead, s, fd[s], buf);
+            else if (!(p[s].events & POLLOUT))
+                side_reset(lanes, dead, s, now());
+        }
+    }
+    for (int i = 0; i < 2; i++)
+        while (lanes[i].head)
+            lane_pop(&lanes[i]);
+    if (fd[1] >= 0)
+        close(fd[1]);
+}
+
+/* delay HOST PORT ONE_WAY_MS [--handshake MS] [--port P] [--host IP]: listen on IP
+   (127.0.0.1; port P, else kernel-chosen, printed) and relay every connection to
+   HOST PORT as across a link with ONE_WAY_MS each way; the connect upstream waits
+   --handshake MS (default two one-way delays); ends after TCPKIT_TIMEOUT. */
+static int mode_delay(char **argv)
+{
+    const char *host = "127.0.0.1", *port = "0", *pos[3] = { NULL, NULL, NULL };
+    long handshake = -1;
+    int npos = 0;
+    for (int i = 0; argv[i]; i++) {
+        if (!strcmp(argv[i], "--host") && argv[i + 1])
+            host = argv[++i];
+        else if (!strcmp(argv[i], "--port") && argv[i + 1])
+            port = argv[++i];
+        else if (!strcmp(argv[i], "--handshake") && argv[i + 1])
+            handshake = (long)parse_num(argv[++i], 0, 600000, "handshake ms");
+        else if (npos < 3)
+            pos[npos++] = argv[i];
+        else
+            die("too many arguments for delay");
+    }
+    if (!pos[2])
+        die("usage: tcpkit delay HOST PORT ONE_WAY_MS [--handshake MS] [--port P] [--host IP]");
+    set_target(pos[0], pos[1]);
+    g_one_way = (double)parse_num(pos[2], 0, 300000, "one-way ms") / 1000.0;
+    g_handshake = handshake < 0 ? 2 * g_one_way : (double)handshake / 1000.0;
+    parse_num(port, 0, 65535, "port");
+    g_handler = handle_delay;
+    serve_forever(listen_port_announce(host, port, strcmp(port, "0") != 0));
+}
+
 /* ---- bidirectional pump shared by roundtrip, many and stream ---- */
 
 /* One transfer: send random data (by size or until a time), read everything back until EOF. */
@@ -948,11 +1158,13 @@ struct churner {
     unsigned long ok, failed;
 };
 
-/* One churn connection: send "hi\n", expect exactly the pattern then EOF; 0 or -1. */
-static int churn_once(void)
+/* One churn connection: send "hi\n", expect exactly the pattern then EOF; 0 or -1.
+   With first_ms set, it gets the ms from the start of the connect to the reply's first byte. */
+static int churn_once(double *first_ms)
 {
     unsigned char buf[16 * 1024];
     size_t got = 0;
+    double t0 = now();
     int fd = connect_target();
     if (fd < 0)
         return -1;
@@ -964,6 +1176,8 @@ static int churn_once(void)
             ok = n == 0 && got == g_pattern_len;
             break;
         }
+        if (got == 0 && first_ms)
+            *first_ms = (now() - t0) * 1000.0;
         ok = got + (size_t)n <= g_pattern_len && !memcmp(g_pattern + got, buf, (size_t)n);
         got += (size_t)n;
     }
@@ -976,7 +1190,7 @@ static void *churn_thread(void *arg)
 {
     struct churner *c = arg;
     while (now() < c->until) {
-        if (churn_once() == 0)
+        if (churn_once(NULL) == 0)
             c->ok++;
         else
             c->failed++;
@@ -1168,7 +1382,7 @@ static void *counted_thread(void *arg)
         char err[160] = "verify failed";
         if (c->churn) {
             errno = 0;
-            ok = churn_once() == 0;
+            ok = churn_once(NULL) == 0;
             if (!ok && errno)
                 snprintf(err, sizeof err, "%s", strerror(errno));
         } else {
@@ -1228,6 +1442,59 @@ static int mode_churncount(char **argv)
     int rc = run_counted(&c, par);
     free(g_pattern);
     return rc;
+}
+
+/* One connection of a firstbyte burst and what it measured. */
+struct firstbyter {
+    pthread_barrier_t *start;
+    pthread_t thread;
+    double ms;
+    int rc, err;
+};
+
+/* Thread body of firstbyte: wait for the others, then one timed churn connection. */
+static void *firstbyte_thread(void *arg)
+{
+    struct firstbyter *f = arg;
+    pthread_barrier_wait(f->start);
+    errno = 0;
+    f->rc = churn_once(&f->ms);
+    f->err = errno;
+    return NULL;
+}
+
+/* firstbyte HOST PORT COUNT N: COUNT churn connections (send "hi\n", expect the N-byte
+   pattern then EOF) started at once; prints "ok COUNT MEDIAN MAX", the ms from each
+   connect to the first byte of its reply. */
+static int mode_firstbyte(char **argv)
+{
+    unsigned count = (unsigned)parse_num(argv[2], 1, 1000, "COUNT");
+    struct firstbyter *fs = calloc(count, sizeof *fs);
+    double *ms = calloc(count, sizeof *ms);
+    pthread_barrier_t start;
+    if (!fs || !ms)
+        die("out of memory");
+    make_pattern(parse_size(argv[3]));
+    pthread_barrier_init(&start, NULL, count);
+    for (unsigned i = 0; i < count; i++) {
+        fs[i].start = &start;
+        if ((errno = spawn(&fs[i].thread, firstbyte_thread, &fs[i], 0)) != 0)
+            die("pthread_create: %s", strerror(errno));
+    }
+    for (unsigned i = 0; i < count; i++) {
+        pthread_join(fs[i].thread, NULL);
+        if (fs[i].rc < 0)
+            die("connection %u: %s", i, fs[i].err ? strerror(fs[i].err) : "reply differs");
+        ms[i] = fs[i].ms;
+    }
+    pthread_barrier_destroy(&start);
+    qsort(ms, count, sizeof *ms, cmp_double);
+    printf("ok %u %.1f %.1f\n", count,
+           count % 2 ? ms[count / 2] : (ms[count / 2 - 1] + ms[count / 2]) / 2, ms[count - 1]);
+    free(fs);
+    free(ms);
+    free(g_pattern);
+    return 0;
 }
 
 /* ---- dispatch ---- */
@@ -1384,11 +1651,13 @@ static const struct mode modes[] = {
     { "stream", 3, 1, 1, mode_stream, "HOST PORT SECONDS" },
     { "hold", 3, 1, 1, mode_hold, "HOST PORT CONNS" },
     { "serveat", -1, 0, 0, mode_serveat, "PORT echo|sink|mute|proxyhdr|banner TEXT|reply N|churn N [--host IP]" },
+    { "delay", -1, 1, 0, mode_delay, "HOST PORT ONE_WAY_MS [--handshake MS] [--port P] [--host IP]" },
     { "slow", 5, 1, 1, mode_slow, "HOST PORT CONNS RATE WAITSECS" },
     { "storm", 4, 1, 1, mode_storm, "HOST PORT COUNT PARALLEL" },
     { "churncount", 5, 1, 1, mode_churncount, "HOST PORT COUNT PARALLEL N" },
     { "finrst", 2, 1, 1, mode_finrst, "HOST PORT" },
     { "hellorace", 5, 1, 1, mode_hellorace, "HOST PORT COUNT FIRST ROUNDS" },
+    { "firstbyte", 4, 1, 1, mode_firstbyte, "HOST PORT COUNT N" },
 };
 
 /* Seconds for the global deadline from TCPKIT_TIMEOUT (default 60). */
