@@ -37,7 +37,7 @@ t_prewarm_spares() {
 t_prewarm_long_link() {
 	local relay
 	start_origin origin echo && WRAP="env BORE_LOG=debug" start_server server -s hunter2 || return 1
-	start relay "$TCPKIT" delay 127.0.0.1 "$CTL" 300 600
+	start relay "$TCPKIT" delay 127.0.0.1 "$CTL" 300
 	wait_until 5 test -s "$WORK/relay.log" || { why "no delay relay"; return 1; }
 	relay=$(head -n 1 "$WORK/relay.log")
 	start client "$BORE" local "$ORIGIN" --local-host 127.0.0.1 --to 127.0.0.1 \
