@@ -3003,6 +3003,7 @@ struct local_tunnel {
 	int nspares;
 	int spares_opening;        /* spares being opened by workers */
 	int64_t spares_retry;      /* after a spare failed to open, none is tried before this */
+	int spares_failed;         /* spares that failed to open since one opened */
 	unsigned session;          /* sessions ended: a spare opened for an earlier one is closed */
 };
 static struct local_tunnel local_tunnels[MAX_TUNNELS];
@@ -3203,6 +3204,59 @@ spare_take(struct local_tunnel *lt)
 	}
 }
 
+/*
+ * A spare failed to open or was closed by the server: a server that keeps
+ * refusing them (a secret rotated away, say) is asked ever less often, from
+ * SPARE_RENEW_MS up to 32 times that.  lt->lock is held.
+ */
+static void
+spares_back_off(struct local_tunnel *lt)
+{
+	lt->spares_retry = now_ms() +
+	    ((int64_t)SPARE_RENEW_MS << (lt->spares_failed < 5 ? lt->spares_failed++ : 5));
+}
+
+/*
+ * Close the spares of lt that the server closed or answered (it sends
+ * nothing on a good one), saying why, and back off; the tunnel's thread
+ * calls this at every wake-up, so a refused spare is seen within a heartbeat.
+ */
+static void
+spares_prune(struct local_tunnel *lt)
+{
+	static _Thread_local int64_t quiet_until;  /* each tunnel thread's own */
+	struct pollfd pfd[2 * MAX_PREWARM];
+	struct conn *dead[2 * MAX_PREWARM];
+	char text[BORE_MAX_FRAME + 1];
+	struct bore_msg m;
+	int i, k, n = 0;
+
+	pthread_mutex_lock(&lt->lock);
+	for (i = 0; i < lt->nspares; i++)
+		pfd[i] = (struct pollfd){ .fd = lt->spares[i].c->fd, .events = POLLIN };
+	if (lt->nspares > 0 && poll(pfd, (nfds_t)lt->nspares, 0) > 0) {
+		for (i = k = 0; i < lt->nspares; i++) {
+			if (pfd[i].revents != 0)
+				dead[n++] = lt->spares[i].c;
+			else
+				lt->spares[k++] = lt->spares[i];
+		}
+		lt->nspares = k;
+		spares_back_off(lt);
+	}
+	pthread_mutex_unlock(&lt->lock);
+	while (n > 0) {
+		if (read_frame(dead[--n], &m, now_ms()) == 1 && m.type == BORE_MSG_ERROR) {
+			if (log_due(&quiet_until))
+				log_msg(LOG_WARN, "spare data connection refused: %s",
+				    printable(m.text, text, sizeof(text)));
+		} else {
+			log_msg(LOG_DEBUG, "spare data connection closed by the server");
+		}
+		conn_free(dead[n]);
+	}
+}
+
 /* Worker: open and authenticate a spare, and list it unless its session has ended. */
 static void *
 open_spare(void *arg)
@@ -3226,8 +3280,8 @@ open_spare(void *arg)
 	pthread_mutex_lock(&lt->lock);
 	lt->spares_opening--;
 	if (o != OUT_OK)
-		lt->spares_retry = now_ms() + SPARE_RENEW_MS;
-	else if (job->session == lt->session && lt->nspares < 2 * MAX_PREWARM) {
+		spares_back_off(lt);
+	if (o == OUT_OK && job->session == lt->session && lt->nspares < 2 * MAX_PREWARM) {
 		set_nodelay(c->fd);
 		lt->spares[lt->nspares++] = (struct spare){ c, now_ms() };
 		c = NULL;
@@ -3254,11 +3308,16 @@ spares_tend(struct local_tunnel *lt, const struct sockaddr_storage *server,
 	int i, n = 0, fresh = 0, need;
 	unsigned session;
 
+	spares_prune(lt);
 	pthread_mutex_lock(&lt->lock);
 	session = lt->session;
 	while (lt->nspares > 0 && (lt->nspares > cli.prewarm ||
 	    now - lt->spares[0].born >= SPARE_MAX_MS))
 		old[n++] = spare_shift(lt);
+	/* One opened after the last back-off lived out its time: the server takes spares again. */
+	for (i = 0; i < n; i++)
+		if (old[i].born >= lt->spares_retry)
+			lt->spares_failed = 0;
 	for (i = 0; i < lt->nspares; i++) {
 		fresh += (at = lt->spares[i].born + SPARE_RENEW_MS) > now;
 		if (at <= now)
@@ -3270,6 +3329,9 @@ spares_tend(struct local_tunnel *lt, const struct sockaddr_storage *server,
 		due = lt->spares_retry < due ? lt->spares_retry : due;
 		need = 0;
 	}
+	/* After a refusal, one spare at a time tells whether the server takes them again. */
+	if (lt->spares_failed > 0 && need > 1 - lt->spares_opening)
+		need = 1 - lt->spares_opening;
 	lt->spares_opening += need > 0 ? need : 0;
 	pthread_mutex_unlock(&lt->lock);
 	while (n > 0)

@@ -599,7 +599,7 @@ CASES=(
 )
 CASES+=(tunnels_two_ports tunnels_remote_ports tunnels_one_refused tunnels_server_restart tunnels_sigterm status_lines status_log_off)
 CASES+=(proxy_protocol proxy_header_bytes secret_rotation secret_reload reload_during_handshakes)
-CASES+=(prewarm_spares prewarm_long_link prewarm_shutdown prewarm_reconnect prewarm_spares_dropped prewarm_spares_kept_in_flood \
+CASES+=(prewarm_spares prewarm_long_link prewarm_shutdown prewarm_reconnect prewarm_spares_dropped prewarm_spares_kept_in_flood prewarm_secret_rotated \
 	prewarm_usage)
 # Not run again under the sanitizer passes: unit tests, cases that need a plain
 # build (an address-space limit, valgrind), and slow ones that add no new code path.
