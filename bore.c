@@ -4234,8 +4234,8 @@ main_local(int argc, char **argv)
 	cli.max_conns = count_option(&local_cmd, vals[L_MAX_CONNS], "--max-conns", 1, COUNT_MAX,
 	    DEFAULT_MAX_CONNS);
 	cli.prewarm = count_option(&local_cmd, vals[L_PREWARM], "--prewarm", 0, MAX_PREWARM, 0);
-	/* Each visitor takes two fds: its data connection and its local one. */
-	fd_reserve = FD_SPARE;
+	/* Each visitor takes two fds: its data connection and its local one; spares, up to two each. */
+	fd_reserve = FD_SPARE + 2 * cli.prewarm * npos;
 	if (cli.max_conns > (fd_limit - fd_reserve) / 2)
 		cli.max_conns = (fd_limit - fd_reserve) / 2 > 1 ? (fd_limit - fd_reserve) / 2 : 1;
 	cli.heartbeat_timeout_ms = 1000 * count_option(&local_cmd, vals[L_HEARTBEAT_TIMEOUT],
