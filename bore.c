@@ -3354,7 +3354,7 @@ spares_tend(struct local_tunnel *lt, const struct sockaddr_storage *server,
 	return (due);
 }
 
-/* Lt's session has ended: close its spares, and those still being opened once they are. */
+/* A session of lt has ended: close its spares, and those still being opened once they are. */
 static void
 spares_close(struct local_tunnel *lt)
 {
