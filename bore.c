@@ -17,6 +17,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <malloc.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -31,6 +32,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/mman.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -431,13 +433,17 @@ connect_any(const struct addrinfo *ai)
 /*
  * A worker thread.  Starting and ending a thread costs more than the rest of
  * a short connection's setup, so a worker that has finished one connection
- * waits up to IDLE_WORKER_MS for the next before it exits.
+ * waits up to IDLE_WORKER_MS for the next before it exits.  Its stack is
+ * mapped by spawn(), not by the C library, which would keep the stacks of
+ * ended threads (up to 40 MiB of them) for reuse long after a burst.
  */
 struct worker {
 	void *(*fn)(void *);  /* the job: fn(arg); NULL while waiting for one */
 	void *arg;
 	pthread_cond_t wake;  /* signalled when a job is handed to a waiting worker */
 	struct worker *next;  /* in idle_workers */
+	void *stack;          /* a guard page, then THREAD_STACK bytes */
+	pthread_t self;       /* set as it ends, for the join before its stack is unmapped */
 };
 
 /* Guards idle_workers and the jobs handed to them. */
@@ -448,6 +454,31 @@ static struct worker *idle_workers;
 
 /* Length of idle_workers. */
 static int idle_count;
+
+/* The worker that ended last: a thread cannot unmap its own stack, so the next to end does. */
+static struct worker *last_ended;
+
+/* Join a worker that ended, unmap its stack and free it. */
+static void
+reap_worker(struct worker *w)
+{
+	if (w == NULL)
+		return;
+	pthread_join(w->self, NULL);
+	munmap(w->stack, (size_t)getpagesize() + THREAD_STACK);
+	free(w);
+}
+
+/*
+ * At exit, join the last worker to end, and keep idle_lock: the others stop
+ * short of ending, so that a checker finds no ended thread left unjoined.
+ */
+static void
+reap_last_worker(void)
+{
+	pthread_mutex_lock(&idle_lock);
+	reap_worker(last_ended);
+}
 
 /* Take w off idle_workers; idle_lock is held. */
 static void
@@ -465,9 +496,10 @@ unlink_idle(struct worker *w)
 static void *
 worker_main(void *arg)
 {
-	struct worker *w = arg;
+	struct worker *w = arg, *prev;
 	struct timespec until;
 	int64_t deadline;
+	int quiet = 0;
 
 	for (;;) {
 		w->fn(w->arg);
@@ -487,20 +519,29 @@ worker_main(void *arg)
 		/* Timed out with no job: spawn() can no longer find this worker. */
 		if (w->fn == NULL) {
 			unlink_idle(w);
+			/* The last idle worker: no job came for IDLE_WORKER_MS, a burst is over. */
+			quiet = idle_count == 0;
 			break;
 		}
 		pthread_mutex_unlock(&idle_lock);
 	}
-	pthread_mutex_unlock(&idle_lock);
 	pthread_cond_destroy(&w->wake);
-	free(w);
+	w->self = pthread_self();
+	prev = last_ended;
+	last_ended = w;
+	pthread_mutex_unlock(&idle_lock);
+	reap_worker(prev);
+	/* Give the heap the burst left free back to the system. */
+	if (quiet)
+		malloc_trim(0);
 	return (NULL);
 }
 
-/* Run fn(arg) on an idle worker, else on a new detached one with a small stack; -1 if neither. */
+/* Run fn(arg) on an idle worker, else on a new one with a small stack; -1 if neither. */
 static int
 spawn(void *(*fn)(void *), void *arg)
 {
+	size_t guard = (size_t)getpagesize();
 	pthread_condattr_t cattr;
 	pthread_attr_t attr;
 	struct worker *w;
@@ -532,18 +573,29 @@ spawn(void *(*fn)(void *), void *arg)
 		goto err1;
 	}
 	pthread_condattr_destroy(&cattr);
-	if ((rc = pthread_attr_init(&attr)) != 0)
+	w->stack = mmap(NULL, guard + THREAD_STACK, PROT_READ | PROT_WRITE,
+	    MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
+	if (w->stack == MAP_FAILED) {
+		rc = errno;
 		goto err2;
-	if ((rc = pthread_attr_setstacksize(&attr, THREAD_STACK)) != 0 ||
-	    (rc = pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED)) != 0 ||
-	    (rc = pthread_create(&t, &attr, worker_main, w)) != 0)
+	}
+	if (mprotect(w->stack, guard, PROT_NONE) == -1) {
+		rc = errno;
 		goto err3;
+	}
+	if ((rc = pthread_attr_init(&attr)) != 0)
+		goto err3;
+	if ((rc = pthread_attr_setstack(&attr, (char *)w->stack + guard, THREAD_STACK)) != 0 ||
+	    (rc = pthread_create(&t, &attr, worker_main, w)) != 0)
+		goto err4;
 	pthread_attr_destroy(&attr);
 
 	return (0);
 
-err3:
+err4:
 	pthread_attr_destroy(&attr);
+err3:
+	munmap(w->stack, guard + THREAD_STACK);
 err2:
 	pthread_cond_destroy(&w->wake);
 err1:
@@ -4180,6 +4232,7 @@ main(int argc, char **argv)
 		return (0);
 	}
 	cmd = find_command(argv[1]);
+	(void)atexit(reap_last_worker);
 	set_log_level();
 	if (sodium_init() < 0)
 		errx(1, "could not initialise libsodium");

@@ -166,13 +166,11 @@ t_storms() {
 	srv_base=$(fds_threads "$SRV")
 	cli_base=$(fds_threads "$CLI")
 	# Warm-up before the memory baseline. Every connection runs on a thread of
-	# its own, and glibc keeps the stacks of finished threads (up to 40 MB of
-	# them: ~600 stacks of 64 KiB, ~7 MB resident) and the malloc arenas' free
-	# space for reuse. The storms below briefly run hundreds of threads at once,
-	# so to compare like with like the warm-up first holds 2,000 tunneled
-	# connections open together (near the 2,048-per-tunnel ceiling), which fills
-	# those caches, then runs 1,000 short ones. Without it the storms show
-	# 6-8 MB of "growth" that is the caches filling up, not a leak.
+	# its own; ended threads' stacks are unmapped and the heap is trimmed once
+	# the last idle worker goes, but the malloc arenas (a few) stay once made.
+	# The storms below briefly run hundreds of threads at once, so to compare
+	# like with like the warm-up first holds 2,000 tunneled connections open
+	# together (near the 2,048-per-tunnel ceiling), then runs 1,000 short ones.
 	start warm "$TCPKIT" slow 127.0.0.1 "$PUB" 2000 0 60
 	warm=$LAST
 	# Each relayed visitor holds two server fds: its own and the data connection.
@@ -578,7 +576,7 @@ t_secret_files() {
 # With too little address space for more thread stacks, a connection the server
 # cannot give a thread is closed at once and logged; the server keeps serving.
 # 10 MB: about a hundred of the flood's threads start, and once they are gone,
-# the stacks glibc keeps leave room for a relay (at 8 MB they did not, by a hair).
+# their stacks are unmapped, which leaves room for a relay.
 t_thread_failure() {
 	local out
 	WRAP="prlimit --as=10240000 --" start_server server || { why "server did not start"; return 1; }
