@@ -58,6 +58,13 @@
 /* Most worker threads kept waiting for a connection. */
 #define IDLE_WORKERS_MAX 32
 
+/*
+ * malloc arenas.  glibc makes up to 8 per core, and malloc_trim cannot give
+ * back the free top of any but the first (up to ~130 KiB each after a
+ * burst); threads that mostly wait in poll() contend little for a few.
+ */
+#define MALLOC_ARENAS 4
+
 /* Bytes buffered in each direction of a relay that copies (--dump, no pipe). */
 #ifndef RELAY_BUF
 #define RELAY_BUF (16 * 1024)
@@ -4232,6 +4239,8 @@ main(int argc, char **argv)
 		return (0);
 	}
 	cmd = find_command(argv[1]);
+	/* Before any thread starts, as glibc requires. */
+	(void)mallopt(M_ARENA_MAX, MALLOC_ARENAS);
 	(void)atexit(reap_last_worker);
 	set_log_level();
 	if (sodium_init() < 0)
