@@ -208,6 +208,35 @@ t_storms() {
 	[ $((rss1 - rss0)) -le 1024 ] || { why "server VmRSS grew from $rss0 kB to $rss1 kB"; return 1; }
 }
 
+# A burst of 300 tunneled connections at once, and the idle server lets go of
+# what it took: its threads' stacks are unmapped (its mappings come back to
+# within a few arenas of before) and, in a plain build, VmRSS comes back to
+# within 1 MB. Sanitizer builds keep memory of their own (ASan's quarantine;
+# TSan's thread records, mapped too), so they are held to what they allow.
+t_burst_memory_returns() {
+	local base maps0 rss0 plain=1
+	grep -q -e __asan_init -e __tsan_init "$BORE" 2>/dev/null && plain=0
+	start_tunnel || { why "could not set up a tunnel"; return 1; }
+	base=$(fds_threads "$SRV")
+	# A warm-up first, so that the arenas a few threads make are in the baseline.
+	out=$("$TCPKIT" many 127.0.0.1 "$PUB" 20 1024) || { why "warm-up: $out"; return 1; }
+	wait_until 10 fds_threads_are "$SRV" "$base" ||
+		{ why "after warm-up: server fds/threads $base -> $(fds_threads "$SRV")"; return 1; }
+	maps0=$(wc -l <"/proc/$SRV/maps")
+	rss0=$(h_rss_kb "$SRV")
+	out=$("$TCPKIT" many 127.0.0.1 "$PUB" 300 1024) || { why "burst: $out"; return 1; }
+	# Idle workers wait 2 s for a job; the last to go trims the heap.
+	wait_until 10 fds_threads_are "$SRV" "$base" ||
+		{ why "after the burst: server fds/threads $base -> $(fds_threads "$SRV")"; return 1; }
+	h_memory_back() {
+		{ [ "$TSAN_THREAD" = 1 ] || [ "$(wc -l <"/proc/$SRV/maps")" -le $((maps0 + 16)) ]; } &&
+			{ [ "$plain" = 0 ] || [ "$(h_rss_kb "$SRV")" -le $((rss0 + 1024)) ]; }
+	}
+	wait_until 5 h_memory_back || { why "after the burst: mappings $maps0 -> $(wc -l \
+		<"/proc/$SRV/maps"), VmRSS $rss0 -> $(h_rss_kb "$SRV") kB"; return 1; }
+	h_figure "mappings $maps0 -> $(wc -l <"/proc/$SRV/maps"), VmRSS $rss0 -> $(h_rss_kb "$SRV") kB"
+}
+
 # ---- fd exhaustion and floods -----------------------------------------------
 
 # A server with 64 fds flooded with idle control connections: the flood's
