@@ -147,11 +147,11 @@ log_msg(int level, const char *fmt, ...)
 {
 	static const char *const names[] = { "INFO", "ERROR", "WARN", "INFO", "DEBUG", "TRACE" };
 	static const int priorities[] = { 6, 3, 4, 6, 7, 7 };  /* info, err, warning, debug */
-	char msg[768];
+	char msg[768], line[sizeof(msg) + 64];  /* room for msg and any prefix */
 	struct timespec ts;
 	struct tm tm;
 	va_list ap;
-	int saved = errno;
+	int n, saved = errno;
 
 	if (level == LOG_ERROR && log_retrying)
 		level = LOG_WARN;
@@ -162,12 +162,14 @@ log_msg(int level, const char *fmt, ...)
 	va_end(ap);
 	clock_gettime(CLOCK_REALTIME, &ts);
 	gmtime_r(&ts.tv_sec, &tm);
+	/* snprintf and one write: dprintf would add an lseek and an fstat to every line. */
 	if (log_journal)
-		dprintf(2, "<%d>%s %s\n", priorities[level], names[level], msg);
+		n = snprintf(line, sizeof(line), "<%d>%s %s\n", priorities[level], names[level], msg);
 	else
-		dprintf(2, "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ %5s %s\n", tm.tm_year + 1900,
-		    tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
+		n = snprintf(line, sizeof(line), "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ %5s %s\n",
+		    tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
 		    ts.tv_nsec / 1000000, names[level], msg);
+	(void)!write(2, line, (size_t)n);
 	errno = saved;
 }
 
