@@ -17,6 +17,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <malloc.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -31,6 +32,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/mman.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -55,6 +57,13 @@
 
 /* Most worker threads kept waiting for a connection. */
 #define IDLE_WORKERS_MAX 32
+
+/*
+ * malloc arenas.  glibc makes up to 8 per core, and malloc_trim cannot give
+ * back the free top of any but the first (up to ~130 KiB each after a
+ * burst); threads that mostly wait in poll() contend little for a few.
+ */
+#define MALLOC_ARENAS 4
 
 /* Bytes buffered in each direction of a relay that copies (--dump, no pipe). */
 #ifndef RELAY_BUF
@@ -138,11 +147,11 @@ log_msg(int level, const char *fmt, ...)
 {
 	static const char *const names[] = { "INFO", "ERROR", "WARN", "INFO", "DEBUG", "TRACE" };
 	static const int priorities[] = { 6, 3, 4, 6, 7, 7 };  /* info, err, warning, debug */
-	char msg[768];
+	char msg[768], line[sizeof(msg) + 64];  /* room for msg and any prefix */
 	struct timespec ts;
 	struct tm tm;
 	va_list ap;
-	int saved = errno;
+	int n, saved = errno;
 
 	if (level == LOG_ERROR && log_retrying)
 		level = LOG_WARN;
@@ -153,12 +162,14 @@ log_msg(int level, const char *fmt, ...)
 	va_end(ap);
 	clock_gettime(CLOCK_REALTIME, &ts);
 	gmtime_r(&ts.tv_sec, &tm);
+	/* snprintf and one write: dprintf would add an lseek and an fstat to every line. */
 	if (log_journal)
-		dprintf(2, "<%d>%s %s\n", priorities[level], names[level], msg);
+		n = snprintf(line, sizeof(line), "<%d>%s %s\n", priorities[level], names[level], msg);
 	else
-		dprintf(2, "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ %5s %s\n", tm.tm_year + 1900,
-		    tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
+		n = snprintf(line, sizeof(line), "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ %5s %s\n",
+		    tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
 		    ts.tv_nsec / 1000000, names[level], msg);
+	(void)!write(2, line, (size_t)n);
 	errno = saved;
 }
 
@@ -431,13 +442,17 @@ connect_any(const struct addrinfo *ai)
 /*
  * A worker thread.  Starting and ending a thread costs more than the rest of
  * a short connection's setup, so a worker that has finished one connection
- * waits up to IDLE_WORKER_MS for the next before it exits.
+ * waits up to IDLE_WORKER_MS for the next before it exits.  Its stack is
+ * mapped by spawn(), not by the C library, which would keep the stacks of
+ * ended threads (up to 40 MiB of them) for reuse long after a burst.
  */
 struct worker {
 	void *(*fn)(void *);  /* the job: fn(arg); NULL while waiting for one */
 	void *arg;
 	pthread_cond_t wake;  /* signalled when a job is handed to a waiting worker */
 	struct worker *next;  /* in idle_workers */
+	void *stack;          /* a guard page, then THREAD_STACK bytes */
+	pthread_t self;       /* set as it ends, for the join before its stack is unmapped */
 };
 
 /* Guards idle_workers and the jobs handed to them. */
@@ -448,6 +463,31 @@ static struct worker *idle_workers;
 
 /* Length of idle_workers. */
 static int idle_count;
+
+/* The worker that ended last: a thread cannot unmap its own stack, so the next to end does. */
+static struct worker *last_ended;
+
+/* Join a worker that ended, unmap its stack and free it. */
+static void
+reap_worker(struct worker *w)
+{
+	if (w == NULL)
+		return;
+	pthread_join(w->self, NULL);
+	munmap(w->stack, (size_t)getpagesize() + THREAD_STACK);
+	free(w);
+}
+
+/*
+ * At exit, join the last worker to end, and keep idle_lock: the others stop
+ * short of ending, so that a checker finds no ended thread left unjoined.
+ */
+static void
+reap_last_worker(void)
+{
+	pthread_mutex_lock(&idle_lock);
+	reap_worker(last_ended);
+}
 
 /* Take w off idle_workers; idle_lock is held. */
 static void
@@ -465,9 +505,10 @@ unlink_idle(struct worker *w)
 static void *
 worker_main(void *arg)
 {
-	struct worker *w = arg;
+	struct worker *w = arg, *prev;
 	struct timespec until;
 	int64_t deadline;
+	int quiet = 0;
 
 	for (;;) {
 		w->fn(w->arg);
@@ -487,20 +528,29 @@ worker_main(void *arg)
 		/* Timed out with no job: spawn() can no longer find this worker. */
 		if (w->fn == NULL) {
 			unlink_idle(w);
+			/* The last idle worker: no job came for IDLE_WORKER_MS, a burst is over. */
+			quiet = idle_count == 0;
 			break;
 		}
 		pthread_mutex_unlock(&idle_lock);
 	}
-	pthread_mutex_unlock(&idle_lock);
 	pthread_cond_destroy(&w->wake);
-	free(w);
+	w->self = pthread_self();
+	prev = last_ended;
+	last_ended = w;
+	pthread_mutex_unlock(&idle_lock);
+	reap_worker(prev);
+	/* Give the heap the burst left free back to the system. */
+	if (quiet)
+		malloc_trim(0);
 	return (NULL);
 }
 
-/* Run fn(arg) on an idle worker, else on a new detached one with a small stack; -1 if neither. */
+/* Run fn(arg) on an idle worker, else on a new one with a small stack; -1 if neither. */
 static int
 spawn(void *(*fn)(void *), void *arg)
 {
+	size_t guard = (size_t)getpagesize();
 	pthread_condattr_t cattr;
 	pthread_attr_t attr;
 	struct worker *w;
@@ -532,18 +582,29 @@ spawn(void *(*fn)(void *), void *arg)
 		goto err1;
 	}
 	pthread_condattr_destroy(&cattr);
-	if ((rc = pthread_attr_init(&attr)) != 0)
+	w->stack = mmap(NULL, guard + THREAD_STACK, PROT_READ | PROT_WRITE,
+	    MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
+	if (w->stack == MAP_FAILED) {
+		rc = errno;
 		goto err2;
-	if ((rc = pthread_attr_setstacksize(&attr, THREAD_STACK)) != 0 ||
-	    (rc = pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED)) != 0 ||
-	    (rc = pthread_create(&t, &attr, worker_main, w)) != 0)
+	}
+	if (mprotect(w->stack, guard, PROT_NONE) == -1) {
+		rc = errno;
 		goto err3;
+	}
+	if ((rc = pthread_attr_init(&attr)) != 0)
+		goto err3;
+	if ((rc = pthread_attr_setstack(&attr, (char *)w->stack + guard, THREAD_STACK)) != 0 ||
+	    (rc = pthread_create(&t, &attr, worker_main, w)) != 0)
+		goto err4;
 	pthread_attr_destroy(&attr);
 
 	return (0);
 
-err3:
+err4:
 	pthread_attr_destroy(&attr);
+err3:
+	munmap(w->stack, guard + THREAD_STACK);
 err2:
 	pthread_cond_destroy(&w->wake);
 err1:
@@ -4441,6 +4502,9 @@ main(int argc, char **argv)
 		return (0);
 	}
 	cmd = find_command(argv[1]);
+	/* Before any thread starts, as glibc requires. */
+	(void)mallopt(M_ARENA_MAX, MALLOC_ARENAS);
+	(void)atexit(reap_last_worker);
 	set_log_level();
 	if (sodium_init() < 0)
 		errx(1, "could not initialise libsodium");

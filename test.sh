@@ -588,7 +588,7 @@ CASES=(
 	cli_env_and_forms reconnect_after_restart reconnect_fatal_not_retried heartbeat_timeout \
 	ipv6 allow_visitors allow_control allow_bad_usage graceful_shutdown \
 	graceful_shutdown_grace_ends dump port_fallback reresolve_on_reconnect link_cut_frees_port \
-	malformed_control slow_and_silent storms control_flood_few_fds visitor_burst_few_fds \
+	malformed_control slow_and_silent storms burst_memory_returns control_flood_few_fds visitor_burst_few_fds \
 	preauth_flood hello_race halfclose_then_reset handshake_error_frames client_max_conns \
 	startup_checks max_sessions max_conns client_killed_mid_transfer \
 	service_killed_mid_transfer secret_files liveness_options thread_failure valgrind_short_session \

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Loopback benchmark of bore: throughput, 64-byte round trips, connection churn,
-# memory with 1,000 live connections, idle memory, binary size, and the first byte a
-# visitor sees when bore local reaches its server across a long link. Every traffic
+# memory with 1,000 live connections and around bursts, idle memory, binary size, and the
+# first byte a visitor sees when bore local reaches its server across a long link. Every traffic
 # figure is measured straight to the origin service ("direct"), through
 # `bore server` + `bore local` ("bore") and, when socat is installed, through a
 # plain socat relay ("socat"), and reported as the median of several runs.
@@ -528,9 +528,10 @@ if [ "$ONLY" = link ]; then
 	exit 0
 fi
 
-# ---- memory: one tunnel idle, then 1,000 live tunneled connections ----
+# ---- memory: one tunnel idle, two bursts, then 1,000 live tunneled connections ----
 
 IDLE_SRV="" IDLE_CLI="" IDLE_SRV_ANON="" IDLE_CLI_ANON="" HOLD_SRV="" HOLD_CLI="" IDLE_FLOOR=""
+BURST_CONNS=2000 FLOOD_CONNS=12000 FLOOD_PARALLEL=64 BURST_TUN="" BURST_CTL=""
 
 # True once the RSS of pids $1 and $2 is the same in two reads 0.2 s apart.
 rss_settled() {
@@ -573,6 +574,32 @@ if [ "$ECHO_TUNNEL" = 1 ]; then
 		stop_one "$SLEEP_PID"
 	fi
 	[ -n "$IDLE_FLOOR" ] || note "the idle floor (no sleep binary to start)"
+
+	# Server VmRSS before, at the peak of and 5 s idle after a burst that tcpkit "${@:2}"
+	# makes, as "before/peak/after" in MB in BURST. The peak is VmHWM, reset before it.
+	burst_rss() {
+		local what=$1 before peak out
+		shift
+		BURST=""
+		before=$(rss_kb "$SRV")
+		if ! echo 5 2>/dev/null >"/proc/$SRV/clear_refs"; then
+			note "server RSS around $what (could not reset its peak in /proc/$SRV/clear_refs)"
+			return 1
+		fi
+		out=$("$TCPKIT" "$@" 2>&1)
+		if [[ $out != ok* ]] || ! alive "$SRV"; then
+			alive "$SRV" || out="bore server died"
+			note "server RSS around $what ($(head -n 1 <<<"$out" | cut -c 1-120))"
+			return 1
+		fi
+		peak=$(awk '/^VmHWM:/ { print $2 }' "/proc/$SRV/status")
+		sleep 5
+		BURST="$(mb "$before")/$(mb "$peak")/$(mb "$(rss_kb "$SRV")")"
+	}
+	burst_rss "$BURST_CONNS short tunneled connections" many 127.0.0.1 "$ECHO_PUB" \
+		"$BURST_CONNS" 1024 && BURST_TUN=$BURST
+	burst_rss "a flood of $FLOOD_CONNS control connections" storm 127.0.0.1 "$CTL" \
+		"$FLOOD_CONNS" "$FLOOD_PARALLEL" && BURST_CTL=$BURST
 
 	mkfifo "$WORK/hold.in"
 	"$TCPKIT" hold 127.0.0.1 "$ECHO_PUB" "$HOLD_CONNS" <"$WORK/hold.in" >"$WORK/hold.log" 2>&1 &
@@ -749,6 +776,8 @@ traffic_row "64-byte round trips (/s)" pingpong "%.0f"
 traffic_row "churn (conn/s, 8 parallel)" churn "%.0f"
 row "server RSS, $HOLD_CONNS conns (MB)" - "$(mem "$HOLD_SRV")" - ""
 row "client RSS, $HOLD_CONNS conns (MB)" - "$(mem "$HOLD_CLI")" - ""
+row "server RSS, $BURST_CONNS short conns (MB)" - "${BURST_TUN:--}" - ""
+row "server RSS, $FLOOD_CONNS ctl conns (MB)" - "${BURST_CTL:--}" - ""
 row "idle RSS server/client (MB)" "$(mem "$IDLE_FLOOR")" "$(mem "$IDLE_SRV") / $(mem "$IDLE_CLI")" - ""
 row "  of it private, RssAnon (MB)" - "$(mem "$IDLE_SRV_ANON") / $(mem "$IDLE_CLI_ANON")" - ""
 row "stripped binary (bytes)" - "${STRIPPED:--}" - ""
@@ -767,6 +796,9 @@ echo "round trips: $PINGS x 64 bytes on one connection per run; churn: $SECS s p
 	"four such hops added in series to a direct round trip leave ${RTT_CEILING:-?} of its rate"
 echo "RSS: VmRSS of bore server and bore local (1 MB = 1024 kB); idle RSS, direct: an idle" \
 	"$(command -v sleep || echo sleep), which maps the same C library"
+echo "bursts: server VmRSS before/peak (VmHWM)/after 5 s idle, around $BURST_CONNS tunneled" \
+	"connections at once (1 KiB echoed each) right after the idle figures, then" \
+	"$FLOOD_CONNS connect-and-close control connections, $FLOOD_PARALLEL at a time"
 [ "$HAVE_SOCAT" = 1 ] && note "socat RSS (socat forks a process per connection: no single process to read)"
 
 echo
