@@ -606,7 +606,7 @@ CASES+=(prewarm_spares prewarm_long_link prewarm_shutdown prewarm_reconnect prew
 ONCE_CASES=" hmac_vectors frame_parser liveness_options thread_failure valgrind_short_session "
 ONCE_CASES+="link_cut_frees_port reresolve_on_reconnect startup_checks "
 ONCE_CASES+="deps_install_decisions demo_clean man_page install_targets bash_completion "
-ONCE_CASES+="proxy_header_bytes prewarm_usage "
+ONCE_CASES+="proxy_header_bytes prewarm_usage prewarm_long_link unclaimed_visitor "
 # Run again under ThreadSanitizer: the cases where threads meet.
 TSAN_CASES=(
 	concurrent_200 hello_race visitor_burst_few_fds preauth_flood halfclose_then_reset \
@@ -614,7 +614,7 @@ TSAN_CASES=(
 )
 TSAN_CASES+=(tunnels_two_ports tunnels_sigterm status_lines)
 TSAN_CASES+=(reload_during_handshakes)
-TSAN_CASES+=(prewarm_spares prewarm_long_link prewarm_shutdown prewarm_spares_dropped)
+TSAN_CASES+=(prewarm_spares prewarm_shutdown prewarm_spares_dropped)
 
 for name in "${CASES[@]}"; do
 	run "$name"
@@ -667,7 +667,7 @@ fuzz_pass() {
 		skipped=$((skipped + 1))
 		return
 	fi
-	if out=$(make -s fuzz FUZZ_SECONDS="${FUZZ_SECONDS:-45}" 2>&1); then
+	if out=$(make -s fuzz FUZZ_SECONDS="${FUZZ_SECONDS:-30}" 2>&1); then
 		passed=$((passed + 1))
 		echo "ok   fuzz ($(grep -o 'stat::number_of_executed_units: *[0-9]*' <<<"$out" |
 			grep -o '[0-9]*$') executions)"
