@@ -173,9 +173,14 @@ t_storms() {
 	# together (near the 2,048-per-tunnel ceiling), then runs 1,000 short ones.
 	start warm "$TCPKIT" slow 127.0.0.1 "$PUB" 2000 0 60
 	warm=$LAST
-	# Each relayed visitor holds two server fds: its own and the data connection.
-	wait_until 40 h_server_fds_at_least $((${srv_base% *} + 4000)) ||
-		{ why "warm-up: server fds ${srv_base% *} -> $(h_fds "$SRV"), wanted +4000"; return 1; }
+	# Each relayed visitor holds two server fds: its own and the data connection. A
+	# sanitizer build starts threads several times slower, so data connections of the
+	# burst that have sent Accept wait for theirs, past twice --max-startups, and some
+	# newcomers are closed at once as the limit says (up to 91 of 2,000 seen): 90% will do.
+	local want=4000
+	grep -q -e __asan_init -e __tsan_init "$BORE" 2>/dev/null && want=3600
+	wait_until 40 h_server_fds_at_least $((${srv_base% *} + want)) ||
+		{ why "warm-up: server fds ${srv_base% *} -> $(h_fds "$SRV"), wanted +$want"; return 1; }
 	kill -TERM "$warm"
 	wait "$warm" 2>/dev/null
 	out=$("$TCPKIT" churncount 127.0.0.1 "$PUB" 1000 4 1024) || { why "warm-up churn: $out"; return 1; }
