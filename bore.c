@@ -3241,30 +3241,6 @@ spare_shift(struct local_tunnel *lt)
 	return (sp);
 }
 
-/* The oldest of lt's spares that can still claim a visitor; NULL if none is ready. */
-static struct conn *
-spare_take(struct local_tunnel *lt)
-{
-	struct pollfd p = { .events = POLLIN };
-	struct spare sp;
-
-	for (;;) {
-		pthread_mutex_lock(&lt->lock);
-		sp = lt->nspares > 0 ? spare_shift(lt) : (struct spare){ NULL, 0 };
-		pthread_mutex_unlock(&lt->lock);
-		if (sp.c == NULL)
-			return (NULL);
-		/* The server sends nothing on a spare: readable means closed, or an Error. */
-		p.fd = sp.c->fd;
-		p.revents = 0;
-		if (now_ms() - sp.born < SPARE_MAX_MS && poll(&p, 1, 0) == 0)
-			return (sp.c);
-		if (p.revents != 0)
-			log_msg(LOG_DEBUG, "spare data connection closed by the server");
-		conn_free(sp.c);
-	}
-}
-
 /*
  * A spare failed to open or was closed by the server: a server that keeps
  * refusing them (a secret rotated away, say) is asked ever less often, from
@@ -3280,7 +3256,8 @@ spares_back_off(struct local_tunnel *lt)
 /*
  * Close the spares of lt that the server closed or answered (it sends
  * nothing on a good one), saying why, and back off; the tunnel's thread
- * calls this at every wake-up, so a refused spare is seen within a heartbeat.
+ * calls this at every wake-up, so a refused spare is seen within a heartbeat,
+ * and before it hands one to a visitor.
  */
 static void
 spares_prune(struct local_tunnel *lt)
@@ -3316,6 +3293,20 @@ spares_prune(struct local_tunnel *lt)
 		}
 		conn_free(dead[n]);
 	}
+}
+
+/* The oldest of lt's spares, after those the server closed since the last look; NULL if none. */
+static struct conn *
+spare_take(struct local_tunnel *lt)
+{
+	struct conn *c = NULL;
+
+	spares_prune(lt);
+	pthread_mutex_lock(&lt->lock);
+	if (lt->nspares > 0)
+		c = spare_shift(lt).c;
+	pthread_mutex_unlock(&lt->lock);
+	return (c);
 }
 
 /* Worker: open and authenticate a spare, and list it unless its session has ended. */
@@ -3419,13 +3410,16 @@ spares_tend(struct local_tunnel *lt, const struct sockaddr_storage *server,
 static void
 spares_close(struct local_tunnel *lt)
 {
-	struct conn *c;
+	struct spare old[2 * MAX_PREWARM];
+	int n = 0;
 
 	pthread_mutex_lock(&lt->lock);
 	lt->session++;
+	while (lt->nspares > 0)
+		old[n++] = spare_shift(lt);
 	pthread_mutex_unlock(&lt->lock);
-	while ((c = spare_take(lt)) != NULL)
-		conn_free(c);
+	while (n > 0)
+		conn_free(old[--n].c);
 }
 
 /* Thread for one visitor: claim it from the server, connect to the local service, relay. */
