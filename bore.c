@@ -3004,7 +3004,7 @@ run_server(const struct sockaddr_storage *ctl, socklen_t ctl_len)
 }
 
 /* ==================================================================== */
-/* Client: control connection, spare data connections, visitors       */
+/* Client: control connection, spare data connections, visitors         */
 /* ==================================================================== */
 
 /* Client settings shared by all its tunnels, fixed before the first thread starts. */
