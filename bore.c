@@ -4462,6 +4462,20 @@ raise_fd_limit(void)
 	fd_limit = (int)(rl.rlim_cur < INT_MAX / 2 ? rl.rlim_cur : INT_MAX / 2) - first_free;
 }
 
+/* Point closed standard fds at /dev/null, so that no socket or pipe opened later lands on one. */
+static void
+open_stdio(void)
+{
+	int fd;
+
+	do {
+		/* Nowhere to say why: stderr may be one of them. */
+		if ((fd = open("/dev/null", O_RDWR)) == -1)
+			exit(1);
+	} while (fd <= 2);
+	close(fd);
+}
+
 /* The subcommand called name; bad usage if there is none. */
 static const struct command *
 find_command(const char *name)
@@ -4478,6 +4492,7 @@ main(int argc, char **argv)
 {
 	const struct command *cmd;
 
+	open_stdio();
 	if (argc < 2)
 		usage_error(&main_cmd, "a subcommand is required");
 	if (strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0) {

@@ -413,20 +413,45 @@ static void handle_mute(int fd)
         return;
     while (poll(&p, 1, 60000) < 0 && errno == EINTR)
         ;
-    close(fd);
+}
+
+/* Close: close at once, saying nothing (a server that refuses). */
+static void handle_close(int fd)
+{
+    (void)fd;
+}
+
+/* Say: send TEXT, each \0 in it as a NUL byte, then be mute (a fake bore server). */
+static void handle_say(int fd)
+{
+    if (write_all(fd, g_pattern, g_pattern_len) == 0)
+        handle_mute(fd);
 }
 
 static void setup_handler(const char *mode, const char *arg)
 {
-    int needs_arg = !strcmp(mode, "banner") || !strcmp(mode, "reply") || !strcmp(mode, "churn");
+    int needs_arg = !strcmp(mode, "banner") || !strcmp(mode, "reply") || !strcmp(mode, "churn") ||
+                    !strcmp(mode, "say");
     if (needs_arg != (arg != NULL))
-        die("usage: tcpkit serve echo|sink|mute|proxyhdr|banner TEXT|reply N|churn N [--host IP]");
+        die("usage: tcpkit serve echo|sink|mute|close|proxyhdr|banner TEXT|say TEXT|reply N|churn N [--host IP]");
     if (!strcmp(mode, "echo"))
         g_handler = echo_loop;
     else if (!strcmp(mode, "sink"))
         g_handler = handle_sink;
     else if (!strcmp(mode, "mute"))
         g_handler = handle_mute;
+    else if (!strcmp(mode, "close"))
+        g_handler = handle_close;
+    else if (!strcmp(mode, "say")) {
+        g_handler = handle_say;
+        if ((g_pattern = (unsigned char *)strdup(arg)) == NULL)
+            die("out of memory");
+        for (size_t i = 0; arg[i] != '\0'; i++)
+            if (arg[i] == '\\' && arg[i + 1] == '0')
+                g_pattern[g_pattern_len++] = '\0', i++;
+            else
+                g_pattern[g_pattern_len++] = (unsigned char)arg[i];
+    }
     else if (!strcmp(mode, "proxyhdr"))
         g_handler = handle_proxyhdr;
     else if (!strcmp(mode, "banner")) {
@@ -1638,7 +1663,7 @@ static int mode_hellorace(char **argv)
 static const struct mode modes[] = {
     { "freeport", 2, 1, 0, mode_freeport, "LO HI" },
     { "hop", 1, 1, 0, mode_hop, "COUNT" },
-    { "serve", -1, 0, 0, mode_serve, "echo|sink|mute|proxyhdr|banner TEXT|reply N|churn N [--host IP]" },
+    { "serve", -1, 0, 0, mode_serve, "echo|sink|mute|close|proxyhdr|banner TEXT|say TEXT|reply N|churn N [--host IP]" },
     { "roundtrip", 3, 1, 1, mode_roundtrip, "HOST PORT BYTES" },
     { "many", 4, 1, 1, mode_many, "HOST PORT CONNS BYTES" },
     { "halfclose", 3, 1, 1, mode_halfclose, "HOST PORT N" },
@@ -1650,7 +1675,7 @@ static const struct mode modes[] = {
     { "churn", 5, 1, 1, mode_churn, "HOST PORT SECONDS PARALLEL N" },
     { "stream", 3, 1, 1, mode_stream, "HOST PORT SECONDS" },
     { "hold", 3, 1, 1, mode_hold, "HOST PORT CONNS" },
-    { "serveat", -1, 0, 0, mode_serveat, "PORT echo|sink|mute|proxyhdr|banner TEXT|reply N|churn N [--host IP]" },
+    { "serveat", -1, 0, 0, mode_serveat, "PORT echo|sink|mute|close|proxyhdr|banner TEXT|say TEXT|reply N|churn N [--host IP]" },
     { "delay", -1, 1, 0, mode_delay, "HOST PORT ONE_WAY_MS [--handshake MS] [--port P] [--host IP]" },
     { "slow", 5, 1, 1, mode_slow, "HOST PORT CONNS RATE WAITSECS" },
     { "storm", 4, 1, 1, mode_storm, "HOST PORT COUNT PARALLEL" },
