@@ -1742,22 +1742,37 @@ keyset_publish(struct keyset *ks)
 /* Most bytes of a secret file: room for many secrets, one per line. */
 #define SECRET_FILE_MAX 4096
 
+/* True if line holds only spaces and tabs: a blank line, not a secret. */
+static int
+blank(const char *line)
+{
+	return (line[strspn(line, " \t")] == '\0');
+}
+
 /*
- * The keys of the secrets in path, one per non-empty line (CR stripped), the
- * first line's first; NULL, logged at level with a note of what follows
- * (exit, or keeping the keys before), if it cannot be read or has none.
+ * The keys of the secrets in path, one per line that is not blank (its CRs
+ * at the end stripped, nothing else), the first line's first; NULL, logged
+ * at level with a note of what follows (exit, or keeping the keys before),
+ * if it cannot be read, is not a regular file, holds a NUL byte or no secret.
  */
 static struct keyset *
 read_secret_file(const char *path, int level, const char *then)
 {
 	char buf[SECRET_FILE_MAX + 1], *line;
 	struct keyset *ks = NULL;
+	struct stat st;
 	ssize_t n = 0;
 	size_t len = 0, i;
 	int fd, saved, count = 0;
 
-	if ((fd = open(path, O_RDONLY | O_CLOEXEC)) == -1)
+	/* Non-blocking: opening a FIFO for reading would wait for a writer. */
+	if ((fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY)) == -1)
 		goto err;
+	if (fstat(fd, &st) == 0 && !S_ISREG(st.st_mode)) {
+		close(fd);
+		log_msg(level, "secret file %s is not a regular file%s", path, then);
+		goto out;
+	}
 	/* One byte more than the limit, to tell a full file from a longer one. */
 	while (len < sizeof(buf) && (n = read(fd, buf + len, sizeof(buf) - len)) != 0) {
 		if (n == -1 && errno == EINTR)
@@ -1776,7 +1791,12 @@ read_secret_file(const char *path, int level, const char *then)
 		log_msg(level, "secret file %s is longer than %d bytes%s", path, SECRET_FILE_MAX, then);
 		goto out;
 	}
-	/* Each line ends in NUL, less its trailing CRs; then count the non-empty ones. */
+	/* A NUL would cut a secret short, into a fragment easy to guess. */
+	if (memchr(buf, '\0', len) != NULL) {
+		log_msg(level, "secret file %s contains a NUL byte%s", path, then);
+		goto out;
+	}
+	/* Each line ends in NUL, less its trailing CRs; then count those not blank. */
 	for (i = 0; i < len; i++)
 		if (buf[i] == '\n')
 			buf[i] = '\0';
@@ -1785,7 +1805,7 @@ read_secret_file(const char *path, int level, const char *then)
 		if (buf[i] == '\r' && buf[i + 1] == '\0')
 			buf[i] = '\0';
 	for (line = buf; line < buf + len; line += strlen(line) + 1)
-		count += line[0] != '\0';
+		count += !blank(line);
 	if (count == 0) {
 		log_msg(level, "secret file %s is empty%s", path, then);
 		goto out;
@@ -1796,7 +1816,7 @@ read_secret_file(const char *path, int level, const char *then)
 	}
 	count = 0;
 	for (line = buf; line < buf + len; line += strlen(line) + 1)
-		if (line[0] != '\0')
+		if (!blank(line))
 			bore_auth_key(line, ks->key[count++]);
 out:
 	sodium_memzero(buf, sizeof(buf));
@@ -3954,7 +3974,7 @@ static const struct command local_cmd = {
 	"  -p, --port <PORT>         Optional port on the remote server to select, with one\n"
 	"                            local port [default: 0]\n"
 	"  -s, --secret <SECRET>     Optional secret for authentication [env: BORE_SECRET]\n"
-	"      --secret-file <PATH>  Read the secret from a file's first non-empty line\n"
+	"      --secret-file <PATH>  Read the secret from a file's first non-blank line\n"
 	"      --control-port <PORT>\n"
 	"                            The server's control port [env: BORE_CONTROL_PORT]\n"
 	"                            [default: 7835]\n"

@@ -35,3 +35,40 @@ t_closed_stdio() {
 	kill -TERM "$SRV"
 	wait_exit "$SRV" 5 && [ "$RC" = 0 ] || { why "server: ${RC:-still running} after SIGTERM"; return 1; }
 }
+
+# A secret file: lines of spaces and tabs are blank, not secrets; a secret is
+# taken as written (spaces around it kept, as --secret takes it); a NUL byte
+# or anything but a regular file (a FIFO would hang the reload) is refused at
+# start and on SIGHUP, which keeps the keys before; a symlink to a file is fine.
+t_secret_file_strict() {
+	local f=$WORK/strict.secret real=$WORK/strict-real.secret sub
+	printf 'alpha\n \n\t\nbeta\0x\n' >"$WORK/nul.secret"
+	for sub in "server --bind-addr 127.0.0.1" "local 9 --to 127.0.0.1"; do
+		# shellcheck disable=SC2086
+		expect_cli 1 "ERROR secret file .*nul.secret contains a NUL byte$" \
+			$sub --control-port "$(free_port)" --secret-file "$WORK/nul.secret" || return 1
+	done
+	printf 'alpha\n \n\t\r\n  gamma \nbeta\n' >"$real"
+	ln -sf "$real" "$f"
+	printf '\t\nbeta\n' >"$WORK/strict-client.secret"
+	start_origin origin echo && start_server server --secret-file "$f" || return 1
+	refused_client space -s ' ' && refused_client tab -s $'\t' && refused_client trimmed -s gamma || return 1
+	start_client spaced "$ORIGIN" -s '  gamma ' || { why "'  gamma ' refused"; return 1; }
+	start_client beta "$ORIGIN" --secret-file "$WORK/strict-client.secret" || { why "client file's beta refused"; return 1; }
+	kill -HUP "$SRV"
+	wait_until 5 grep -qF "secret file reloaded: 3 secrets" "$WORK/server.log" ||
+		{ why "the reload through a symlink did not give 3 secrets"; return 1; }
+	cp "$WORK/nul.secret" "$real"
+	kill -HUP "$SRV"
+	wait_until 5 grep -qF "WARN secret file $f contains a NUL byte; keeping the secrets loaded before" \
+		"$WORK/server.log" || { why "no warning of the NUL byte"; return 1; }
+	rm -f "$f"
+	mkfifo "$f"
+	kill -HUP "$SRV"
+	wait_until 5 grep -qF "WARN secret file $f is not a regular file; keeping the secrets loaded before" \
+		"$WORK/server.log" || { why "no warning of the FIFO"; return 1; }
+	start_client beta2 "$ORIGIN" -s beta || { why "the kept keys refused beta"; return 1; }
+	out=$("$TCPKIT" roundtrip 127.0.0.1 "$PUB" 100000) || { why "roundtrip: $out"; return 1; }
+	kill -TERM "$SRV"
+	wait_exit "$SRV" 5 || { why "server did not stop after SIGTERM"; return 1; }
+}
