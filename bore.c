@@ -173,14 +173,32 @@ log_msg(int level, const char *fmt, ...)
 	errno = saved;
 }
 
-/* Copy peer-supplied text into out with control characters replaced, so logs stay one line. */
+/*
+ * Copy peer-supplied text (UTF-8) into out with each character a terminal
+ * would act on replaced by '?': C0 and C1 controls, DEL, line separators
+ * and bidi overrides (U+2028-U+202E, U+2066-U+2069); logs stay one line and
+ * show what was sent.
+ */
 static const char *
 printable(const char *in, char *out, size_t cap)
 {
-	size_t i;
+	const unsigned char *s = (const unsigned char *)in;
+	size_t i = 0, len;
 
-	for (i = 0; in[i] != '\0' && i + 1 < cap; i++)
-		out[i] = ((unsigned char)in[i] < 0x20 || in[i] == 0x7f) ? '?' : in[i];
+	while (*s != '\0' && i + 1 < cap) {
+		/* U+0080-U+009F is C2 80-9F; U+2028-U+202E, E2 80 A8-AE; U+2066-U+2069, E2 81 A6-A9. */
+		if (s[0] == 0xc2 && s[1] >= 0x80 && s[1] <= 0x9f)
+			len = 2;
+		else if (s[0] == 0xe2 && ((s[1] == 0x80 && s[2] >= 0xa8 && s[2] <= 0xae) ||
+		    (s[1] == 0x81 && s[2] >= 0xa6 && s[2] <= 0xa9)))
+			len = 3;
+		else if (s[0] < 0x20 || s[0] == 0x7f)
+			len = 1;
+		else
+			len = 0;
+		out[i++] = len > 0 ? '?' : (char)*s;
+		s += len > 0 ? len : 1;
+	}
 	out[i] = '\0';
 	return (out);
 }

@@ -72,3 +72,16 @@ t_secret_file_strict() {
 	kill -TERM "$SRV"
 	wait_exit "$SRV" 5 || { why "server did not stop after SIGTERM"; return 1; }
 }
+
+# A hostile server's Error text reaches the log with C1 controls (escaped or
+# raw), line separators and bidi overrides replaced, other UTF-8 kept.
+t_hostile_server_text() {
+	local text
+	text='{"Error":"\u009b31mred \u0085nel \u202eevil \u2066iso \u2028ls '$'\xc2\x9b''raw caf\u00e9 '$'\xc3\xa9''"}\0'
+	start fake "$TCPKIT" serve say "$text"
+	wait_until 5 test -s "$WORK/fake.log" || return 1
+	CTL=$(head -n 1 "$WORK/fake.log")
+	start client "$BORE" local 9 --to 127.0.0.1 --control-port "$CTL"
+	wait_exit "$LAST" 5 || { why "client did not exit"; return 1; }
+	log_has client "server error: ?31mred ?nel ?evil ?iso ?ls ?raw café é"
+}
