@@ -3206,6 +3206,7 @@ static enum outcome
 client_handshake(struct conn *c)
 {
 	char tag[BORE_TAG_HEXLEN + 1];
+	int64_t start = now_ms();
 	struct bore_msg m;
 	const char *why;
 	int r;
@@ -3213,11 +3214,21 @@ client_handshake(struct conn *c)
 	r = read_first(c, &m, &why);
 	if (r == 1 && m.type == BORE_MSG_ERROR)
 		return (server_error(&m, 0));
-	if (r != 1 || m.type != BORE_MSG_CHALLENGE) {
+	if (r == 1 && m.type != BORE_MSG_CHALLENGE) {
 		log_msg(LOG_ERROR, "expected authentication challenge, but no secret was required");
-		/* Silence or a closed connection may pass; any other message will not. */
-		return (r == 1 ? OUT_REFUSED : OUT_LOST);
+		return (OUT_REFUSED);
 	}
+	/* A close at once is a refusal; a late one, a server that waited for a Hello. */
+	if (r == 0 && now_ms() - start < BORE_NETWORK_TIMEOUT_MS / 2)
+		log_msg(LOG_ERROR, "server closed the connection before the authentication challenge: "
+		    "refused, or at its limit of connections not yet authenticated (--max-startups)");
+	else if (r == 0 || errno == ETIMEDOUT)
+		log_msg(LOG_ERROR, "timed out waiting for authentication challenge "
+		    "(a server without a secret sends none)");
+	else if (r == -1)
+		log_msg(LOG_ERROR, "connection lost before the authentication challenge: %s", why);
+	if (r != 1)
+		return (OUT_LOST);
 	bore_auth_tag(cli.key, m.uuid, tag);
 	r = send_text_msg(c->fd, BORE_MSG_AUTHENTICATE, tag);
 	sodium_memzero(tag, sizeof(tag));

@@ -85,3 +85,22 @@ t_hostile_server_text() {
 	wait_exit "$LAST" 5 || { why "client did not exit"; return 1; }
 	log_has client "server error: ?31mred ?nel ?evil ?iso ?ls ?raw café é"
 }
+
+# A client with a secret says what happened when no Challenge comes: a server
+# that closes at once refused it (or is at its --max-startups); one that says
+# something else requires no secret.
+t_no_challenge_words() {
+	start fake "$TCPKIT" serve close
+	wait_until 5 test -s "$WORK/fake.log" || return 1
+	start client "$BORE" local 9 --to 127.0.0.1 --control-port "$(head -n 1 "$WORK/fake.log")" -s x
+	wait_exit "$LAST" 5 || { why "client did not exit after a close"; return 1; }
+	[ "$RC" = 1 ] || { why "after a close: exit status $RC"; return 1; }
+	log_has client "server closed the connection before the authentication challenge: refused, or at its limit of connections not yet authenticated (--max-startups)" ||
+		return 1
+	start hello "$TCPKIT" serve say '{"Hello":2000}\0'
+	wait_until 5 test -s "$WORK/hello.log" || return 1
+	start client2 "$BORE" local 9 --to 127.0.0.1 --control-port "$(head -n 1 "$WORK/hello.log")" -s x
+	wait_exit "$LAST" 5 || { why "client did not exit after a Hello"; return 1; }
+	[ "$RC" = 78 ] || { why "after a Hello: exit status $RC"; return 1; }
+	log_has client2 "expected authentication challenge, but no secret was required"
+}
