@@ -255,11 +255,19 @@ utc_str(time_t t, char *out, size_t cap)
 	return (out);
 }
 
-/* Wait until fd is ready for events; -1 with errno ETIMEDOUT once deadline passes. */
+/*
+ * Wait until fd is ready for events; -1 with errno ETIMEDOUT once deadline
+ * passes, or ECANCELED once the client stops (the server never closes
+ * stop_pipe), so that no wait outlasts a stop.
+ */
 static int
 wait_fd(int fd, short events, int64_t deadline)
 {
-	struct pollfd p = { .fd = fd, .events = events };
+	enum { POLL_FD, POLL_STOP, POLL_SLOTS };
+	struct pollfd p[POLL_SLOTS] = {
+		[POLL_FD] = { .fd = fd, .events = events },
+		[POLL_STOP] = { .fd = stop_pipe[0], .events = POLLIN },
+	};
 	int n;
 
 	for (;;) {
@@ -267,7 +275,12 @@ wait_fd(int fd, short events, int64_t deadline)
 			errno = ETIMEDOUT;
 			return (-1);
 		}
-		n = poll(&p, 1, ms_until(deadline));
+		n = poll(p, POLL_SLOTS, ms_until(deadline));
+		/* The write end closed: the client is stopping. */
+		if (n > 0 && p[POLL_STOP].revents) {
+			errno = ECANCELED;
+			return (-1);
+		}
 		/* POLLERR and POLLHUP count as ready: the next read or write reports them. */
 		if (n > 0)
 			return (0);
@@ -3225,7 +3238,7 @@ client_handshake(struct conn *c)
 	else if (r == 0 || errno == ETIMEDOUT)
 		log_msg(LOG_ERROR, "timed out waiting for authentication challenge "
 		    "(a server without a secret sends none)");
-	else if (r == -1)
+	else if (r == -1 && errno != ECANCELED)
 		log_msg(LOG_ERROR, "connection lost before the authentication challenge: %s", why);
 	if (r != 1)
 		return (OUT_LOST);
@@ -3248,9 +3261,11 @@ open_control(const struct addrinfo *ai, struct conn **out)
 	struct conn *c;
 	int fd;
 
+	/* Cut short by a stop (ECANCELED), a step ends without a word. */
 	if ((fd = connect_any(ai)) == -1) {
-		log_msg(LOG_ERROR, "could not connect to %s: %s",
-		    host_port(cli.to, cli.control_port, where, sizeof(where)), strerror(errno));
+		if (errno != ECANCELED)
+			log_msg(LOG_ERROR, "could not connect to %s: %s",
+			    host_port(cli.to, cli.control_port, where, sizeof(where)), strerror(errno));
 		return (OUT_LOST);
 	}
 	if ((c = conn_new(fd, NULL, 0)) == NULL) {
@@ -3601,7 +3616,8 @@ send_hello(struct conn *c, uint16_t want, int kept, uint16_t *got)
 		return (OUT_LOST);
 	}
 	if ((r = read_first(c, &m, &why)) != 1) {
-		log_msg(LOG_ERROR, "%s", r == 0 ? "unexpected EOF from server" : why);
+		if (r == 0 || errno != ECANCELED)
+			log_msg(LOG_ERROR, "%s", r == 0 ? "unexpected EOF from server" : why);
 		return (OUT_LOST);
 	}
 	switch (m.type) {
@@ -3662,6 +3678,8 @@ serve_session(struct local_tunnel *lt, struct conn *c)
 			}
 		}
 		r = read_frame(c, &m, last + cli.heartbeat_timeout_ms);
+		if (r == -1 && errno == ECANCELED)
+			return (OUT_SIGNAL);
 		if (r == 0) {
 			log_msg(LOG_ERROR, "server closed the connection");
 			return (OUT_LOST);
@@ -3734,17 +3752,17 @@ done:
 	return (o);
 }
 
-/* Sleep ms unless the client is stopped first; 1 if it was. */
+/* Sleep ms unless the client is stopped first (at once if it was); 1 if it was. */
 static int
 sleep_or_signal(int ms)
 {
 	struct pollfd p = { .fd = stop_pipe[0], .events = POLLIN };
 	int64_t deadline = now_ms() + ms;
 
-	while (now_ms() < deadline) {
+	do {
 		if (poll(&p, 1, ms_until(deadline)) > 0)
 			return (1);
-	}
+	} while (now_ms() < deadline);
 	return (0);
 }
 
@@ -3770,7 +3788,8 @@ run_client(struct local_tunnel *lt)
 
 	for (;;) {
 		o = run_session(lt, &port, &opened);
-		if (o == OUT_SIGNAL)
+		/* A step the stop cut short ends as lost: no retry is worth announcing. */
+		if (o == OUT_SIGNAL || sleep_or_signal(0))
 			return (0);
 		if (opened) {
 			ever_opened = 1;
@@ -3963,6 +3982,9 @@ static const struct optdef server_opts[S_COUNT] = {
 
 /* Fds kept beyond the startups' for new tunnels' listeners and the like. */
 #define FD_SPARE 8
+
+/* Longest --heartbeat-timeout, in seconds: a server silent for an hour is gone. */
+#define HEARTBEAT_TIMEOUT_MAX 3600
 
 /* Largest value of a count option without a bound of its own. */
 #define COUNT_MAX 1000000
@@ -4343,7 +4365,7 @@ main_local(int argc, char **argv)
 	if (cli.max_conns > (fd_limit - fd_reserve) / 2)
 		cli.max_conns = (fd_limit - fd_reserve) / 2 > 1 ? (fd_limit - fd_reserve) / 2 : 1;
 	cli.heartbeat_timeout_ms = 1000 * count_option(&local_cmd, vals[L_HEARTBEAT_TIMEOUT],
-	    "--heartbeat-timeout", 1, COUNT_MAX, BORE_HEARTBEAT_TIMEOUT_MS / 1000);
+	    "--heartbeat-timeout", 1, HEARTBEAT_TIMEOUT_MAX, BORE_HEARTBEAT_TIMEOUT_MS / 1000);
 	for (i = 0; i < npos; i++)
 		if ((local_tunnels[i].local_ai = resolve(cli.local_host,
 		    local_tunnels[i].local_port)) == NULL)

@@ -421,11 +421,21 @@ static void handle_close(int fd)
     (void)fd;
 }
 
-/* Say: send TEXT, each \0 in it as a NUL byte, then be mute (a fake bore server). */
+/* Say: send TEXT, each \0 in it as a NUL byte ending a write, 100 ms apart, then be mute
+   (a fake bore server). */
 static void handle_say(int fd)
 {
-    if (write_all(fd, g_pattern, g_pattern_len) == 0)
-        handle_mute(fd);
+    size_t at = 0, n;
+    while (at < g_pattern_len) {
+        unsigned char *nul = memchr(g_pattern + at, '\0', g_pattern_len - at);
+        n = nul ? (size_t)(nul - (g_pattern + at)) + 1 : g_pattern_len - at;
+        if (at > 0)
+            sleep_ms(100);
+        if (write_all(fd, g_pattern + at, n) != 0)
+            return;
+        at += n;
+    }
+    handle_mute(fd);
 }
 
 static void setup_handler(const char *mode, const char *arg)

@@ -104,3 +104,40 @@ t_no_challenge_words() {
 	[ "$RC" = 78 ] || { why "after a Hello: exit status $RC"; return 1; }
 	log_has client2 "expected authentication challenge, but no secret was required"
 }
+
+# Stops that wait for nothing: SIGTERM while a frame from the server is half
+# read, or while the client waits for a Challenge, ends it at once (exit 0),
+# and no retry is announced after "shutting down"; --heartbeat-timeout is at
+# most an hour.
+t_stop_mid_frame() {
+	local t0
+	expect_cli 2 "invalid value '3601' for '--heartbeat-timeout': must be a number from 1 to 3600" \
+		local 9 --to 127.0.0.1 --heartbeat-timeout 3601 || return 1
+	start fake "$TCPKIT" serve say '{"Hello":2000}\0{"Conn'
+	wait_until 5 test -s "$WORK/fake.log" || return 1
+	start client "$BORE" local 9 --to 127.0.0.1 --control-port "$(head -n 1 "$WORK/fake.log")"
+	CLI=$LAST
+	wait_until 5 grep -q "listening at" "$WORK/client.log" || { why "no tunnel"; return 1; }
+	# The half frame follows the Hello 100 ms later; nothing in the log says it was read.
+	sleep 0.5
+	t0=$(date +%s%N)
+	kill -TERM "$CLI"
+	wait_exit "$CLI" 5 || { why "client still running 5 s after SIGTERM"; return 1; }
+	[ "$RC" = 0 ] || { why "exit status $RC"; return 1; }
+	[ $(($(date +%s%N) - t0)) -lt 1000000000 ] || { why "exit took $((($(date +%s%N) - t0) / 1000000)) ms"; return 1; }
+	log_has client "shutting down" || return 1
+	! grep -q "reconnecting" "$WORK/client.log" || { why "a retry announced after the stop"; return 1; }
+	start mute "$TCPKIT" serve mute
+	wait_until 5 test -s "$WORK/mute.log" || return 1
+	start client2 "$BORE" local 9 --to 127.0.0.1 --control-port "$(head -n 1 "$WORK/mute.log")" -s x
+	CLI=$LAST
+	# Connected and waiting for a Challenge within a few ms; nothing logs it.
+	sleep 0.3
+	t0=$(date +%s%N)
+	kill -TERM "$CLI"
+	wait_exit "$CLI" 5 || { why "client2 still running 5 s after SIGTERM"; return 1; }
+	[ $(($(date +%s%N) - t0)) -lt 1000000000 ] ||
+		{ why "client2 exit took $((($(date +%s%N) - t0) / 1000000)) ms"; return 1; }
+	[ "$RC" = 0 ] || { why "client2: exit status $RC"; return 1; }
+	[ "$(grep -c . "$WORK/client2.log")" = 1 ] || { why "client2 said more than 'shutting down'"; return 1; }
+}
