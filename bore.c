@@ -3146,6 +3146,7 @@ static sem_t opening;
 enum outcome {
 	OUT_OK,            /* done as asked */
 	OUT_LOST,          /* the server went away or refused for now: retry if allowed */
+	OUT_SHORT,         /* no fd or memory here for a connection: retry, even a first one */
 	OUT_REFUSED,       /* no retry can help (wrong secret, port outside the range): exit 78 */
 	OUT_PORT_REFUSED,  /* the port asked for again is not to be had: ask for any port */
 	OUT_SIGNAL         /* SIGINT/SIGTERM/SIGHUP: stop, exit 0 */
@@ -3259,14 +3260,15 @@ open_control(const struct addrinfo *ai, struct conn **out)
 	enum outcome o;
 	char where[300];
 	struct conn *c;
-	int fd;
+	int fd, short_here;
 
 	/* Cut short by a stop (ECANCELED), a step ends without a word. */
 	if ((fd = connect_any(ai)) == -1) {
+		short_here = errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM;
 		if (errno != ECANCELED)
-			log_msg(LOG_ERROR, "could not connect to %s: %s",
+			log_msg(short_here ? LOG_WARN : LOG_ERROR, "could not connect to %s: %s",
 			    host_port(cli.to, cli.control_port, where, sizeof(where)), strerror(errno));
-		return (OUT_LOST);
+		return (short_here ? OUT_SHORT : OUT_LOST);
 	}
 	if ((c = conn_new(fd, NULL, 0)) == NULL) {
 		close_fd(fd);
@@ -3808,7 +3810,7 @@ run_client(struct local_tunnel *lt)
 			return (EXIT_REFUSED);
 		}
 		/* The first connection's errors are shown and final: they are usually settings. */
-		if (!ever_opened || !cli.reconnect)
+		if (o != OUT_SHORT && (!ever_opened || !cli.reconnect))
 			return (1);
 		delay = attempt < 6 ? RECONNECT_MIN_MS << attempt : RECONNECT_MAX_MS;
 		if (delay > RECONNECT_MAX_MS)
@@ -4360,10 +4362,20 @@ main_local(int argc, char **argv)
 	cli.max_conns = count_option(&local_cmd, vals[L_MAX_CONNS], "--max-conns", 1, COUNT_MAX,
 	    DEFAULT_MAX_CONNS);
 	cli.prewarm = count_option(&local_cmd, vals[L_PREWARM], "--prewarm", 0, MAX_PREWARM, 0);
-	/* Each visitor takes two fds: its data connection and its local one; spares, up to two each. */
-	fd_reserve = FD_SPARE + 2 * cli.prewarm * npos;
-	if (cli.max_conns > (fd_limit - fd_reserve) / 2)
-		cli.max_conns = (fd_limit - fd_reserve) / 2 > 1 ? (fd_limit - fd_reserve) / 2 : 1;
+	/*
+	 * Each tunnel holds its control connection and up to twice --prewarm
+	 * spares; each visitor, two fds: its data connection and its local one.
+	 */
+	fd_reserve = FD_SPARE + npos * (1 + 2 * cli.prewarm);
+	if (fd_limit - fd_reserve < 2)
+		errx(1, "%d tunnel%s with --prewarm %d need%s more fds than the %d free under "
+		    "ulimit -n: raise the limit, or lower --prewarm", npos, npos == 1 ? "" : "s",
+		    cli.prewarm, npos == 1 ? "s" : "", fd_limit);
+	if (cli.max_conns > (fd_limit - fd_reserve) / 2) {
+		cli.max_conns = (fd_limit - fd_reserve) / 2;
+		log_msg(vals[L_MAX_CONNS] != NULL ? LOG_WARN : LOG_INFO, "at most %d connections "
+		    "relayed at once (--max-conns): %d fds free under ulimit -n", cli.max_conns, fd_limit);
+	}
 	cli.heartbeat_timeout_ms = 1000 * count_option(&local_cmd, vals[L_HEARTBEAT_TIMEOUT],
 	    "--heartbeat-timeout", 1, HEARTBEAT_TIMEOUT_MAX, BORE_HEARTBEAT_TIMEOUT_MS / 1000);
 	for (i = 0; i < npos; i++)

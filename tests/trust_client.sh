@@ -141,3 +141,30 @@ t_stop_mid_frame() {
 	[ "$RC" = 0 ] || { why "client2: exit status $RC"; return 1; }
 	[ "$(grep -c . "$WORK/client2.log")" = 1 ] || { why "client2 said more than 'shutting down'"; return 1; }
 }
+
+# Many tunnels, few fds: what cannot fit is refused at start, in one line;
+# --max-conns lowered to what fits is said; a tunnel whose first connection
+# finds no fd (fds held by a parent, say) tries again rather than giving up.
+t_tunnels_few_fds() {
+	local ports=() i out held
+	for ((i = 0; i < 64; i++)); do ports+=(9); done
+	out=$(prlimit --nofile=128 -- timeout 5 "$BORE" local "${ports[@]}" --prewarm 16 --to 127.0.0.1 \
+		--control-port "$(free_port)" 2>&1)
+	[ $? = 1 ] && grep -qxE "bore: 64 tunnels with --prewarm 16 need more fds than the [0-9]+ free under ulimit -n: raise the limit, or lower --prewarm" <<<"$out" ||
+		{ why "64 tunnels, --prewarm 16, 128 fds: $(head -n 2 <<<"$out")"; return 1; }
+	out=$(prlimit --nofile=1024 -- timeout 5 "$BORE" local 9 9 9 9 --prewarm 16 --max-conns 1000 \
+		--to 127.0.0.1 --control-port "$(free_port)" 2>&1)
+	grep -qE "WARN at most [0-9]+ connections relayed at once \(--max-conns\): [0-9]+ fds free under ulimit -n" <<<"$out" ||
+		{ why "--max-conns 1000 at 1024 fds: $(head -n 2 <<<"$out")"; return 1; }
+	# 20 tunnels, and a parent holding fds 10-93 of 96: about 5 first connections fit,
+	# and the others try again (no fd frees here, so they keep trying).
+	start_server server || return 1
+	held='for fd in {10..93}; do eval "exec $fd</dev/null"; done; exec prlimit --nofile=96 -- "$0" "$@"'
+	start client bash -c "$held" "$BORE" local "${ports[@]:0:20}" --to 127.0.0.1 --control-port "$CTL"
+	CLI=$LAST
+	wait_until 5 grep -qF "WARN could not connect to 127.0.0.1:$CTL: Too many open files" "$WORK/client.log" ||
+		{ why "no first connection ran short"; return 1; }
+	wait_until 5 grep -q "INFO reconnecting in" "$WORK/client.log" ||
+		{ why "a first connection short of fds was not tried again"; return 1; }
+	alive "$CLI" || { why "client gone"; return 1; }
+}
