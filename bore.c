@@ -1794,6 +1794,7 @@ read_secret_file(const char *path, int level, const char *then)
 	struct stat st;
 	ssize_t n = 0;
 	size_t len = 0, i;
+	unsigned char c;
 	int fd, saved, count = 0;
 
 	/* Non-blocking: opening a FIFO for reading would wait for a writer. */
@@ -1822,10 +1823,14 @@ read_secret_file(const char *path, int level, const char *then)
 		log_msg(level, "secret file %s is longer than %d bytes%s", path, SECRET_FILE_MAX, then);
 		goto out;
 	}
-	/* A NUL would cut a secret short, into a fragment easy to guess. */
-	if (memchr(buf, '\0', len) != NULL) {
-		log_msg(level, "secret file %s contains a NUL byte%s", path, then);
-		goto out;
+	/* Binary data (a NUL, a control byte but TAB, CR, LF) would be cut into guessable fragments. */
+	for (i = 0; i < len; i++) {
+		c = (unsigned char)buf[i];
+		if ((c < 0x20 && c != '\t' && c != '\r' && c != '\n') || c == 0x7f) {
+			log_msg(level, "secret file %s holds binary data: a NUL or control byte%s", path,
+			    then);
+			goto out;
+		}
 	}
 	/* Each line ends in NUL, less its trailing CRs; then count those not blank. */
 	for (i = 0; i < len; i++)

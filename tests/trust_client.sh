@@ -37,16 +37,20 @@ t_closed_stdio() {
 }
 
 # A secret file: lines of spaces and tabs are blank, not secrets; a secret is
-# taken as written (spaces around it kept, as --secret takes it); a NUL byte
-# or anything but a regular file (a FIFO would hang the reload) is refused at
-# start and on SIGHUP, which keeps the keys before; a symlink to a file is fine.
+# taken as written (spaces around it kept, as --secret takes it); binary data
+# (a NUL or control byte) or anything but a regular file (a FIFO would hang
+# the reload) is refused at start and on SIGHUP, which keeps the keys before;
+# a symlink to a file is fine.
 t_secret_file_strict() {
-	local f=$WORK/strict.secret real=$WORK/strict-real.secret sub
+	local f=$WORK/strict.secret real=$WORK/strict-real.secret sub kind
 	printf 'alpha\n \n\t\nbeta\0x\n' >"$WORK/nul.secret"
+	printf 'alpha\nbe\033ta\n' >"$WORK/esc.secret"
 	for sub in "server --bind-addr 127.0.0.1" "local 9 --to 127.0.0.1"; do
-		# shellcheck disable=SC2086
-		expect_cli 1 "ERROR secret file .*nul.secret contains a NUL byte$" \
-			$sub --control-port "$(free_port)" --secret-file "$WORK/nul.secret" || return 1
+		for kind in nul esc; do
+			# shellcheck disable=SC2086
+			expect_cli 1 "ERROR secret file .*$kind.secret holds binary data: a NUL or control byte$" \
+				$sub --control-port "$(free_port)" --secret-file "$WORK/$kind.secret" || return 1
+		done
 	done
 	printf 'alpha\n \n\t\r\n  gamma \nbeta\n' >"$real"
 	ln -sf "$real" "$f"
@@ -60,8 +64,8 @@ t_secret_file_strict() {
 		{ why "the reload through a symlink did not give 3 secrets"; return 1; }
 	cp "$WORK/nul.secret" "$real"
 	kill -HUP "$SRV"
-	wait_until 5 grep -qF "WARN secret file $f contains a NUL byte; keeping the secrets loaded before" \
-		"$WORK/server.log" || { why "no warning of the NUL byte"; return 1; }
+	wait_until 5 grep -qF "WARN secret file $f holds binary data: a NUL or control byte; keeping the"\
+" secrets loaded before" "$WORK/server.log" || { why "no warning of the NUL byte"; return 1; }
 	rm -f "$f"
 	mkfifo "$f"
 	kill -HUP "$SRV"
