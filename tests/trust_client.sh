@@ -9,7 +9,7 @@ tc_port_open() { (exec 9<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 # {0,1} or {0,1,2}, keep serving; a pipe or socket that landed on fd 1 or 2
 # once read log lines back as signals, or took them.
 t_closed_stdio() {
-	local redir port
+	local redir port out
 	start_origin origin echo || return 1
 	CTL=$(free_port) || return 1
 	TUN_MIN=$((20000 + (RANDOM % 60) * 200))
