@@ -777,12 +777,15 @@ static int pump_loop(int fd, struct pump *pm, crypto_hash_sha256_state *tx,
     for (;;) {
         if (writing && txoff == txlen) {
             txoff = 0;
-            if ((txlen = next_chunk(pm, tx, txbuf)) == 0) {
+            /* TCPKIT_ECHO_FIRST: half-close only once all came back, for proxies that end
+             * both ways at the first FIN (tinyproxy, microsocks). */
+            if ((txlen = next_chunk(pm, tx, txbuf)) == 0 &&
+                (getenv("TCPKIT_ECHO_FIRST") == NULL || pm->got >= pm->sent)) {
                 shutdown(fd, SHUT_WR);
                 writing = 0;
             }
         }
-        struct pollfd p = { .fd = fd, .events = POLLIN | (writing ? POLLOUT : 0) };
+        struct pollfd p = { .fd = fd, .events = POLLIN | (writing && txlen > txoff ? POLLOUT : 0) };
         if (poll(&p, 1, 100) < 0 && errno != EINTR) {
             snprintf(err, errlen, "poll: %s", strerror(errno));
             return -1;
