@@ -334,6 +334,14 @@ static void handle_banner(int fd)
         echo_loop(fd);
 }
 
+/* answer: send the bytes given in hex at once, whatever the peer says, then read until it
+   closes (a fake proxy's reply, garbage or not). */
+static void handle_answer(int fd)
+{
+    if (write_all(fd, g_pattern, g_pattern_len) == 0)
+        read_until(fd, 0, NULL);
+}
+
 /* reply: discard input until EOF, then send the pattern. */
 static void handle_reply(int fd)
 {
@@ -418,9 +426,10 @@ static void handle_mute(int fd)
 
 static void setup_handler(const char *mode, const char *arg)
 {
-    int needs_arg = !strcmp(mode, "banner") || !strcmp(mode, "reply") || !strcmp(mode, "churn");
+    int needs_arg = !strcmp(mode, "banner") || !strcmp(mode, "reply") || !strcmp(mode, "churn") ||
+                    !strcmp(mode, "answer");
     if (needs_arg != (arg != NULL))
-        die("usage: tcpkit serve echo|sink|mute|proxyhdr|banner TEXT|reply N|churn N [--host IP]");
+        die("usage: tcpkit serve echo|sink|mute|proxyhdr|banner TEXT|answer HEX|reply N|churn N [--host IP]");
     if (!strcmp(mode, "echo"))
         g_handler = echo_loop;
     else if (!strcmp(mode, "sink"))
@@ -433,6 +442,15 @@ static void setup_handler(const char *mode, const char *arg)
         g_handler = handle_banner;
         if (asprintf(&g_banner, "%s\r\n", arg) < 0)
             die("out of memory");
+    } else if (!strcmp(mode, "answer")) {
+        size_t i, n = strlen(arg) / 2;
+        g_handler = handle_answer;
+        if ((g_pattern = malloc(n + 1)) == NULL)
+            die("out of memory");
+        for (i = 0; i < n; i++)
+            if (sscanf(arg + 2 * i, "%2hhx", &g_pattern[i]) != 1)
+                die("answer: bad hex at %zu", 2 * i);
+        g_pattern_len = n;
     } else if (!strcmp(mode, "reply") || !strcmp(mode, "churn")) {
         g_handler = !strcmp(mode, "reply") ? handle_reply : handle_churn;
         make_pattern(parse_size(arg));
@@ -1641,7 +1659,7 @@ static int mode_hellorace(char **argv)
 static const struct mode modes[] = {
     { "freeport", 2, 1, 0, mode_freeport, "LO HI" },
     { "hop", 1, 1, 0, mode_hop, "COUNT" },
-    { "serve", -1, 0, 0, mode_serve, "echo|sink|mute|proxyhdr|banner TEXT|reply N|churn N [--host IP]" },
+    { "serve", -1, 0, 0, mode_serve, "echo|sink|mute|proxyhdr|banner TEXT|answer HEX|reply N|churn N [--host IP]" },
     { "roundtrip", 3, 1, 1, mode_roundtrip, "HOST PORT BYTES" },
     { "many", 4, 1, 1, mode_many, "HOST PORT CONNS BYTES" },
     { "halfclose", 3, 1, 1, mode_halfclose, "HOST PORT N" },
@@ -1653,7 +1671,7 @@ static const struct mode modes[] = {
     { "churn", 5, 1, 1, mode_churn, "HOST PORT SECONDS PARALLEL N" },
     { "stream", 3, 1, 1, mode_stream, "HOST PORT SECONDS" },
     { "hold", 3, 1, 1, mode_hold, "HOST PORT CONNS" },
-    { "serveat", -1, 0, 0, mode_serveat, "PORT echo|sink|mute|proxyhdr|banner TEXT|reply N|churn N [--host IP]" },
+    { "serveat", -1, 0, 0, mode_serveat, "PORT echo|sink|mute|proxyhdr|banner TEXT|answer HEX|reply N|churn N [--host IP]" },
     { "delay", -1, 1, 0, mode_delay, "HOST PORT ONE_WAY_MS [--handshake MS] [--port P] [--host IP]" },
     { "slow", 5, 1, 1, mode_slow, "HOST PORT CONNS RATE WAITSECS" },
     { "storm", 4, 1, 1, mode_storm, "HOST PORT COUNT PARALLEL" },
