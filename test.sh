@@ -610,6 +610,7 @@ ONCE_CASES=" hmac_vectors frame_parser liveness_options thread_failure valgrind_
 ONCE_CASES+="link_cut_frees_port reresolve_on_reconnect startup_checks "
 ONCE_CASES+="deps_install_decisions demo_clean man_page install_targets bash_completion "
 ONCE_CASES+="proxy_header_bytes prewarm_usage prewarm_long_link unclaimed_visitor "
+ONCE_CASES+="proxy_usage "
 # Run again under ThreadSanitizer: the cases where threads meet.
 TSAN_CASES=(
 	concurrent_200 hello_race visitor_burst_few_fds preauth_flood halfclose_then_reset \

@@ -187,8 +187,14 @@ t_proxy_failures() {
 		return 1
 	# ... and one that cannot reach the server answers 5xx: retryable.
 	start_tinyproxy anyport any || return
-	CTL=$(free_port) client_fails 1 "could not connect to 127.0.0.1:" --proxy "http://127.0.0.1:$PROXY" &&
-		alive "$SRV"
+	CTL=$(free_port) client_fails 1 "could not connect to 127.0.0.1:" --proxy "http://127.0.0.1:$PROXY" ||
+		return 1
+	# The web's proxy variables are not read: with them naming a dead proxy, bore goes straight.
+	start_origin origin echo || return 1
+	start client env HTTPS_PROXY="http://127.0.0.1:$(free_port)" ALL_PROXY="socks5://127.0.0.1:1" \
+		"$BORE" local "$ORIGIN" --local-host 127.0.0.1 --to 127.0.0.1 --control-port "$CTL"
+	wait_until 5 grep -q "listening at" "$WORK/client.log" || { why "client did not go straight"; return 1; }
+	alive "$SRV"
 }
 
 # Bad --proxy values are usage errors that never repeat a password.
