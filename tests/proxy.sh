@@ -157,6 +157,26 @@ t_proxy_server_restart() {
 	alive "$CLI"
 }
 
+# The proxy goes away and comes back: the client re-dials as for a lost server, each
+# failed attempt a warning, and gets its port back.
+t_proxy_restart() {
+	local first out tp
+	start_tinyproxy tinyproxy any || return
+	tp=$LAST
+	start_origin origin echo && start_server server &&
+		start_client client "$ORIGIN" --proxy "http://127.0.0.1:$PROXY" || return 1
+	first=$PUB
+	{ kill -9 "$tp"; wait "$tp"; } 2>/dev/null
+	wait_until 10 grep -q "WARN could not connect to proxy 127.0.0.1:$PROXY" "$WORK/client.log" ||
+		{ why "no retried attempt against the dead proxy"; return 1; }
+	start tinyproxy2 tinyproxy -d -c "$WORK/tinyproxy.conf"
+	wait_until 15 log_count_is client "listening at" 2 || { why "client did not come back"; return 1; }
+	[ "$(sed -n 's/.*listening at 127\.0\.0\.1:\([0-9]*\).*/\1/p' "$WORK/client.log" | tail -n 1)" = "$first" ] ||
+		{ why "port changed from $first"; return 1; }
+	out=$(TCPKIT_ECHO_FIRST=1 "$TCPKIT" roundtrip 127.0.0.1 "$first" 1000000) || { why "$out"; return 1; }
+	alive "$CLI"
+}
+
 # Proxies that fail: unreachable, silent and unable to reach the server are retryable
 # (exit 1 on a first connection); refusals and bad replies are exit 78; one line each.
 t_proxy_failures() {
