@@ -4545,8 +4545,8 @@ proxy_option(char *url)
 	memcpy(cli.proxy_host, rest, hl);
 	snprintf(userpass, sizeof(userpass), "%.*s", (int)(end - colon - 1), colon + 1);
 	if (bore_parse_port(userpass, 1, &cli.proxy_port) == -1)
-		usage_error(&local_cmd, "invalid value '%s' for the port of '--proxy': must be a "
-		    "number from 1 to 65535", userpass);
+		usage_error(&local_cmd, "invalid value for '--proxy': the port must be a number "
+		    "from 1 to 65535");
 	if (cli.proxy == PROXY_HTTP && cli.proxy_user[0] != '\0') {
 		snprintf(userpass, sizeof(userpass), "%s:%s", cli.proxy_user, cli.proxy_pass);
 		sodium_bin2base64(cli.proxy_basic, sizeof(cli.proxy_basic),

@@ -41,15 +41,12 @@ start_microsocks() {
 # True when something listens on loopback port $1.
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
-# A fake proxy that answers every connection with the bytes in hex $2: sets PROXY.
+# A fake proxy that answers every connection with the bytes in hex $2 (hex_of): sets PROXY.
 start_fake_proxy() {
 	start "$1" "$TCPKIT" serve answer "$2"
 	wait_until 5 test -s "$WORK/$1.log" || { why "no fake proxy"; return 1; }
 	PROXY=$(head -n 1 "$WORK/$1.log")
 }
-
-# Hex of text $1, for start_fake_proxy.
-hex_of() { printf '%s' "$1" | od -An -v -tx1 | tr -d ' \n'; }
 
 # A client that must fail at once: runs bore local against $CTL with "$@", and checks
 # its exit status is $1 and its log has the fixed string $2.
@@ -188,14 +185,14 @@ t_proxy_failures() {
 	client_fails 1 "Connection timed out" --proxy "socks5://127.0.0.1:$(head -n 1 "$WORK/mute.log")" ||
 		return 1
 	# HTTP: garbage, and a header that never ends.
-	start_fake_proxy garbage "$(hex_of "SSH-2.0-OpenSSH_9.2")0d0a0d0a" || return 1
+	start_fake_proxy garbage "$(hex_of %s "SSH-2.0-OpenSSH_9.2")0d0a0d0a" || return 1
 	client_fails 78 "sent a malformed reply" --proxy "http://127.0.0.1:$PROXY" || return 1
 	hdr="HTTP/1.1 200 OK"$'\r\n'
 	for ((i = 0; i < 300; i++)); do hdr+="X-Padding: $i"$'\r\n'; done
-	start_fake_proxy endless "$(hex_of "$hdr")" || return 1
+	start_fake_proxy endless "$(hex_of %s "$hdr")" || return 1
 	client_fails 78 "reply header over 4096 bytes" --proxy "http://127.0.0.1:$PROXY" || return 1
 	# SOCKS5: an HTTP answer, and "not allowed by ruleset".
-	start_fake_proxy socksgarbage "$(hex_of "HTTP/1.1 400 Bad Request")0d0a0d0a" || return 1
+	start_fake_proxy socksgarbage "$(hex_of %s "HTTP/1.1 400 Bad Request")0d0a0d0a" || return 1
 	client_fails 78 "sent a malformed reply" --proxy "socks5://127.0.0.1:$PROXY" || return 1
 	start_fake_proxy notallowed 0500050200017f0000010000 || return 1
 	client_fails 78 "connection not allowed by ruleset" --proxy "socks5://127.0.0.1:$PROXY" || return 1
@@ -222,7 +219,7 @@ t_proxy_usage() {
 	local v out
 	for v in "ftp://u:topsecret@h:1" "http://u:topsecret@h" "http://u:topsecret@h:0" \
 		"http://u:topsecret@h:99999" "socks5://u:top%zzsecret@h:1" "http://u:topsecret@::1:1" \
-		"http://:topsecret@h:1"; do
+		"http://:topsecret@h:1" "http://u:topsecret"; do
 		out=$("$BORE" local 1 --to 127.0.0.1 --proxy "$v" 2>&1)
 		[ $? = 2 ] || { why "'$v' not a usage error: $out"; return 1; }
 		! grep -q topsecret <<<"$out" || { why "'$v' repeated: $out"; return 1; }
