@@ -313,6 +313,31 @@ write_all(int fd, const void *buf, size_t len, int64_t deadline)
 	return (0);
 }
 
+/* Read exactly len bytes from the non-blocking socket fd before deadline: 1, 0 at EOF, or -1. */
+static int
+read_full(int fd, void *buf, size_t len, int64_t deadline)
+{
+	char *p = buf;
+	ssize_t n;
+
+	while (len > 0) {
+		n = recv(fd, p, len, 0);
+		if (n > 0) {
+			p += n;
+			len -= (size_t)n;
+		} else if (n == 0) {
+			return (0);
+		} else if (errno == EINTR) {
+			continue;
+		} else if (errno != EAGAIN && errno != EWOULDBLOCK) {
+			return (-1);
+		} else if (wait_fd(fd, POLLIN, deadline) == -1) {
+			return (-1);
+		}
+	}
+	return (1);
+}
+
 /* Relayed sockets send small writes at once: interactive traffic must not wait for Nagle. */
 static void
 set_nodelay(int fd)
@@ -3063,6 +3088,9 @@ run_server(const struct sockaddr_storage *ctl, socklen_t ctl_len)
 /* Client: control connection, spare data connections, visitors         */
 /* ==================================================================== */
 
+/* How the client reaches the server: straight, or through --proxy of this kind. */
+enum proxy_kind { PROXY_NONE, PROXY_HTTP, PROXY_SOCKS5, PROXY_SOCKS5H };
+
 /* Client settings shared by all its tunnels, fixed before the first thread starts. */
 static struct {
 	const char *to, *local_host;
@@ -3074,6 +3102,11 @@ static struct {
 	int dump;                               /* hex-dump every proxied connection */
 	int max_conns;                          /* visitors relayed at once */
 	int prewarm;                            /* spare data connections kept per tunnel */
+	enum proxy_kind proxy;                  /* --proxy's scheme */
+	char proxy_host[256];                   /* --proxy's host, as given */
+	uint16_t proxy_port;
+	char proxy_user[256], proxy_pass[256];  /* decoded, for RFC 1929; user "": none */
+	char proxy_basic[700];                  /* http://: base64 of user:pass; "": none */
 } cli;
 
 /* Most tunnels one `bore local` opens, one per local port given. */
@@ -3258,9 +3291,200 @@ client_handshake(struct conn *c)
 	return (OUT_OK);
 }
 
-/* Connect to the server's control port at ai, authenticated if we have a secret, as *out. */
+/* Largest reply header taken from an HTTP proxy. */
+#define HTTP_HEADER_MAX 4096
+
+/* Log that the proxy's reply broke off: at EOF (r 0), or on errno; the outcome is a retry. */
 static enum outcome
-open_control(const struct addrinfo *ai, struct conn **out)
+proxy_lost(int r)
+{
+	char where[300];
+
+	host_port(cli.proxy_host, cli.proxy_port, where, sizeof(where));
+	if (r == 0)
+		log_msg(LOG_ERROR, "proxy %s closed the connection", where);
+	else
+		log_msg(LOG_ERROR, "proxy %s: %s", where, strerror(errno));
+	return (OUT_LOST);
+}
+
+/*
+ * Read the reply header of an HTTP proxy on fd into head (HTTP_HEADER_MAX
+ * + 1 bytes), up to its blank line and no further: 1, 0 at EOF, or -1
+ * (EMSGSIZE: too long).
+ */
+static int
+http_header(int fd, char *head, int64_t deadline)
+{
+	size_t have = 0, from, take;
+	ssize_t n;
+	char *end;
+
+	while (have < HTTP_HEADER_MAX) {
+		if (wait_fd(fd, POLLIN, deadline) == -1)
+			return (-1);
+		/* Peek, so the server's first bytes after the header stay in the socket. */
+		n = recv(fd, head + have, HTTP_HEADER_MAX - have, MSG_PEEK);
+		if (n == -1 && (errno == EINTR || errno == EAGAIN || errno == EWOULDBLOCK))
+			continue;
+		if (n <= 0)
+			return ((int)n);
+		from = have > 3 ? have - 3 : 0;
+		end = memmem(head + from, have + (size_t)n - from, "\r\n\r\n", 4);
+		take = end != NULL ? (size_t)(end + 4 - (head + have)) : (size_t)n;
+		if (recv(fd, head + have, take, 0) != (ssize_t)take)
+			return (-1);
+		have += take;
+		if (end != NULL) {
+			head[have] = '\0';
+			return (1);
+		}
+	}
+	errno = EMSGSIZE;
+	return (-1);
+}
+
+/* Ask the HTTP proxy on fd to CONNECT to the server, by name. */
+static enum outcome
+http_connect(int fd, int64_t deadline)
+{
+	char req[2048], head[HTTP_HEADER_MAX + 1], target[300], where[300], status[100];
+	int len, r, code;
+
+	host_port(cli.to, cli.control_port, target, sizeof(target));
+	host_port(cli.proxy_host, cli.proxy_port, where, sizeof(where));
+	len = snprintf(req, sizeof(req), "CONNECT %s HTTP/1.1\r\nHost: %s\r\n%s%s%s\r\n",
+	    target, target, cli.proxy_basic[0] ? "Proxy-Authorization: Basic " : "",
+	    cli.proxy_basic, cli.proxy_basic[0] ? "\r\n" : "");
+	r = write_all(fd, req, (size_t)len, deadline);
+	sodium_memzero(req, sizeof(req));
+	if (r == -1 || (r = http_header(fd, head, deadline)) == 0 ||
+	    (r == -1 && errno != EMSGSIZE))
+		return (proxy_lost(r));
+	if (r == -1) {
+		log_msg(LOG_ERROR, "proxy %s sent a reply header over %d bytes", where,
+		    HTTP_HEADER_MAX);
+		return (OUT_REFUSED);
+	}
+	/* HTTP/1.x NNN reason */
+	if (strncmp(head, "HTTP/1.", 7) != 0 || head[8] != ' ' ||
+	    sscanf(head + 9, "%3d", &code) != 1 || code < 100 ||
+	    (head[12] != ' ' && head[12] != '\r')) {
+		log_msg(LOG_ERROR, "proxy %s sent a malformed reply", where);
+		return (OUT_REFUSED);
+	}
+	head[strcspn(head, "\r\n")] = '\0';
+	printable(head + 9, status, sizeof(status));
+	if (code / 100 == 2)
+		return (OUT_OK);
+	/* 407, or 401 as tinyproxy answers wrong credentials. */
+	if (code == 407 || code == 401)
+		log_msg(LOG_ERROR, "proxy %s: %s: %s", where, cli.proxy_basic[0] ?
+		    "authentication failed" : "authentication required", status);
+	else if (code / 100 == 4)
+		log_msg(LOG_ERROR, "proxy %s refused the connection to %s: %s", where, target, status);
+	else
+		log_msg(LOG_ERROR, "proxy %s could not connect to %s: %s", where, target, status);
+	/* The proxy's own refusals stand; its failures to reach the server may pass. */
+	return (code / 100 == 4 ? OUT_REFUSED : OUT_LOST);
+}
+
+/* Ask the SOCKS5 proxy on fd for the server: at dest, else by name (socks5h://). */
+static enum outcome
+socks5_connect(int fd, const struct sockaddr *dest, int64_t deadline)
+{
+	static const char *const replies[] = {
+		"succeeded", "general SOCKS server failure", "connection not allowed by ruleset",
+		"network unreachable", "host unreachable", "connection refused", "TTL expired",
+		"command not supported", "address type not supported",
+	};
+	unsigned char b[3 + 2 * 255];
+	char where[300], target[300];
+	size_t ul = strlen(cli.proxy_user), pl = strlen(cli.proxy_pass), hl, n;
+	struct sockaddr_storage lit;
+	socklen_t lit_len;
+	int r = -1;
+
+	host_port(cli.to, cli.control_port, target, sizeof(target));
+	host_port(cli.proxy_host, cli.proxy_port, where, sizeof(where));
+	/* Methods offered: none, and username/password when we have them. */
+	memcpy(b, "\5\2\0\2", 4);
+	b[1] = ul > 0 ? 2 : 1;
+	if (write_all(fd, b, ul > 0 ? 4 : 3, deadline) == -1 || (r = read_full(fd, b, 2, deadline)) != 1)
+		return (proxy_lost(r));
+	if (b[0] != 5 || (b[1] != 0 && b[1] != 0xff && !(b[1] == 2 && ul > 0))) {
+		log_msg(LOG_ERROR, "proxy %s sent a malformed reply", where);
+		return (OUT_REFUSED);
+	}
+	if (b[1] == 0xff) {
+		log_msg(LOG_ERROR, "proxy %s: %s", where, ul > 0 ?
+		    "no acceptable authentication method" : "authentication required");
+		return (OUT_REFUSED);
+	}
+	if (b[1] == 2) {
+		b[0] = 1;
+		b[1] = (unsigned char)ul;
+		memcpy(b + 2, cli.proxy_user, ul);
+		b[2 + ul] = (unsigned char)pl;
+		memcpy(b + 3 + ul, cli.proxy_pass, pl);
+		r = write_all(fd, b, 3 + ul + pl, deadline);
+		sodium_memzero(b, sizeof(b));
+		if (r == -1 || (r = read_full(fd, b, 2, deadline)) != 1)
+			return (proxy_lost(r));
+		if (b[1] != 0) {
+			log_msg(LOG_ERROR, "proxy %s: authentication failed", where);
+			return (OUT_REFUSED);
+		}
+	}
+	/* CONNECT to an IPv4 or IPv6 address, or to a name the proxy resolves. */
+	memcpy(b, "\5\1\0", 3);
+	if (dest == NULL && parse_ip(cli.to, cli.control_port, &lit, &lit_len) == 0)
+		dest = (const struct sockaddr *)&lit;
+	if (dest == NULL) {
+		hl = strlen(cli.to);
+		b[3] = 3;
+		b[4] = (unsigned char)hl;
+		memcpy(b + 5, cli.to, hl);
+		n = 5 + hl;
+	} else if (dest->sa_family == AF_INET) {
+		b[3] = 1;
+		memcpy(b + 4, &((const struct sockaddr_in *)dest)->sin_addr, 4);
+		n = 8;
+	} else {
+		b[3] = 4;
+		memcpy(b + 4, &((const struct sockaddr_in6 *)dest)->sin6_addr, 16);
+		n = 20;
+	}
+	b[n++] = (unsigned char)(cli.control_port >> 8);
+	b[n++] = (unsigned char)cli.control_port;
+	if (write_all(fd, b, n, deadline) == -1 || (r = read_full(fd, b, 4, deadline)) != 1)
+		return (proxy_lost(r));
+	if (b[0] != 5 || b[1] >= sizeof(replies) / sizeof(replies[0]) ||
+	    (b[1] == 0 && b[3] != 1 && b[3] != 3 && b[3] != 4)) {
+		log_msg(LOG_ERROR, "proxy %s sent a malformed reply", where);
+		return (OUT_REFUSED);
+	}
+	if (b[1] != 0) {
+		log_msg(LOG_ERROR, "proxy %s %s the connection to %s: %s", where,
+		    b[1] == 2 || b[1] >= 7 ? "refused" : "could not make", target, replies[b[1]]);
+		/* Not allowed, or not understood: the proxy's answer stands. */
+		return (b[1] == 2 || b[1] >= 7 ? OUT_REFUSED : OUT_LOST);
+	}
+	/* The bound address and port, of no use to us; a name's comes after its length. */
+	n = b[3] == 1 ? 4 + 2 : b[3] == 4 ? 16 + 2 : 1;
+	if ((r = read_full(fd, b, n, deadline)) != 1 ||
+	    (n == 1 && (r = read_full(fd, b, (size_t)b[0] + 2, deadline)) != 1))
+		return (proxy_lost(r));
+	return (OUT_OK);
+}
+
+/*
+ * Connect to the server's control port, authenticated if we have a secret,
+ * as *out: at ai, or through the proxy at ai, asking it for dest (socks5://)
+ * or for the server by name.
+ */
+static enum outcome
+open_control(const struct addrinfo *ai, const struct sockaddr *dest, struct conn **out)
 {
 	enum outcome o;
 	char where[300];
@@ -3271,9 +3495,17 @@ open_control(const struct addrinfo *ai, struct conn **out)
 	if ((fd = connect_any(ai)) == -1) {
 		short_here = errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM;
 		if (errno != ECANCELED)
-			log_msg(short_here ? LOG_WARN : LOG_ERROR, "could not connect to %s: %s",
+			log_msg(short_here ? LOG_WARN : LOG_ERROR, "could not connect to %s%s: %s",
+			    cli.proxy ? "proxy " : "", cli.proxy ?
+			    host_port(cli.proxy_host, cli.proxy_port, where, sizeof(where)) :
 			    host_port(cli.to, cli.control_port, where, sizeof(where)), strerror(errno));
 		return (short_here ? OUT_SHORT : OUT_LOST);
+	}
+	if (cli.proxy != PROXY_NONE && (o = cli.proxy == PROXY_HTTP ?
+	    http_connect(fd, now_ms() + BORE_NETWORK_TIMEOUT_MS) :
+	    socks5_connect(fd, dest, now_ms() + BORE_NETWORK_TIMEOUT_MS)) != OUT_OK) {
+		close_fd(fd);
+		return (o);
 	}
 	if ((c = conn_new(fd, NULL, 0)) == NULL) {
 		close_fd(fd);
@@ -3289,18 +3521,42 @@ open_control(const struct addrinfo *ai, struct conn **out)
 }
 
 /*
+ * Where a session's data connections go: the address its control connection
+ * reached (the server's, or the proxy's), and what a socks5:// proxy was
+ * asked for.  Under a proxy that resolves the name itself, the client never
+ * learns the server's address: the proxy is asked for the name again.
+ */
+struct route {
+	struct sockaddr_storage hop;
+	socklen_t hop_len;
+	struct sockaddr_storage dest;
+	socklen_t dest_len;  /* 0: ask by name */
+};
+
+/*
  * A visitor to claim (its id, and the spare that claimed it, if one was
  * ready), or a spare to open for session `session`: its tunnel, and the
- * server address its control connection reached.
+ * route its control connection took.
  */
 struct visitor_job {
 	uint8_t id[BORE_UUID_LEN];
 	struct conn *c;
 	unsigned session;
 	struct local_tunnel *lt;
-	struct sockaddr_storage server;
-	socklen_t server_len;
+	struct route route;
 };
+
+/* Open a data connection along route r, as open_control does. */
+static enum outcome
+open_data(const struct route *r, struct conn **out)
+{
+	struct addrinfo hop = {
+		.ai_family = r->hop.ss_family, .ai_socktype = SOCK_STREAM,
+		.ai_addr = (struct sockaddr *)&r->hop, .ai_addrlen = r->hop_len,
+	};
+
+	return (open_control(&hop, r->dest_len ? (const struct sockaddr *)&r->dest : NULL, out));
+}
 
 /* Take lt's oldest spare off its list; lt->lock is held. */
 static struct spare
@@ -3386,10 +3642,6 @@ open_spare(void *arg)
 {
 	struct visitor_job *job = arg;
 	struct local_tunnel *lt = job->lt;
-	struct addrinfo server = {
-		.ai_family = job->server.ss_family, .ai_socktype = SOCK_STREAM,
-		.ai_addr = (struct sockaddr *)&job->server, .ai_addrlen = job->server_len,
-	};
 	struct conn *c = NULL;
 	enum outcome o;
 
@@ -3397,7 +3649,7 @@ open_spare(void *arg)
 	log_retrying = 1;
 	while (sem_wait(&opening) == -1)
 		;
-	o = open_control(&server, &c);
+	o = open_data(&job->route, &c);
 	sem_post(&opening);
 	log_retrying = 0;
 	pthread_mutex_lock(&lt->lock);
@@ -3417,13 +3669,12 @@ open_spare(void *arg)
 
 /*
  * Keep cli.prewarm spares ready for tunnel lt, whose control connection
- * reached server: close those past SPARE_MAX_MS or beyond the count
+ * took route: close those past SPARE_MAX_MS or beyond the count
  * (oldest first), and start workers on what is missing, renewing each spare
  * at SPARE_RENEW_MS.  Returns when there is next something to do.
  */
 static int64_t
-spares_tend(struct local_tunnel *lt, const struct sockaddr_storage *server,
-    socklen_t server_len)
+spares_tend(struct local_tunnel *lt, const struct route *route)
 {
 	struct spare old[2 * MAX_PREWARM];
 	struct visitor_job *job;
@@ -3463,8 +3714,7 @@ spares_tend(struct local_tunnel *lt, const struct sockaddr_storage *server,
 		if ((job = calloc(1, sizeof(*job))) != NULL) {
 			job->lt = lt;
 			job->session = session;
-			job->server = *server;
-			job->server_len = server_len;
+			job->route = *route;
 			/* The worker owns job from here. */
 			if (spawn(open_spare, job) == 0)
 				continue;
@@ -3498,10 +3748,6 @@ static void *
 proxy_visitor(void *arg)
 {
 	struct visitor_job *job = arg;
-	struct addrinfo server = {
-		.ai_family = job->server.ss_family, .ai_socktype = SOCK_STREAM,
-		.ai_addr = (struct sockaddr *)&job->server, .ai_addrlen = job->server_len,
-	};
 	struct relay_info info = { .dump_id = 0 };
 	char ids[BORE_UUID_STRLEN + 1], where[300];
 	struct conn *c = job->c;
@@ -3522,7 +3768,7 @@ proxy_visitor(void *arg)
 	} else {
 		while (sem_wait(&opening) == -1)
 			;
-		o = open_control(&server, &c);
+		o = open_data(&job->route, &c);
 		sem_post(&opening);
 		if (o != OUT_OK)
 			goto err0;
@@ -3571,7 +3817,7 @@ err0:
 /* Start a thread for the visitor the server announced, unless cli.max_conns are being relayed. */
 static void
 start_visitor(struct local_tunnel *lt, const uint8_t id[BORE_UUID_LEN],
-    const struct sockaddr_storage *server, socklen_t server_len)
+    const struct route *route)
 {
 	static _Thread_local int64_t quiet_until;  /* each tunnel thread's own */
 	struct visitor_job *job;
@@ -3596,8 +3842,7 @@ start_visitor(struct local_tunnel *lt, const uint8_t id[BORE_UUID_LEN],
 	    send_uuid_msg(job->c->fd, BORE_MSG_ACCEPT, id) == -1)
 		conn_free(job->c);
 	job->lt = lt;
-	job->server = *server;
-	job->server_len = server_len;
+	job->route = *route;
 	/* The thread owns job, and its spare, from here. */
 	if (spawn(proxy_visitor, job) == -1)
 		goto err1;
@@ -3644,25 +3889,24 @@ send_hello(struct conn *c, uint16_t want, int kept, uint16_t *got)
 
 /* Read frames from the server and start visitors of tunnel lt until it ends. */
 static enum outcome
-serve_session(struct local_tunnel *lt, struct conn *c)
+serve_session(struct local_tunnel *lt, struct conn *c, struct route *route)
 {
 	enum { POLL_CONTROL, POLL_STOP, POLL_SLOTS };
 	struct pollfd pfd[POLL_SLOTS];
-	struct sockaddr_storage server;
-	socklen_t server_len = sizeof(server);
 	struct bore_msg m;
 	int64_t last, due;
 	int r;
 
 	/* Visitors are claimed at the address this connection reached, not at a new lookup. */
-	if (getpeername(c->fd, (struct sockaddr *)&server, &server_len) == -1) {
+	route->hop_len = sizeof(route->hop);
+	if (getpeername(c->fd, (struct sockaddr *)&route->hop, &route->hop_len) == -1) {
 		log_msg(LOG_ERROR, "connection to server lost: %s", strerror(errno));
 		return (OUT_LOST);
 	}
 	pfd[POLL_CONTROL] = (struct pollfd){ .fd = c->fd, .events = POLLIN };
 	pfd[POLL_STOP] = (struct pollfd){ .fd = stop_pipe[0], .events = POLLIN };
 	for (last = now_ms();;) {
-		due = spares_tend(lt, &server, server_len);
+		due = spares_tend(lt, route);
 		if (!frame_buffered(c)) {
 			if (due > last + cli.heartbeat_timeout_ms)
 				due = last + cli.heartbeat_timeout_ms;
@@ -3700,7 +3944,7 @@ serve_session(struct local_tunnel *lt, struct conn *c)
 		case BORE_MSG_HEARTBEAT:
 			break;
 		case BORE_MSG_CONNECTION:
-			start_visitor(lt, m.uuid, &server, server_len);
+			start_visitor(lt, m.uuid, route);
 			break;
 		case BORE_MSG_ERROR:
 			return (server_error(&m, 0));
@@ -3719,17 +3963,31 @@ serve_session(struct local_tunnel *lt, struct conn *c)
 static enum outcome
 run_session(struct local_tunnel *lt, uint16_t *port, int *opened)
 {
-	struct addrinfo *ai;
-	enum outcome o;
+	struct addrinfo *ai, *dests = NULL, *d;
+	struct route route = { .dest_len = 0 };
+	enum outcome o = OUT_LOST;
 	char where[300], local[300];
 	struct conn *c;
 	uint16_t got = 0;
 
 	*opened = 0;
-	if ((ai = resolve(cli.to, cli.control_port)) == NULL)
+	/* socks5://: we resolve the server's name, and ask the proxy for each address in turn. */
+	if (cli.proxy == PROXY_SOCKS5 && (dests = resolve(cli.to, cli.control_port)) == NULL)
 		return (OUT_LOST);
-	o = open_control(ai, &c);
-	freeaddrinfo(ai);
+	ai = cli.proxy ? resolve(cli.proxy_host, cli.proxy_port) : resolve(cli.to, cli.control_port);
+	for (d = dests; ai != NULL; d = d->ai_next) {
+		o = open_control(ai, d ? d->ai_addr : NULL, &c);
+		if (o != OUT_LOST || d == NULL || d->ai_next == NULL)
+			break;
+	}
+	if (ai != NULL && o == OUT_OK && d != NULL) {
+		memcpy(&route.dest, d->ai_addr, d->ai_addrlen);
+		route.dest_len = d->ai_addrlen;
+	}
+	if (ai != NULL)
+		freeaddrinfo(ai);
+	if (dests != NULL)
+		freeaddrinfo(dests);
 	if (o != OUT_OK)
 		return (o);
 	if ((o = send_hello(c, *port, *port != lt->want, &got)) != OUT_OK)
@@ -3749,7 +4007,7 @@ run_session(struct local_tunnel *lt, uint16_t *port, int *opened)
 	lt->since_ms = now_ms();
 	lt->since = time(NULL);
 	pthread_mutex_unlock(&lt->lock);
-	o = serve_session(lt, c);
+	o = serve_session(lt, c, &route);
 	spares_close(lt);
 	pthread_mutex_lock(&lt->lock);
 	lt->port = 0;
@@ -3943,7 +4201,7 @@ struct optdef {
 /* Options of `bore local`, by index into its values. */
 enum {
 	L_LOCAL_HOST, L_TO, L_PORT, L_SECRET, L_SECRET_FILE, L_CONTROL_PORT, L_NO_RECONNECT,
-	L_HEARTBEAT_TIMEOUT, L_DUMP, L_MAX_CONNS, L_PREWARM, L_COUNT
+	L_HEARTBEAT_TIMEOUT, L_DUMP, L_MAX_CONNS, L_PREWARM, L_PROXY, L_COUNT
 };
 static const struct optdef local_opts[L_COUNT] = {
 	[L_LOCAL_HOST] = { "local-host", 'l', NULL, OPT_VALUE },
@@ -3957,6 +4215,7 @@ static const struct optdef local_opts[L_COUNT] = {
 	[L_DUMP] = { "dump", 0, NULL, OPT_FLAG },
 	[L_MAX_CONNS] = { "max-conns", 0, "BORE_MAX_CONNS", OPT_VALUE },
 	[L_PREWARM] = { "prewarm", 0, "BORE_PREWARM", OPT_VALUE },
+	[L_PROXY] = { "proxy", 0, "BORE_PROXY", OPT_VALUE },
 };
 
 /* Options of `bore server`, by index into its values. */
@@ -4047,6 +4306,10 @@ static const struct command local_cmd = {
 	"      --prewarm <N>         Data connections per tunnel kept open and authenticated\n"
 	"                            ahead of visitors, up to 16 [env: BORE_PREWARM]\n"
 	"                            [default: 0]\n"
+	"      --proxy <URL>         Reach the server through a proxy:\n"
+	"                            http://[USER:PASS@]HOST:PORT (CONNECT),\n"
+	"                            socks5://... (we resolve the server's name) or\n"
+	"                            socks5h://... (the proxy does) [env: BORE_PROXY]\n"
 	"  -h, --help                Print help\n",
 };
 
@@ -4297,6 +4560,80 @@ port_option(const struct command *cmd, const char *val, const char *name, unsign
 	return (port);
 }
 
+/* Percent-decode a URL's user or password into out (cap bytes with its NUL); -1 if bad or long. */
+static int
+url_decode(const char *in, size_t len, char *out, size_t cap)
+{
+	size_t i, n = 0;
+
+	for (i = 0; i < len; i++, n++) {
+		if (n + 1 >= cap)
+			return (-1);
+		if (in[i] != '%') {
+			out[n] = in[i];
+		} else if (i + 2 < len && hex_digit(in[i + 1]) >= 0 && hex_digit(in[i + 2]) >= 0) {
+			out[n] = (char)(hex_digit(in[i + 1]) * 16 + hex_digit(in[i + 2]));
+			i += 2;
+		} else {
+			return (-1);
+		}
+	}
+	out[n] = '\0';
+	return (0);
+}
+
+/*
+ * Parse --proxy's SCHEME://[USER[:PASS]@]HOST:PORT[/] into cli, and wipe its
+ * USER:PASS where it was found, so they do not show in the process list.
+ * Errors do not repeat the URL: it may hold a password.
+ */
+static void
+proxy_option(char *url)
+{
+	static const char *const schemes[] = { "http://", "socks5://", "socks5h://" };
+	char *rest, *at, *colon, *end, userpass[512];
+	size_t k, hl;
+
+	for (k = 0; k < 3 && strncmp(url, schemes[k], strlen(schemes[k])) != 0; k++)
+		;
+	if (k == 3)
+		usage_error(&local_cmd, "invalid value for '--proxy': the URL must start with "
+		    "http://, socks5:// or socks5h://");
+	cli.proxy = (enum proxy_kind)(k + 1);
+	rest = url + strlen(schemes[k]);
+	end = rest + strlen(rest);
+	if (end > rest && end[-1] == '/')
+		end--;
+	if ((at = memrchr(rest, '@', (size_t)(end - rest))) != NULL) {
+		colon = memchr(rest, ':', (size_t)(at - rest));
+		if (url_decode(rest, (size_t)((colon ? colon : at) - rest), cli.proxy_user,
+		    sizeof(cli.proxy_user)) == -1 || (colon != NULL && url_decode(colon + 1,
+		    (size_t)(at - colon - 1), cli.proxy_pass, sizeof(cli.proxy_pass)) == -1) ||
+		    cli.proxy_user[0] == '\0')
+			usage_error(&local_cmd, "invalid value for '--proxy': bad user or password");
+		memset(rest, 'x', (size_t)(at - rest));
+		rest = at + 1;
+	}
+	/* HOST:PORT, HOST a name, an IPv4 address or an [IPv6] one. */
+	colon = memrchr(rest, ':', (size_t)(end - rest));
+	hl = colon ? (size_t)(colon - rest) : 0;
+	if (colon == NULL || hl == 0 || hl >= sizeof(cli.proxy_host) ||
+	    (memchr(rest, ':', hl) != NULL && (rest[0] != '[' || colon[-1] != ']')))
+		usage_error(&local_cmd, "invalid value for '--proxy': expected "
+		    "SCHEME://[USER:PASS@]HOST:PORT");
+	memcpy(cli.proxy_host, rest, hl);
+	snprintf(userpass, sizeof(userpass), "%.*s", (int)(end - colon - 1), colon + 1);
+	if (bore_parse_port(userpass, 1, &cli.proxy_port) == -1)
+		usage_error(&local_cmd, "invalid value for '--proxy': the port must be a number "
+		    "from 1 to 65535");
+	if (cli.proxy == PROXY_HTTP && cli.proxy_user[0] != '\0') {
+		snprintf(userpass, sizeof(userpass), "%s:%s", cli.proxy_user, cli.proxy_pass);
+		sodium_bin2base64(cli.proxy_basic, sizeof(cli.proxy_basic),
+		    (const unsigned char *)userpass, strlen(userpass), sodium_base64_VARIANT_ORIGINAL);
+		sodium_memzero(userpass, sizeof(userpass));
+	}
+}
+
 /* Parse LOCAL_PORT or LOCAL_PORT:REMOTE_PORT into lt; 1 if a remote port was given. */
 static int
 tunnel_option(const char *spec, struct local_tunnel *lt)
@@ -4350,6 +4687,11 @@ main_local(int argc, char **argv)
 		usage_error(&local_cmd, "invalid value '%s' for '--to': the control port is set "
 		    "with '--control-port %s'", vals[L_TO], colon + 1);
 	cli.to = vals[L_TO];
+	if (vals[L_PROXY] != NULL && vals[L_PROXY][0] != '\0')
+		proxy_option(vals[L_PROXY]);
+	/* A SOCKS5 request carries a name of at most 255 bytes. */
+	if (cli.proxy == PROXY_SOCKS5H && strlen(cli.to) > 255)
+		usage_error(&local_cmd, "invalid value for '--to': too long a name for socks5h://");
 	cli.local_host = vals[L_LOCAL_HOST] ? vals[L_LOCAL_HOST] : "localhost";
 	/* --port is the one tunnel's REMOTE_PORT: with several, each says its own. */
 	if (vals[L_PORT] != NULL && npos > 1)

@@ -11,7 +11,7 @@
 #        BENCH_SECONDS  seconds per throughput and churn run (default 3)
 #        BENCH_PINGS    round trips per run of the 64-byte test (default 50000)
 #        BENCH_LINK_MS  round trip of the long link, an even number of ms (default 40)
-#        BENCH_ONLY=link  only the long-link figures
+#        BENCH_ONLY=link  only the long-link figures (=proxy: only the behind-a-proxy ones)
 #        BORE           the binary to measure (default ./bore)
 #        BENCH_NO_IPERF=1, BENCH_NO_SOCAT=1  act as if iperf3 / socat were missing
 #        BENCH_VERBOSE=1  print every run's figure on stderr
@@ -44,7 +44,8 @@ done
 if [ $((LINK_MS % 2)) != 0 ] || [ "$LINK_MS" -gt 2000 ]; then
 	cannot_run "BENCH_LINK_MS must be even and at most 2000"
 fi
-[ -z "$ONLY" ] || [ "$ONLY" = link ] || cannot_run "BENCH_ONLY must be empty or 'link'"
+[ -z "$ONLY" ] || [ "$ONLY" = link ] || [ "$ONLY" = proxy ] ||
+	cannot_run "BENCH_ONLY must be empty, 'link' or 'proxy'"
 
 # Build what is missing (make bench has already built both).
 if [ ! -x "$TCPKIT" ] || { [ "$BORE" = ./bore ] && [ ! -x ./bore ]; }; then
@@ -481,6 +482,85 @@ link_section() {
 	BORE_PROCS=("${BORE_PROCS[@]:0:first}")
 }
 
+# ---- the client behind an HTTP proxy: tinyproxy on loopback, CONNECT for every connection ----
+
+declare -A VIA=() # VIA[figure,config] = median, or empty when not measured
+
+# Churn and a lone visitor's first byte through a tcpkit churn 1024 service exposed by
+# bore local straight to its server ("plain") and through tinyproxy ("proxy").
+proxy_section() {
+	local CTL SRV CLI PUB ORIGIN service proxy cfg r v first=${#BORE_PROCS[@]} pids=() flags
+	local -A vals=()
+	if ! command -v tinyproxy >/dev/null 2>&1; then
+		note "behind an HTTP proxy (tinyproxy not installed)"
+		return
+	fi
+	if ! start_origin proxy-service churn 1024; then
+		note "behind an HTTP proxy (tcpkit churn service did not start: $WHY)"
+		return
+	fi
+	service=$ORIGIN
+	pids+=("$LAST")
+	if ! start_server server-proxy; then
+		note "behind an HTTP proxy (bore server did not start: $WHY)"
+		return
+	fi
+	pids+=("$SRV")
+	proxy=$("$TCPKIT" freeport 10000 19999)
+	printf '%s\n' "Port $proxy" "Listen 127.0.0.1" "Timeout 30" "MaxClients 1000" \
+		"LogLevel Warning" "Allow 127.0.0.1" "ConnectPort $CTL" >"$WORK/tinyproxy.conf"
+	start tinyproxy tinyproxy -d -c "$WORK/tinyproxy.conf"
+	pids+=("$LAST")
+	WATCH=$LAST
+	if ! await 5 up "$LAST" "$proxy"; then
+		explain tinyproxy "$LAST"
+		note "behind an HTTP proxy (tinyproxy did not start: $WHY)"
+	else
+		for cfg in plain proxy; do
+			flags=(--control-port "$CTL")
+			[ $cfg = proxy ] && flags+=(--proxy "http://127.0.0.1:$proxy")
+			if ! start_client "client-$cfg" "$service" "${flags[@]}"; then
+				note "behind an HTTP proxy ($cfg): bore local did not open a tunnel ($WHY)"
+				continue
+			fi
+			for ((r = 1; r <= RUNS; r++)); do
+				v=$(measure_churn "$PUB") && [ -n "$v" ] && vals[churn,$cfg]+=" ${v%% *}"
+				v=$(measure_first "$PUB" 1) && [ -n "$v" ] && vals[first,$cfg]+=" ${v%% *}"
+			done
+			for v in churn first; do
+				if [ -n "${vals[$v,$cfg]:-}" ]; then
+					# shellcheck disable=SC2086
+					VIA[$v,$cfg]=$(median ${vals[$v,$cfg]})
+				else
+					note "behind an HTTP proxy, $v ($cfg): no run succeeded ($(head -n 1 "$WORK/err"))"
+				fi
+			done
+			check_bore "client-$cfg" "$CLI"
+			stop_one "$CLI"
+		done
+	fi
+	check_bore server-proxy "$SRV"
+	for r in "${pids[@]}"; do
+		stop_one "$r"
+	done
+	BORE_PROCS=("${BORE_PROCS[@]:0:first}")
+}
+
+# A behind-a-proxy cell: figure $1 of config $2 in format $3, or "-".
+via_cell() { [ -n "${VIA[$1,$2]:-}" ] && printf "$3" "${VIA[$1,$2]}" || echo -; }
+
+# The behind-a-proxy table and what it measured.
+proxy_report() {
+	local fmt="%-34s %16s %16s\n"
+	printf "$fmt" "client behind an HTTP proxy" "bore local" "--proxy http://"
+	printf "$fmt" "churn (conn/s, 8 parallel)" "$(via_cell churn plain %.0f)" "$(via_cell churn proxy %.0f)"
+	printf "$fmt" "first byte, lone visitor (ms)" "$(via_cell first plain %.1f)" "$(via_cell first proxy %.1f)"
+	echo
+	echo "behind a proxy: one bore server on loopback, reached straight and through tinyproxy" \
+		"(an HTTP CONNECT for every control and data connection); churn as above against a" \
+		"tcpkit churn 1024 service; first byte: one visitor's 3-byte request to its 1 KiB reply"
+}
+
 # A long-link cell: "ms  round trips", or "-".
 link_cell() {
 	[ -n "${LINK[$1,$2]:-}" ] && awk -v m="${LINK[$1,$2]}" -v r="$LINK_MS" \
@@ -524,6 +604,13 @@ if [ "$ONLY" = link ]; then
 	link_section
 	stop_all
 	link_report
+	print_notes
+	exit 0
+fi
+if [ "$ONLY" = proxy ]; then
+	proxy_section
+	stop_all
+	proxy_report
 	print_notes
 	exit 0
 fi
@@ -632,6 +719,8 @@ fi
 # ---- long link: the first byte through a tunnel whose server is a round trip away ----
 
 link_section
+
+proxy_section
 
 # ---- traffic: targets for each figure ----
 
@@ -803,5 +892,7 @@ echo "bursts: server VmRSS before/peak (VmHWM)/after 5 s idle, around $BURST_CON
 
 echo
 link_report
+echo
+proxy_report
 print_notes
 exit 0

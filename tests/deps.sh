@@ -20,6 +20,9 @@ if [ "${1:-build}" = check ]; then
 	# ... and its cases in network namespaces of their own.
 	command -v ip >/dev/null 2>&1 || optional+=(iproute2)
 	command -v clang >/dev/null 2>&1 || optional+=(clang)
+	# ... and its cases of the client behind an HTTP or SOCKS5 proxy.
+	command -v tinyproxy >/dev/null 2>&1 || optional+=(tinyproxy)
+	command -v microsocks >/dev/null 2>&1 || optional+=(microsocks)
 	echo 'int LLVMFuzzerTestOneInput(const char *d, long n) { return d && n < 0; }' |
 		clang -x c -fsanitize=fuzzer -o /dev/null - >/dev/null 2>&1 || optional+=(libclang-rt-dev)
 fi

@@ -334,6 +334,14 @@ static void handle_banner(int fd)
         echo_loop(fd);
 }
 
+/* answer: send the bytes given in hex at once, whatever the peer says, then read until it
+   closes (a fake proxy's reply, garbage or not). */
+static void handle_answer(int fd)
+{
+    if (write_all(fd, g_pattern, g_pattern_len) == 0)
+        read_until(fd, 0, NULL);
+}
+
 /* reply: discard input until EOF, then send the pattern. */
 static void handle_reply(int fd)
 {
@@ -441,9 +449,9 @@ static void handle_say(int fd)
 static void setup_handler(const char *mode, const char *arg)
 {
     int needs_arg = !strcmp(mode, "banner") || !strcmp(mode, "reply") || !strcmp(mode, "churn") ||
-                    !strcmp(mode, "say");
+                    !strcmp(mode, "say") || !strcmp(mode, "answer");
     if (needs_arg != (arg != NULL))
-        die("usage: tcpkit serve echo|sink|mute|close|proxyhdr|banner TEXT|say TEXT|reply N|churn N [--host IP]");
+        die("usage: tcpkit serve echo|sink|mute|close|proxyhdr|banner TEXT|say TEXT|answer HEX|reply N|churn N [--host IP]");
     if (!strcmp(mode, "echo"))
         g_handler = echo_loop;
     else if (!strcmp(mode, "sink"))
@@ -468,6 +476,15 @@ static void setup_handler(const char *mode, const char *arg)
         g_handler = handle_banner;
         if (asprintf(&g_banner, "%s\r\n", arg) < 0)
             die("out of memory");
+    } else if (!strcmp(mode, "answer")) {
+        size_t i, n = strlen(arg) / 2;
+        g_handler = handle_answer;
+        if ((g_pattern = malloc(n + 1)) == NULL)
+            die("out of memory");
+        for (i = 0; i < n; i++)
+            if (sscanf(arg + 2 * i, "%2hhx", &g_pattern[i]) != 1)
+                die("answer: bad hex at %zu", 2 * i);
+        g_pattern_len = n;
     } else if (!strcmp(mode, "reply") || !strcmp(mode, "churn")) {
         g_handler = !strcmp(mode, "reply") ? handle_reply : handle_churn;
         make_pattern(parse_size(arg));
@@ -812,12 +829,15 @@ static int pump_loop(int fd, struct pump *pm, crypto_hash_sha256_state *tx,
     for (;;) {
         if (writing && txoff == txlen) {
             txoff = 0;
-            if ((txlen = next_chunk(pm, tx, txbuf)) == 0) {
+            /* TCPKIT_ECHO_FIRST: half-close only once all came back, for proxies that end
+             * both ways at the first FIN (tinyproxy, microsocks). */
+            if ((txlen = next_chunk(pm, tx, txbuf)) == 0 &&
+                (getenv("TCPKIT_ECHO_FIRST") == NULL || pm->got >= pm->sent)) {
                 shutdown(fd, SHUT_WR);
                 writing = 0;
             }
         }
-        struct pollfd p = { .fd = fd, .events = POLLIN | (writing ? POLLOUT : 0) };
+        struct pollfd p = { .fd = fd, .events = POLLIN | (writing && txlen > txoff ? POLLOUT : 0) };
         if (poll(&p, 1, 100) < 0 && errno != EINTR) {
             snprintf(err, errlen, "poll: %s", strerror(errno));
             return -1;
@@ -1673,7 +1693,7 @@ static int mode_hellorace(char **argv)
 static const struct mode modes[] = {
     { "freeport", 2, 1, 0, mode_freeport, "LO HI" },
     { "hop", 1, 1, 0, mode_hop, "COUNT" },
-    { "serve", -1, 0, 0, mode_serve, "echo|sink|mute|close|proxyhdr|banner TEXT|say TEXT|reply N|churn N [--host IP]" },
+    { "serve", -1, 0, 0, mode_serve, "echo|sink|mute|close|proxyhdr|banner TEXT|say TEXT|answer HEX|reply N|churn N [--host IP]" },
     { "roundtrip", 3, 1, 1, mode_roundtrip, "HOST PORT BYTES" },
     { "many", 4, 1, 1, mode_many, "HOST PORT CONNS BYTES" },
     { "halfclose", 3, 1, 1, mode_halfclose, "HOST PORT N" },
@@ -1685,7 +1705,7 @@ static const struct mode modes[] = {
     { "churn", 5, 1, 1, mode_churn, "HOST PORT SECONDS PARALLEL N" },
     { "stream", 3, 1, 1, mode_stream, "HOST PORT SECONDS" },
     { "hold", 3, 1, 1, mode_hold, "HOST PORT CONNS" },
-    { "serveat", -1, 0, 0, mode_serveat, "PORT echo|sink|mute|close|proxyhdr|banner TEXT|say TEXT|reply N|churn N [--host IP]" },
+    { "serveat", -1, 0, 0, mode_serveat, "PORT echo|sink|mute|close|proxyhdr|banner TEXT|say TEXT|answer HEX|reply N|churn N [--host IP]" },
     { "delay", -1, 1, 0, mode_delay, "HOST PORT ONE_WAY_MS [--handshake MS] [--port P] [--host IP]" },
     { "slow", 5, 1, 1, mode_slow, "HOST PORT CONNS RATE WAITSECS" },
     { "storm", 4, 1, 1, mode_storm, "HOST PORT COUNT PARALLEL" },

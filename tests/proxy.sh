@@ -1,0 +1,228 @@
+# Cases for `bore local --proxy`: the client behind an HTTP CONNECT proxy (tinyproxy) or
+# a SOCKS5 one (microsocks), with and without credentials, and each way a proxy can fail.
+# Sourced by test.sh, which provides start, start_server, start_client, wait_until, why...
+
+# A tinyproxy on loopback that lets CONNECT through to port $2 only ("any": every port),
+# with Basic auth when $3 is USER:PASS given: sets PROXY (its port).
+start_tinyproxy() {
+	local name=$1 allow=$2 auth=${3:-}
+	command -v tinyproxy >/dev/null 2>&1 ||
+		{ why "needs tinyproxy (tests/deps.sh check installs it): skipped"; return 2; }
+	PROXY=$(free_port) || return 1
+	{
+		echo "Port $PROXY"
+		echo "Listen 127.0.0.1"
+		echo "Timeout 30"
+		echo "MaxClients 200"
+		echo "LogLevel Info"
+		echo "Allow 127.0.0.1"
+		# Without ConnectPort lines tinyproxy allows CONNECT to any port.
+		[ "$allow" = any ] || echo "ConnectPort $allow"
+		[ -n "$auth" ] && echo "BasicAuth ${auth%%:*} ${auth#*:}"
+	} >"$WORK/$name.conf"
+	start "$name" tinyproxy -d -c "$WORK/$name.conf"
+	wait_until 5 port_open "$PROXY" || { why "tinyproxy not up: $(cat "$WORK/$name.log")"; return 1; }
+}
+
+# A microsocks on loopback, with username/password when $2 is USER:PASS: sets PROXY.
+start_microsocks() {
+	local name=$1 auth=${2:-}
+	command -v microsocks >/dev/null 2>&1 ||
+		{ why "needs microsocks (tests/deps.sh check installs it): skipped"; return 2; }
+	PROXY=$(free_port) || return 1
+	if [ -n "$auth" ]; then
+		start "$name" microsocks -i 127.0.0.1 -p "$PROXY" -u "${auth%%:*}" -P "${auth#*:}"
+	else
+		start "$name" microsocks -i 127.0.0.1 -p "$PROXY"
+	fi
+	wait_until 5 port_open "$PROXY" || { why "microsocks not up"; return 1; }
+}
+
+# True when something listens on loopback port $1.
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+# A fake proxy that answers every connection with the bytes in hex $2 (hex_of): sets PROXY.
+start_fake_proxy() {
+	start "$1" "$TCPKIT" serve answer "$2"
+	wait_until 5 test -s "$WORK/$1.log" || { why "no fake proxy"; return 1; }
+	PROXY=$(head -n 1 "$WORK/$1.log")
+}
+
+# A client that must fail at once: runs bore local against $CTL with "$@", and checks
+# its exit status is $1 and its log has the fixed string $2.
+client_fails() {
+	local want=$1 text=$2 rc
+	shift 2
+	timeout 20 "$BORE" local 1 --local-host 127.0.0.1 --to 127.0.0.1 --control-port "$CTL" \
+		"$@" >"$WORK/failing.log" 2>&1
+	rc=$?
+	[ "$rc" = "$want" ] || { why "exit status $rc, not $want: $(cat "$WORK/failing.log")"; return 1; }
+	grep -qF -- "$text" "$WORK/failing.log" ||
+		{ why "no '$text' in: $(cat "$WORK/failing.log")"; return 1; }
+	[ "$(wc -l <"$WORK/failing.log")" = 1 ] || { why "not one line: $(cat "$WORK/failing.log")"; return 1; }
+}
+
+# Every connection goes through the HTTP proxy: the control connection, the spares and
+# the visitors' own, every byte intact; the proxy saw them all.
+t_proxy_http_tunnel() {
+	local out
+	start_tinyproxy tinyproxy any || return
+	start_origin origin echo && start_server server -s hunter2 &&
+		BORE_LOG=debug start_client client "$ORIGIN" -s hunter2 --prewarm 2 \
+			--proxy "http://127.0.0.1:$PROXY" || return 1
+	out=$(TCPKIT_ECHO_FIRST=1 "$TCPKIT" many 127.0.0.1 "$PUB" 30 100000) || { why "$out"; return 1; }
+	[ "$out" = "ok 30" ] || { why "$out"; return 1; }
+	out=$(TCPKIT_ECHO_FIRST=1 "$TCPKIT" roundtrip 127.0.0.1 "$PUB" 4000000) || { why "$out"; return 1; }
+	log_has client "claimed on a spare" || return 1
+	# The control connection, one per visitor at least (a spare or its own), and refills.
+	[ "$(grep -c "CONNECT 127.0.0.1:$CTL " "$WORK/tinyproxy.log")" -ge 32 ] ||
+		{ why "$(grep -c "CONNECT 127.0.0.1:$CTL " "$WORK/tinyproxy.log") CONNECTs in the proxy's log"; return 1; }
+	alive "$SRV" && alive "$CLI"
+}
+
+# Basic auth: the right credentials (percent-encoded in the URL) pass, and they show
+# neither in the process list nor in any log; wrong or missing ones are exit 78.
+t_proxy_http_auth() {
+	local out
+	start_tinyproxy tinyproxy any alice:Wonder1and || return
+	start_origin origin echo && start_server server || return 1
+	BORE_LOG=trace start_client client "$ORIGIN" --proxy "http://alice:Wonder%31and@127.0.0.1:$PROXY" ||
+		return 1
+	out=$(TCPKIT_ECHO_FIRST=1 "$TCPKIT" many 127.0.0.1 "$PUB" 10 100000) || { why "$out"; return 1; }
+	tr '\0' ' ' <"/proc/$CLI/cmdline" | grep -q "http://x\{18\}@127.0.0.1:$PROXY " ||
+		{ why "credentials not wiped: $(tr '\0' ' ' <"/proc/$CLI/cmdline")"; return 1; }
+	kill -USR1 "$CLI"
+	wait_until 5 grep -q "tunnel 127.0.0.1" "$WORK/client.log" || true
+	! grep -q "Wonder\|alice" "$WORK/client.log" || { why "credentials in the log"; return 1; }
+	client_fails 78 "authentication failed" --proxy "http://alice:wrong@127.0.0.1:$PROXY" &&
+		client_fails 78 "authentication required" --proxy "http://127.0.0.1:$PROXY" &&
+		! grep -q wrong "$WORK/failing.log"
+}
+
+# SOCKS5 both ways: socks5:// is sent the address, socks5h:// the name to resolve.
+t_proxy_socks5_tunnel() {
+	local out
+	start_microsocks socks || return
+	start_origin origin echo && start_server server -s hunter2 || return 1
+	BORE_LOG=debug start_client client "$ORIGIN" -s hunter2 --prewarm 1 \
+		--proxy "socks5://127.0.0.1:$PROXY" || return 1
+	out=$(TCPKIT_ECHO_FIRST=1 "$TCPKIT" many 127.0.0.1 "$PUB" 20 100000) || { why "$out"; return 1; }
+	[ "$out" = "ok 20" ] || { why "$out"; return 1; }
+	# socks5h://: the name goes to the proxy; BORE_PROXY sets it.
+	start client2 env BORE_PROXY="socks5h://127.0.0.1:$PROXY" "$BORE" local "$ORIGIN" \
+		--local-host 127.0.0.1 --to localhost --control-port "$CTL" -s hunter2
+	wait_until 5 grep -q "listening at" "$WORK/client2.log" || { why "socks5h client not up"; return 1; }
+	out=$(sed -n 's/.*listening at localhost:\([0-9]*\).*/\1/p' "$WORK/client2.log")
+	out=$(TCPKIT_ECHO_FIRST=1 "$TCPKIT" many 127.0.0.1 "$out" 20 100000) || { why "$out"; return 1; }
+	[ "$out" = "ok 20" ] || { why "$out"; return 1; }
+	alive "$SRV" && alive "$CLI"
+}
+
+# RFC 1929 username/password: right ones pass, wrong or missing ones are exit 78.
+t_proxy_socks5_auth() {
+	local out
+	start_microsocks socks bob:b1ldr || return
+	start_origin origin echo && start_server server || return 1
+	start_client client "$ORIGIN" --proxy "socks5h://bob:b1ldr@127.0.0.1:$PROXY" || return 1
+	out=$(TCPKIT_ECHO_FIRST=1 "$TCPKIT" many 127.0.0.1 "$PUB" 10 100000) || { why "$out"; return 1; }
+	[ "$out" = "ok 10" ] || { why "$out"; return 1; }
+	! grep -q "b1ldr" "$WORK/client.log" "/proc/$CLI/cmdline" || { why "password shows"; return 1; }
+	client_fails 78 "authentication failed" --proxy "socks5://bob:wrong@127.0.0.1:$PROXY" &&
+		client_fails 78 "authentication required" --proxy "socks5://127.0.0.1:$PROXY"
+}
+
+# The server restarts: the client re-dials through the proxy and gets its port back;
+# heartbeats keep the tunnel up meanwhile, as without a proxy.
+t_proxy_server_restart() {
+	local first out
+	start_tinyproxy tinyproxy any || return
+	start_origin origin echo && start_server server &&
+		start_client client "$ORIGIN" --heartbeat-timeout 1 --proxy "http://127.0.0.1:$PROXY" ||
+		return 1
+	first=$PUB
+	# Past the heartbeat timeout, twice over: heartbeats come through.
+	sleep 2.5
+	log_lacks client "no heartbeat" || return 1
+	{ kill -9 "$SRV"; wait "$SRV"; } 2>/dev/null
+	wait_until 5 grep -q "reconnecting in" "$WORK/client.log" ||
+		{ why "client did not start re-dialling"; return 1; }
+	KEEP_PORTS=1 start_server server2 || return 1
+	wait_until 15 log_count_is client "listening at" 2 || { why "client did not come back"; return 1; }
+	[ "$(sed -n 's/.*listening at 127\.0\.0\.1:\([0-9]*\).*/\1/p' "$WORK/client.log" | tail -n 1)" = "$first" ] ||
+		{ why "port changed from $first"; return 1; }
+	out=$(TCPKIT_ECHO_FIRST=1 "$TCPKIT" roundtrip 127.0.0.1 "$first" 1000000) || { why "$out"; return 1; }
+	alive "$CLI"
+}
+
+# The proxy goes away and comes back: the client re-dials as for a lost server, each
+# failed attempt a warning, and gets its port back.
+t_proxy_restart() {
+	local first out tp
+	start_tinyproxy tinyproxy any || return
+	tp=$LAST
+	start_origin origin echo && start_server server &&
+		start_client client "$ORIGIN" --proxy "http://127.0.0.1:$PROXY" || return 1
+	first=$PUB
+	{ kill -9 "$tp"; wait "$tp"; } 2>/dev/null
+	wait_until 10 grep -q "WARN could not connect to proxy 127.0.0.1:$PROXY" "$WORK/client.log" ||
+		{ why "no retried attempt against the dead proxy"; return 1; }
+	start tinyproxy2 tinyproxy -d -c "$WORK/tinyproxy.conf"
+	wait_until 15 log_count_is client "listening at" 2 || { why "client did not come back"; return 1; }
+	[ "$(sed -n 's/.*listening at 127\.0\.0\.1:\([0-9]*\).*/\1/p' "$WORK/client.log" | tail -n 1)" = "$first" ] ||
+		{ why "port changed from $first"; return 1; }
+	out=$(TCPKIT_ECHO_FIRST=1 "$TCPKIT" roundtrip 127.0.0.1 "$first" 1000000) || { why "$out"; return 1; }
+	alive "$CLI"
+}
+
+# Proxies that fail: unreachable, silent and unable to reach the server are retryable
+# (exit 1 on a first connection); refusals and bad replies are exit 78; one line each.
+t_proxy_failures() {
+	local hdr i
+	start_server server || return 1
+	client_fails 1 "could not connect to proxy" --proxy "http://127.0.0.1:$(free_port)" || return 1
+	start mute "$TCPKIT" serve mute
+	wait_until 5 test -s "$WORK/mute.log" || return 1
+	client_fails 1 "Connection timed out" --proxy "socks5://127.0.0.1:$(head -n 1 "$WORK/mute.log")" ||
+		return 1
+	# HTTP: garbage, and a header that never ends.
+	start_fake_proxy garbage "$(hex_of %s "SSH-2.0-OpenSSH_9.2")0d0a0d0a" || return 1
+	client_fails 78 "sent a malformed reply" --proxy "http://127.0.0.1:$PROXY" || return 1
+	hdr="HTTP/1.1 200 OK"$'\r\n'
+	for ((i = 0; i < 300; i++)); do hdr+="X-Padding: $i"$'\r\n'; done
+	start_fake_proxy endless "$(hex_of %s "$hdr")" || return 1
+	client_fails 78 "reply header over 4096 bytes" --proxy "http://127.0.0.1:$PROXY" || return 1
+	# SOCKS5: an HTTP answer, and "not allowed by ruleset".
+	start_fake_proxy socksgarbage "$(hex_of %s "HTTP/1.1 400 Bad Request")0d0a0d0a" || return 1
+	client_fails 78 "sent a malformed reply" --proxy "socks5://127.0.0.1:$PROXY" || return 1
+	start_fake_proxy notallowed 0500050200017f0000010000 || return 1
+	client_fails 78 "connection not allowed by ruleset" --proxy "socks5://127.0.0.1:$PROXY" || return 1
+	start_fake_proxy hostdown 0500050400017f0000010000 || return 1
+	client_fails 1 "host unreachable" --proxy "socks5://127.0.0.1:$PROXY" || return 1
+	# A real proxy that only lets CONNECT through to port 443 refuses ours (403)...
+	start_tinyproxy only443 443 || return
+	client_fails 78 "refused the connection to 127.0.0.1:$CTL" --proxy "http://127.0.0.1:$PROXY" ||
+		return 1
+	# ... and one that cannot reach the server answers 5xx: retryable.
+	start_tinyproxy anyport any || return
+	CTL=$(free_port) client_fails 1 "could not connect to 127.0.0.1:" --proxy "http://127.0.0.1:$PROXY" ||
+		return 1
+	# The web's proxy variables are not read: with them naming a dead proxy, bore goes straight.
+	start_origin origin echo || return 1
+	start client env HTTPS_PROXY="http://127.0.0.1:$(free_port)" ALL_PROXY="socks5://127.0.0.1:1" \
+		"$BORE" local "$ORIGIN" --local-host 127.0.0.1 --to 127.0.0.1 --control-port "$CTL"
+	wait_until 5 grep -q "listening at" "$WORK/client.log" || { why "client did not go straight"; return 1; }
+	alive "$SRV"
+}
+
+# Bad --proxy values are usage errors that never repeat a password.
+t_proxy_usage() {
+	local v out
+	for v in "ftp://u:topsecret@h:1" "http://u:topsecret@h" "http://u:topsecret@h:0" \
+		"http://u:topsecret@h:99999" "socks5://u:top%zzsecret@h:1" "http://u:topsecret@::1:1" \
+		"http://:topsecret@h:1" "http://u:topsecret"; do
+		out=$("$BORE" local 1 --to 127.0.0.1 --proxy "$v" 2>&1)
+		[ $? = 2 ] || { why "'$v' not a usage error: $out"; return 1; }
+		! grep -q topsecret <<<"$out" || { why "'$v' repeated: $out"; return 1; }
+		grep -q "invalid value.*'--proxy'" <<<"$out" || { why "'$v': $out"; return 1; }
+	done
+}
