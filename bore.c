@@ -4602,9 +4602,10 @@ proxy_option(char *url)
 	cli.proxy = (enum proxy_kind)(k + 1);
 	rest = url + strlen(schemes[k]);
 	end = rest + strlen(rest);
+	/* A trailing slash is dropped, in place: the rest is searched as a string. */
 	if (end > rest && end[-1] == '/')
-		end--;
-	if ((at = memrchr(rest, '@', (size_t)(end - rest))) != NULL) {
+		*--end = '\0';
+	if ((at = strrchr(rest, '@')) != NULL) {
 		colon = memchr(rest, ':', (size_t)(at - rest));
 		if (url_decode(rest, (size_t)((colon ? colon : at) - rest), cli.proxy_user,
 		    sizeof(cli.proxy_user)) == -1 || (colon != NULL && url_decode(colon + 1,
@@ -4615,7 +4616,7 @@ proxy_option(char *url)
 		rest = at + 1;
 	}
 	/* HOST:PORT, HOST a name, an IPv4 address or an [IPv6] one. */
-	colon = memrchr(rest, ':', (size_t)(end - rest));
+	colon = strrchr(rest, ':');
 	hl = colon ? (size_t)(colon - rest) : 0;
 	if (colon == NULL || hl == 0 || hl >= sizeof(cli.proxy_host) ||
 	    (memchr(rest, ':', hl) != NULL && (rest[0] != '[' || colon[-1] != ']')))
