@@ -205,15 +205,96 @@ now_ms(void)
 /* A limit that keeps biting is logged again after this long, not at every bite. */
 #define LIMIT_LOG_MS 5000
 
-/* True if a line rate-limited by *next may be logged now; the next then waits LIMIT_LOG_MS. */
-static int
-log_due(int64_t *next)
+/* A line a peer can cause over and over: logged `lines` times per LIMIT_LOG_MS, the rest counted. */
+struct log_limit {
+	int lines;       /* lines a window may log (0: one); set before threads start */
+	int used;        /* lines logged in this window */
+	int64_t next;    /* the next window starts then */
+	int64_t last;    /* when the last line was logged */
+	int held;        /* lines held back since then */
+	int level;       /* of the last line held back */
+	char line[512];  /* the last line held back, for log_limits_flush */
+};
+
+/* Guards every struct log_limit. */
+static pthread_mutex_t limits_lock = PTHREAD_MUTEX_INITIALIZER;
+
+/* Log a line rate-limited by l; a line logged says how many were held back before it. */
+static void log_limited(struct log_limit *l, int level, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void
+log_limited(struct log_limit *l, int level, const char *fmt, ...)
 {
-	if (now_ms() < *next)
-		return (0);
-	*next = now_ms() + LIMIT_LOG_MS;
-	return (1);
+	char line[sizeof(l->line)];
+	int64_t now = now_ms(), since = 0;
+	int held = -1;
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(line, sizeof(line), fmt, ap);
+	va_end(ap);
+	pthread_mutex_lock(&limits_lock);
+	if (now >= l->next) {
+		l->used = 0;
+		l->next = now + LIMIT_LOG_MS;
+	}
+	if (l->used >= (l->lines > 0 ? l->lines : 1)) {
+		l->held++;
+		l->level = level;
+		memcpy(l->line, line, sizeof(line));
+	} else {
+		held = l->held;
+		since = now - l->last;
+		l->held = 0;
+		l->last = now;
+		l->used++;
+	}
+	pthread_mutex_unlock(&limits_lock);
+	if (held == 0)
+		log_msg(level, "%s", line);
+	else if (held > 0)
+		log_msg(level, "%s (and %d more in %.0f s)", line, held, since / 1000.0);
 }
+
+/*
+ * Log the last line held back by each of the n limits whose time has come,
+ * with the count of the others; ms until the next is due, -1 if none is.
+ */
+static int
+log_limits_flush(struct log_limit *l, int n)
+{
+	char line[sizeof(l->line)];
+	int64_t now = now_ms(), wait = -1;
+	int i, level;
+
+	for (i = 0; i < n; i++) {
+		pthread_mutex_lock(&limits_lock);
+		if (l[i].held > 0 && now >= l[i].next) {
+			/* The last held-back line is logged itself, so it leaves the count. */
+			l[i].held--;
+			l[i].next = 0;
+			level = l[i].level;
+			memcpy(line, l[i].line, sizeof(line));
+			pthread_mutex_unlock(&limits_lock);
+			log_limited(&l[i], level, "%s", line);
+			continue;
+		}
+		if (l[i].held > 0 && (wait == -1 || l[i].next - now < wait))
+			wait = l[i].next - now;
+		pthread_mutex_unlock(&limits_lock);
+	}
+	return ((int)wait);
+}
+
+/* The server's lines an anonymous peer can cause, each limited by peer_lines[its kind]. */
+enum peer_line {
+	PL_ALLOW_CONTROL, PL_STARTUPS, PL_HANDSHAKE, PL_FIRST, PL_UNEXPECTED, PL_MISSING,
+	PL_SESSIONS, PL_NO_PORT, PL_ALLOW, PL_MAX_CONNS, PL_ACCEPT, PL_KINDS
+};
+static struct log_limit peer_lines[PL_KINDS];
+
+/* Lines of each kind in peer_lines logged per LIMIT_LOG_MS before they are counted instead. */
+#define PEER_LINES 32
 
 /* Milliseconds left until deadline, clamped for poll(). */
 static int
@@ -1836,7 +1917,8 @@ server_handshake(struct conn *c, const struct keyset *ks)
 	} else if (r != -1) {
 		why = "server requires secret, but no secret was provided";
 	}
-	log_msg(LOG_WARN, "%s: server handshake failed: %s", c->peer, why);
+	log_limited(&peer_lines[PL_HANDSHAKE], LOG_WARN, "%s: server handshake failed: %s", c->peer,
+	    why);
 	(void)send_text_msg(c->fd, BORE_MSG_ERROR, why);
 	return (-1);
 }
@@ -1988,7 +2070,7 @@ struct tunnel {
 	int closing;        /* the control connection ended: no new relays */
 	struct live *live;  /* visitors being relayed */
 	struct pending *parked, **parked_tail;  /* under pending_lock: oldest first */
-	int64_t quiet_until;  /* control thread only: no "visitors wait" line before then */
+	struct log_limit waits;  /* "visitors wait" lines */
 	struct counts counts; /* its now is conns, read at a status dump */
 	struct tunnel *next, **prevp;  /* in open_tunnels, under open_tunnels_lock */
 	int64_t since_ms;     /* set before it is listed, then fixed */
@@ -2360,28 +2442,30 @@ park_visitor(struct conn *c, struct tunnel *t, int lfd, int64_t *paused_until)
 	/* The visitor's fd and its data connection's, above the control port's reserve. */
 	if (!room || tunnel_conns(t) >= share) {
 		*paused_until = now_ms() + VISITOR_WAIT_MS;
-		if (log_due(&t->quiet_until))
-			log_msg(LOG_WARN, "port %u: visitors wait: %s (limit %d fds)", t->port, room ?
-			    "tunnel holds its share of fds" : "out of fds for visitors", fd_limit);
+		log_limited(&t->waits, LOG_WARN, "port %u: visitors wait: %s (limit %d fds)", t->port,
+		    room ? "tunnel holds its share of fds" : "out of fds for visitors", fd_limit);
 		return (0);
 	}
 	vfd = counted(accept4(lfd, (struct sockaddr *)&ss, &sslen, SOCK_NONBLOCK | SOCK_CLOEXEC));
 	if (vfd == -1) {
 		if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
-			log_msg(LOG_WARN, "port %u: accept: %s", t->port, strerror(errno));
+			log_limited(&peer_lines[PL_ACCEPT], LOG_WARN, "port %u: accept: %s", t->port,
+			    strerror(errno));
 			*paused_until = now_ms() + ACCEPT_BACKOFF_MS;
 		}
 		return (0);
 	}
 	addr_str((struct sockaddr *)&ss, sslen, addr, sizeof(addr));
 	if (!cidr_allows(srv.allow, srv.nallow, (struct sockaddr *)&ss)) {
-		log_msg(LOG_WARN, "port %u: refused %s: not in --allow", t->port, addr);
+		log_limited(&peer_lines[PL_ALLOW], LOG_WARN, "port %u: refused %s: not in --allow",
+		    t->port, addr);
 		close_fd(vfd);
 		return (0);
 	}
 	if (tunnel_add_conn(t) == -1) {
-		log_msg(LOG_WARN, "port %u: refused %s: too many connections (limit %d)", t->port,
-		    addr, srv.max_conns);
+		log_limited(&peer_lines[PL_MAX_CONNS], LOG_WARN,
+		    "port %u: refused %s: too many connections (limit %d)", t->port, addr,
+		    srv.max_conns);
 		close_fd(vfd);
 		return (0);
 	}
@@ -2481,15 +2565,18 @@ run_tunnel(struct conn *c, uint16_t want)
 
 	if (atomic_fetch_add(&tunnels_open, 1) >= srv.max_sessions) {
 		why = "too many tunnels";
-		log_msg(LOG_WARN, "%s: refused: %s (limit %d)", c->peer, why, srv.max_sessions);
+		log_limited(&peer_lines[PL_SESSIONS], LOG_WARN, "%s: refused: %s (limit %d)", c->peer,
+		    why, srv.max_sessions);
 		(void)send_text_msg(c->fd, BORE_MSG_ERROR, why);
 		goto err0;
 	}
 	if ((lfd = bind_public(want, &why)) == -1) {
 		if (want == 0)
-			log_msg(LOG_WARN, "%s: could not open a port: %s", c->peer, why);
+			log_limited(&peer_lines[PL_NO_PORT], LOG_WARN, "%s: could not open a port: %s",
+			    c->peer, why);
 		else
-			log_msg(LOG_WARN, "%s: could not open port %u: %s", c->peer, want, why);
+			log_limited(&peer_lines[PL_NO_PORT], LOG_WARN,
+			    "%s: could not open port %u: %s", c->peer, want, why);
 		(void)send_text_msg(c->fd, BORE_MSG_ERROR, why);
 		goto err0;
 	}
@@ -2623,7 +2710,8 @@ forward_visitor(struct conn *c, const uint8_t id[BORE_UUID_LEN])
 
 	bore_uuid_format(id, ids);
 	if ((p = pending_take(id)) == NULL) {
-		log_msg(LOG_WARN, "%s: missing connection %s", c->peer, ids);
+		log_limited(&peer_lines[PL_MISSING], LOG_WARN, "%s: missing connection %s", c->peer,
+		    ids);
 		return;
 	}
 	/* The parked visitor's fd, place and tunnel reference are ours now. */
@@ -2808,7 +2896,7 @@ serve_control(void *arg)
 		if (srv.has_secret)
 			startup_done(c);
 		if ((r = read_first(c, &m, &why)) == -1)
-			log_msg(LOG_WARN, "%s: %s", c->peer, why);
+			log_limited(&peer_lines[PL_FIRST], LOG_WARN, "%s: %s", c->peer, why);
 		else if (r == 0)
 			log_msg(LOG_DEBUG, "%s: closed before its first message", c->peer);
 	}
@@ -2824,10 +2912,12 @@ serve_control(void *arg)
 		forward_visitor(c, m.uuid);
 		break;
 	case BORE_MSG_AUTHENTICATE:
-		log_msg(LOG_WARN, "%s: unexpected authenticate", c->peer);
+		log_limited(&peer_lines[PL_UNEXPECTED], LOG_WARN, "%s: unexpected authenticate",
+		    c->peer);
 		break;
 	default:
-		log_msg(LOG_WARN, "%s: unexpected %s message", c->peer, msg_names[m.type]);
+		log_limited(&peer_lines[PL_UNEXPECTED], LOG_WARN, "%s: unexpected %s message", c->peer,
+		    msg_names[m.type]);
 		break;
 	}
 done:
@@ -2904,8 +2994,6 @@ drain_and_exit(void)
 static void
 accept_control(int lfd)
 {
-	static int64_t quiet_until;  /* main thread only */
-	static int drops;
 	struct sockaddr_storage ss;
 	socklen_t sslen = sizeof(ss);
 	uint8_t src[16];
@@ -2917,14 +3005,15 @@ accept_control(int lfd)
 	if (fd == -1) {
 		/* Out of fds or memory: say so, wait a little, and keep serving. */
 		if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
-			log_msg(LOG_WARN, "accept: %s", strerror(errno));
+			log_limited(&peer_lines[PL_ACCEPT], LOG_WARN, "accept: %s", strerror(errno));
 			poll(NULL, 0, ACCEPT_BACKOFF_MS);
 		}
 		return;
 	}
 	addr_str((struct sockaddr *)&ss, sslen, addr, sizeof(addr));
 	if (!cidr_allows(srv.allow_control, srv.nallow_control, (struct sockaddr *)&ss)) {
-		log_msg(LOG_WARN, "refused control connection from %s: not in --allow-control", addr);
+		log_limited(&peer_lines[PL_ALLOW_CONTROL], LOG_WARN,
+		    "refused control connection from %s: not in --allow-control", addr);
 		close_fd(fd);
 		return;
 	}
@@ -2940,11 +3029,9 @@ accept_control(int lfd)
 		c = NULL;
 		dropped = 1;
 	}
-	if (dropped && (drops++, log_due(&quiet_until))) {
-		log_msg(LOG_WARN, "too many connections before authentication (limit %d): "
-		    "dropped %d from the busiest source", srv.max_startups, drops);
-		drops = 0;
-	}
+	if (dropped)
+		log_limited(&peer_lines[PL_STARTUPS], LOG_WARN, "too many connections before "
+		    "authentication (limit %d): dropped one from the busiest source", srv.max_startups);
 	/* The thread owns c and its fd from here. */
 	if (c != NULL && spawn(serve_control, c) == -1) {
 		startup_done(c);
@@ -2976,7 +3063,8 @@ run_server(const struct sockaddr_storage *ctl, socklen_t ctl_len)
 	pfd[POLL_LISTEN] = (struct pollfd){ .fd = lfd, .events = POLLIN };
 	pfd[POLL_SIGNAL] = (struct pollfd){ .fd = signal_pipe[0], .events = POLLIN };
 	for (;;) {
-		if (poll(pfd, POLL_SLOTS, -1) == -1) {
+		/* Wakes up to log what a flood held back once it stops. */
+		if (poll(pfd, POLL_SLOTS, log_limits_flush(peer_lines, PL_KINDS)) == -1) {
 			if (errno == EINTR)
 				continue;
 			log_msg(LOG_ERROR, "poll: %s", strerror(errno));
@@ -3262,7 +3350,7 @@ spares_back_off(struct local_tunnel *lt)
 static void
 spares_prune(struct local_tunnel *lt)
 {
-	static _Thread_local int64_t quiet_until;  /* each tunnel thread's own */
+	static _Thread_local struct log_limit refused;  /* each tunnel thread's own */
 	struct pollfd pfd[2 * MAX_PREWARM];
 	struct conn *dead[2 * MAX_PREWARM];
 	char text[BORE_MAX_FRAME + 1];
@@ -3285,9 +3373,8 @@ spares_prune(struct local_tunnel *lt)
 	pthread_mutex_unlock(&lt->lock);
 	while (n > 0) {
 		if (read_frame(dead[--n], &m, now_ms()) == 1 && m.type == BORE_MSG_ERROR) {
-			if (log_due(&quiet_until))
-				log_msg(LOG_WARN, "spare data connection refused: %s",
-				    printable(m.text, text, sizeof(text)));
+			log_limited(&refused, LOG_WARN, "spare data connection refused: %s",
+			    printable(m.text, text, sizeof(text)));
 		} else {
 			log_msg(LOG_DEBUG, "spare data connection closed by the server");
 		}
@@ -3502,14 +3589,13 @@ static void
 start_visitor(struct local_tunnel *lt, const uint8_t id[BORE_UUID_LEN],
     const struct sockaddr_storage *server, socklen_t server_len)
 {
-	static _Thread_local int64_t quiet_until;  /* each tunnel thread's own */
+	static _Thread_local struct log_limit ignored;  /* each tunnel thread's own */
 	struct visitor_job *job;
 
 	/* Ignored, the visitor waits out the server's pending timeout and is closed. */
 	if (atomic_fetch_add(&visitors_open, 1) >= cli.max_conns) {
-		if (log_due(&quiet_until))
-			log_msg(LOG_WARN, "visitor ignored: too many connections (limit %d)",
-			    cli.max_conns);
+		log_limited(&ignored, LOG_WARN, "visitor ignored: too many connections (limit %d)",
+		    cli.max_conns);
 		goto err0;
 	}
 	if ((job = malloc(sizeof(*job))) == NULL) {
@@ -4353,6 +4439,8 @@ main_server(int argc, char **argv)
 		srv.max_startups = fd_limit / 8 > 1 ? fd_limit / 8 : 1;
 	/* Visitors never take the fds kept for them. */
 	fd_reserve = 2 * srv.max_startups + FD_SPARE;
+	for (i = 0; i < PL_KINDS; i++)
+		peer_lines[i].lines = PEER_LINES;
 	if ((startups = calloc(2 * (size_t)srv.max_startups, sizeof(*startups))) == NULL)
 		errx(1, "out of memory");
 	srv.grace_ms = 1000 * count_option(&server_cmd, vals[S_GRACE], "--grace", 0, COUNT_MAX, 5);
