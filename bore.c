@@ -700,6 +700,7 @@ struct conn {
 	int fd;
 	size_t len;
 	char peer[64];
+	uint8_t src[16];  /* the server's: the peer's source, as startups compares them */
 	char buf[CONN_BUF];
 };
 
@@ -2076,6 +2077,7 @@ struct tunnel {
 	int64_t since_ms;     /* set before it is listed, then fixed */
 	time_t since;
 	char client[64];
+	uint8_t src[16];      /* the client's source, as startups compares them */
 	uint16_t port;
 };
 
@@ -2218,6 +2220,20 @@ tunnel_list(struct tunnel *t)
 		open_tunnels->prevp = &t->next;
 	open_tunnels = t;
 	pthread_mutex_unlock(&open_tunnels_lock);
+}
+
+/* True if a tunnel open now came from source src: its other connections are no strangers. */
+static int
+source_known(const uint8_t src[16])
+{
+	struct tunnel *t;
+	int known = 0;
+
+	pthread_mutex_lock(&open_tunnels_lock);
+	for (t = open_tunnels; t != NULL && !known; t = t->next)
+		known = memcmp(t->src, src, 16) == 0;
+	pthread_mutex_unlock(&open_tunnels_lock);
+	return (known);
 }
 
 /* Take t off the open tunnels, before its control thread lets it go. */
@@ -2584,6 +2600,7 @@ run_tunnel(struct conn *c, uint16_t want)
 		goto err1;
 	t->port = bound_port(lfd);
 	snprintf(t->client, sizeof(t->client), "%s", c->peer);
+	memcpy(t->src, c->src, sizeof(t->src));
 	tunnel_list(t);
 	set_liveness(c->fd);
 	if (send_port_msg(c->fd, BORE_MSG_HELLO, t->port) == -1)
@@ -2750,6 +2767,7 @@ struct startup {
 	struct conn *c;   /* NULL: a free place */
 	uint8_t src[16];  /* source address (IPv4 as v4-mapped), IPv6 cut to /64 */
 	int64_t since;
+	int known;        /* its source holds a tunnel: never dropped for a newcomer */
 	int same;         /* startup_victim's scratch: places its source holds */
 	int busy;         /* startup_victim's scratch: not to be dropped now */
 };
@@ -2794,12 +2812,13 @@ frame_waiting(int fd)
 
 /*
  * The startup to drop for a newcomer from src: the oldest of the source
- * that holds the most, passing over those whose first frame already waits
- * and, unless their source holds more than the newcomer's, those younger
- * than STARTUP_GRACE_MS.  -1 when none may go.  startups_lock is held.
+ * that holds the most, passing over those from known sources, those whose
+ * first frame already waits and, unless their source holds more than the
+ * newcomer's or the newcomer's source is known, those younger than
+ * STARTUP_GRACE_MS.  -1 when none may go.  startups_lock is held.
  */
 static int
-startup_victim(const uint8_t src[16])
+startup_victim(const uint8_t src[16], int known)
 {
 	struct startup *s = startups;
 	int64_t young = now_ms() - STARTUP_GRACE_MS;
@@ -2819,8 +2838,10 @@ startup_victim(const uint8_t src[16])
 		for (s[i].same = 0; k < places; k++)
 			s[i].same += s[k].c != NULL && memcmp(s[k].src, s[i].src, 16) == 0;
 	}
+	if (known)
+		mine = 0;
 	for (i = 0; i < places; i++)
-		s[i].busy = s[i].c == NULL || (s[i].since > young && s[i].same <= mine);
+		s[i].busy = s[i].c == NULL || s[i].known || (s[i].since > young && s[i].same <= mine);
 	for (;;) {
 		for (best = -1, i = 0; i < places; i++)
 			if (!s[i].busy && (best == -1 || s[i].same > s[best].same ||
@@ -2833,19 +2854,22 @@ startup_victim(const uint8_t src[16])
 }
 
 /*
- * List c, from src, as a startup.  Past srv.max_startups, the startup
- * startup_victim picks is shut down (its thread sees EOF and ends) and *dropped
- * set; with none to drop, c may still take one of the places kept for a
- * burst, up to twice the limit.  -1 if c must be closed instead.
+ * List c as a startup.  Past srv.max_startups, the startup startup_victim
+ * picks is shut down (its thread sees EOF and ends) and *dropped set; with
+ * none to drop, c may still take one of the places kept for a burst, up to
+ * twice the limit.  -1 if c must be closed instead.
  */
 static int
-startup_add(struct conn *c, const uint8_t src[16], int *dropped)
+startup_add(struct conn *c, int *dropped)
 {
-	int slot = -1, i;
+	const uint8_t *src = c->src;
+	int slot = -1, i, known = 0;
 
 	*dropped = 0;
 	pthread_mutex_lock(&startups_lock);
-	if (startups_used >= srv.max_startups && (slot = startup_victim(src)) != -1) {
+	/* Asked only past the limit: a flood's cost, not every accept's. */
+	if (startups_used >= srv.max_startups && (known = source_known(src), 1) &&
+	    (slot = startup_victim(src, known)) != -1) {
 		(void)shutdown(startups[slot].c->fd, SHUT_RDWR);
 		startups[slot].c = NULL;
 		startups_used--;
@@ -2858,6 +2882,7 @@ startup_add(struct conn *c, const uint8_t src[16], int *dropped)
 		startups[slot].c = c;
 		memcpy(startups[slot].src, src, 16);
 		startups[slot].since = now_ms();
+		startups[slot].known = known;
 		startups_used++;
 	}
 	pthread_mutex_unlock(&startups_lock);
@@ -2996,7 +3021,6 @@ accept_control(int lfd)
 {
 	struct sockaddr_storage ss;
 	socklen_t sslen = sizeof(ss);
-	uint8_t src[16];
 	struct conn *c;
 	char addr[64];
 	int fd, dropped;
@@ -3022,9 +3046,9 @@ accept_control(int lfd)
 		close_fd(fd);
 		return;
 	}
-	source_of((struct sockaddr *)&ss, src);
+	source_of((struct sockaddr *)&ss, c->src);
 	/* Accepted all the same, so the listen queue keeps moving for others in a flood. */
-	if (startup_add(c, src, &dropped) == -1) {
+	if (startup_add(c, &dropped) == -1) {
 		conn_free(c);
 		c = NULL;
 		dropped = 1;
@@ -3123,6 +3147,14 @@ static struct {
  */
 #define SPARE_RENEW_MS 1500
 #define SPARE_MAX_MS 2500
+
+/*
+ * A data connection closed before its handshake (the server at its limit
+ * of strangers) is opened again, CLAIM_PAUSE_MS apart, for this long: well
+ * inside the 10 s the server keeps a visitor parked.
+ */
+#define CLAIM_RETRY_MS 5000
+#define CLAIM_PAUSE_MS 100
 
 /* A data connection to the server, authenticated ahead of the visitor it will claim. */
 struct spare {
@@ -3536,10 +3568,15 @@ proxy_visitor(void *arg)
 	if (c != NULL) {
 		log_msg(LOG_DEBUG, "connection %s: claimed on a spare", ids);
 	} else {
-		while (sem_wait(&opening) == -1)
-			;
-		o = open_control(&server, &c);
-		sem_post(&opening);
+		for (;;) {
+			while (sem_wait(&opening) == -1)
+				;
+			o = open_control(&server, &c);
+			sem_post(&opening);
+			if (o != OUT_LOST || now_ms() - start >= CLAIM_RETRY_MS)
+				break;
+			poll(NULL, 0, CLAIM_PAUSE_MS);
+		}
 		if (o != OUT_OK)
 			goto err0;
 		if (send_uuid_msg(c->fd, BORE_MSG_ACCEPT, job->id) == -1) {

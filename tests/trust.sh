@@ -28,3 +28,28 @@ t_log_flood_counted() {
 	[ "$lines" -ge 1 ] && [ "$lines" -le 40 ] || { why "$lines lines for 1000 failed handshakes"; return 1; }
 	alive "$SRV" || { why "the server died"; return 1; }
 }
+
+# Connections from 40 addresses, each under the 250 ms grace and one per
+# address, past --max-startups 16: with a secret and without, every visitor
+# of a client whose address holds a tunnel is served promptly.
+t_many_address_flood() {
+	local secret flood origin i
+	for secret in "" "-s floodsecret"; do
+		start_origin origin echo || return 1
+		origin=$LAST
+		# shellcheck disable=SC2086
+		start_server server --max-startups 16 $secret && start_client client "$ORIGIN" $secret ||
+			{ why "could not set up a tunnel ($secret)"; return 1; }
+		start flood "$TCPKIT" manyaddr 127.0.0.1 "$CTL" 40 150 30
+		flood=$LAST
+		wait_until 5 grep -q "too many connections before authentication" "$WORK/server.log" ||
+			{ why "the flood did not reach the limit ($secret)"; return 1; }
+		for i in 1 2 3 4 5 6 7 8; do
+			out=$(TCPKIT_TIMEOUT=4 "$TCPKIT" roundtrip 127.0.0.1 "$PUB" 10000) ||
+				{ why "visitor $i during the flood ($secret): $out"; return 1; }
+		done
+		alive "$flood" || { why "the flood ended early: $(cat "$WORK/flood.log")"; return 1; }
+		kill -TERM "$flood" "$CLI" "$SRV" "$origin" 2>/dev/null
+		wait "$flood" "$CLI" "$SRV" "$origin" 2>/dev/null || true
+	done
+}
