@@ -1890,10 +1890,23 @@ err:
 	goto out;
 }
 
+/* True if key, which a tunnel proved, has left the current set (SIGHUP took it out). */
+static int
+key_revoked(const uint8_t key[BORE_KEY_LEN])
+{
+	struct keyset *ks = keyset_get();
+	int i, found = 0;
+
+	for (i = 0; ks != NULL && i < ks->n; i++)
+		found |= sodium_memcmp(ks->key[i], key, BORE_KEY_LEN) == 0;
+	keyset_put(ks);
+	return (!found);
+}
+
 /*
  * Server side: challenge the peer and check its answer against every key
- * of ks (all of them, so the time taken says nothing of which matched); on
- * failure tell it why and return -1.
+ * of ks (all of them, so the time taken says nothing of which matched);
+ * the index of the key it proved, or on failure tell it why and return -1.
  */
 static int
 server_handshake(struct conn *c, const struct keyset *ks)
@@ -1901,7 +1914,7 @@ server_handshake(struct conn *c, const struct keyset *ks)
 	uint8_t challenge[BORE_UUID_LEN];
 	struct bore_msg m;
 	const char *why;
-	int r, i, ok = 0;
+	int r, i, ok = -1;
 
 	bore_uuid_random(challenge);
 	if (send_uuid_msg(c->fd, BORE_MSG_CHALLENGE, challenge) == -1) {
@@ -1911,9 +1924,10 @@ server_handshake(struct conn *c, const struct keyset *ks)
 	/* Like bore, say why before closing: even a timeout or a bad frame gets an Error. */
 	if ((r = read_first(c, &m, &why)) == 1 && m.type == BORE_MSG_AUTHENTICATE) {
 		for (i = 0; i < ks->n; i++)
-			ok |= bore_auth_verify(ks->key[i], challenge, m.text, m.text_len);
-		if (ok)
-			return (0);
+			if (bore_auth_verify(ks->key[i], challenge, m.text, m.text_len))
+				ok = i;
+		if (ok != -1)
+			return (ok);
 		why = "invalid secret";
 	} else if (r != -1) {
 		why = "server requires secret, but no secret was provided";
@@ -2515,7 +2529,7 @@ bound_port(int fd)
 
 /* Heartbeat and announce visitors until the client leaves; says why in *why. */
 static void
-serve_tunnel(struct conn *c, struct tunnel *t, int lfd, const char **why)
+serve_tunnel(struct conn *c, struct tunnel *t, int lfd, const uint8_t *key, const char **why)
 {
 	enum { POLL_CONTROL, POLL_PUBLIC, POLL_SLOTS };
 	struct pollfd pfd[POLL_SLOTS];
@@ -2530,6 +2544,12 @@ serve_tunnel(struct conn *c, struct tunnel *t, int lfd, const char **why)
 			return;
 		}
 		if (now_ms() >= next_beat) {
+			/* No zombie: its data connections could no longer authenticate. */
+			if (key != NULL && key_revoked(key)) {
+				*why = "secret revoked";
+				(void)send_text_msg(c->fd, BORE_MSG_ERROR, *why);
+				return;
+			}
 			if (send_port_msg(c->fd, BORE_MSG_HEARTBEAT, 0) == -1) {
 				*why = strerror(errno);
 				return;
@@ -2573,7 +2593,7 @@ serve_tunnel(struct conn *c, struct tunnel *t, int lfd, const char **why)
 
 /* Open a tunnel for a client that asked for port `want`, serve it, and clean up after it. */
 static void
-run_tunnel(struct conn *c, uint16_t want)
+run_tunnel(struct conn *c, uint16_t want, const uint8_t *key)
 {
 	const char *why = "";
 	struct tunnel *t;
@@ -2606,7 +2626,7 @@ run_tunnel(struct conn *c, uint16_t want)
 	if (send_port_msg(c->fd, BORE_MSG_HELLO, t->port) == -1)
 		goto err2;
 	log_msg(LOG_INFO, "new client %s, tunnel open on port %u", c->peer, t->port);
-	serve_tunnel(c, t, lfd, &why);
+	serve_tunnel(c, t, lfd, key, &why);
 	log_msg(LOG_INFO, "tunnel on port %u closed (%s)", t->port, why);
 
 err2:
@@ -2912,11 +2932,14 @@ serve_control(void *arg)
 	struct conn *c = arg;
 	struct bore_msg m;
 	struct keyset *ks = srv.has_secret ? keyset_get() : NULL;
+	uint8_t key[BORE_KEY_LEN];  /* the key c proved, for its tunnel to check at reloads */
 	const char *why;
-	int r = -1;
+	int r = -1, k = -1;
 
 	/* The set stays ours through the handshake, whatever a reload does meanwhile. */
-	if (!srv.has_secret || (ks != NULL && server_handshake(c, ks) == 0)) {
+	if (!srv.has_secret || (ks != NULL && (k = server_handshake(c, ks)) != -1)) {
+		if (k != -1)
+			memcpy(key, ks->key[k], sizeof(key));
 		/* Known now, no anonymous peer: not to be dropped for one (a client's spare, say). */
 		if (srv.has_secret)
 			startup_done(c);
@@ -2931,7 +2954,7 @@ serve_control(void *arg)
 		goto done;
 	switch (m.type) {
 	case BORE_MSG_HELLO:
-		run_tunnel(c, m.port);
+		run_tunnel(c, m.port, k != -1 ? key : NULL);
 		break;
 	case BORE_MSG_ACCEPT:
 		forward_visitor(c, m.uuid);
@@ -2946,6 +2969,7 @@ serve_control(void *arg)
 		break;
 	}
 done:
+	sodium_memzero(key, sizeof(key));
 	conn_free(c);
 	return (NULL);
 }

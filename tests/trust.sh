@@ -53,3 +53,22 @@ t_many_address_flood() {
 		wait "$flood" "$CLI" "$SRV" "$origin" 2>/dev/null || true
 	done
 }
+
+# A SIGHUP that takes a secret out of the file closes the tunnels that proved
+# it (their data connections could no longer authenticate), within a
+# heartbeat or so; the client's reconnect is refused and it exits 78.  A
+# tunnel with a secret kept serves on.
+t_secret_revoked_closes() {
+	local f=$WORK/server.secret old_pub
+	printf 'revoke-old\nrevoke-kept\n' >"$f"
+	start_origin origin echo && start_server server --secret-file "$f" || return 1
+	start_client old "$ORIGIN" -s revoke-old || { why "no tunnel with the old secret"; return 1; }
+	local old=$CLI old_pub=$PUB
+	start_client kept "$ORIGIN" -s revoke-kept || { why "no tunnel with the kept secret"; return 1; }
+	printf 'revoke-kept\n' >"$f"
+	kill -HUP "$SRV"
+	wait_exit "$old" 5 || { why "the tunnel of the removed secret stayed up"; return 1; }
+	[ "$RC" = 78 ] || { why "its client exited $RC, not 78"; return 1; }
+	log_has server "tunnel on port $old_pub closed (secret revoked)" && log_has old "invalid secret" || return 1
+	out=$("$TCPKIT" roundtrip 127.0.0.1 "$PUB" 100000) || { why "kept tunnel: $out"; return 1; }
+}
