@@ -618,7 +618,7 @@ TSAN_CASES=(
 TSAN_CASES+=(tunnels_two_ports tunnels_sigterm status_lines)
 TSAN_CASES+=(reload_during_handshakes)
 TSAN_CASES+=(prewarm_spares prewarm_shutdown prewarm_spares_dropped)
-TSAN_CASES+=(log_flood_counted many_address_flood)
+TSAN_CASES+=(log_flood_counted many_address_flood secret_revoked_closes)
 
 for name in "${CASES[@]}"; do
 	run "$name"
