@@ -2834,8 +2834,8 @@ frame_waiting(int fd)
  * The startup to drop for a newcomer from src: the oldest of the source
  * that holds the most, passing over those from known sources, those whose
  * first frame already waits and, unless their source holds more than the
- * newcomer's or the newcomer's source is known, those younger than
- * STARTUP_GRACE_MS.  -1 when none may go.  startups_lock is held.
+ * newcomer's, is the newcomer's, or the newcomer's source is known, those
+ * younger than STARTUP_GRACE_MS.  -1 when none may go.  startups_lock is held.
  */
 static int
 startup_victim(const uint8_t src[16], int known)
@@ -2860,8 +2860,10 @@ startup_victim(const uint8_t src[16], int known)
 	}
 	if (known)
 		mine = 0;
+	/* A source's newcomer may replace its own young ones: a flooder churns only itself. */
 	for (i = 0; i < places; i++)
-		s[i].busy = s[i].c == NULL || s[i].known || (s[i].since > young && s[i].same <= mine);
+		s[i].busy = s[i].c == NULL || s[i].known || (s[i].since > young && s[i].same <= mine &&
+		    memcmp(s[i].src, src, 16) != 0);
 	for (;;) {
 		for (best = -1, i = 0; i < places; i++)
 			if (!s[i].busy && (best == -1 || s[i].same > s[best].same ||
@@ -2883,13 +2885,12 @@ static int
 startup_add(struct conn *c, int *dropped)
 {
 	const uint8_t *src = c->src;
-	int slot = -1, i, known = 0;
+	int slot = -1, i, known;
 
 	*dropped = 0;
+	known = source_known(src);
 	pthread_mutex_lock(&startups_lock);
-	/* Asked only past the limit: a flood's cost, not every accept's. */
-	if (startups_used >= srv.max_startups && (known = source_known(src), 1) &&
-	    (slot = startup_victim(src, known)) != -1) {
+	if (startups_used >= srv.max_startups && (slot = startup_victim(src, known)) != -1) {
 		(void)shutdown(startups[slot].c->fd, SHUT_RDWR);
 		startups[slot].c = NULL;
 		startups_used--;

@@ -1497,8 +1497,9 @@ static int mode_firstbyte(char **argv)
     return 0;
 }
 
-/* manyaddr HOST PORT ADDRS HOLDMS SECONDS: from ADDRS source addresses (127.1.X.Y), one
-   connection each, closed after HOLDMS and opened again, for SECONDS; prints "ok COUNT". */
+/* manyaddr HOST PORT ADDRS HOLDMS SECONDS: from ADDRS source addresses (127.1.X.Y; all from
+   TCPKIT_FROM if set), one connection each, closed after HOLDMS and opened again, for SECONDS;
+   prints "ok COUNT". */
 static int mode_manyaddr(char **argv)
 {
     unsigned n = (unsigned)parse_num(argv[2], 1, 60000, "ADDRS");
@@ -1522,6 +1523,8 @@ static int mode_manyaddr(char **argv)
             fd[i] = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
             if (fd[i] < 0)
                 die("socket: %s", strerror(errno));
+            if (g_fromlen > 0)
+                memcpy(&from, &g_from, sizeof from);
             if (bind(fd[i], (struct sockaddr *)&from, sizeof from) < 0)
                 die("bind: %s", strerror(errno));
             if (connect(fd[i], (struct sockaddr *)&g_addr, g_addrlen) < 0 && errno != EINPROGRESS)

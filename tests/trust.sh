@@ -72,3 +72,26 @@ t_secret_revoked_closes() {
 	log_has server "tunnel on port $old_pub closed (secret revoked)" && log_has old "invalid secret" || return 1
 	out=$("$TCPKIT" roundtrip 127.0.0.1 "$PUB" 100000) || { why "kept tunnel: $out"; return 1; }
 }
+
+# Without a secret, one address churning 40 connections (each closed after
+# 200 ms) past --max-startups 16 replaces its own, not the client's idle
+# spares: visitors are served, and claimed on spares.
+t_spares_kept_in_churn() {
+	local flood i n
+	start_origin origin echo && start_server server --max-startups 16 &&
+		BORE_LOG=debug start_client client "$ORIGIN" --prewarm 8 || return 1
+	TCPKIT_FROM=127.0.0.2 start flood "$TCPKIT" manyaddr 127.0.0.1 "$CTL" 40 200 30
+	flood=$LAST
+	wait_until 5 grep -q "too many connections before authentication" "$WORK/server.log" ||
+		{ why "the flood did not reach the limit"; return 1; }
+	sleep 0.5
+	: >"$WORK/client.log"
+	for i in 1 2 3 4 5 6 7 8 9 10; do
+		out=$(TCPKIT_TIMEOUT=4 "$TCPKIT" roundtrip 127.0.0.1 "$PUB" 10000) ||
+			{ why "visitor $i during the churn: $out"; return 1; }
+		sleep 0.2
+	done
+	n=$(count_in_log client "claimed on a spare")
+	[ "$n" -ge 8 ] || { why "$n of 10 visitors claimed on a spare"; return 1; }
+	alive "$flood" || { why "the churn ended early: $(cat "$WORK/flood.log")"; return 1; }
+}
