@@ -2788,7 +2788,7 @@ struct startup {
 	uint8_t src[16];  /* source address (IPv4 as v4-mapped), IPv6 cut to /64 */
 	int64_t since;
 	int known;        /* its source holds a tunnel: never dropped for a newcomer */
-	int same;         /* startup_victim's scratch: places its source holds */
+	int same;         /* places its source holds, kept by startup_count */
 	int busy;         /* startup_victim's scratch: not to be dropped now */
 };
 
@@ -2830,6 +2830,27 @@ frame_waiting(int fd)
 	return (n > 0 && memchr(buf, '\0', (size_t)n) != NULL);
 }
 
+/* Add delta to the count of every listed startup from src; the count now, 0 if none is listed. */
+static int
+startup_count(const uint8_t src[16], int delta)
+{
+	int i, n = 0;
+
+	for (i = 0; i < 2 * srv.max_startups; i++)
+		if (startups[i].c != NULL && memcmp(startups[i].src, src, 16) == 0)
+			n = startups[i].same += delta;
+	return (n);
+}
+
+/* Take startup i off the list. */
+static void
+startup_unlist(int i)
+{
+	startups[i].c = NULL;
+	startups_used--;
+	(void)startup_count(startups[i].src, -1);
+}
+
 /*
  * The startup to drop for a newcomer from src: the oldest of the source
  * that holds the most, passing over those from known sources, those whose
@@ -2842,24 +2863,8 @@ startup_victim(const uint8_t src[16], int known)
 {
 	struct startup *s = startups;
 	int64_t young = now_ms() - STARTUP_GRACE_MS;
-	int i, k, best, mine = 1, places = 2 * srv.max_startups;
+	int i, best, mine = known ? 0 : startup_count(src, 0) + 1, places = 2 * srv.max_startups;
 
-	for (i = 0; i < places; i++) {
-		if (s[i].c == NULL)
-			continue;
-		mine += memcmp(s[i].src, src, 16) == 0;
-		/* A source seen before has its count already: a flood costs one pass. */
-		for (k = 0; s[k].c == NULL || memcmp(s[k].src, s[i].src, 16) != 0; k++)
-			;
-		if (k < i) {
-			s[i].same = s[k].same;
-			continue;
-		}
-		for (s[i].same = 0; k < places; k++)
-			s[i].same += s[k].c != NULL && memcmp(s[k].src, s[i].src, 16) == 0;
-	}
-	if (known)
-		mine = 0;
 	/* A source's newcomer may replace its own young ones: a flooder churns only itself. */
 	for (i = 0; i < places; i++)
 		s[i].busy = s[i].c == NULL || s[i].known || (s[i].since > young && s[i].same <= mine &&
@@ -2892,14 +2897,15 @@ startup_add(struct conn *c, int *dropped)
 	pthread_mutex_lock(&startups_lock);
 	if (startups_used >= srv.max_startups && (slot = startup_victim(src, known)) != -1) {
 		(void)shutdown(startups[slot].c->fd, SHUT_RDWR);
-		startups[slot].c = NULL;
-		startups_used--;
+		startup_unlist(slot);
 		*dropped = 1;
 	}
 	for (i = 0; slot == -1 && i < 2 * srv.max_startups; i++)
 		if (startups[i].c == NULL)
 			slot = i;
 	if (slot != -1) {
+		startups[slot].same = startup_count(src, 1);
+		startups[slot].same += startups[slot].same == 0;
 		startups[slot].c = c;
 		memcpy(startups[slot].src, src, 16);
 		startups[slot].since = now_ms();
@@ -2917,12 +2923,9 @@ startup_done(struct conn *c)
 	int i;
 
 	pthread_mutex_lock(&startups_lock);
-	for (i = 0; i < 2 * srv.max_startups; i++) {
-		if (startups[i].c == c) {
-			startups[i].c = NULL;
-			startups_used--;
-		}
-	}
+	for (i = 0; i < 2 * srv.max_startups; i++)
+		if (startups[i].c == c)
+			startup_unlist(i);
 	pthread_mutex_unlock(&startups_lock);
 }
 

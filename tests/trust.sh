@@ -95,3 +95,7 @@ t_spares_kept_in_churn() {
 	[ "$n" -ge 8 ] || { why "$n of 10 visitors claimed on a spare"; return 1; }
 	alive "$flood" || { why "the churn ended early: $(cat "$WORK/flood.log")"; return 1; }
 }
+
+# Per-source counts of unauthenticated connections, kept as they come and go
+# (tests/unit startups; its speed is in make bench: tests/unit startupbench).
+t_startup_counts() { unit_group startups; }
