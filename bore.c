@@ -258,13 +258,14 @@ log_limited(struct log_limit *l, int level, const char *fmt, ...)
 
 /*
  * Log the last line held back by each of the n limits whose time has come,
- * with the count of the others; ms until the next is due, -1 if none is.
+ * with the count of the others; ms until the next is due, or until a line
+ * another thread may hold back meanwhile is looked for again.
  */
 static int
 log_limits_flush(struct log_limit *l, int n)
 {
 	char line[sizeof(l->line)];
-	int64_t now = now_ms(), wait = -1;
+	int64_t now = now_ms(), wait = LIMIT_LOG_MS / 5;
 	int i, level;
 
 	for (i = 0; i < n; i++) {
@@ -279,7 +280,7 @@ log_limits_flush(struct log_limit *l, int n)
 			log_limited(&l[i], level, "%s", line);
 			continue;
 		}
-		if (l[i].held > 0 && (wait == -1 || l[i].next - now < wait))
+		if (l[i].held > 0 && l[i].next - now < wait)
 			wait = l[i].next - now;
 		pthread_mutex_unlock(&limits_lock);
 	}

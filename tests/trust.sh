@@ -10,6 +10,9 @@ lines_counted() {
 # True once log $1 counts exactly $3 of the lines containing $2.
 lines_counted_are() { [ "$(lines_counted "$1" "$2")" = "$3" ]; }
 
+# True once log $1 counts at least $3 of the lines containing $2.
+lines_counted_at_least() { [ "$(lines_counted "$1" "$2")" -ge "$3" ]; }
+
 # Floods of refused control connections (--allow-control) and of failed
 # handshakes log a few lines, and the counts they carry add up to every refusal.
 t_log_flood_counted() {
