@@ -3411,7 +3411,7 @@ spares_back_off(struct local_tunnel *lt)
 static void
 spares_prune(struct local_tunnel *lt)
 {
-	static _Thread_local struct log_limit refused;  /* each tunnel thread's own */
+	static struct log_limit refused;  /* all tunnels', under limits_lock */
 	struct pollfd pfd[2 * MAX_PREWARM];
 	struct conn *dead[2 * MAX_PREWARM];
 	char text[BORE_MAX_FRAME + 1];
@@ -3655,7 +3655,7 @@ static void
 start_visitor(struct local_tunnel *lt, const uint8_t id[BORE_UUID_LEN],
     const struct sockaddr_storage *server, socklen_t server_len)
 {
-	static _Thread_local struct log_limit ignored;  /* each tunnel thread's own */
+	static struct log_limit ignored;  /* all tunnels', under limits_lock */
 	struct visitor_job *job;
 
 	/* Ignored, the visitor waits out the server's pending timeout and is closed. */
