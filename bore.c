@@ -223,15 +223,97 @@ now_ms(void)
 /* A limit that keeps biting is logged again after this long, not at every bite. */
 #define LIMIT_LOG_MS 5000
 
-/* True if a line rate-limited by *next may be logged now; the next then waits LIMIT_LOG_MS. */
-static int
-log_due(int64_t *next)
+/* A line a peer can cause over and over: logged `lines` times per LIMIT_LOG_MS, the rest counted. */
+struct log_limit {
+	int lines;       /* lines a window may log (0: one); set before threads start */
+	int used;        /* lines logged in this window */
+	int64_t next;    /* the next window starts then */
+	int64_t last;    /* when the last line was logged */
+	int held;        /* lines held back since then */
+	int level;       /* of the last line held back */
+	char line[512];  /* the last line held back, for log_limits_flush */
+};
+
+/* Guards every struct log_limit. */
+static pthread_mutex_t limits_lock = PTHREAD_MUTEX_INITIALIZER;
+
+/* Log a line rate-limited by l; a line logged says how many were held back before it. */
+static void log_limited(struct log_limit *l, int level, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void
+log_limited(struct log_limit *l, int level, const char *fmt, ...)
 {
-	if (now_ms() < *next)
-		return (0);
-	*next = now_ms() + LIMIT_LOG_MS;
-	return (1);
+	char line[sizeof(l->line)];
+	int64_t now = now_ms(), since = 0;
+	int held = -1;
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(line, sizeof(line), fmt, ap);
+	va_end(ap);
+	pthread_mutex_lock(&limits_lock);
+	if (now >= l->next) {
+		l->used = 0;
+		l->next = now + LIMIT_LOG_MS;
+	}
+	if (l->used >= (l->lines > 0 ? l->lines : 1)) {
+		l->held++;
+		l->level = level;
+		memcpy(l->line, line, sizeof(line));
+	} else {
+		held = l->held;
+		since = now - l->last;
+		l->held = 0;
+		l->last = now;
+		l->used++;
+	}
+	pthread_mutex_unlock(&limits_lock);
+	if (held == 0)
+		log_msg(level, "%s", line);
+	else if (held > 0)
+		log_msg(level, "%s (and %d more in %.0f s)", line, held, since / 1000.0);
 }
+
+/*
+ * Log the last line held back by each of the n limits whose time has come,
+ * with the count of the others; ms until the next is due, or until a line
+ * another thread may hold back meanwhile is looked for again.
+ */
+static int
+log_limits_flush(struct log_limit *l, int n)
+{
+	char line[sizeof(l->line)];
+	int64_t now = now_ms(), wait = LIMIT_LOG_MS / 5;
+	int i, level;
+
+	for (i = 0; i < n; i++) {
+		pthread_mutex_lock(&limits_lock);
+		if (l[i].held > 0 && now >= l[i].next) {
+			/* The last held-back line is logged itself, so it leaves the count. */
+			l[i].held--;
+			l[i].next = 0;
+			level = l[i].level;
+			memcpy(line, l[i].line, sizeof(line));
+			pthread_mutex_unlock(&limits_lock);
+			log_limited(&l[i], level, "%s", line);
+			continue;
+		}
+		if (l[i].held > 0 && l[i].next - now < wait)
+			wait = l[i].next - now;
+		pthread_mutex_unlock(&limits_lock);
+	}
+	return ((int)wait);
+}
+
+/* The server's lines an anonymous peer can cause, each limited by peer_lines[its kind]. */
+enum peer_line {
+	PL_ALLOW_CONTROL, PL_STARTUPS, PL_HANDSHAKE, PL_FIRST, PL_UNEXPECTED, PL_MISSING,
+	PL_SESSIONS, PL_NO_PORT, PL_ALLOW, PL_MAX_CONNS, PL_ACCEPT, PL_KINDS
+};
+static struct log_limit peer_lines[PL_KINDS];
+
+/* Lines of each kind in peer_lines logged per LIMIT_LOG_MS before they are counted instead. */
+#define PEER_LINES 32
 
 /* Milliseconds left until deadline, clamped for poll(). */
 static int
@@ -675,6 +757,7 @@ struct conn {
 	int fd;
 	size_t len;
 	char peer[64];
+	uint8_t src[16];  /* the server's: the peer's source, as startups compares them */
 	char buf[CONN_BUF];
 };
 
@@ -1889,10 +1972,23 @@ err:
 	goto out;
 }
 
+/* True if key, which a tunnel proved, has left the current set (SIGHUP took it out). */
+static int
+key_revoked(const uint8_t key[BORE_KEY_LEN])
+{
+	struct keyset *ks = keyset_get();
+	int i, found = 0;
+
+	for (i = 0; ks != NULL && i < ks->n; i++)
+		found |= sodium_memcmp(ks->key[i], key, BORE_KEY_LEN) == 0;
+	keyset_put(ks);
+	return (!found);
+}
+
 /*
  * Server side: challenge the peer and check its answer against every key
- * of ks (all of them, so the time taken says nothing of which matched); on
- * failure tell it why and return -1.
+ * of ks (all of them, so the time taken says nothing of which matched);
+ * the index of the key it proved, or on failure tell it why and return -1.
  */
 static int
 server_handshake(struct conn *c, const struct keyset *ks)
@@ -1900,7 +1996,7 @@ server_handshake(struct conn *c, const struct keyset *ks)
 	uint8_t challenge[BORE_UUID_LEN];
 	struct bore_msg m;
 	const char *why;
-	int r, i, ok = 0;
+	int r, i, ok = -1;
 
 	bore_uuid_random(challenge);
 	if (send_uuid_msg(c->fd, BORE_MSG_CHALLENGE, challenge) == -1) {
@@ -1910,14 +2006,16 @@ server_handshake(struct conn *c, const struct keyset *ks)
 	/* Like bore, say why before closing: even a timeout or a bad frame gets an Error. */
 	if ((r = read_first(c, &m, &why)) == 1 && m.type == BORE_MSG_AUTHENTICATE) {
 		for (i = 0; i < ks->n; i++)
-			ok |= bore_auth_verify(ks->key[i], challenge, m.text, m.text_len);
-		if (ok)
-			return (0);
+			if (bore_auth_verify(ks->key[i], challenge, m.text, m.text_len))
+				ok = i;
+		if (ok != -1)
+			return (ok);
 		why = "invalid secret";
 	} else if (r != -1) {
 		why = "server requires secret, but no secret was provided";
 	}
-	log_msg(LOG_WARN, "%s: server handshake failed: %s", c->peer, why);
+	log_limited(&peer_lines[PL_HANDSHAKE], LOG_WARN, "%s: server handshake failed: %s", c->peer,
+	    why);
 	(void)send_text_msg(c->fd, BORE_MSG_ERROR, why);
 	return (-1);
 }
@@ -2069,12 +2167,13 @@ struct tunnel {
 	int closing;        /* the control connection ended: no new relays */
 	struct live *live;  /* visitors being relayed */
 	struct pending *parked, **parked_tail;  /* under pending_lock: oldest first */
-	int64_t quiet_until;  /* control thread only: no "visitors wait" line before then */
+	struct log_limit waits;  /* "visitors wait" lines */
 	struct counts counts; /* its now is conns, read at a status dump */
 	struct tunnel *next, **prevp;  /* in open_tunnels, under open_tunnels_lock */
 	int64_t since_ms;     /* set before it is listed, then fixed */
 	time_t since;
 	char client[64];
+	uint8_t src[16];      /* the client's source, as startups compares them */
 	uint16_t port;
 };
 
@@ -2217,6 +2316,20 @@ tunnel_list(struct tunnel *t)
 		open_tunnels->prevp = &t->next;
 	open_tunnels = t;
 	pthread_mutex_unlock(&open_tunnels_lock);
+}
+
+/* True if a tunnel open now came from source src: its other connections are no strangers. */
+static int
+source_known(const uint8_t src[16])
+{
+	struct tunnel *t;
+	int known = 0;
+
+	pthread_mutex_lock(&open_tunnels_lock);
+	for (t = open_tunnels; t != NULL && !known; t = t->next)
+		known = memcmp(t->src, src, 16) == 0;
+	pthread_mutex_unlock(&open_tunnels_lock);
+	return (known);
 }
 
 /* Take t off the open tunnels, before its control thread lets it go. */
@@ -2441,28 +2554,30 @@ park_visitor(struct conn *c, struct tunnel *t, int lfd, int64_t *paused_until)
 	/* The visitor's fd and its data connection's, above the control port's reserve. */
 	if (!room || tunnel_conns(t) >= share) {
 		*paused_until = now_ms() + VISITOR_WAIT_MS;
-		if (log_due(&t->quiet_until))
-			log_msg(LOG_WARN, "port %u: visitors wait: %s (limit %d fds)", t->port, room ?
-			    "tunnel holds its share of fds" : "out of fds for visitors", fd_limit);
+		log_limited(&t->waits, LOG_WARN, "port %u: visitors wait: %s (limit %d fds)", t->port,
+		    room ? "tunnel holds its share of fds" : "out of fds for visitors", fd_limit);
 		return (0);
 	}
 	vfd = counted(accept4(lfd, (struct sockaddr *)&ss, &sslen, SOCK_NONBLOCK | SOCK_CLOEXEC));
 	if (vfd == -1) {
 		if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
-			log_msg(LOG_WARN, "port %u: accept: %s", t->port, strerror(errno));
+			log_limited(&peer_lines[PL_ACCEPT], LOG_WARN, "port %u: accept: %s", t->port,
+			    strerror(errno));
 			*paused_until = now_ms() + ACCEPT_BACKOFF_MS;
 		}
 		return (0);
 	}
 	addr_str((struct sockaddr *)&ss, sslen, addr, sizeof(addr));
 	if (!cidr_allows(srv.allow, srv.nallow, (struct sockaddr *)&ss)) {
-		log_msg(LOG_WARN, "port %u: refused %s: not in --allow", t->port, addr);
+		log_limited(&peer_lines[PL_ALLOW], LOG_WARN, "port %u: refused %s: not in --allow",
+		    t->port, addr);
 		close_fd(vfd);
 		return (0);
 	}
 	if (tunnel_add_conn(t) == -1) {
-		log_msg(LOG_WARN, "port %u: refused %s: too many connections (limit %d)", t->port,
-		    addr, srv.max_conns);
+		log_limited(&peer_lines[PL_MAX_CONNS], LOG_WARN,
+		    "port %u: refused %s: too many connections (limit %d)", t->port, addr,
+		    srv.max_conns);
 		close_fd(vfd);
 		return (0);
 	}
@@ -2496,7 +2611,7 @@ bound_port(int fd)
 
 /* Heartbeat and announce visitors until the client leaves; says why in *why. */
 static void
-serve_tunnel(struct conn *c, struct tunnel *t, int lfd, const char **why)
+serve_tunnel(struct conn *c, struct tunnel *t, int lfd, const uint8_t *key, const char **why)
 {
 	enum { POLL_CONTROL, POLL_PUBLIC, POLL_SLOTS };
 	struct pollfd pfd[POLL_SLOTS];
@@ -2511,6 +2626,12 @@ serve_tunnel(struct conn *c, struct tunnel *t, int lfd, const char **why)
 			return;
 		}
 		if (now_ms() >= next_beat) {
+			/* No zombie: its data connections could no longer authenticate. */
+			if (key != NULL && key_revoked(key)) {
+				*why = "secret revoked";
+				(void)send_text_msg(c->fd, BORE_MSG_ERROR, *why);
+				return;
+			}
 			if (send_port_msg(c->fd, BORE_MSG_HEARTBEAT, 0) == -1) {
 				*why = strerror(errno);
 				return;
@@ -2554,7 +2675,7 @@ serve_tunnel(struct conn *c, struct tunnel *t, int lfd, const char **why)
 
 /* Open a tunnel for a client that asked for port `want`, serve it, and clean up after it. */
 static void
-run_tunnel(struct conn *c, uint16_t want)
+run_tunnel(struct conn *c, uint16_t want, const uint8_t *key)
 {
 	const char *why = "";
 	struct tunnel *t;
@@ -2562,15 +2683,18 @@ run_tunnel(struct conn *c, uint16_t want)
 
 	if (atomic_fetch_add(&tunnels_open, 1) >= srv.max_sessions) {
 		why = "too many tunnels";
-		log_msg(LOG_WARN, "%s: refused: %s (limit %d)", c->peer, why, srv.max_sessions);
+		log_limited(&peer_lines[PL_SESSIONS], LOG_WARN, "%s: refused: %s (limit %d)", c->peer,
+		    why, srv.max_sessions);
 		(void)send_text_msg(c->fd, BORE_MSG_ERROR, why);
 		goto err0;
 	}
 	if ((lfd = bind_public(want, &why)) == -1) {
 		if (want == 0)
-			log_msg(LOG_WARN, "%s: could not open a port: %s", c->peer, why);
+			log_limited(&peer_lines[PL_NO_PORT], LOG_WARN, "%s: could not open a port: %s",
+			    c->peer, why);
 		else
-			log_msg(LOG_WARN, "%s: could not open port %u: %s", c->peer, want, why);
+			log_limited(&peer_lines[PL_NO_PORT], LOG_WARN,
+			    "%s: could not open port %u: %s", c->peer, want, why);
 		(void)send_text_msg(c->fd, BORE_MSG_ERROR, why);
 		goto err0;
 	}
@@ -2578,12 +2702,13 @@ run_tunnel(struct conn *c, uint16_t want)
 		goto err1;
 	t->port = bound_port(lfd);
 	snprintf(t->client, sizeof(t->client), "%s", c->peer);
+	memcpy(t->src, c->src, sizeof(t->src));
 	tunnel_list(t);
 	set_liveness(c->fd);
 	if (send_port_msg(c->fd, BORE_MSG_HELLO, t->port) == -1)
 		goto err2;
 	log_msg(LOG_INFO, "new client %s, tunnel open on port %u", c->peer, t->port);
-	serve_tunnel(c, t, lfd, &why);
+	serve_tunnel(c, t, lfd, key, &why);
 	log_msg(LOG_INFO, "tunnel on port %u closed (%s)", t->port, why);
 
 err2:
@@ -2704,7 +2829,8 @@ forward_visitor(struct conn *c, const uint8_t id[BORE_UUID_LEN])
 
 	bore_uuid_format(id, ids);
 	if ((p = pending_take(id)) == NULL) {
-		log_msg(LOG_WARN, "%s: missing connection %s", c->peer, ids);
+		log_limited(&peer_lines[PL_MISSING], LOG_WARN, "%s: missing connection %s", c->peer,
+		    ids);
 		return;
 	}
 	/* The parked visitor's fd, place and tunnel reference are ours now. */
@@ -2743,7 +2869,8 @@ struct startup {
 	struct conn *c;   /* NULL: a free place */
 	uint8_t src[16];  /* source address (IPv4 as v4-mapped), IPv6 cut to /64 */
 	int64_t since;
-	int same;         /* startup_victim's scratch: places its source holds */
+	int known;        /* its source holds a tunnel: never dropped for a newcomer */
+	int same;         /* places its source holds, kept by startup_count */
 	int busy;         /* startup_victim's scratch: not to be dropped now */
 };
 
@@ -2785,35 +2912,45 @@ frame_waiting(int fd)
 	return (n > 0 && memchr(buf, '\0', (size_t)n) != NULL);
 }
 
+/* Add delta to the count of every listed startup from src; the count now, 0 if none is listed. */
+static int
+startup_count(const uint8_t src[16], int delta)
+{
+	int i, n = 0;
+
+	for (i = 0; i < 2 * srv.max_startups; i++)
+		if (startups[i].c != NULL && memcmp(startups[i].src, src, 16) == 0)
+			n = startups[i].same += delta;
+	return (n);
+}
+
+/* Take startup i off the list. */
+static void
+startup_unlist(int i)
+{
+	startups[i].c = NULL;
+	startups_used--;
+	(void)startup_count(startups[i].src, -1);
+}
+
 /*
  * The startup to drop for a newcomer from src: the oldest of the source
- * that holds the most, passing over those whose first frame already waits
- * and, unless their source holds more than the newcomer's, those younger
- * than STARTUP_GRACE_MS.  -1 when none may go.  startups_lock is held.
+ * that holds the most, passing over those from known sources, those whose
+ * first frame already waits and, unless their source holds more than the
+ * newcomer's, is the newcomer's, or the newcomer's source is known, those
+ * younger than STARTUP_GRACE_MS.  -1 when none may go.  startups_lock is held.
  */
 static int
-startup_victim(const uint8_t src[16])
+startup_victim(const uint8_t src[16], int known)
 {
 	struct startup *s = startups;
 	int64_t young = now_ms() - STARTUP_GRACE_MS;
-	int i, k, best, mine = 1, places = 2 * srv.max_startups;
+	int i, best, mine = known ? 0 : startup_count(src, 0) + 1, places = 2 * srv.max_startups;
 
-	for (i = 0; i < places; i++) {
-		if (s[i].c == NULL)
-			continue;
-		mine += memcmp(s[i].src, src, 16) == 0;
-		/* A source seen before has its count already: a flood costs one pass. */
-		for (k = 0; s[k].c == NULL || memcmp(s[k].src, s[i].src, 16) != 0; k++)
-			;
-		if (k < i) {
-			s[i].same = s[k].same;
-			continue;
-		}
-		for (s[i].same = 0; k < places; k++)
-			s[i].same += s[k].c != NULL && memcmp(s[k].src, s[i].src, 16) == 0;
-	}
+	/* A source's newcomer may replace its own young ones: a flooder churns only itself. */
 	for (i = 0; i < places; i++)
-		s[i].busy = s[i].c == NULL || (s[i].since > young && s[i].same <= mine);
+		s[i].busy = s[i].c == NULL || s[i].known || (s[i].since > young && s[i].same <= mine &&
+		    memcmp(s[i].src, src, 16) != 0);
 	for (;;) {
 		for (best = -1, i = 0; i < places; i++)
 			if (!s[i].busy && (best == -1 || s[i].same > s[best].same ||
@@ -2826,31 +2963,35 @@ startup_victim(const uint8_t src[16])
 }
 
 /*
- * List c, from src, as a startup.  Past srv.max_startups, the startup
- * startup_victim picks is shut down (its thread sees EOF and ends) and *dropped
- * set; with none to drop, c may still take one of the places kept for a
- * burst, up to twice the limit.  -1 if c must be closed instead.
+ * List c as a startup.  Past srv.max_startups, the startup startup_victim
+ * picks is shut down (its thread sees EOF and ends) and *dropped set; with
+ * none to drop, c may still take one of the places kept for a burst, up to
+ * twice the limit.  -1 if c must be closed instead.
  */
 static int
-startup_add(struct conn *c, const uint8_t src[16], int *dropped)
+startup_add(struct conn *c, int *dropped)
 {
-	int slot = -1, i;
+	const uint8_t *src = c->src;
+	int slot = -1, i, known;
 
 	*dropped = 0;
+	known = source_known(src);
 	pthread_mutex_lock(&startups_lock);
-	if (startups_used >= srv.max_startups && (slot = startup_victim(src)) != -1) {
+	if (startups_used >= srv.max_startups && (slot = startup_victim(src, known)) != -1) {
 		(void)shutdown(startups[slot].c->fd, SHUT_RDWR);
-		startups[slot].c = NULL;
-		startups_used--;
+		startup_unlist(slot);
 		*dropped = 1;
 	}
 	for (i = 0; slot == -1 && i < 2 * srv.max_startups; i++)
 		if (startups[i].c == NULL)
 			slot = i;
 	if (slot != -1) {
+		startups[slot].same = startup_count(src, 1);
+		startups[slot].same += startups[slot].same == 0;
 		startups[slot].c = c;
 		memcpy(startups[slot].src, src, 16);
 		startups[slot].since = now_ms();
+		startups[slot].known = known;
 		startups_used++;
 	}
 	pthread_mutex_unlock(&startups_lock);
@@ -2864,12 +3005,9 @@ startup_done(struct conn *c)
 	int i;
 
 	pthread_mutex_lock(&startups_lock);
-	for (i = 0; i < 2 * srv.max_startups; i++) {
-		if (startups[i].c == c) {
-			startups[i].c = NULL;
-			startups_used--;
-		}
-	}
+	for (i = 0; i < 2 * srv.max_startups; i++)
+		if (startups[i].c == c)
+			startup_unlist(i);
 	pthread_mutex_unlock(&startups_lock);
 }
 
@@ -2880,16 +3018,19 @@ serve_control(void *arg)
 	struct conn *c = arg;
 	struct bore_msg m;
 	struct keyset *ks = srv.has_secret ? keyset_get() : NULL;
+	uint8_t key[BORE_KEY_LEN];  /* the key c proved, for its tunnel to check at reloads */
 	const char *why;
-	int r = -1;
+	int r = -1, k = -1;
 
 	/* The set stays ours through the handshake, whatever a reload does meanwhile. */
-	if (!srv.has_secret || (ks != NULL && server_handshake(c, ks) == 0)) {
+	if (!srv.has_secret || (ks != NULL && (k = server_handshake(c, ks)) != -1)) {
+		if (k != -1)
+			memcpy(key, ks->key[k], sizeof(key));
 		/* Known now, no anonymous peer: not to be dropped for one (a client's spare, say). */
 		if (srv.has_secret)
 			startup_done(c);
 		if ((r = read_first(c, &m, &why)) == -1)
-			log_msg(LOG_WARN, "%s: %s", c->peer, why);
+			log_limited(&peer_lines[PL_FIRST], LOG_WARN, "%s: %s", c->peer, why);
 		else if (r == 0)
 			log_msg(LOG_DEBUG, "%s: closed before its first message", c->peer);
 	}
@@ -2899,19 +3040,22 @@ serve_control(void *arg)
 		goto done;
 	switch (m.type) {
 	case BORE_MSG_HELLO:
-		run_tunnel(c, m.port);
+		run_tunnel(c, m.port, k != -1 ? key : NULL);
 		break;
 	case BORE_MSG_ACCEPT:
 		forward_visitor(c, m.uuid);
 		break;
 	case BORE_MSG_AUTHENTICATE:
-		log_msg(LOG_WARN, "%s: unexpected authenticate", c->peer);
+		log_limited(&peer_lines[PL_UNEXPECTED], LOG_WARN, "%s: unexpected authenticate",
+		    c->peer);
 		break;
 	default:
-		log_msg(LOG_WARN, "%s: unexpected %s message", c->peer, msg_names[m.type]);
+		log_limited(&peer_lines[PL_UNEXPECTED], LOG_WARN, "%s: unexpected %s message", c->peer,
+		    msg_names[m.type]);
 		break;
 	}
 done:
+	sodium_memzero(key, sizeof(key));
 	conn_free(c);
 	return (NULL);
 }
@@ -2985,11 +3129,8 @@ drain_and_exit(void)
 static void
 accept_control(int lfd)
 {
-	static int64_t quiet_until;  /* main thread only */
-	static int drops;
 	struct sockaddr_storage ss;
 	socklen_t sslen = sizeof(ss);
-	uint8_t src[16];
 	struct conn *c;
 	char addr[64];
 	int fd, dropped;
@@ -2998,14 +3139,15 @@ accept_control(int lfd)
 	if (fd == -1) {
 		/* Out of fds or memory: say so, wait a little, and keep serving. */
 		if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
-			log_msg(LOG_WARN, "accept: %s", strerror(errno));
+			log_limited(&peer_lines[PL_ACCEPT], LOG_WARN, "accept: %s", strerror(errno));
 			poll(NULL, 0, ACCEPT_BACKOFF_MS);
 		}
 		return;
 	}
 	addr_str((struct sockaddr *)&ss, sslen, addr, sizeof(addr));
 	if (!cidr_allows(srv.allow_control, srv.nallow_control, (struct sockaddr *)&ss)) {
-		log_msg(LOG_WARN, "refused control connection from %s: not in --allow-control", addr);
+		log_limited(&peer_lines[PL_ALLOW_CONTROL], LOG_WARN,
+		    "refused control connection from %s: not in --allow-control", addr);
 		close_fd(fd);
 		return;
 	}
@@ -3014,18 +3156,16 @@ accept_control(int lfd)
 		close_fd(fd);
 		return;
 	}
-	source_of((struct sockaddr *)&ss, src);
+	source_of((struct sockaddr *)&ss, c->src);
 	/* Accepted all the same, so the listen queue keeps moving for others in a flood. */
-	if (startup_add(c, src, &dropped) == -1) {
+	if (startup_add(c, &dropped) == -1) {
 		conn_free(c);
 		c = NULL;
 		dropped = 1;
 	}
-	if (dropped && (drops++, log_due(&quiet_until))) {
-		log_msg(LOG_WARN, "too many connections before authentication (limit %d): "
-		    "dropped %d from the busiest source", srv.max_startups, drops);
-		drops = 0;
-	}
+	if (dropped)
+		log_limited(&peer_lines[PL_STARTUPS], LOG_WARN, "too many connections before "
+		    "authentication (limit %d): dropped one from the busiest source", srv.max_startups);
 	/* The thread owns c and its fd from here. */
 	if (c != NULL && spawn(serve_control, c) == -1) {
 		startup_done(c);
@@ -3057,7 +3197,8 @@ run_server(const struct sockaddr_storage *ctl, socklen_t ctl_len)
 	pfd[POLL_LISTEN] = (struct pollfd){ .fd = lfd, .events = POLLIN };
 	pfd[POLL_SIGNAL] = (struct pollfd){ .fd = signal_pipe[0], .events = POLLIN };
 	for (;;) {
-		if (poll(pfd, POLL_SLOTS, -1) == -1) {
+		/* Wakes up to log what a flood held back once it stops. */
+		if (poll(pfd, POLL_SLOTS, log_limits_flush(peer_lines, PL_KINDS)) == -1) {
 			if (errno == EINTR)
 				continue;
 			log_msg(LOG_ERROR, "poll: %s", strerror(errno));
@@ -3124,6 +3265,14 @@ static struct {
  */
 #define SPARE_RENEW_MS 1500
 #define SPARE_MAX_MS 2500
+
+/*
+ * A data connection closed before its handshake (the server at its limit
+ * of strangers) is opened again, CLAIM_PAUSE_MS apart, for this long: well
+ * inside the 10 s the server keeps a visitor parked.
+ */
+#define CLAIM_RETRY_MS 5000
+#define CLAIM_PAUSE_MS 100
 
 /* A data connection to the server, authenticated ahead of the visitor it will claim. */
 struct spare {
@@ -3589,7 +3738,7 @@ spares_back_off(struct local_tunnel *lt)
 static void
 spares_prune(struct local_tunnel *lt)
 {
-	static _Thread_local int64_t quiet_until;  /* each tunnel thread's own */
+	static struct log_limit refused;  /* all tunnels', under limits_lock */
 	struct pollfd pfd[2 * MAX_PREWARM];
 	struct conn *dead[2 * MAX_PREWARM];
 	char text[BORE_MAX_FRAME + 1];
@@ -3612,9 +3761,8 @@ spares_prune(struct local_tunnel *lt)
 	pthread_mutex_unlock(&lt->lock);
 	while (n > 0) {
 		if (read_frame(dead[--n], &m, now_ms()) == 1 && m.type == BORE_MSG_ERROR) {
-			if (log_due(&quiet_until))
-				log_msg(LOG_WARN, "spare data connection refused: %s",
-				    printable(m.text, text, sizeof(text)));
+			log_limited(&refused, LOG_WARN, "spare data connection refused: %s",
+			    printable(m.text, text, sizeof(text)));
 		} else {
 			log_msg(LOG_DEBUG, "spare data connection closed by the server");
 		}
@@ -3743,6 +3891,20 @@ spares_close(struct local_tunnel *lt)
 		conn_free(old[--n].c);
 }
 
+/* Sleep ms unless the client is stopped first (at once if it was); 1 if it was. */
+static int
+sleep_or_signal(int ms)
+{
+	struct pollfd p = { .fd = stop_pipe[0], .events = POLLIN };
+	int64_t deadline = now_ms() + ms;
+
+	do {
+		if (poll(&p, 1, ms_until(deadline)) > 0)
+			return (1);
+	} while (now_ms() < deadline);
+	return (0);
+}
+
 /* Thread for one visitor: claim it from the server, connect to the local service, relay. */
 static void *
 proxy_visitor(void *arg)
@@ -3766,10 +3928,15 @@ proxy_visitor(void *arg)
 	if (c != NULL) {
 		log_msg(LOG_DEBUG, "connection %s: claimed on a spare", ids);
 	} else {
-		while (sem_wait(&opening) == -1)
-			;
-		o = open_data(&job->route, &c);
-		sem_post(&opening);
+		for (;;) {
+			while (sem_wait(&opening) == -1)
+				;
+			o = open_data(&job->route, &c);
+			sem_post(&opening);
+			if (o != OUT_LOST || now_ms() - start >= CLAIM_RETRY_MS ||
+			    sleep_or_signal(CLAIM_PAUSE_MS))
+				break;
+		}
 		if (o != OUT_OK)
 			goto err0;
 		if (send_uuid_msg(c->fd, BORE_MSG_ACCEPT, job->id) == -1) {
@@ -3819,14 +3986,13 @@ static void
 start_visitor(struct local_tunnel *lt, const uint8_t id[BORE_UUID_LEN],
     const struct route *route)
 {
-	static _Thread_local int64_t quiet_until;  /* each tunnel thread's own */
+	static struct log_limit ignored;  /* all tunnels', under limits_lock */
 	struct visitor_job *job;
 
 	/* Ignored, the visitor waits out the server's pending timeout and is closed. */
 	if (atomic_fetch_add(&visitors_open, 1) >= cli.max_conns) {
-		if (log_due(&quiet_until))
-			log_msg(LOG_WARN, "visitor ignored: too many connections (limit %d)",
-			    cli.max_conns);
+		log_limited(&ignored, LOG_WARN, "visitor ignored: too many connections (limit %d)",
+		    cli.max_conns);
 		goto err0;
 	}
 	if ((job = malloc(sizeof(*job))) == NULL) {
@@ -4015,20 +4181,6 @@ run_session(struct local_tunnel *lt, uint16_t *port, int *opened)
 done:
 	conn_free(c);
 	return (o);
-}
-
-/* Sleep ms unless the client is stopped first (at once if it was); 1 if it was. */
-static int
-sleep_or_signal(int ms)
-{
-	struct pollfd p = { .fd = stop_pipe[0], .events = POLLIN };
-	int64_t deadline = now_ms() + ms;
-
-	do {
-		if (poll(&p, 1, ms_until(deadline)) > 0)
-			return (1);
-	} while (now_ms() < deadline);
-	return (0);
 }
 
 /*
@@ -4784,6 +4936,8 @@ main_server(int argc, char **argv)
 		srv.max_startups = fd_limit / 8 > 1 ? fd_limit / 8 : 1;
 	/* Visitors never take the fds kept for them. */
 	fd_reserve = 2 * srv.max_startups + FD_SPARE;
+	for (i = 0; i < PL_KINDS; i++)
+		peer_lines[i].lines = PEER_LINES;
 	if ((startups = calloc(2 * (size_t)srv.max_startups, sizeof(*startups))) == NULL)
 		errx(1, "out of memory");
 	srv.grace_ms = 1000 * count_option(&server_cmd, vals[S_GRACE], "--grace", 0, COUNT_MAX, 5);

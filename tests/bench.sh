@@ -889,6 +889,9 @@ echo "bursts: server VmRSS before/peak (VmHWM)/after 5 s idle, around $BURST_CON
 	"connections at once (1 KiB echoed each) right after the idle figures, then" \
 	"$FLOOD_CONNS connect-and-close control connections, $FLOOD_PARALLEL at a time"
 [ "$HAVE_SOCAT" = 1 ] && note "socat RSS (socat forks a process per connection: no single process to read)"
+# Choosing whom to drop past --max-startups: the main thread's cost of each accept then.
+[ -x tests/unit ] && tests/unit startupbench | grep "^startups:" |
+	sed 's/$/ (2,500 sources, one idle connection each, tests\/unit startupbench)/'
 
 echo
 link_report

@@ -1552,6 +1552,47 @@ static int mode_firstbyte(char **argv)
     return 0;
 }
 
+/* manyaddr HOST PORT ADDRS HOLDMS SECONDS: from ADDRS source addresses (127.1.X.Y; all from
+   TCPKIT_FROM if set), one connection each, closed after HOLDMS and opened again, for SECONDS;
+   prints "ok COUNT". */
+static int mode_manyaddr(char **argv)
+{
+    unsigned n = (unsigned)parse_num(argv[2], 1, 60000, "ADDRS");
+    long hold = parse_num(argv[3], 1, 60000, "HOLDMS");
+    double end = now() + (double)parse_num(argv[4], 1, 3600, "SECONDS");
+    int *fd = calloc(n, sizeof(*fd));
+    double *since = calloc(n, sizeof(*since));
+    unsigned long count = 0;
+    if (fd == NULL || since == NULL || g_addr.ss_family != AF_INET)
+        die("manyaddr: IPv4 only, and memory");
+    for (unsigned i = 0; i < n; i++)
+        fd[i] = -1;
+    while (now() < end) {
+        for (unsigned i = 0; i < n; i++) {
+            if (fd[i] != -1 && now() - since[i] < hold / 1000.0)
+                continue;
+            if (fd[i] != -1)
+                close(fd[i]);
+            struct sockaddr_in from = { .sin_family = AF_INET };
+            from.sin_addr.s_addr = htonl(0x7f010000u | ((i / 250) << 8) | (i % 250 + 1));
+            fd[i] = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
+            if (fd[i] < 0)
+                die("socket: %s", strerror(errno));
+            if (g_fromlen > 0)
+                memcpy(&from, &g_from, sizeof from);
+            if (bind(fd[i], (struct sockaddr *)&from, sizeof from) < 0)
+                die("bind: %s", strerror(errno));
+            if (connect(fd[i], (struct sockaddr *)&g_addr, g_addrlen) < 0 && errno != EINPROGRESS)
+                die("connect: %s", strerror(errno));
+            since[i] = now();
+            count++;
+        }
+        sleep_ms(1);
+    }
+    printf("ok %lu\n", count);
+    return 0;
+}
+
 /* ---- dispatch ---- */
 
 struct mode {
@@ -1709,6 +1750,7 @@ static const struct mode modes[] = {
     { "delay", -1, 1, 0, mode_delay, "HOST PORT ONE_WAY_MS [--handshake MS] [--port P] [--host IP]" },
     { "slow", 5, 1, 1, mode_slow, "HOST PORT CONNS RATE WAITSECS" },
     { "storm", 4, 1, 1, mode_storm, "HOST PORT COUNT PARALLEL" },
+    { "manyaddr", 5, 1, 1, mode_manyaddr, "HOST PORT ADDRS HOLDMS SECONDS" },
     { "churncount", 5, 1, 1, mode_churncount, "HOST PORT COUNT PARALLEL N" },
     { "finrst", 2, 1, 1, mode_finrst, "HOST PORT" },
     { "hellorace", 5, 1, 1, mode_hellorace, "HOST PORT COUNT FIRST ROUNDS" },

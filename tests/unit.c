@@ -3,7 +3,8 @@
  * codec, and the frame reader.  bore.c is included whole (its main renamed)
  * so that static helpers such as read_frame can be driven directly.
  *
- * Usage: tests/unit [hmac|uuid|parse|format|frames|cli|liveness|proxy] ...  (default: all)
+ * Usage: tests/unit [hmac|uuid|parse|format|frames|cli|liveness|proxy|startups|startupbench] ...
+ *        (default: all but startupbench)
  * Prints one line per check and ends with "N passed, N failed".
  */
 #define main bore_cli_main
@@ -522,6 +523,87 @@ test_cli(void)
 		check(bore_parse_port(bad[i], 0, &p) == -1, "port: rejects", bad[i]);
 }
 
+/* ---- startups: per-source counts ---------------------------------------- */
+
+/* True if every listed startup's count is the number listed from its source. */
+static int
+startup_counts_right(void)
+{
+	int i, k, n;
+
+	for (i = 0; i < 2 * srv.max_startups; i++) {
+		if (startups[i].c == NULL)
+			continue;
+		for (n = 0, k = 0; k < 2 * srv.max_startups; k++)
+			n += startups[k].c != NULL && memcmp(startups[k].src, startups[i].src, 16) == 0;
+		if (startups[i].same != n)
+			return (0);
+	}
+	return (1);
+}
+
+/* List n startups past max, each from its own source; seconds per startup_add. */
+static double
+startups_fill(struct conn *conns, int n)
+{
+	int64_t t0 = now_us();
+	int i, dropped;
+
+	for (i = 0; i < n; i++) {
+		conns[i].fd = -1;
+		memset(conns[i].src, 0, 16);
+		memcpy(conns[i].src, &i, sizeof(i));
+		(void)startup_add(&conns[i], &dropped);
+	}
+	return ((now_us() - t0) / 1e6 / n);
+}
+
+/* Startups come and go from a few sources, some dropped: the counts stay right. */
+static void
+test_startups(void)
+{
+	static struct conn conns[64];
+	int step, j, i, listed, dropped, right = 1;
+
+	srv.max_startups = 16;
+	startups = calloc(2 * (size_t)srv.max_startups, sizeof(*startups));
+	srand(7);
+	for (step = 0; step < 20000 && right; step++) {
+		j = rand() % 64;
+		for (listed = 0, i = 0; i < 2 * srv.max_startups; i++)
+			listed |= startups[i].c == &conns[j];
+		if (listed) {
+			startup_done(&conns[j]);
+		} else {
+			conns[j].fd = -1;
+			memset(conns[j].src, 0, 16);
+			conns[j].src[0] = (uint8_t)(rand() % 5);
+			(void)startup_add(&conns[j], &dropped);
+		}
+		right = startup_counts_right();
+	}
+	check(right, "startups: per-source counts after adds, drops and dones", NULL);
+	for (i = 0; i < 64; i++)
+		startup_done(&conns[i]);
+	check(startups_used == 0 && startup_counts_right(), "startups: all taken off", NULL);
+	free(startups);
+}
+
+/* The cost of one accept past the limit at 2,500 startups, one per source (for make bench). */
+static void
+bench_startups(void)
+{
+	struct conn *conns = calloc(10000, sizeof(*conns));
+
+	srv.max_startups = 2500;
+	startups = calloc(2 * (size_t)srv.max_startups, sizeof(*startups));
+	(void)startups_fill(conns, 5000);
+	printf("startups: %.1f us per accept past --max-startups 2500\n",
+	    startups_fill(conns + 5000, 5000) * 1e6);
+	free(startups);
+	free(conns);
+}
+
 int
 main(int argc, char **argv)
 {
@@ -554,9 +636,13 @@ main(int argc, char **argv)
 			test_liveness();
 		if (GROUP("proxy"))
 			test_proxy();
+		if (GROUP("startups"))
+			test_startups();
+		if (g != NULL && strcmp(g, "startupbench") == 0)
+			bench_startups();
 		if (all)
 			break;
 	}
 	printf("%d passed, %d failed\n", passed, failed);
-	return (failed != 0 || passed == 0);
+	return (failed != 0 || (passed == 0 && !(argc == 2 && strcmp(argv[1], "startupbench") == 0)));
 }

@@ -1,0 +1,104 @@
+# shellcheck shell=bash
+# Server trust: what anonymous peers can make the server hold, drop or log.
+
+# Lines of log $1 that contain $2, each counted with the "(and N more in T s)" it carries.
+lines_counted() {
+	awk -v s="$2" 'index($0, s) { n++; if (match($0, /\(and [0-9]+ more in/)) n += substr($0, RSTART + 5, RLENGTH - 13) }
+		END { print n + 0 }' "$WORK/$1.log"
+}
+
+# True once log $1 counts exactly $3 of the lines containing $2.
+lines_counted_are() { [ "$(lines_counted "$1" "$2")" = "$3" ]; }
+
+# True once log $1 counts at least $3 of the lines containing $2.
+lines_counted_at_least() { [ "$(lines_counted "$1" "$2")" -ge "$3" ]; }
+
+# Floods of refused control connections (--allow-control) and of failed
+# handshakes log a few lines, and the counts they carry add up to every refusal.
+t_log_flood_counted() {
+	local storm lines
+	start_server server --allow-control 127.0.0.2 -s logsecret || return 1
+	TCPKIT_FROM=127.0.0.2 start storm "$TCPKIT" storm 127.0.0.1 "$CTL" 1000 4
+	storm=$LAST
+	out=$("$TCPKIT" storm 127.0.0.1 "$CTL" 2000 4) || { why "storm: $out"; return 1; }
+	wait "$storm" || { why "handshake storm: $(cat "$WORK/storm.log")"; return 1; }
+	# The last count is logged once its 5 s are up, flood or no flood.
+	wait_until 10 lines_counted_are server "not in --allow-control" 2000 ||
+		{ why "refusals counted: $(lines_counted server "not in --allow-control") of 2000"; return 1; }
+	lines=$(count_in_log server "not in --allow-control")
+	[ "$lines" -le 40 ] || { why "$lines lines for 2000 refusals"; return 1; }
+	lines=$(count_in_log server "server handshake failed")
+	[ "$lines" -ge 1 ] && [ "$lines" -le 40 ] || { why "$lines lines for 1000 failed handshakes"; return 1; }
+	alive "$SRV" || { why "the server died"; return 1; }
+}
+
+# Connections from 40 addresses, each under the 250 ms grace and one per
+# address, past --max-startups 16: with a secret and without, every visitor
+# of a client whose address holds a tunnel is served promptly.
+t_many_address_flood() {
+	local secret flood origin i
+	for secret in "" "-s floodsecret"; do
+		start_origin origin echo || return 1
+		origin=$LAST
+		# shellcheck disable=SC2086
+		start_server server --max-startups 16 $secret && start_client client "$ORIGIN" $secret ||
+			{ why "could not set up a tunnel ($secret)"; return 1; }
+		start flood "$TCPKIT" manyaddr 127.0.0.1 "$CTL" 40 150 30
+		flood=$LAST
+		wait_until 5 grep -q "too many connections before authentication" "$WORK/server.log" ||
+			{ why "the flood did not reach the limit ($secret)"; return 1; }
+		for i in 1 2 3 4 5 6 7 8; do
+			out=$(TCPKIT_TIMEOUT=4 "$TCPKIT" roundtrip 127.0.0.1 "$PUB" 10000) ||
+				{ why "visitor $i during the flood ($secret): $out"; return 1; }
+		done
+		alive "$flood" || { why "the flood ended early: $(cat "$WORK/flood.log")"; return 1; }
+		kill -TERM "$flood" "$CLI" "$SRV" "$origin" 2>/dev/null
+		wait "$flood" "$CLI" "$SRV" "$origin" 2>/dev/null || true
+	done
+}
+
+# A SIGHUP that takes a secret out of the file closes the tunnels that proved
+# it (their data connections could no longer authenticate), within a
+# heartbeat or so; the client's reconnect is refused and it exits 78.  A
+# tunnel with a secret kept serves on.
+t_secret_revoked_closes() {
+	local f=$WORK/server.secret old_pub
+	printf 'revoke-old\nrevoke-kept\n' >"$f"
+	start_origin origin echo && start_server server --secret-file "$f" || return 1
+	start_client old "$ORIGIN" -s revoke-old || { why "no tunnel with the old secret"; return 1; }
+	local old=$CLI old_pub=$PUB
+	start_client kept "$ORIGIN" -s revoke-kept || { why "no tunnel with the kept secret"; return 1; }
+	printf 'revoke-kept\n' >"$f"
+	kill -HUP "$SRV"
+	wait_exit "$old" 5 || { why "the tunnel of the removed secret stayed up"; return 1; }
+	[ "$RC" = 78 ] || { why "its client exited $RC, not 78"; return 1; }
+	log_has server "tunnel on port $old_pub closed (secret revoked)" && log_has old "invalid secret" || return 1
+	out=$("$TCPKIT" roundtrip 127.0.0.1 "$PUB" 100000) || { why "kept tunnel: $out"; return 1; }
+}
+
+# Without a secret, one address churning 40 connections (each closed after
+# 200 ms) past --max-startups 16 replaces its own, not the client's idle
+# spares: visitors are served, and claimed on spares.
+t_spares_kept_in_churn() {
+	local flood i n
+	start_origin origin echo && start_server server --max-startups 16 &&
+		BORE_LOG=debug start_client client "$ORIGIN" --prewarm 8 || return 1
+	TCPKIT_FROM=127.0.0.2 start flood "$TCPKIT" manyaddr 127.0.0.1 "$CTL" 40 200 30
+	flood=$LAST
+	wait_until 5 grep -q "too many connections before authentication" "$WORK/server.log" ||
+		{ why "the flood did not reach the limit"; return 1; }
+	sleep 0.5
+	: >"$WORK/client.log"
+	for i in 1 2 3 4 5 6 7 8 9 10; do
+		out=$(TCPKIT_TIMEOUT=4 "$TCPKIT" roundtrip 127.0.0.1 "$PUB" 10000) ||
+			{ why "visitor $i during the churn: $out"; return 1; }
+		sleep 0.2
+	done
+	n=$(count_in_log client "claimed on a spare")
+	[ "$n" -ge 8 ] || { why "$n of 10 visitors claimed on a spare"; return 1; }
+	alive "$flood" || { why "the churn ended early: $(cat "$WORK/flood.log")"; return 1; }
+}
+
+# Per-source counts of unauthenticated connections, kept as they come and go
+# (tests/unit startups; its speed is in make bench: tests/unit startupbench).
+t_startup_counts() { unit_group startups; }
