@@ -35,3 +35,32 @@ t_make_test_target() {
 	[ -e test ] && { why "a file named test is there"; return 1; }
 	return 0
 }
+
+# The systemd units take every setting from their environment files: the server's
+# ExecStart fixes no port range, and a client's secret is a variable it may leave empty.
+t_systemd_units() {
+	local f exec d=$WORK/units
+	exec=$(grep '^ExecStart=' contrib/bore-server.service)
+	grep -qE -- '--(min|max)-port' <<<"$exec" && { why "server ExecStart fixes the range: $exec"; return 1; }
+	grep -q '^EnvironmentFile=-/etc/bore/' contrib/bore-server.service ||
+		{ why "the server unit reads no optional environment file"; return 1; }
+	exec=$(grep '^ExecStart=' contrib/bore-local@.service)
+	grep -qE -- '--secret' <<<"$exec" && { why "client ExecStart needs a secret: $exec"; return 1; }
+	grep -q '^LoadCredential=' contrib/bore-local@.service && { why "the client unit needs a credential"; return 1; }
+	grep -qx 'BORE_SECRET=' contrib/bore-local.env.example || { why "the example has no empty BORE_SECRET="; return 1; }
+	# Run the client's ExecStart as systemd would, with the example's settings: no secret.
+	start_origin origin echo && start_server server || return 1
+	(set -a; . contrib/bore-local.env.example; BORE_SERVER=127.0.0.1 BORE_CONTROL_PORT=$CTL \
+		BORE_ARGS="--local-host 127.0.0.1"; exec "$BORE" local "$ORIGIN" $BORE_ARGS) >"$WORK/client.log" 2>&1 &
+	PIDS+=($!)
+	wait_until 5 grep -q "listening at" "$WORK/client.log" || { why "client: $(cat "$WORK/client.log")"; return 1; }
+	if command -v systemd-analyze >/dev/null 2>&1; then
+		mkdir -p "$d"
+		for f in bore-server.service bore-local@.service; do
+			sed "s|/usr/local/bin/bore|$PWD/bore|" "contrib/$f" >"$d/$f"
+		done
+		systemd-analyze verify --man=no "$d/bore-server.service" "$d/bore-local@3000.service" >"$WORK/verify" 2>&1 ||
+			{ why "systemd-analyze verify: $(cat "$WORK/verify")"; return 1; }
+	fi
+	return 0
+}
