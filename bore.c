@@ -88,6 +88,12 @@ static int log_level = LOG_INFO;
 /* Set when stderr is the journal's stream: lines carry <N> priorities, not timestamps. */
 static int log_journal;
 
+/* Set by --json: each log line is a JSON object, as the Rust bore's --json writes them. */
+static int log_json;
+
+/* The JSON lines' target: the Rust bore's module for the subcommand that runs. */
+static const char *log_target = "bore_cli";
+
 /* Set in a thread whose failures will be retried: its errors are logged as warnings. */
 static _Thread_local int log_retrying;
 
@@ -136,9 +142,12 @@ counted(int fd)
 	return (fd);
 }
 
+static int json_escape(const char *text, char *out, size_t cap, size_t *n);
+
 /*
  * Write one log line to stderr: timestamp, level, message; one write per
  * line.  For the journal, the syslog priority in <> stands for the timestamp.
+ * With --json, one object with tracing-subscriber's JSON fields instead.
  */
 static void log_msg(int level, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
@@ -147,10 +156,11 @@ log_msg(int level, const char *fmt, ...)
 {
 	static const char *const names[] = { "INFO", "ERROR", "WARN", "INFO", "DEBUG", "TRACE" };
 	static const int priorities[] = { 6, 3, 4, 6, 7, 7 };  /* info, err, warning, debug */
-	char msg[768], line[sizeof(msg) + 64];  /* room for msg and any prefix */
+	char msg[768], line[sizeof(msg) * 2 + 160];  /* room for msg, escapes and any prefix */
 	struct timespec ts;
 	struct tm tm;
 	va_list ap;
+	size_t k;
 	int n, saved = errno;
 
 	if (level == LOG_ERROR && log_retrying)
@@ -163,7 +173,16 @@ log_msg(int level, const char *fmt, ...)
 	clock_gettime(CLOCK_REALTIME, &ts);
 	gmtime_r(&ts.tv_sec, &tm);
 	/* snprintf and one write: dprintf would add an lseek and an fstat to every line. */
-	if (log_journal)
+	if (log_json) {
+		k = (size_t)snprintf(line, sizeof(line), "{\"timestamp\":\"%04d-%02d-%02dT%02d:%02d:%02d."
+		    "%06ldZ\",\"level\":\"%s\",\"fields\":{\"message\":\"", tm.tm_year + 1900,
+		    tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, ts.tv_nsec / 1000,
+		    names[level]);
+		/* A message too long for the line is cut at a whole escape, so the line still parses. */
+		(void)json_escape(msg, line, sizeof(line) - 64, &k);
+		n = (int)k + snprintf(line + k, sizeof(line) - k, "\"},\"target\":\"%s\"}\n",
+		    log_target);
+	} else if (log_journal)
 		n = snprintf(line, sizeof(line), "<%d>%s %s\n", priorities[level], names[level], msg);
 	else
 		n = snprintf(line, sizeof(line), "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ %5s %s\n",
@@ -3933,9 +3952,12 @@ static const struct command main_cmd = {
 	"  server  Runs the remote proxy server\n"
 	"  help    Print this message or the help of the given subcommand(s)\n\n"
 	"Options:\n"
+	"      --json     Output logs in machine-readable JSON format (instead of\n"
+	"                 human-readable), before or after the subcommand\n"
 	"  -h, --help     Print help\n"
 	"  -V, --version  Print version\n\n"
-	"Environment: BORE_LOG=off|error|warn|info|debug|trace sets the log level (default info).\n",
+	"Environment: BORE_LOG=off|error|warn|info|debug|trace sets the log level (default info;\n"
+	"RUST_LOG's simple forms, e.g. debug or bore_cli=debug, when BORE_LOG is unset).\n",
 };
 
 static const struct command local_cmd = {
@@ -3969,6 +3991,7 @@ static const struct command local_cmd = {
 	"      --prewarm <N>         Data connections per tunnel kept open and authenticated\n"
 	"                            ahead of visitors, up to 16 [env: BORE_PREWARM]\n"
 	"                            [default: 0]\n"
+	"      --json                Output logs in machine-readable JSON format\n"
 	"  -h, --help                Print help\n",
 };
 
@@ -4006,6 +4029,7 @@ static const struct command server_cmd = {
 	"      --proxy-protocol <VERSION>\n"
 	"                               Send each visitor's address to the service in a\n"
 	"                               PROXY protocol header [possible values: v1, v2]\n"
+	"      --json                   Output logs in machine-readable JSON format\n"
 	"  -h, --help                   Print help\n",
 };
 
@@ -4374,9 +4398,39 @@ main_server(int argc, char **argv)
 }
 
 /*
- * Set log_level from BORE_LOG (an unknown level is bad usage), and
- * log_journal when JOURNAL_STREAM names stderr's device and inode, as
- * systemd sets it for a service whose stderr goes to the journal.
+ * Set log_level from RUST_LOG, as tracing reads its simple forms: a level, or
+ * bore_cli=LEVEL (which wins); directives it cannot use are ignored, as
+ * tracing ignores those it cannot parse.
+ */
+static void
+rust_log_level(const char *const names[])
+{
+	const char *v = env_value("RUST_LOG");
+	char *copy, *dir, *save, *eq;
+	int l, global = -1, ours = -1;
+
+	if (v == NULL || (copy = strdup(v)) == NULL)
+		return;
+	for (dir = strtok_r(copy, ",", &save); dir != NULL; dir = strtok_r(NULL, ",", &save)) {
+		if ((eq = strchr(dir, '=')) != NULL)
+			*eq++ = '\0';
+		for (l = LOG_ALWAYS; l <= LOG_TRACE; l++) {
+			if (eq == NULL && strcasecmp(dir, names[l]) == 0)
+				global = l;
+			else if (eq != NULL && strcasecmp(eq, names[l]) == 0 &&
+			    (strcmp(dir, "bore_cli") == 0 || strncmp(dir, "bore_cli::", 10) == 0))
+				ours = l;
+		}
+	}
+	free(copy);
+	if ((l = ours != -1 ? ours : global) != -1)
+		log_level = l == LOG_ALWAYS ? LOG_ALWAYS - 1 : l;
+}
+
+/*
+ * Set log_level from BORE_LOG (an unknown level is bad usage), else from
+ * RUST_LOG, and log_journal when JOURNAL_STREAM names stderr's device and
+ * inode, as systemd sets it for a service whose stderr goes to the journal.
  */
 static void
 set_log_level(void)
@@ -4393,8 +4447,10 @@ set_log_level(void)
 	if (js != NULL && sscanf(js, "%llu:%llu", &dev, &ino) == 2 && fstat(2, &st) == 0 &&
 	    st.st_dev == dev && st.st_ino == ino)
 		log_journal = 1;
-	if (v == NULL)
+	if (v == NULL) {
+		rust_log_level(names);
 		return;
+	}
 	for (l = LOG_ALWAYS; l <= LOG_TRACE; l++) {
 		if (strcasecmp(v, names[l]) == 0) {
 			/* off: below LOG_ALWAYS, so that not even those lines show. */
@@ -4477,7 +4533,18 @@ int
 main(int argc, char **argv)
 {
 	const struct command *cmd;
+	int i, j, stop = 0;
 
+	/* --json anywhere before a "--", as clap takes a global flag: drop it from argv. */
+	for (i = j = 1; i < argc; i++) {
+		if (strcmp(argv[i], "--") == 0)
+			stop = 1;
+		if (!stop && strcmp(argv[i], "--json") == 0)
+			log_json = 1;
+		else
+			argv[j++] = argv[i];
+	}
+	argv[argc = j] = NULL;
 	if (argc < 2)
 		usage_error(&main_cmd, "a subcommand is required");
 	if (strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0) {
@@ -4496,6 +4563,7 @@ main(int argc, char **argv)
 		return (0);
 	}
 	cmd = find_command(argv[1]);
+	log_target = cmd == &local_cmd ? "bore_cli::client" : "bore_cli::server";
 	/* Before any thread starts, as glibc requires. */
 	(void)mallopt(M_ARENA_MAX, MALLOC_ARENAS);
 	(void)atexit(reap_last_worker);
