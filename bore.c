@@ -843,16 +843,25 @@ struct flow {
 	size_t off, len;  /* waiting bytes: buf[off .. off + len), or len in the pipe */
 	size_t cap;       /* size of buf */
 	uint64_t total;   /* bytes read from `from` */
+	uint64_t base;    /* bytes counted before the relay began, for *moved */
+	_Atomic uint64_t *moved;  /* where base + total is published for status lines, or NULL */
 	int dump_id;      /* --dump: connection number to print with the bytes, else 0 */
 	const char *dir;  /* --dump: direction name */
 	char *buf;        /* copy path: cap bytes; while lazy, only between read and write */
 };
 
-/* What a relay moved, and whether to hex-dump it. */
+/*
+ * What a relay moved, and whether to hex-dump it.  moved is bytes while the
+ * relay runs: its thread alone stores it (relaxed, in a struct of its own, so
+ * no lock or shared cache line per read); status lines load it.
+ */
 struct relay_info {
 	int dump_id;         /* connection number for --dump output; 0: no dump */
 	uint64_t bytes[2];   /* bytes from the first socket to the second, and back */
+	_Atomic uint64_t moved[2];  /* bytes so far, each way, published as they go */
+	struct relay_info *next, **prevp;  /* in the client's list of its tunnel's relays */
 };
+
 
 /* A tunnel's visitors and bytes, for SIGUSR1's status lines; both sides keep one. */
 struct counts {
@@ -869,6 +878,14 @@ counts_add(struct counts *sum, const struct counts *c)
 	sum->visitors += c->visitors;
 	sum->in += c->in;
 	sum->out += c->out;
+}
+
+/* Add the bytes live relay r has moved so far into *c; its side `in` reads from the visitor. */
+static void
+counts_add_live(struct counts *c, struct relay_info *r, int in)
+{
+	c->in += atomic_load_explicit(&r->moved[in], memory_order_relaxed);
+	c->out += atomic_load_explicit(&r->moved[!in], memory_order_relaxed);
 }
 
 /* c as a status line says it: "visitors N now T total, bytes I in O out". */
@@ -1006,6 +1023,8 @@ flow_fill(struct flow *f)
 		f->off = 0;
 		f->len = (size_t)n;
 		f->total += (uint64_t)n;
+		if (f->moved != NULL)
+			atomic_store_explicit(f->moved, f->base + f->total, memory_order_relaxed);
 		f->want_pipe = f->lazy && (size_t)n == f->cap;
 		if (f->dump_id != 0)
 			dump_bytes(f->dump_id, f->dir, (const unsigned char *)f->buf, (size_t)n);
@@ -1103,6 +1122,8 @@ relay(int a, int b, struct relay_info *info)
 	for (s = 0; info != NULL && s < SIDES; s++) {
 		flows[s].dump_id = info->dump_id;
 		flows[s].dir = dump_dirs[s];
+		flows[s].base = info->bytes[s];
+		flows[s].moved = &info->moved[s];
 	}
 	for (;;) {
 		if (flows[SIDE_A].eof && flows[SIDE_A].len == 0 &&
@@ -1982,6 +2003,7 @@ set_liveness(int fd)
 struct live {
 	struct live *next, **prevp;
 	int fd;
+	struct relay_info *info;  /* its bytes so far, for status lines */
 };
 
 /* A visitor accepted on a public port, parked until the client claims it with Accept. */
@@ -2171,13 +2193,14 @@ tunnel_unlist(struct tunnel *t)
 /*
  * SIGUSR1: log a line per open tunnel and one of totals, whatever BORE_LOG
  * says.  Visitors now are those parked or relayed; bytes are those of
- * relays that ended (in: from visitors, out: to them).
+ * relays that ended and of live ones so far (in: from visitors, out: to them).
  */
 static void
 log_server_status(void)
 {
 	struct counts c, all = { 0 };
 	struct tunnel *t;
+	struct live *l;
 	char since[32], text[128];
 	int tunnels = 0;
 
@@ -2186,6 +2209,8 @@ log_server_status(void)
 		pthread_mutex_lock(&t->lock);
 		c = t->counts;
 		c.now = t->conns;
+		for (l = t->live; l != NULL; l = l->next)
+			counts_add_live(&c, l->info, 1);
 		pthread_mutex_unlock(&t->lock);
 		log_msg(LOG_ALWAYS, "status: tunnel port %u, client %s, up since %s (%lld s), %s",
 		    t->port, t->client, utc_str(t->since, since, sizeof(since)),
@@ -2648,6 +2673,7 @@ forward_visitor(struct conn *c, const uint8_t id[BORE_UUID_LEN])
 	/* The parked visitor's fd, place and tunnel reference are ours now. */
 	t = p->tunnel;
 	l.fd = p->fd;
+	l.info = &info;
 	free(p);
 	log_msg(LOG_DEBUG, "forwarding connection %s", ids);
 	if (tunnel_track(t, &l) == 0) {
@@ -3079,6 +3105,7 @@ struct local_tunnel {
 	int64_t since_ms;          /* when it came up */
 	time_t since;
 	struct counts counts;      /* visitors proxied, and their bytes */
+	struct relay_info *live;   /* relays running now, for their bytes so far */
 	struct spare spares[2 * MAX_PREWARM];  /* oldest first; renewed ones await their successor */
 	int nspares;
 	int spares_opening;        /* spares being opened by workers */
@@ -3458,9 +3485,15 @@ proxy_visitor(void *arg)
 	int lfd;
 
 	bore_uuid_format(job->id, ids);
+	log_msg(LOG_INFO, "new connection %s", ids);
 	pthread_mutex_lock(&job->lt->lock);
 	job->lt->counts.now++;
 	job->lt->counts.visitors++;
+	info.next = job->lt->live;
+	info.prevp = &job->lt->live;
+	if (info.next != NULL)
+		info.next->prevp = &info.next;
+	job->lt->live = &info;
 	pthread_mutex_unlock(&job->lt->lock);
 	if (cli.dump)
 		info.dump_id = atomic_fetch_add(&visitors_seen, 1) + 1;
@@ -3510,6 +3543,9 @@ err0:
 	job->lt->counts.now--;
 	job->lt->counts.in += info.bytes[0];
 	job->lt->counts.out += info.bytes[1];
+	*info.prevp = info.next;
+	if (info.next != NULL)
+		info.next->prevp = info.prevp;
 	pthread_mutex_unlock(&job->lt->lock);
 	free(job);
 	atomic_fetch_sub(&visitors_open, 1);
@@ -3789,7 +3825,8 @@ tunnel_main(void *arg)
 
 /*
  * SIGUSR1: log a line per tunnel and one of totals, whatever BORE_LOG says.
- * Bytes are those of relays that ended (in: from visitors, out: to them).
+ * Bytes are those of relays that ended and of live ones so far (in: from
+ * visitors, out: to them).
  */
 static void
 log_client_status(void)
@@ -3797,6 +3834,7 @@ log_client_status(void)
 	char public[300], local[300], since[32], text[128];
 	struct counts c, all = { 0 };
 	struct local_tunnel *lt;
+	struct relay_info *r;
 	int64_t since_ms;
 	time_t since_wall;
 	uint16_t port;
@@ -3809,6 +3847,8 @@ log_client_status(void)
 		since_ms = lt->since_ms;
 		since_wall = lt->since;
 		c = lt->counts;
+		for (r = lt->live; r != NULL; r = r->next)
+			counts_add_live(&c, r, 0);
 		pthread_mutex_unlock(&lt->lock);
 		host_port(cli.local_host, lt->local_port, local, sizeof(local));
 		counts_str(&c, text, sizeof(text));

@@ -110,3 +110,24 @@ t_json_logs() {
 	[ -s "$WORK/q.log" ] && { why "BORE_LOG=off lost to RUST_LOG: $(cat "$WORK/q.log")"; return 1; }
 	return 0
 }
+
+# A visitor's arrival is logged by the client at info, and SIGUSR1's status lines count
+# the bytes of a connection still open: 8 MiB sent to a sink, the visitor then idle.
+t_status_live_bytes() {
+	local n=$((8 << 20))
+	start_origin origin sink && start_server_logging server info || return 1
+	start_split client "$BORE" local "$ORIGIN" --local-host 127.0.0.1 --to 127.0.0.1 --control-port "$CTL"
+	CLI=$LAST
+	wait_until 5 lines_are "$WORK/client.out" 1 || { why "no stdout line"; return 1; }
+	PUB=$(public_for client "$ORIGIN")
+	exec 8<>"/dev/tcp/127.0.0.1/$PUB" || { why "could not connect to $PUB"; return 1; }
+	head -c "$n" /dev/zero >&8 || { exec 8>&-; why "could not send"; return 1; }
+	wait_until 5 log_has client "INFO new connection " || { exec 8>&-; return 1; }
+	status_settles "$SRV" server "INFO status: 1 tunnel, visitors 1 now 1 total, bytes $n in 0 out" &&
+		status_settles "$CLI" client "INFO status: 1 tunnel, 1 up, visitors 1 now 1 total, bytes $n in 0 out" ||
+		{ exec 8>&-; return 1; }
+	exec 8>&-
+	# The sink answers its count as the visitor leaves.
+	status_settles "$SRV" server "INFO status: 1 tunnel, visitors 0 now 1 total, bytes $n in [0-9]+ out" &&
+		status_settles "$CLI" client "INFO status: 1 tunnel, 1 up, visitors 0 now 1 total, bytes $n in [0-9]+ out"
+}
