@@ -3063,7 +3063,11 @@ static struct {
 	int dump;                               /* hex-dump every proxied connection */
 	int max_conns;                          /* visitors relayed at once */
 	int prewarm;                            /* spare data connections kept per tunnel */
+	int grace_ms;                           /* how long relays may finish at a stop */
 } cli;
+
+/* Set at a stop while live visitors finish: new ones are not taken. */
+static atomic_int cli_draining;
 
 /* Most tunnels one `bore local` opens, one per local port given. */
 #define MAX_TUNNELS 64
@@ -3560,6 +3564,11 @@ start_visitor(struct local_tunnel *lt, const uint8_t id[BORE_UUID_LEN],
 	static _Thread_local int64_t quiet_until;  /* each tunnel thread's own */
 	struct visitor_job *job;
 
+	/* Draining for a stop: ignored like one over the limit below. */
+	if (atomic_load(&cli_draining)) {
+		log_msg(LOG_DEBUG, "visitor ignored: shutting down");
+		return;
+	}
 	/* Ignored, the visitor waits out the server's pending timeout and is closed. */
 	if (atomic_fetch_add(&visitors_open, 1) >= cli.max_conns) {
 		if (log_due(&quiet_until))
@@ -3867,9 +3876,43 @@ log_client_status(void)
 }
 
 /*
+ * At a stop, with visitors being relayed: take no new ones, and let those
+ * finish for up to --grace while the tunnels stay up (the server cuts a
+ * tunnel's relays when its control connection ends); a second stop ends
+ * the wait.
+ */
+static void
+drain_visitors(void)
+{
+	struct pollfd p = { .fd = signal_pipe[0], .events = POLLIN };
+	int64_t deadline = now_ms() + cli.grace_ms;
+	unsigned char sig;
+	int open;
+
+	atomic_store(&cli_draining, 1);
+	open = atomic_load(&visitors_open);
+	log_msg(LOG_INFO, "shutting down: %d connection%s; waiting up to %.1f s", open,
+	    open == 1 ? "" : "s", cli.grace_ms / 1000.0);
+	while (atomic_load(&visitors_open) > 0 && now_ms() < deadline) {
+		/* Visitor threads end on their own: poll briefly so the count is seen soon. */
+		if (poll(&p, 1, 50) <= 0 || read(signal_pipe[0], &sig, 1) != 1)
+			continue;
+		if (sig == SIGUSR1) {
+			log_client_status();
+		} else if (sig != 0) {
+			log_msg(LOG_INFO, "second signal: not waiting");
+			break;
+		}
+	}
+	if ((open = atomic_load(&visitors_open)) > 0)
+		log_msg(LOG_WARN, "closing %d connection%s still open", open, open == 1 ? "" : "s");
+}
+
+/*
  * Run every tunnel in a thread of its own, and wait for signals and for the
- * tunnels.  A stop (SIGINT/SIGTERM/SIGHUP) wakes every tunnel thread through
- * stop_pipe and exits 0.  Otherwise the client ends when no tunnel can go
+ * tunnels.  A stop (SIGINT/SIGTERM/SIGHUP) lets live visitors finish
+ * (drain_visitors), then wakes every tunnel thread through stop_pipe and
+ * exits 0.  Otherwise the client ends when no tunnel can go
  * on, with the highest of their statuses: EXIT_REFUSED if any was refused
  * for good, else 1.
  */
@@ -3896,7 +3939,10 @@ run_tunnels(void)
 				log_client_status();
 				break;
 			default:
-				log_msg(LOG_INFO, "shutting down");
+				if (atomic_load(&visitors_open) > 0)
+					drain_visitors();
+				else
+					log_msg(LOG_INFO, "shutting down");
 				/* Every tunnel thread polls stop_pipe: its POLLHUP wakes them all. */
 				close(stop_pipe[1]);
 				stopped = 1;
@@ -3927,7 +3973,7 @@ struct optdef {
 /* Options of `bore local`, by index into its values. */
 enum {
 	L_LOCAL_HOST, L_TO, L_PORT, L_SECRET, L_SECRET_FILE, L_CONTROL_PORT, L_NO_RECONNECT,
-	L_HEARTBEAT_TIMEOUT, L_DUMP, L_MAX_CONNS, L_PREWARM, L_COUNT
+	L_HEARTBEAT_TIMEOUT, L_DUMP, L_MAX_CONNS, L_PREWARM, L_GRACE, L_COUNT
 };
 static const struct optdef local_opts[L_COUNT] = {
 	[L_LOCAL_HOST] = { "local-host", 'l', NULL, OPT_VALUE },
@@ -3941,6 +3987,7 @@ static const struct optdef local_opts[L_COUNT] = {
 	[L_DUMP] = { "dump", 0, NULL, OPT_FLAG },
 	[L_MAX_CONNS] = { "max-conns", 0, "BORE_MAX_CONNS", OPT_VALUE },
 	[L_PREWARM] = { "prewarm", 0, "BORE_PREWARM", OPT_VALUE },
+	[L_GRACE] = { "grace", 0, "BORE_GRACE", OPT_VALUE },
 };
 
 /* Options of `bore server`, by index into its values. */
@@ -4031,6 +4078,8 @@ static const struct command local_cmd = {
 	"      --prewarm <N>         Data connections per tunnel kept open and authenticated\n"
 	"                            ahead of visitors, up to 16 [env: BORE_PREWARM]\n"
 	"                            [default: 0]\n"
+	"      --grace <SECONDS>     At SIGTERM, how long open connections may finish\n"
+	"                            [env: BORE_GRACE] [default: 5]\n"
 	"      --json                Output logs in machine-readable JSON format\n"
 	"  -h, --help                Print help\n",
 };
@@ -4353,6 +4402,7 @@ main_local(int argc, char **argv)
 	cli.max_conns = count_option(&local_cmd, vals[L_MAX_CONNS], "--max-conns", 1, COUNT_MAX,
 	    DEFAULT_MAX_CONNS);
 	cli.prewarm = count_option(&local_cmd, vals[L_PREWARM], "--prewarm", 0, MAX_PREWARM, 0);
+	cli.grace_ms = 1000 * count_option(&local_cmd, vals[L_GRACE], "--grace", 0, COUNT_MAX, 5);
 	/* Each visitor takes two fds: its data connection and its local one; spares, up to two each. */
 	fd_reserve = FD_SPARE + 2 * cli.prewarm * npos;
 	if (cli.max_conns > (fd_limit - fd_reserve) / 2)

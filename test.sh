@@ -603,7 +603,7 @@ CASES+=(tunnels_two_ports tunnels_remote_ports tunnels_one_refused tunnels_serve
 CASES+=(proxy_protocol proxy_header_bytes secret_rotation secret_reload reload_during_handshakes)
 CASES+=(prewarm_spares prewarm_long_link prewarm_shutdown prewarm_reconnect prewarm_spares_dropped prewarm_spares_kept_in_flood prewarm_secret_rotated \
 	prewarm_usage)
-CASES+=(hardened_build make_test_target systemd_units json_logs status_live_bytes)
+CASES+=(hardened_build make_test_target systemd_units json_logs status_live_bytes local_drain)
 # Not run again under the sanitizer passes: unit tests, cases that need a plain
 # build (an address-space limit, valgrind), and slow ones that add no new code path.
 ONCE_CASES=" hmac_vectors frame_parser liveness_options thread_failure valgrind_short_session "
@@ -619,7 +619,7 @@ TSAN_CASES=(
 TSAN_CASES+=(tunnels_two_ports tunnels_sigterm status_lines)
 TSAN_CASES+=(reload_during_handshakes)
 TSAN_CASES+=(prewarm_spares prewarm_shutdown prewarm_spares_dropped)
-TSAN_CASES+=(status_live_bytes)
+TSAN_CASES+=(status_live_bytes local_drain)
 
 for name in "${CASES[@]}"; do
 	run "$name"

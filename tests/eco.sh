@@ -131,3 +131,64 @@ t_status_live_bytes() {
 	status_settles "$SRV" server "INFO status: 1 tunnel, visitors 0 now 1 total, bytes $n in [0-9]+ out" &&
 		status_settles "$CLI" client "INFO status: 1 tunnel, 1 up, visitors 0 now 1 total, bytes $n in [0-9]+ out"
 }
+
+# A visitor for drain cases: to the echo at port $1, send $2 chunks of 64 KiB a tenth
+# of a second apart, printing "started" after the first comes back, then "ok" once all
+# came back with the same SHA-256.
+slow_echo_visitor() {
+	python3 -c '
+import hashlib, os, socket, sys, time
+s = socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=30)
+sent, got, back = hashlib.sha256(), hashlib.sha256(), 0
+for i in range(int(sys.argv[2])):
+    chunk = os.urandom(65536)
+    s.sendall(chunk)
+    sent.update(chunk)
+    while back < (i + 1) * 65536:
+        b = s.recv(1 << 20)
+        if not b:
+            sys.exit("cut after %d bytes" % back)
+        got.update(b)
+        back += len(b)
+    if i == 0:
+        print("started", flush=True)
+    time.sleep(0.1)
+s.shutdown(socket.SHUT_WR)
+if s.recv(1) or sent.digest() != got.digest():
+    sys.exit("hash mismatch")
+print("ok", flush=True)
+' "$@"
+}
+
+# bore local drains at SIGTERM as the server does with --grace: a transfer in flight
+# goes on to its end, hash checked, and the client then exits 0; a second signal
+# cuts the wait short.
+t_local_drain() {
+	local vis
+	command -v python3 >/dev/null 2>&1 || { why "no python3"; return 2; }
+	start_origin origin echo && start_server server && start_client client "$ORIGIN" --grace 10 || return 1
+	start visitor slow_echo_visitor "$PUB" 20
+	vis=$LAST
+	wait_until 5 grep -qx started "$WORK/visitor.log" || { why "visitor did not start"; return 1; }
+	kill -TERM "$CLI"
+	wait_until 5 log_has client "shutting down: 1 connection; waiting up to 10.0 s" || return 1
+	wait_exit "$vis" 10 || { why "visitor still running"; return 1; }
+	grep -qx ok "$WORK/visitor.log" || { why "visitor: $(cat "$WORK/visitor.log")"; return 1; }
+	wait_exit "$CLI" 5 || { why "client did not exit after the drain"; return 1; }
+	[ "$RC" = 0 ] || { why "client exit status $RC"; return 1; }
+	# Again, with a second signal: the visitor is cut, the client exits 0 at once.
+	start_client client2 "$ORIGIN" --grace 30 || return 1
+	start visitor2 slow_echo_visitor "$PUB" 100
+	vis=$LAST
+	wait_until 5 grep -qx started "$WORK/visitor2.log" || { why "visitor2 did not start"; return 1; }
+	kill -TERM "$CLI"
+	wait_until 5 log_has client2 "waiting up to 30.0 s" || return 1
+	alive "$CLI" || { why "client2 did not wait"; return 1; }
+	kill -TERM "$CLI"
+	wait_exit "$CLI" 5 || { why "client2 still running after a second signal"; return 1; }
+	[ "$RC" = 0 ] || { why "client2 exit status $RC"; return 1; }
+	log_has client2 "second signal: not waiting" || return 1
+	wait_exit "$vis" 10 || { why "visitor2 still running"; return 1; }
+	grep -qx ok "$WORK/visitor2.log" && { why "visitor2 was not cut"; return 1; }
+	return 0
+}
