@@ -603,14 +603,14 @@ CASES+=(tunnels_two_ports tunnels_remote_ports tunnels_one_refused tunnels_serve
 CASES+=(proxy_protocol proxy_header_bytes secret_rotation secret_reload reload_during_handshakes)
 CASES+=(prewarm_spares prewarm_long_link prewarm_shutdown prewarm_reconnect prewarm_spares_dropped prewarm_spares_kept_in_flood prewarm_secret_rotated \
 	prewarm_usage)
-CASES+=(hardened_build make_test_target systemd_units json_logs status_live_bytes local_drain)
+CASES+=(hardened_build make_test_target systemd_units json_logs status_live_bytes local_drain readme_newcomer)
 # Not run again under the sanitizer passes: unit tests, cases that need a plain
 # build (an address-space limit, valgrind), and slow ones that add no new code path.
 ONCE_CASES=" hmac_vectors frame_parser liveness_options thread_failure valgrind_short_session "
 ONCE_CASES+="link_cut_frees_port reresolve_on_reconnect startup_checks "
 ONCE_CASES+="deps_install_decisions demo_clean man_page install_targets bash_completion "
 ONCE_CASES+="proxy_header_bytes prewarm_usage prewarm_long_link unclaimed_visitor "
-ONCE_CASES+="hardened_build make_test_target systemd_units "
+ONCE_CASES+="hardened_build make_test_target systemd_units readme_newcomer "
 # Run again under ThreadSanitizer: the cases where threads meet.
 TSAN_CASES=(
 	concurrent_200 hello_race visitor_burst_few_fds preauth_flood halfclose_then_reset \

@@ -192,3 +192,21 @@ t_local_drain() {
 	grep -qx ok "$WORK/visitor2.log" && { why "visitor2 was not cut"; return 1; }
 	return 0
 }
+
+# The README puts what a newcomer needs first: an ssh example, self-hosting before the
+# benchmark, the benchmark kept short; and its install-strip size is within 15% of the truth.
+t_readme_newcomer() {
+	local said got d=$WORK/strip
+	grep -qE '^ +\$ bore local 22 .*--port 2222' README.md && grep -qF 'ssh -p 2222 ' README.md ||
+		{ why "README has no ssh example"; return 1; }
+	[ "$(grep -n '^## Self-hosting' README.md | cut -d: -f1)" -lt "$(grep -n '^## Performance' README.md | cut -d: -f1)" ] ||
+		{ why "the benchmark comes before Self-hosting"; return 1; }
+	[ "$(awk '/^## Performance/ { on = 1; next } /^## / { on = 0 } on' README.md | wc -l)" -le 60 ] ||
+		{ why "the Performance section is over 60 lines"; return 1; }
+	said=$(sed -n 's/.*install-strip.*(\([0-9,]*\) bytes instead of.*/\1/p; s/.*binary stripped (\([0-9,]*\) bytes instead of.*/\1/p' README.md | tr -d , | head -n 1)
+	[ -n "$said" ] || { why "README gives no stripped size in bytes"; return 1; }
+	make -s install-strip DESTDIR="$d" >/dev/null || { why "make install-strip failed"; return 1; }
+	got=$(stat -c %s "$d/usr/local/bin/bore")
+	[ $((said * 100 / got)) -ge 85 ] && [ $((said * 100 / got)) -le 115 ] ||
+		{ why "README says $said bytes stripped, install-strip gives $got"; return 1; }
+}
