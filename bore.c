@@ -862,7 +862,6 @@ struct relay_info {
 	struct relay_info *next, **prevp;  /* in the client's list of its tunnel's relays */
 };
 
-
 /* A tunnel's visitors and bytes, for SIGUSR1's status lines; both sides keep one. */
 struct counts {
 	int now;            /* visitors being served */
@@ -1124,6 +1123,7 @@ relay(int a, int b, struct relay_info *info)
 		flows[s].dir = dump_dirs[s];
 		flows[s].base = info->bytes[s];
 		flows[s].moved = &info->moved[s];
+		atomic_store_explicit(flows[s].moved, flows[s].base, memory_order_relaxed);
 	}
 	for (;;) {
 		if (flows[SIDE_A].eof && flows[SIDE_A].len == 0 &&
