@@ -17,7 +17,9 @@ BORE_LIBS = $(SODIUM_LIBS) -pthread
 # Hardening by default, in variables of its own so that flags from the environment
 # (dpkg-buildflags, say) come after and win; `make HARDEN_CFLAGS= ...` drops a part.
 HARDEN_CPPFLAGS = $(if $(findstring _FORTIFY_SOURCE,$(CPPFLAGS) $(CFLAGS)),,-D_FORTIFY_SOURCE=2)
-HARDEN_CFLAGS = -fstack-protector-strong -fPIE
+# -fstack-protector, not -strong: -strong made each of bore local's visitor threads touch
+# one more stack page (client VmRSS at 1,000 visitors 11.8 -> 15.8 MB).
+HARDEN_CFLAGS = -fstack-protector -fPIE
 HARDEN_LDFLAGS = -pie -Wl,-z,relro,-z,now
 BUILD = $(CC) $(BORE_CFLAGS) $(HARDEN_CPPFLAGS) $(CPPFLAGS) $(HARDEN_CFLAGS) $(CFLAGS) \
 	$(HARDEN_LDFLAGS) $(LDFLAGS)

@@ -156,7 +156,7 @@ log_msg(int level, const char *fmt, ...)
 {
 	static const char *const names[] = { "INFO", "ERROR", "WARN", "INFO", "DEBUG", "TRACE" };
 	static const int priorities[] = { 6, 3, 4, 6, 7, 7 };  /* info, err, warning, debug */
-	char msg[768], line[sizeof(msg) * 2 + 160];  /* room for msg, escapes and any prefix */
+	char msg[768], line[sizeof(msg) + 160];  /* room for msg and any prefix (JSON: most escapes) */
 	struct timespec ts;
 	struct tm tm;
 	va_list ap;
@@ -3489,7 +3489,6 @@ proxy_visitor(void *arg)
 	int lfd;
 
 	bore_uuid_format(job->id, ids);
-	log_msg(LOG_INFO, "new connection %s", ids);
 	pthread_mutex_lock(&job->lt->lock);
 	job->lt->counts.now++;
 	job->lt->counts.visitors++;
@@ -3562,8 +3561,12 @@ start_visitor(struct local_tunnel *lt, const uint8_t id[BORE_UUID_LEN],
     const struct sockaddr_storage *server, socklen_t server_len)
 {
 	static _Thread_local int64_t quiet_until;  /* each tunnel thread's own */
+	char ids[BORE_UUID_STRLEN + 1];
 	struct visitor_job *job;
 
+	/* Logged here, not in the visitor's thread, whose stack would grow by the call. */
+	bore_uuid_format(id, ids);
+	log_msg(LOG_INFO, "new connection %s", ids);
 	/* Draining for a stop: ignored like one over the limit below. */
 	if (atomic_load(&cli_draining)) {
 		log_msg(LOG_DEBUG, "visitor ignored: shutting down");
