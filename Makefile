@@ -14,6 +14,15 @@ SODIUM_CFLAGS := $(shell pkg-config --cflags libsodium 2>/dev/null)
 SODIUM_LIBS := $(shell pkg-config --libs libsodium 2>/dev/null)
 BORE_CFLAGS = -std=c11 -D_GNU_SOURCE $(WARNINGS) $(SODIUM_CFLAGS) -pthread
 BORE_LIBS = $(SODIUM_LIBS) -pthread
+# Hardening by default, in variables of its own so that flags from the environment
+# (dpkg-buildflags, say) come after and win; `make HARDEN_CFLAGS= ...` drops a part.
+HARDEN_CPPFLAGS = $(if $(findstring _FORTIFY_SOURCE,$(CPPFLAGS) $(CFLAGS)),,-D_FORTIFY_SOURCE=2)
+# -fstack-protector, not -strong: -strong made each of bore local's visitor threads touch
+# one more stack page (client VmRSS at 1,000 visitors 11.8 -> 15.8 MB).
+HARDEN_CFLAGS = -fstack-protector -fPIE
+HARDEN_LDFLAGS = -pie -Wl,-z,relro,-z,now
+BUILD = $(CC) $(BORE_CFLAGS) $(HARDEN_CPPFLAGS) $(CPPFLAGS) $(HARDEN_CFLAGS) $(CFLAGS) \
+	$(HARDEN_LDFLAGS) $(LDFLAGS)
 
 TEST_TOOLS = tests/unit tests/tcpkit
 
@@ -24,13 +33,13 @@ SAN_CFLAGS = -O1 -g -fno-omit-frame-pointer -DTHREAD_STACK='(2048 * 1024)'
 FUZZ_CC ?= clang
 FUZZ_SECONDS ?= 60
 
-.PHONY: all check install install-strip install-systemd uninstall clean bench demo asan tsan \
+.PHONY: all check test install install-strip install-systemd uninstall clean bench demo asan tsan \
 	fuzz sodium
 
 all: bore
 
 bore: bore.c bore.h | sodium
-	$(CC) $(BORE_CFLAGS) $(CPPFLAGS) $(CFLAGS) $(LDFLAGS) -o $@ bore.c $(BORE_LIBS)
+	$(BUILD) -o $@ bore.c $(BORE_LIBS)
 
 # Every build needs libsodium; name the package rather than fail on a missing header.
 sodium:
@@ -40,10 +49,10 @@ sodium:
 
 # The unit tests include bore.c whole, so they can reach its static helpers.
 tests/unit: tests/unit.c bore.c bore.h | sodium
-	$(CC) $(BORE_CFLAGS) $(CPPFLAGS) $(CFLAGS) $(LDFLAGS) -o $@ tests/unit.c $(BORE_LIBS)
+	$(BUILD) -o $@ tests/unit.c $(BORE_LIBS)
 
 tests/tcpkit: tests/tcpkit.c | sodium
-	$(CC) $(BORE_CFLAGS) $(CPPFLAGS) $(CFLAGS) $(LDFLAGS) -o $@ tests/tcpkit.c $(BORE_LIBS)
+	$(BUILD) -o $@ tests/tcpkit.c $(BORE_LIBS)
 
 asan: bore-asan
 tsan: bore-tsan
@@ -70,6 +79,10 @@ fuzz: tests/fuzz
 check:
 	@./tests/deps.sh check
 	./test.sh
+
+# The name dh_auto_test and others look for; without it make's built-in rule
+# would copy test.sh to a file named test and run nothing.
+test: check
 
 demo:
 	@./tests/deps.sh build

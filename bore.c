@@ -88,6 +88,12 @@ static int log_level = LOG_INFO;
 /* Set when stderr is the journal's stream: lines carry <N> priorities, not timestamps. */
 static int log_journal;
 
+/* Set by --json: each log line is a JSON object, as the Rust bore's --json writes them. */
+static int log_json;
+
+/* The JSON lines' target: the Rust bore's module for the subcommand that runs. */
+static const char *log_target = "bore_cli";
+
 /* Set in a thread whose failures will be retried: its errors are logged as warnings. */
 static _Thread_local int log_retrying;
 
@@ -136,9 +142,12 @@ counted(int fd)
 	return (fd);
 }
 
+static int json_escape(const char *text, char *out, size_t cap, size_t *n);
+
 /*
  * Write one log line to stderr: timestamp, level, message; one write per
  * line.  For the journal, the syslog priority in <> stands for the timestamp.
+ * With --json, one object with tracing-subscriber's JSON fields instead.
  */
 static void log_msg(int level, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
@@ -147,10 +156,11 @@ log_msg(int level, const char *fmt, ...)
 {
 	static const char *const names[] = { "INFO", "ERROR", "WARN", "INFO", "DEBUG", "TRACE" };
 	static const int priorities[] = { 6, 3, 4, 6, 7, 7 };  /* info, err, warning, debug */
-	char msg[768], line[sizeof(msg) + 64];  /* room for msg and any prefix */
+	char msg[768], line[sizeof(msg) + 160];  /* room for msg and any prefix (JSON: most escapes) */
 	struct timespec ts;
 	struct tm tm;
 	va_list ap;
+	size_t k;
 	int n, saved = errno;
 
 	if (level == LOG_ERROR && log_retrying)
@@ -163,7 +173,16 @@ log_msg(int level, const char *fmt, ...)
 	clock_gettime(CLOCK_REALTIME, &ts);
 	gmtime_r(&ts.tv_sec, &tm);
 	/* snprintf and one write: dprintf would add an lseek and an fstat to every line. */
-	if (log_journal)
+	if (log_json) {
+		k = (size_t)snprintf(line, sizeof(line), "{\"timestamp\":\"%04d-%02d-%02dT%02d:%02d:%02d."
+		    "%06ldZ\",\"level\":\"%s\",\"fields\":{\"message\":\"", tm.tm_year + 1900,
+		    tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, ts.tv_nsec / 1000,
+		    names[level]);
+		/* A message too long for the line is cut at a whole escape, so the line still parses. */
+		(void)json_escape(msg, line, sizeof(line) - 64, &k);
+		n = (int)k + snprintf(line + k, sizeof(line) - k, "\"},\"target\":\"%s\"}\n",
+		    log_target);
+	} else if (log_journal)
 		n = snprintf(line, sizeof(line), "<%d>%s %s\n", priorities[level], names[level], msg);
 	else
 		n = snprintf(line, sizeof(line), "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ %5s %s\n",
@@ -963,15 +982,23 @@ struct flow {
 	size_t off, len;  /* waiting bytes: buf[off .. off + len), or len in the pipe */
 	size_t cap;       /* size of buf */
 	uint64_t total;   /* bytes read from `from` */
+	uint64_t base;    /* bytes counted before the relay began, for *moved */
+	_Atomic uint64_t *moved;  /* where base + total is published for status lines, or NULL */
 	int dump_id;      /* --dump: connection number to print with the bytes, else 0 */
 	const char *dir;  /* --dump: direction name */
 	char *buf;        /* copy path: cap bytes; while lazy, only between read and write */
 };
 
-/* What a relay moved, and whether to hex-dump it. */
+/*
+ * What a relay moved, and whether to hex-dump it.  moved is bytes while the
+ * relay runs: its thread alone stores it (relaxed, in a struct of its own, so
+ * no lock or shared cache line per read); status lines load it.
+ */
 struct relay_info {
 	int dump_id;         /* connection number for --dump output; 0: no dump */
 	uint64_t bytes[2];   /* bytes from the first socket to the second, and back */
+	_Atomic uint64_t moved[2];  /* bytes so far, each way, published as they go */
+	struct relay_info *next, **prevp;  /* in the client's list of its tunnel's relays */
 };
 
 /* A tunnel's visitors and bytes, for SIGUSR1's status lines; both sides keep one. */
@@ -989,6 +1016,14 @@ counts_add(struct counts *sum, const struct counts *c)
 	sum->visitors += c->visitors;
 	sum->in += c->in;
 	sum->out += c->out;
+}
+
+/* Add the bytes live relay r has moved so far into *c; its side `in` reads from the visitor. */
+static void
+counts_add_live(struct counts *c, struct relay_info *r, int in)
+{
+	c->in += atomic_load_explicit(&r->moved[in], memory_order_relaxed);
+	c->out += atomic_load_explicit(&r->moved[!in], memory_order_relaxed);
 }
 
 /* c as a status line says it: "visitors N now T total, bytes I in O out". */
@@ -1126,6 +1161,8 @@ flow_fill(struct flow *f)
 		f->off = 0;
 		f->len = (size_t)n;
 		f->total += (uint64_t)n;
+		if (f->moved != NULL)
+			atomic_store_explicit(f->moved, f->base + f->total, memory_order_relaxed);
 		f->want_pipe = f->lazy && (size_t)n == f->cap;
 		if (f->dump_id != 0)
 			dump_bytes(f->dump_id, f->dir, (const unsigned char *)f->buf, (size_t)n);
@@ -1223,6 +1260,9 @@ relay(int a, int b, struct relay_info *info)
 	for (s = 0; info != NULL && s < SIDES; s++) {
 		flows[s].dump_id = info->dump_id;
 		flows[s].dir = dump_dirs[s];
+		flows[s].base = info->bytes[s];
+		flows[s].moved = &info->moved[s];
+		atomic_store_explicit(flows[s].moved, flows[s].base, memory_order_relaxed);
 	}
 	for (;;) {
 		if (flows[SIDE_A].eof && flows[SIDE_A].len == 0 &&
@@ -2142,6 +2182,7 @@ set_liveness(int fd)
 struct live {
 	struct live *next, **prevp;
 	int fd;
+	struct relay_info *info;  /* its bytes so far, for status lines */
 };
 
 /* A visitor accepted on a public port, parked until the client claims it with Accept. */
@@ -2346,13 +2387,14 @@ tunnel_unlist(struct tunnel *t)
 /*
  * SIGUSR1: log a line per open tunnel and one of totals, whatever BORE_LOG
  * says.  Visitors now are those parked or relayed; bytes are those of
- * relays that ended (in: from visitors, out: to them).
+ * relays that ended and of live ones so far (in: from visitors, out: to them).
  */
 static void
 log_server_status(void)
 {
 	struct counts c, all = { 0 };
 	struct tunnel *t;
+	struct live *l;
 	char since[32], text[128];
 	int tunnels = 0;
 
@@ -2361,6 +2403,8 @@ log_server_status(void)
 		pthread_mutex_lock(&t->lock);
 		c = t->counts;
 		c.now = t->conns;
+		for (l = t->live; l != NULL; l = l->next)
+			counts_add_live(&c, l->info, 1);
 		pthread_mutex_unlock(&t->lock);
 		log_msg(LOG_ALWAYS, "status: tunnel port %u, client %s, up since %s (%lld s), %s",
 		    t->port, t->client, utc_str(t->since, since, sizeof(since)),
@@ -2836,6 +2880,7 @@ forward_visitor(struct conn *c, const uint8_t id[BORE_UUID_LEN])
 	/* The parked visitor's fd, place and tunnel reference are ours now. */
 	t = p->tunnel;
 	l.fd = p->fd;
+	l.info = &info;
 	free(p);
 	log_msg(LOG_DEBUG, "forwarding connection %s", ids);
 	if (tunnel_track(t, &l) == 0) {
@@ -3248,7 +3293,11 @@ static struct {
 	uint16_t proxy_port;
 	char proxy_user[256], proxy_pass[256];  /* decoded, for RFC 1929; user "": none */
 	char proxy_basic[700];                  /* http://: base64 of user:pass; "": none */
+	int grace_ms;                           /* how long relays may finish at a stop */
 } cli;
+
+/* Set at a stop while live visitors finish: new ones are not taken. */
+static atomic_int cli_draining;
 
 /* Most tunnels one `bore local` opens, one per local port given. */
 #define MAX_TUNNELS 64
@@ -3298,6 +3347,7 @@ struct local_tunnel {
 	int64_t since_ms;          /* when it came up */
 	time_t since;
 	struct counts counts;      /* visitors proxied, and their bytes */
+	struct relay_info *live;   /* relays running now, for their bytes so far */
 	struct spare spares[2 * MAX_PREWARM];  /* oldest first; renewed ones await their successor */
 	int nspares;
 	int spares_opening;        /* spares being opened by workers */
@@ -3921,6 +3971,11 @@ proxy_visitor(void *arg)
 	pthread_mutex_lock(&job->lt->lock);
 	job->lt->counts.now++;
 	job->lt->counts.visitors++;
+	info.next = job->lt->live;
+	info.prevp = &job->lt->live;
+	if (info.next != NULL)
+		info.next->prevp = &info.next;
+	job->lt->live = &info;
 	pthread_mutex_unlock(&job->lt->lock);
 	if (cli.dump)
 		info.dump_id = atomic_fetch_add(&visitors_seen, 1) + 1;
@@ -3975,6 +4030,9 @@ err0:
 	job->lt->counts.now--;
 	job->lt->counts.in += info.bytes[0];
 	job->lt->counts.out += info.bytes[1];
+	*info.prevp = info.next;
+	if (info.next != NULL)
+		info.next->prevp = info.prevp;
 	pthread_mutex_unlock(&job->lt->lock);
 	free(job);
 	atomic_fetch_sub(&visitors_open, 1);
@@ -3987,8 +4045,17 @@ start_visitor(struct local_tunnel *lt, const uint8_t id[BORE_UUID_LEN],
     const struct route *route)
 {
 	static struct log_limit ignored;  /* all tunnels', under limits_lock */
+	char ids[BORE_UUID_STRLEN + 1];
 	struct visitor_job *job;
 
+	/* Logged here, not in the visitor's thread, whose stack would grow by the call. */
+	bore_uuid_format(id, ids);
+	log_msg(LOG_INFO, "new connection %s", ids);
+	/* Draining for a stop: ignored like one over the limit below. */
+	if (atomic_load(&cli_draining)) {
+		log_msg(LOG_DEBUG, "visitor ignored: shutting down");
+		return;
+	}
 	/* Ignored, the visitor waits out the server's pending timeout and is closed. */
 	if (atomic_fetch_add(&visitors_open, 1) >= cli.max_conns) {
 		log_limited(&ignored, LOG_WARN, "visitor ignored: too many connections (limit %d)",
@@ -4255,7 +4322,8 @@ tunnel_main(void *arg)
 
 /*
  * SIGUSR1: log a line per tunnel and one of totals, whatever BORE_LOG says.
- * Bytes are those of relays that ended (in: from visitors, out: to them).
+ * Bytes are those of relays that ended and of live ones so far (in: from
+ * visitors, out: to them).
  */
 static void
 log_client_status(void)
@@ -4263,6 +4331,7 @@ log_client_status(void)
 	char public[300], local[300], since[32], text[128];
 	struct counts c, all = { 0 };
 	struct local_tunnel *lt;
+	struct relay_info *r;
 	int64_t since_ms;
 	time_t since_wall;
 	uint16_t port;
@@ -4275,6 +4344,8 @@ log_client_status(void)
 		since_ms = lt->since_ms;
 		since_wall = lt->since;
 		c = lt->counts;
+		for (r = lt->live; r != NULL; r = r->next)
+			counts_add_live(&c, r, 0);
 		pthread_mutex_unlock(&lt->lock);
 		host_port(cli.local_host, lt->local_port, local, sizeof(local));
 		counts_str(&c, text, sizeof(text));
@@ -4293,9 +4364,43 @@ log_client_status(void)
 }
 
 /*
+ * At a stop, with visitors being relayed: take no new ones, and let those
+ * finish for up to --grace while the tunnels stay up (the server cuts a
+ * tunnel's relays when its control connection ends); a second stop ends
+ * the wait.
+ */
+static void
+drain_visitors(void)
+{
+	struct pollfd p = { .fd = signal_pipe[0], .events = POLLIN };
+	int64_t deadline = now_ms() + cli.grace_ms;
+	unsigned char sig;
+	int open;
+
+	atomic_store(&cli_draining, 1);
+	open = atomic_load(&visitors_open);
+	log_msg(LOG_INFO, "shutting down: %d connection%s; waiting up to %.1f s", open,
+	    open == 1 ? "" : "s", cli.grace_ms / 1000.0);
+	while (atomic_load(&visitors_open) > 0 && now_ms() < deadline) {
+		/* Visitor threads end on their own: poll briefly so the count is seen soon. */
+		if (poll(&p, 1, 50) <= 0 || read(signal_pipe[0], &sig, 1) != 1)
+			continue;
+		if (sig == SIGUSR1) {
+			log_client_status();
+		} else if (sig != 0) {
+			log_msg(LOG_INFO, "second signal: not waiting");
+			break;
+		}
+	}
+	if ((open = atomic_load(&visitors_open)) > 0)
+		log_msg(LOG_WARN, "closing %d connection%s still open", open, open == 1 ? "" : "s");
+}
+
+/*
  * Run every tunnel in a thread of its own, and wait for signals and for the
- * tunnels.  A stop (SIGINT/SIGTERM/SIGHUP) wakes every tunnel thread through
- * stop_pipe and exits 0.  Otherwise the client ends when no tunnel can go
+ * tunnels.  A stop (SIGINT/SIGTERM/SIGHUP) lets live visitors finish
+ * (drain_visitors), then wakes every tunnel thread through stop_pipe and
+ * exits 0.  Otherwise the client ends when no tunnel can go
  * on, with the highest of their statuses: EXIT_REFUSED if any was refused
  * for good, else 1.
  */
@@ -4322,7 +4427,10 @@ run_tunnels(void)
 				log_client_status();
 				break;
 			default:
-				log_msg(LOG_INFO, "shutting down");
+				if (atomic_load(&visitors_open) > 0)
+					drain_visitors();
+				else
+					log_msg(LOG_INFO, "shutting down");
 				/* Every tunnel thread polls stop_pipe: its POLLHUP wakes them all. */
 				close(stop_pipe[1]);
 				stopped = 1;
@@ -4353,7 +4461,7 @@ struct optdef {
 /* Options of `bore local`, by index into its values. */
 enum {
 	L_LOCAL_HOST, L_TO, L_PORT, L_SECRET, L_SECRET_FILE, L_CONTROL_PORT, L_NO_RECONNECT,
-	L_HEARTBEAT_TIMEOUT, L_DUMP, L_MAX_CONNS, L_PREWARM, L_PROXY, L_COUNT
+	L_HEARTBEAT_TIMEOUT, L_DUMP, L_MAX_CONNS, L_PREWARM, L_PROXY, L_GRACE, L_COUNT
 };
 static const struct optdef local_opts[L_COUNT] = {
 	[L_LOCAL_HOST] = { "local-host", 'l', NULL, OPT_VALUE },
@@ -4368,6 +4476,7 @@ static const struct optdef local_opts[L_COUNT] = {
 	[L_MAX_CONNS] = { "max-conns", 0, "BORE_MAX_CONNS", OPT_VALUE },
 	[L_PREWARM] = { "prewarm", 0, "BORE_PREWARM", OPT_VALUE },
 	[L_PROXY] = { "proxy", 0, "BORE_PROXY", OPT_VALUE },
+	[L_GRACE] = { "grace", 0, "BORE_GRACE", OPT_VALUE },
 };
 
 /* Options of `bore server`, by index into its values. */
@@ -4422,9 +4531,12 @@ static const struct command main_cmd = {
 	"  server  Runs the remote proxy server\n"
 	"  help    Print this message or the help of the given subcommand(s)\n\n"
 	"Options:\n"
+	"      --json     Output logs in machine-readable JSON format (instead of\n"
+	"                 human-readable), before or after the subcommand\n"
 	"  -h, --help     Print help\n"
 	"  -V, --version  Print version\n\n"
-	"Environment: BORE_LOG=off|error|warn|info|debug|trace sets the log level (default info).\n",
+	"Environment: BORE_LOG=off|error|warn|info|debug|trace sets the log level (default info;\n"
+	"RUST_LOG's simple forms, e.g. debug or bore_cli=debug, when BORE_LOG is unset).\n",
 };
 
 static const struct command local_cmd = {
@@ -4462,6 +4574,9 @@ static const struct command local_cmd = {
 	"                            http://[USER:PASS@]HOST:PORT (CONNECT),\n"
 	"                            socks5://... (we resolve the server's name) or\n"
 	"                            socks5h://... (the proxy does) [env: BORE_PROXY]\n"
+	"      --grace <SECONDS>     At SIGTERM, how long open connections may finish\n"
+	"                            [env: BORE_GRACE] [default: 5]\n"
+	"      --json                Output logs in machine-readable JSON format\n"
 	"  -h, --help                Print help\n",
 };
 
@@ -4499,6 +4614,7 @@ static const struct command server_cmd = {
 	"      --proxy-protocol <VERSION>\n"
 	"                               Send each visitor's address to the service in a\n"
 	"                               PROXY protocol header [possible values: v1, v2]\n"
+	"      --json                   Output logs in machine-readable JSON format\n"
 	"  -h, --help                   Print help\n",
 };
 
@@ -4862,6 +4978,7 @@ main_local(int argc, char **argv)
 	cli.max_conns = count_option(&local_cmd, vals[L_MAX_CONNS], "--max-conns", 1, COUNT_MAX,
 	    DEFAULT_MAX_CONNS);
 	cli.prewarm = count_option(&local_cmd, vals[L_PREWARM], "--prewarm", 0, MAX_PREWARM, 0);
+	cli.grace_ms = 1000 * count_option(&local_cmd, vals[L_GRACE], "--grace", 0, COUNT_MAX, 5);
 	/*
 	 * Each tunnel holds its control connection and up to twice --prewarm
 	 * spares; each visitor, two fds: its data connection and its local one.
@@ -4959,9 +5076,39 @@ main_server(int argc, char **argv)
 }
 
 /*
- * Set log_level from BORE_LOG (an unknown level is bad usage), and
- * log_journal when JOURNAL_STREAM names stderr's device and inode, as
- * systemd sets it for a service whose stderr goes to the journal.
+ * Set log_level from RUST_LOG, as tracing reads its simple forms: a level, or
+ * bore_cli=LEVEL (which wins); directives it cannot use are ignored, as
+ * tracing ignores those it cannot parse.
+ */
+static void
+rust_log_level(const char *const names[])
+{
+	const char *v = env_value("RUST_LOG");
+	char *copy, *dir, *save, *eq;
+	int l, global = -1, ours = -1;
+
+	if (v == NULL || (copy = strdup(v)) == NULL)
+		return;
+	for (dir = strtok_r(copy, ",", &save); dir != NULL; dir = strtok_r(NULL, ",", &save)) {
+		if ((eq = strchr(dir, '=')) != NULL)
+			*eq++ = '\0';
+		for (l = LOG_ALWAYS; l <= LOG_TRACE; l++) {
+			if (eq == NULL && strcasecmp(dir, names[l]) == 0)
+				global = l;
+			else if (eq != NULL && strcasecmp(eq, names[l]) == 0 &&
+			    (strcmp(dir, "bore_cli") == 0 || strncmp(dir, "bore_cli::", 10) == 0))
+				ours = l;
+		}
+	}
+	free(copy);
+	if ((l = ours != -1 ? ours : global) != -1)
+		log_level = l == LOG_ALWAYS ? LOG_ALWAYS - 1 : l;
+}
+
+/*
+ * Set log_level from BORE_LOG (an unknown level is bad usage), else from
+ * RUST_LOG, and log_journal when JOURNAL_STREAM names stderr's device and
+ * inode, as systemd sets it for a service whose stderr goes to the journal.
  */
 static void
 set_log_level(void)
@@ -4978,8 +5125,10 @@ set_log_level(void)
 	if (js != NULL && sscanf(js, "%llu:%llu", &dev, &ino) == 2 && fstat(2, &st) == 0 &&
 	    st.st_dev == dev && st.st_ino == ino)
 		log_journal = 1;
-	if (v == NULL)
+	if (v == NULL) {
+		rust_log_level(names);
 		return;
+	}
 	for (l = LOG_ALWAYS; l <= LOG_TRACE; l++) {
 		if (strcasecmp(v, names[l]) == 0) {
 			/* off: below LOG_ALWAYS, so that not even those lines show. */
@@ -5076,8 +5225,19 @@ int
 main(int argc, char **argv)
 {
 	const struct command *cmd;
+	int i, j, stop = 0;
 
 	open_stdio();
+	/* --json anywhere before a "--", as clap takes a global flag: drop it from argv. */
+	for (i = j = 1; i < argc; i++) {
+		if (strcmp(argv[i], "--") == 0)
+			stop = 1;
+		if (!stop && strcmp(argv[i], "--json") == 0)
+			log_json = 1;
+		else
+			argv[j++] = argv[i];
+	}
+	argv[argc = j] = NULL;
 	if (argc < 2)
 		usage_error(&main_cmd, "a subcommand is required");
 	if (strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0) {
@@ -5096,6 +5256,7 @@ main(int argc, char **argv)
 		return (0);
 	}
 	cmd = find_command(argv[1]);
+	log_target = cmd == &local_cmd ? "bore_cli::client" : "bore_cli::server";
 	/* Before any thread starts, as glibc requires. */
 	(void)mallopt(M_ARENA_MAX, MALLOC_ARENAS);
 	(void)atexit(reap_last_worker);

@@ -580,6 +580,7 @@ t_cli_env_and_forms() {
 . tests/trust_client.sh
 . tests/proxy.sh
 . tests/trust.sh
+. tests/eco.sh
 SELECTED=("$@")
 
 # Every case, in order; those that drive ./bore run again under the sanitizer pass.
@@ -608,6 +609,7 @@ CASES+=(prewarm_spares prewarm_long_link prewarm_shutdown prewarm_reconnect prew
 CASES+=(closed_stdio secret_file_strict hostile_server_text no_challenge_words stop_mid_frame tunnels_few_fds)
 CASES+=(proxy_http_tunnel proxy_http_auth proxy_socks5_tunnel proxy_socks5_auth proxy_server_restart proxy_restart proxy_failures proxy_usage)
 CASES+=(log_flood_counted many_address_flood secret_revoked_closes spares_kept_in_churn startup_counts)
+CASES+=(hardened_build make_test_target systemd_units json_logs status_live_bytes local_drain readme_newcomer)
 # Not run again under the sanitizer passes: unit tests, cases that need a plain
 # build (an address-space limit, valgrind), and slow ones that add no new code path.
 ONCE_CASES=" hmac_vectors frame_parser liveness_options thread_failure valgrind_short_session "
@@ -616,6 +618,7 @@ ONCE_CASES+="deps_install_decisions demo_clean man_page install_targets bash_com
 ONCE_CASES+="proxy_header_bytes prewarm_usage prewarm_long_link unclaimed_visitor "
 ONCE_CASES+="proxy_usage "
 ONCE_CASES+="startup_counts "
+ONCE_CASES+="hardened_build make_test_target systemd_units readme_newcomer "
 # Run again under ThreadSanitizer: the cases where threads meet.
 TSAN_CASES=(
 	concurrent_200 hello_race visitor_burst_few_fds preauth_flood halfclose_then_reset \
@@ -627,6 +630,7 @@ TSAN_CASES+=(prewarm_spares prewarm_shutdown prewarm_spares_dropped)
 TSAN_CASES+=(stop_mid_frame tunnels_few_fds)
 TSAN_CASES+=(proxy_http_tunnel)
 TSAN_CASES+=(log_flood_counted many_address_flood secret_revoked_closes spares_kept_in_churn)
+TSAN_CASES+=(status_live_bytes local_drain)
 
 for name in "${CASES[@]}"; do
 	run "$name"

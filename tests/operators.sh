@@ -345,6 +345,18 @@ t_man_page() {
 	for status in 0 1 2 78; do
 		grep -qx "\.It $status" "$WORK/exit" || { why "EXIT STATUS lacks $status"; return 1; }
 	done
+	# Every option of a subcommand's --help is in its SYNOPSIS lines, its OPTIONS and the README.
+	tr -d '\\' <man/bore.1 >"$WORK/man"
+	for sub in local server; do
+		sed -n '/^\.Sh SYNOPSIS/,/^\.Sh DESC/p' "$WORK/man" |
+			awk -v want=".Cm $sub" '/^\.Nm$/ { if (hit) exit; block = "" } { block = block $0 "\n" }
+				$0 == want { hit = 1 } END { if (hit) printf "%s", block }' >"$WORK/syn"
+		for opt in $("$BORE" "$sub" --help | grep -oE -- '--[a-z][a-z-]*' | grep -vx -- --help | sort -u); do
+			grep -qE -- " ${opt:1}( |\$)" "$WORK/syn" || { why "SYNOPSIS of $sub lacks $opt"; return 1; }
+			grep -qE -- "^\.It .*Fl ${opt:1}( |\$)" "$WORK/man" || { why "OPTIONS lack $opt"; return 1; }
+			grep -qF -- "$opt" README.md || { why "README lacks $opt"; return 1; }
+		done
+	done
 	sed -n '/^\.Sh EXAMPLES/,/^\.Sh/p' man/bore.1 | grep -E -- '(--secret|-s) ' &&
 		{ why "an example passes a secret on the command line"; return 1; }
 	return 0
@@ -397,7 +409,7 @@ complete_line() {
 # Subcommands, every option of each (as their --help lists them), files for --secret-file.
 t_bash_completion() {
 	local sub
-	[ "$(complete_line bore "" | sort | tr '\n' ' ')" = "--help --version help local server " ] ||
+	[ "$(complete_line bore "" | sort | tr '\n' ' ')" = "--help --json --version help local server " ] ||
 		{ why "subcommands: $(complete_line bore "" | tr '\n' ' ')"; return 1; }
 	for sub in local server; do
 		diff <(complete_line bore "$sub" -- | sort) \

@@ -193,19 +193,20 @@ t_status_lines() {
 	hold=$LAST
 	exec 7<>"$WORK/status.fifo"
 	wait_until 5 grep -q "^ready 1" "$WORK/hold.log" || { why "visitor not relayed"; exec 7>&-; return 1; }
-	# The roundtrip's relays end a little after its last byte: wait until both ends counted it.
-	status_settles "$SRV" server "INFO status: 2 tunnels, visitors 1 now 2 total, bytes 100000 in 100000 out" &&
-		status_settles "$CLI" client "INFO status: 2 tunnels, 2 up, visitors 1 now 2 total, bytes 100000 in 100000 out" ||
+	# The roundtrip's relays end a little after its last byte: wait until both ends counted it;
+	# the held visitor's bytes ("ping" each way) count while it is relayed.
+	status_settles "$SRV" server "INFO status: 2 tunnels, visitors 1 now 2 total, bytes 100004 in 100004 out" &&
+		status_settles "$CLI" client "INFO status: 2 tunnels, 2 up, visitors 1 now 2 total, bytes 100004 in 100004 out" ||
 		{ exec 7>&-; return 1; }
 	fresh_status "$SRV" server 3 && fresh_status "$CLI" client 3 || { exec 7>&-; return 1; }
-	status_has server "INFO status: tunnel port $p1, client 127\.0\.0\.1:[0-9]+, $since, visitors 1 now 2 total, bytes 100000 in 100000 out" &&
+	status_has server "INFO status: tunnel port $p1, client 127\.0\.0\.1:[0-9]+, $since, visitors 1 now 2 total, bytes 100004 in 100004 out" &&
 		status_has server "INFO status: tunnel port [0-9]+, client 127\.0\.0\.1:[0-9]+, $since, visitors 0 now 0 total, bytes 0 in 0 out" &&
-		status_has server "INFO status: 2 tunnels, visitors 1 now 2 total, bytes 100000 in 100000 out" &&
-		status_has client "INFO status: tunnel 127\.0\.0\.1:$p1 for 127\.0\.0\.1:$ORIGIN, $since, visitors 1 now 2 total, bytes 100000 in 100000 out" &&
+		status_has server "INFO status: 2 tunnels, visitors 1 now 2 total, bytes 100004 in 100004 out" &&
+		status_has client "INFO status: tunnel 127\.0\.0\.1:$p1 for 127\.0\.0\.1:$ORIGIN, $since, visitors 1 now 2 total, bytes 100004 in 100004 out" &&
 		status_has client "INFO status: tunnel 127\.0\.0\.1:[0-9]+ for 127\.0\.0\.1:$dead, $since, visitors 0 now 0 total, bytes 0 in 0 out" &&
-		status_has client "INFO status: 2 tunnels, 2 up, visitors 1 now 2 total, bytes 100000 in 100000 out" ||
+		status_has client "INFO status: 2 tunnels, 2 up, visitors 1 now 2 total, bytes 100004 in 100004 out" ||
 		{ exec 7>&-; return 1; }
-	# The held visitor leaves: its bytes ("ping" each way) count once its relay has ended.
+	# The held visitor leaves; its bytes stay counted.
 	exec 7>&-
 	wait_exit "$hold" 5 || { why "hold still running"; return 1; }
 	status_settles "$SRV" server "INFO status: 2 tunnels, visitors 0 now 2 total, bytes 100004 in 100004 out" &&
