@@ -212,8 +212,10 @@ set_liveness(int fd)
 #elif defined(TCP_KEEPALIVE)
 	(void)setsockopt(fd, IPPROTO_TCP, TCP_KEEPALIVE, &idle, sizeof(idle));
 #endif
+#if defined(TCP_KEEPINTVL) && defined(TCP_KEEPCNT)
 	(void)setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &intvl, sizeof(intvl));
 	(void)setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &cnt, sizeof(cnt));
+#endif
 #if defined(TCP_USER_TIMEOUT)
 	int user = USER_TIMEOUT_MS;
 
