@@ -114,4 +114,4 @@ uninstall:
 
 clean:
 	rm -rf bore bore-asan bore-tsan $(TEST_TOOLS) tests/fuzz tests/corpus-work bore-static \
-	    bore-*-linux-* bore-*-macos tests/qemu-*
+	    bore-*-linux-* bore-*-macos tests/wrap-*

@@ -147,10 +147,15 @@ build() {
 	say "bore-$t: $(file -b "bore-$t" | cut -d, -f1-2)"
 }
 
-# A script that runs binary $2 under qemu emulator $1, for test.sh's BORE.
-qemu_wrapper() {
-	local w=tests/qemu-$2
-	printf '#!/bin/sh\nexec %s %s "$@"\n' "$1" "$PWD/bore-$2" >"$w"
+# A script for test.sh's BORE that runs ./bore-$1 (under emulator $2, if given) as
+# "bore", the name the cases expect in error lines.
+wrapper() {
+	local w=tests/wrap-$1
+	if [ $# -gt 1 ]; then
+		printf '#!/bin/sh\nexec %s -0 bore %s "$@"\n' "$2" "$PWD/bore-$1" >"$w"
+	else
+		printf '#!/bin/bash\nexec -a bore %s "$@"\n' "$PWD/bore-$1" >"$w"
+	fi
 	chmod +x "$w"
 	echo "$w"
 }
@@ -179,11 +184,12 @@ check() {
 		build "$t"
 	done
 	static
-	run_cases ./bore-static ./bore
-	run_cases ./bore ./bore-static
+	w=$(wrapper static)
+	run_cases "$w" ./bore
+	run_cases ./bore "$w"
 	for t in aarch64-linux-musl arm-linux-musleabihf; do
 		case $t in aarch64-*) emu=qemu-aarch64-static ;; *) emu=qemu-arm-static ;; esac
-		w=$(qemu_wrapper "$emu" "$t")
+		w=$(wrapper "$t" "$emu")
 		run_cases "$w" ./bore
 		run_cases "$w" "$w"
 	done
