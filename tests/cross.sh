@@ -106,6 +106,12 @@ sodium_build() {
 			>configure.log 2>&1 &&
 		make -s -j"$JOBS" install >make.log 2>&1) ||
 		{ say "libsodium build for $key failed: see $CACHE/build/$key"; return 1; }
+	# zig's Mach-O linker reads only BSD archives; GNU ar made this one.
+	case $host in *-apple-darwin)
+		(cd "$CACHE/build/$key" && rm -rf objs && mkdir objs && cd objs &&
+			ar x "$SODIUM/lib/libsodium.a" && rm "$SODIUM/lib/libsodium.a" &&
+			"$ZIG" ar --format=darwin rcs "$SODIUM/lib/libsodium.a" ./*.o) ;;
+	esac
 }
 
 # The compiler command for a zig target.
