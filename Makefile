@@ -34,7 +34,7 @@ FUZZ_CC ?= clang
 FUZZ_SECONDS ?= 60
 
 .PHONY: all check test install install-strip install-systemd uninstall clean bench demo asan tsan \
-	fuzz sodium
+	fuzz sodium static portable-check
 
 all: bore
 
@@ -73,6 +73,17 @@ fuzz: tests/fuzz
 	mkdir -p tests/corpus-work
 	./tests/fuzz -max_total_time=$(FUZZ_SECONDS) -max_len=1024 -print_final_stats=1 \
 	    tests/corpus-work tests/corpus
+
+# A self-contained bore for any x86_64 Linux: musl, libsodium linked in (built from Debian's
+# source package, cached under ~/.cache/bore-cross). tests/cross.sh deps installs musl-tools.
+static:
+	./tests/cross.sh static
+
+# Warning-free builds for Linux (glibc, musl; x86_64, aarch64, armv7) and macOS, and the
+# end-to-end cases against the static and ARM binaries (under qemu); installs its tools.
+portable-check: all tests/unit tests/tcpkit
+	./tests/cross.sh deps
+	./tests/cross.sh check
 
 # demo and check first install what is missing (tests/deps.sh); the scripts they run
 # build with a fresh make, which finds libsodium once it is there.
@@ -115,4 +126,5 @@ uninstall:
 	    $(DESTDIR)$(SYSTEMDUNITDIR)/bore-server.service $(DESTDIR)$(SYSTEMDUNITDIR)/bore-local@.service
 
 clean:
-	rm -rf bore bore-asan bore-tsan $(TEST_TOOLS) tests/fuzz tests/corpus-work
+	rm -rf bore bore-asan bore-tsan $(TEST_TOOLS) tests/fuzz tests/corpus-work bore-static \
+	    bore-*-linux-* bore-*-macos tests/wrap-*

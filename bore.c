@@ -17,14 +17,12 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
-#include <malloc.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
 #include <pthread.h>
 #include <sched.h>
-#include <semaphore.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdarg.h>
@@ -44,6 +42,263 @@
 #include "bore.h"
 
 /* ==================================================================== */
+/* Platform: Linux fast paths, and what stands in for them elsewhere    */
+/* ==================================================================== */
+
+/*
+ * bore builds on any POSIX system with poll() and threads.  The calls only
+ * some systems have are wrapped here, each with a fallback that keeps what a
+ * user sees: the logic below never asks which system it runs on.
+ */
+
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
+
+/* A send to a peer that left must not raise SIGPIPE; it is ignored anyway where there is no flag. */
+#ifndef MSG_NOSIGNAL
+#define MSG_NOSIGNAL 0
+#endif
+
+/* Worker stacks are plain anonymous memory where the kernel has no stack flag. */
+#ifndef MAP_STACK
+#define MAP_STACK 0
+#endif
+
+#if defined(SOCK_NONBLOCK) && defined(SOCK_CLOEXEC)
+/* Sockets and pipes are made non-blocking and close-on-exec in one call (Linux, the BSDs). */
+
+/* A non-blocking, close-on-exec TCP socket of family. */
+static int
+tcp_socket(int family)
+{
+	return (socket(family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
+}
+
+/* Accept a connection on lfd as a non-blocking, close-on-exec socket. */
+static int
+accept_nb(int lfd, struct sockaddr *sa, socklen_t *len)
+{
+	return (accept4(lfd, sa, len, SOCK_NONBLOCK | SOCK_CLOEXEC));
+}
+
+/* A non-blocking, close-on-exec pipe. */
+static int
+pipe_nb(int p[2])
+{
+	return (pipe2(p, O_NONBLOCK | O_CLOEXEC));
+}
+#else
+/* Elsewhere (macOS) fcntl() says it after the fact: no thread here ever forks or execs. */
+
+/* fd made non-blocking and close-on-exec; -1 (fd closed) if that fails. */
+static int
+nonblock_cloexec(int fd)
+{
+	int fl, saved;
+
+	if (fd == -1)
+		return (-1);
+	if ((fl = fcntl(fd, F_GETFL)) != -1 && fcntl(fd, F_SETFL, fl | O_NONBLOCK) != -1 &&
+	    fcntl(fd, F_SETFD, FD_CLOEXEC) != -1)
+		return (fd);
+	saved = errno;
+	close(fd);
+	errno = saved;
+	return (-1);
+}
+
+static int
+tcp_socket(int family)
+{
+	return (nonblock_cloexec(socket(family, SOCK_STREAM, 0)));
+}
+
+static int
+accept_nb(int lfd, struct sockaddr *sa, socklen_t *len)
+{
+	return (nonblock_cloexec(accept(lfd, sa, len)));
+}
+
+static int
+pipe_nb(int p[2])
+{
+	if (pipe(p) == -1)
+		return (-1);
+	/* nonblock_cloexec closes the end it fails on; close the other. */
+	if (nonblock_cloexec(p[0]) == -1) {
+		close(p[1]);
+		return (-1);
+	}
+	if (nonblock_cloexec(p[1]) == -1) {
+		close(p[0]);
+		return (-1);
+	}
+	return (0);
+}
+#endif
+
+/* Capacity asked of each relay pipe, and the least worth splicing through. */
+#define PIPE_SIZE (256 * 1024)
+#define PIPE_MIN_USEFUL (64 * 1024)
+
+#ifdef __linux__
+/* Relays splice() through kernel pipes: the bytes never visit user space. */
+#define HAVE_SPLICE 1
+
+/* Move up to len bytes from fd `from` to fd `to`, one of them a pipe, without blocking. */
+static ssize_t
+splice_nb(int from, int to, size_t len)
+{
+	return (splice(from, NULL, to, NULL, len, SPLICE_F_MOVE | SPLICE_F_NONBLOCK));
+}
+
+/* A relay pipe of PIPE_SIZE, or -1 when the kernel gives less than is worth splicing through. */
+static int
+relay_pipe(int p[2])
+{
+	if (pipe_nb(p) == -1)
+		return (-1);
+	/* Bigger pipes mean fewer wake-ups per megabyte; refusal leaves the default. */
+	(void)fcntl(p[0], F_SETPIPE_SZ, PIPE_SIZE);
+	/* Past the per-user pipe quota the kernel hands out 2-page pipes: copy instead. */
+	if (fcntl(p[0], F_GETPIPE_SZ) >= PIPE_MIN_USEFUL)
+		return (0);
+	close(p[0]);
+	close(p[1]);
+	return (-1);
+}
+#else
+/* No splice(): relays copy through user-space buffers. */
+#define HAVE_SPLICE 0
+
+static ssize_t
+splice_nb(int from, int to, size_t len)
+{
+	(void)from, (void)to, (void)len;
+	errno = ENOSYS;
+	return (-1);
+}
+
+static int
+relay_pipe(int p[2])
+{
+	(void)p;
+	return (-1);
+}
+#endif
+
+/* Notice a vanished peer within about USER_TIMEOUT_MS, not after TCP's minutes. */
+#define KEEPALIVE_IDLE_S 10
+#define KEEPALIVE_INTERVAL_S 5
+#define KEEPALIVE_COUNT 3
+#define USER_TIMEOUT_MS 25000
+
+/*
+ * Keepalive probes while idle, and a bound on unacknowledged data while
+ * not.  macOS names the idle time TCP_KEEPALIVE and bounds retransmission
+ * in seconds; where neither bound exists, keepalive alone notices a peer
+ * that vanished while idle.
+ */
+static void
+set_liveness(int fd)
+{
+	int one = 1, idle = KEEPALIVE_IDLE_S, intvl = KEEPALIVE_INTERVAL_S;
+	int cnt = KEEPALIVE_COUNT;
+
+	(void)setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof(one));
+#if defined(TCP_KEEPIDLE)
+	(void)setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof(idle));
+#elif defined(TCP_KEEPALIVE)
+	(void)setsockopt(fd, IPPROTO_TCP, TCP_KEEPALIVE, &idle, sizeof(idle));
+#endif
+#if defined(TCP_KEEPINTVL) && defined(TCP_KEEPCNT)
+	(void)setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &intvl, sizeof(intvl));
+	(void)setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &cnt, sizeof(cnt));
+#endif
+#if defined(TCP_USER_TIMEOUT)
+	int user = USER_TIMEOUT_MS;
+
+	(void)setsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &user, sizeof(user));
+#elif defined(TCP_RXT_CONNDROPTIME)
+	int user = USER_TIMEOUT_MS / 1000;
+
+	(void)setsockopt(fd, IPPROTO_TCP, TCP_RXT_CONNDROPTIME, &user, sizeof(user));
+#endif
+}
+
+/*
+ * glibc keeps up to 8 malloc arenas per core, and malloc_trim cannot give
+ * back the free top of any but the first (up to ~130 KiB each after a
+ * burst); threads that mostly wait in poll() contend little for a few.
+ */
+#define MALLOC_ARENAS 4
+
+/* Cap malloc's arenas, before any thread starts. */
+static void
+heap_setup(void)
+{
+#ifdef __GLIBC__
+	(void)mallopt(M_ARENA_MAX, MALLOC_ARENAS);
+#endif
+}
+
+/* Give the heap a burst left free back to the system (other allocators do it as they go). */
+static void
+heap_trim(void)
+{
+#ifdef __GLIBC__
+	malloc_trim(0);
+#endif
+}
+
+/*
+ * Timed waits on a condition variable use the monotonic clock, like every
+ * other deadline here, where the system lets a condition variable say so;
+ * elsewhere (macOS) the wall clock.
+ */
+#if defined(_POSIX_CLOCK_SELECTION) && _POSIX_CLOCK_SELECTION >= 0
+#define COND_CLOCK CLOCK_MONOTONIC
+#else
+#define COND_CLOCK CLOCK_REALTIME
+#endif
+
+/* Initialise a condition variable whose timed waits count on COND_CLOCK. */
+static int
+cond_init(pthread_cond_t *cond)
+{
+#if defined(_POSIX_CLOCK_SELECTION) && _POSIX_CLOCK_SELECTION >= 0
+	pthread_condattr_t attr;
+	int rc;
+
+	if ((rc = pthread_condattr_init(&attr)) != 0)
+		return (rc);
+	if ((rc = pthread_condattr_setclock(&attr, COND_CLOCK)) == 0)
+		rc = pthread_cond_init(cond, &attr);
+	pthread_condattr_destroy(&attr);
+	return (rc);
+#else
+	return (pthread_cond_init(cond, NULL));
+#endif
+}
+
+/* The COND_CLOCK time ms from now, for pthread_cond_timedwait. */
+static struct timespec
+cond_deadline(int ms)
+{
+	struct timespec ts;
+
+	clock_gettime(COND_CLOCK, &ts);
+	ts.tv_sec += ms / 1000;
+	ts.tv_nsec += (long)(ms % 1000) * 1000000;
+	if (ts.tv_nsec >= 1000000000) {
+		ts.tv_sec++;
+		ts.tv_nsec -= 1000000000;
+	}
+	return (ts);
+}
+
+/* ==================================================================== */
 /* Shared: logging, time, sockets, worker threads, frames              */
 /* ==================================================================== */
 
@@ -57,13 +312,6 @@
 
 /* Most worker threads kept waiting for a connection. */
 #define IDLE_WORKERS_MAX 32
-
-/*
- * malloc arenas.  glibc makes up to 8 per core, and malloc_trim cannot give
- * back the free top of any but the first (up to ~130 KiB each after a
- * burst); threads that mostly wait in poll() contend little for a few.
- */
-#define MALLOC_ARENAS 4
 
 /* Bytes buffered in each direction of a relay that copies (--dump, no pipe). */
 #ifndef RELAY_BUF
@@ -540,7 +788,7 @@ listen_on(const struct sockaddr_storage *ss, socklen_t len)
 {
 	int fd, one = 1, zero = 0, saved;
 
-	if ((fd = counted(socket(ss->ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0))) == -1)
+	if ((fd = counted(tcp_socket(ss->ss_family))) == -1)
 		return (-1);
 	/* A fixed port can be taken again at once after its previous owner died. */
 	if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) == -1)
@@ -571,7 +819,7 @@ connect_any(const struct addrinfo *ai)
 	socklen_t len;
 
 	for (; ai != NULL; ai = ai->ai_next) {
-		fd = counted(socket(ai->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
+		fd = counted(tcp_socket(ai->ai_family));
 		if (fd == -1) {
 			err = errno;
 			continue;
@@ -664,7 +912,6 @@ worker_main(void *arg)
 {
 	struct worker *w = arg, *prev;
 	struct timespec until;
-	int64_t deadline;
 	int quiet = 0;
 
 	for (;;) {
@@ -676,9 +923,7 @@ worker_main(void *arg)
 		w->next = idle_workers;
 		idle_workers = w;
 		idle_count++;
-		deadline = now_us() + IDLE_WORKER_MS * 1000;
-		until.tv_sec = (time_t)(deadline / 1000000);
-		until.tv_nsec = (long)(deadline % 1000000) * 1000;
+		until = cond_deadline(IDLE_WORKER_MS);
 		while (w->fn == NULL &&
 		    pthread_cond_timedwait(&w->wake, &idle_lock, &until) != ETIMEDOUT)
 			;
@@ -699,7 +944,7 @@ worker_main(void *arg)
 	reap_worker(prev);
 	/* Give the heap the burst left free back to the system. */
 	if (quiet)
-		malloc_trim(0);
+		heap_trim();
 	return (NULL);
 }
 
@@ -708,7 +953,6 @@ static int
 spawn(void *(*fn)(void *), void *arg)
 {
 	size_t guard = (size_t)getpagesize();
-	pthread_condattr_t cattr;
 	pthread_attr_t attr;
 	struct worker *w;
 	pthread_t t;
@@ -730,15 +974,8 @@ spawn(void *(*fn)(void *), void *arg)
 		goto err0;
 	}
 	*w = (struct worker){ .fn = fn, .arg = arg };
-	if ((rc = pthread_condattr_init(&cattr)) != 0)
+	if ((rc = cond_init(&w->wake)) != 0)
 		goto err1;
-	/* The idle deadline is on the monotonic clock, like every other here. */
-	if ((rc = pthread_condattr_setclock(&cattr, CLOCK_MONOTONIC)) != 0 ||
-	    (rc = pthread_cond_init(&w->wake, &cattr)) != 0) {
-		pthread_condattr_destroy(&cattr);
-		goto err1;
-	}
-	pthread_condattr_destroy(&cattr);
 	w->stack = mmap(NULL, guard + THREAD_STACK, PROT_READ | PROT_WRITE,
 	    MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
 	if (w->stack == MAP_FAILED) {
@@ -955,10 +1192,6 @@ send_text_msg(int fd, enum bore_msg_type type, const char *text)
 /* Relay: bytes both ways between two sockets, spliced or copied        */
 /* ==================================================================== */
 
-/* Capacity asked of each relay pipe, and the least worth splicing through. */
-#define PIPE_SIZE (256 * 1024)
-#define PIPE_MIN_USEFUL (64 * 1024)
-
 /* Bytes moved per splice() call: a whole pipe. */
 #define SPLICE_CHUNK PIPE_SIZE
 
@@ -1090,15 +1323,9 @@ flow_make_pipe(struct flow *f)
 {
 	f->lazy = 0;
 	/* Pipes are a speed-up: past the visitors' share of fds, copy instead. */
-	if (fds_room(2, fd_reserve) && pipe2(f->pipe, O_NONBLOCK | O_CLOEXEC) == 0) {
+	if (fds_room(2, fd_reserve) && relay_pipe(f->pipe) == 0) {
 		atomic_fetch_add(&fds_open, 2);
-		/* Bigger pipes mean fewer wake-ups per megabyte; refusal leaves the default. */
-		(void)fcntl(f->pipe[0], F_SETPIPE_SZ, PIPE_SIZE);
-		/* Past the per-user pipe quota the kernel hands out 2-page pipes: copy instead. */
-		if (fcntl(f->pipe[0], F_GETPIPE_SZ) >= PIPE_MIN_USEFUL)
-			return (0);
-		close_fd(f->pipe[0]);
-		close_fd(f->pipe[1]);
+		return (0);
 	}
 	f->pipe[0] = f->pipe[1] = -1;
 	return (flow_use_copy(f));
@@ -1112,8 +1339,7 @@ flow_flush(struct flow *f)
 
 	while (f->len > 0) {
 		if (f->pipe[0] != -1)
-			n = splice(f->pipe[0], NULL, f->to, NULL, f->len,
-			    SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+			n = splice_nb(f->pipe[0], f->to, f->len);
 		else
 			n = send(f->to, f->buf + f->off, f->len, MSG_NOSIGNAL);
 		if (n > 0) {
@@ -1153,8 +1379,7 @@ flow_fill(struct flow *f)
 			return (-1);
 	}
 	if (f->pipe[0] != -1)
-		n = splice(f->from, NULL, f->pipe[1], NULL, SPLICE_CHUNK,
-		    SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+		n = splice_nb(f->from, f->pipe[1], SPLICE_CHUNK);
 	else
 		n = recv(f->from, f->buf, f->cap, 0);
 	if (n > 0) {
@@ -1198,7 +1423,7 @@ flow_close(struct flow *f)
 }
 
 /* Relay path: splice() through pipes (1) or copy through user-space buffers (0). */
-static int relay_splice = 1;
+static int relay_splice = HAVE_SPLICE;
 
 /* A relay wait shorter than this (microseconds) is short; spinning lasts at most this long. */
 #define SPIN_US 100
@@ -2158,26 +2383,6 @@ cidr_allows(const struct cidr *list, int n, const struct sockaddr *sa)
 	return (0);
 }
 
-/* Notice a vanished client within about USER_TIMEOUT_MS, not after TCP's minutes. */
-#define KEEPALIVE_IDLE_S 10
-#define KEEPALIVE_INTERVAL_S 5
-#define KEEPALIVE_COUNT 3
-#define USER_TIMEOUT_MS 25000
-
-/* Keepalive probes while idle, and a bound on unacknowledged data while not. */
-static void
-set_liveness(int fd)
-{
-	int one = 1, idle = KEEPALIVE_IDLE_S, intvl = KEEPALIVE_INTERVAL_S;
-	int cnt = KEEPALIVE_COUNT, user = USER_TIMEOUT_MS;
-
-	(void)setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof(one));
-	(void)setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof(idle));
-	(void)setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &intvl, sizeof(intvl));
-	(void)setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &cnt, sizeof(cnt));
-	(void)setsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &user, sizeof(user));
-}
-
 /* A visitor being relayed, listed in its tunnel so that the tunnel's end can cut it. */
 struct live {
 	struct live *next, **prevp;
@@ -2602,7 +2807,7 @@ park_visitor(struct conn *c, struct tunnel *t, int lfd, int64_t *paused_until)
 		    room ? "tunnel holds its share of fds" : "out of fds for visitors", fd_limit);
 		return (0);
 	}
-	vfd = counted(accept4(lfd, (struct sockaddr *)&ss, &sslen, SOCK_NONBLOCK | SOCK_CLOEXEC));
+	vfd = counted(accept_nb(lfd, (struct sockaddr *)&ss, &sslen));
 	if (vfd == -1) {
 		if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
 			log_limited(&peer_lines[PL_ACCEPT], LOG_WARN, "port %u: accept: %s", t->port,
@@ -3180,7 +3385,7 @@ accept_control(int lfd)
 	char addr[64];
 	int fd, dropped;
 
-	fd = counted(accept4(lfd, (struct sockaddr *)&ss, &sslen, SOCK_NONBLOCK | SOCK_CLOEXEC));
+	fd = counted(accept_nb(lfd, (struct sockaddr *)&ss, &sslen));
 	if (fd == -1) {
 		/* Out of fds or memory: say so, wait a little, and keep serving. */
 		if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
@@ -3373,7 +3578,30 @@ static atomic_int visitors_open;
  * --max-startups, which would drop the oldest of them.
  */
 #define OPENING_MAX 64
-static sem_t opening;
+static pthread_mutex_t opening_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t opening_done = PTHREAD_COND_INITIALIZER;
+static int opening_now;  /* under opening_lock */
+
+/* Wait for one of the OPENING_MAX places of data connections being opened. */
+static void
+opening_enter(void)
+{
+	pthread_mutex_lock(&opening_lock);
+	while (opening_now >= OPENING_MAX)
+		pthread_cond_wait(&opening_done, &opening_lock);
+	opening_now++;
+	pthread_mutex_unlock(&opening_lock);
+}
+
+/* Give a place back. */
+static void
+opening_leave(void)
+{
+	pthread_mutex_lock(&opening_lock);
+	opening_now--;
+	pthread_cond_signal(&opening_done);
+	pthread_mutex_unlock(&opening_lock);
+}
 
 /* First and longest wait between reconnection attempts. */
 #define RECONNECT_MIN_MS 500
@@ -3845,10 +4073,9 @@ open_spare(void *arg)
 
 	/* A spare that fails costs a visitor nothing: it opens its own. */
 	log_retrying = 1;
-	while (sem_wait(&opening) == -1)
-		;
+	opening_enter();
 	o = open_data(&job->route, &c);
-	sem_post(&opening);
+	opening_leave();
 	log_retrying = 0;
 	pthread_mutex_lock(&lt->lock);
 	lt->spares_opening--;
@@ -3984,10 +4211,9 @@ proxy_visitor(void *arg)
 		log_msg(LOG_DEBUG, "connection %s: claimed on a spare", ids);
 	} else {
 		for (;;) {
-			while (sem_wait(&opening) == -1)
-				;
+			opening_enter();
 			o = open_data(&job->route, &c);
-			sem_post(&opening);
+			opening_leave();
 			if (o != OUT_LOST || now_ms() - start >= CLAIM_RETRY_MS ||
 			    sleep_or_signal(CLAIM_PAUSE_MS))
 				break;
@@ -4999,8 +5225,6 @@ main_local(int argc, char **argv)
 		if ((local_tunnels[i].local_ai = resolve(cli.local_host,
 		    local_tunnels[i].local_port)) == NULL)
 			return (1);
-	if (sem_init(&opening, 0, OPENING_MAX) == -1)
-		err(1, "sem_init");
 	return (run_tunnels());
 }
 
@@ -5123,7 +5347,8 @@ set_log_level(void)
 	int l;
 
 	if (js != NULL && sscanf(js, "%llu:%llu", &dev, &ino) == 2 && fstat(2, &st) == 0 &&
-	    st.st_dev == dev && st.st_ino == ino)
+	    (unsigned long long)st.st_dev == dev &&
+	    (unsigned long long)st.st_ino == ino)
 		log_journal = 1;
 	if (v == NULL) {
 		rust_log_level(names);
@@ -5164,8 +5389,7 @@ setup_signals(void)
 {
 	struct sigaction sa = { .sa_handler = on_signal, .sa_flags = SA_RESTART };
 
-	if (pipe2(signal_pipe, O_CLOEXEC | O_NONBLOCK) == -1 ||
-	    pipe2(stop_pipe, O_CLOEXEC | O_NONBLOCK) == -1)
+	if (pipe_nb(signal_pipe) == -1 || pipe_nb(stop_pipe) == -1)
 		err(1, "pipe");
 	sigemptyset(&sa.sa_mask);
 	if (sigaction(SIGINT, &sa, NULL) == -1 || sigaction(SIGTERM, &sa, NULL) == -1 ||
@@ -5258,7 +5482,7 @@ main(int argc, char **argv)
 	cmd = find_command(argv[1]);
 	log_target = cmd == &local_cmd ? "bore_cli::client" : "bore_cli::server";
 	/* Before any thread starts, as glibc requires. */
-	(void)mallopt(M_ARENA_MAX, MALLOC_ARENAS);
+	heap_setup();
 	(void)atexit(reap_last_worker);
 	set_log_level();
 	if (sodium_init() < 0)

@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # End-to-end tests for bore: the real binary on loopback, every byte checked by hash.
-# Usage: ./test.sh [NAME...]   (default: every case; BORE=path runs another build)
+# Usage: ./test.sh [NAME...]   (default: every case; BORE=path runs another build,
+# SERVER_BORE=path another build as the server started by start_server)
 # Ends with "N passed, N failed"; exits non-zero on any failure.
 set -u
 cd "$(dirname "$0")" || exit 1
 
 BORE=${BORE:-./bore}
+SERVER_BORE=${SERVER_BORE:-$BORE}
 TCPKIT=./tests/tcpkit
 UNIT=./tests/unit
 export TCPKIT_TIMEOUT=${TCPKIT_TIMEOUT:-90}
@@ -93,7 +95,7 @@ start_server() {
 		TUN_MAX=$((TUN_MIN + 199))
 	fi
 	# shellcheck disable=SC2086
-	start "$name" ${WRAP:-} "$BORE" server --bind-addr "${BIND:-127.0.0.1}" --control-port "$CTL" \
+	start "$name" ${WRAP:-} "$SERVER_BORE" server --bind-addr "${BIND:-127.0.0.1}" --control-port "$CTL" \
 		--min-port "$TUN_MIN" --max-port "$TUN_MAX" "$@"
 	SRV=$LAST
 	wait_until "${WAIT:-5}" grep -q "server listening" "$WORK/$name.log"

