@@ -319,7 +319,7 @@ fuzz_server(struct conn *c, int peer, const uint8_t *s, size_t len)
 	    strncasecmp(e.m.text, FUZZ_TAG, BORE_TAG_HEXLEN) == 0;
 
 	rc = server_handshake(c, fuzz_keys);
-	CHECK(rc == (valid ? 0 : -1), "server: handshake result");
+	CHECK((rc >= 0) == valid, "server: handshake result");
 
 	add_frame(want, sizeof(want), &want_n, "{\"Challenge\":\"" FUZZ_CHALLENGE "\"}");
 	if (e.r == 0 || (e.r == 1 && e.m.type != BORE_MSG_AUTHENTICATE))
