@@ -621,6 +621,9 @@ ONCE_CASES+="proxy_header_bytes prewarm_usage prewarm_long_link unclaimed_visito
 ONCE_CASES+="proxy_usage "
 ONCE_CASES+="startup_counts "
 ONCE_CASES+="hardened_build make_test_target systemd_units readme_newcomer "
+# Slow ones whose paths the plain pass and the TSan pass already take.
+ONCE_CASES+="slow_and_silent log_flood_counted spares_kept_in_churn proxy_server_restart "
+ONCE_CASES+="proxy_restart proxy_failures "
 # Run again under ThreadSanitizer: the cases where threads meet.
 TSAN_CASES=(
 	concurrent_200 hello_race visitor_burst_few_fds preauth_flood halfclose_then_reset \
@@ -685,7 +688,7 @@ fuzz_pass() {
 		skipped=$((skipped + 1))
 		return
 	fi
-	if out=$(make -s fuzz FUZZ_SECONDS="${FUZZ_SECONDS:-30}" 2>&1); then
+	if out=$(make -s fuzz FUZZ_SECONDS="${FUZZ_SECONDS:-20}" 2>&1); then
 		passed=$((passed + 1))
 		echo "ok   fuzz ($(grep -o 'stat::number_of_executed_units: *[0-9]*' <<<"$out" |
 			grep -o '[0-9]*$') executions)"
