@@ -1014,6 +1014,7 @@ struct conn {
 	size_t len;
 	char peer[64];
 	uint8_t src[16];  /* the server's: the peer's source, as startups compares them */
+	struct startup *place;  /* the server's: its place among startups, NULL if none */
 	char buf[CONN_BUF];
 };
 
@@ -1029,6 +1030,7 @@ conn_new(int fd, const struct sockaddr *sa, socklen_t salen)
 	}
 	c->fd = fd;
 	c->len = 0;
+	c->place = NULL;
 	if (sa != NULL)
 		addr_str(sa, salen, c->peer, sizeof(c->peer));
 	else
@@ -3107,26 +3109,75 @@ forward_visitor(struct conn *c, const uint8_t id[BORE_UUID_LEN])
 	tunnel_drop_conn(t);
 }
 
+/* A doubly linked ring: a list's head, or an item's place in one. */
+struct ring {
+	struct ring *prev, *next;
+};
+
+/* The item of type t whose member m is the ring r. */
+#define RING_ITEM(r, t, m) ((t *)(void *)((char *)(r) - offsetof(t, m)))
+
+/* Make r an empty ring. */
+static void
+ring_init(struct ring *r)
+{
+	r->prev = r->next = r;
+}
+
+/* Put r into a ring just before at: at its tail when at is its head. */
+static void
+ring_put(struct ring *at, struct ring *r)
+{
+	r->prev = at->prev;
+	r->next = at;
+	at->prev->next = r;
+	at->prev = r;
+}
+
+/* Take r out of its ring. */
+static void
+ring_take(struct ring *r)
+{
+	r->prev->next = r->next;
+	r->next->prev = r->prev;
+	ring_init(r);
+}
+
 /*
  * Connections to the control port from peers not yet known: until they
  * authenticate or, with no secret, until their Hello or Accept; after
  * OpenSSH's MaxStartups and PerSourceMaxStartups.  Past srv.max_startups,
  * a newcomer takes the place of the oldest idle one from the source address
  * that holds the most, so a flood from one place cannot lock out the rest.
- * A source is an IPv4 address or an IPv6 /64.
+ * A source is an IPv4 address or an IPv6 /64.  Sources are found by a keyed
+ * hash and kept by how many places they hold, so the choice costs no scan.
  */
 struct startup {
-	struct conn *c;   /* NULL: a free place */
-	uint8_t src[16];  /* source address (IPv4 as v4-mapped), IPv6 cut to /64 */
+	struct conn *c;        /* NULL: a free place */
+	struct source *from;
 	int64_t since;
-	int known;        /* its source holds a tunnel: never dropped for a newcomer */
-	int same;         /* places its source holds, kept by startup_count */
-	int busy;         /* startup_victim's scratch: not to be dropped now */
+	struct ring idle;      /* in its source's idle ones unless known; a free one in free_places */
 };
 
-/* Guards startups; a listed conn's fd stays open until it is taken off. */
+/* A source holding places, in levels[n] by the age of its oldest idle one while it has one. */
+struct source {
+	uint8_t src[16];       /* source address (IPv4 as v4-mapped), IPv6 cut to /64 */
+	size_t home;           /* its hash's slot in sources_by_src */
+	int n;                 /* places it holds, those of known sources too */
+	struct ring idle;      /* its startups that may be dropped, oldest first */
+	struct ring level;     /* its place in levels[n]; a free one's in free_sources */
+};
+
+/* Guards all below; a listed conn's fd stays open until it is taken off. */
 static pthread_mutex_t startups_lock = PTHREAD_MUTEX_INITIALIZER;
-static struct startup *startups;  /* 2 * srv.max_startups places */
+static struct startup *startups;      /* 2 * srv.max_startups places */
+static struct source *sources;        /* as many: a place's source at most each */
+static struct source **sources_by_src;  /* open addressing, sources_mask + 1 slots */
+static size_t sources_mask;
+static unsigned char sources_key[crypto_shorthash_KEYBYTES];  /* peers cannot aim collisions */
+static struct ring *levels;           /* levels[n]: sources holding n places, some idle */
+static int levels_top;                /* no level above it holds a source */
+static struct ring free_places, free_sources;
 static int startups_used;
 
 /*
@@ -3162,102 +3213,207 @@ frame_waiting(int fd)
 	return (n > 0 && memchr(buf, '\0', (size_t)n) != NULL);
 }
 
-/* Add delta to the count of every listed startup from src; the count now, 0 if none is listed. */
+/* Room for max startups and twice as many for bursts, all free; -1 if out of memory. */
 static int
-startup_count(const uint8_t src[16], int delta)
+startups_init(int max)
 {
-	int i, n = 0;
+	size_t i, places = 2 * (size_t)max;
 
-	for (i = 0; i < 2 * srv.max_startups; i++)
-		if (startups[i].c != NULL && memcmp(startups[i].src, src, 16) == 0)
-			n = startups[i].same += delta;
-	return (n);
-}
-
-/* Take startup i off the list. */
-static void
-startup_unlist(int i)
-{
-	startups[i].c = NULL;
-	startups_used--;
-	(void)startup_count(startups[i].src, -1);
-}
-
-/*
- * The startup to drop for a newcomer from src: the oldest of the source
- * that holds the most, passing over those from known sources, those whose
- * first frame already waits and, unless their source holds more than the
- * newcomer's, is the newcomer's, or the newcomer's source is known, those
- * younger than STARTUP_GRACE_MS.  -1 when none may go.  startups_lock is held.
- */
-static int
-startup_victim(const uint8_t src[16], int known)
-{
-	struct startup *s = startups;
-	int64_t young = now_ms() - STARTUP_GRACE_MS;
-	int i, best, mine = known ? 0 : startup_count(src, 0) + 1, places = 2 * srv.max_startups;
-
-	/* A source's newcomer may replace its own young ones: a flooder churns only itself. */
-	for (i = 0; i < places; i++)
-		s[i].busy = s[i].c == NULL || s[i].known || (s[i].since > young && s[i].same <= mine &&
-		    memcmp(s[i].src, src, 16) != 0);
-	for (;;) {
-		for (best = -1, i = 0; i < places; i++)
-			if (!s[i].busy && (best == -1 || s[i].same > s[best].same ||
-			    (s[i].same == s[best].same && s[i].since < s[best].since)))
-				best = i;
-		if (best == -1 || !frame_waiting(s[best].c->fd))
-			return (best);
-		s[best].busy = 1;
+	/* At most half full, so runs stay short. */
+	for (sources_mask = 1; sources_mask < 2 * places; sources_mask <<= 1)
+		;
+	sources_mask--;
+	startups = calloc(places, sizeof(*startups));
+	sources = calloc(places, sizeof(*sources));
+	sources_by_src = calloc(sources_mask + 1, sizeof(*sources_by_src));
+	levels = calloc(places + 1, sizeof(*levels));
+	if (startups == NULL || sources == NULL || sources_by_src == NULL || levels == NULL)
+		return (-1);
+	randombytes_buf(sources_key, sizeof(sources_key));
+	ring_init(&free_places);
+	ring_init(&free_sources);
+	for (i = 0; i < places; i++) {
+		ring_put(&free_places, &startups[i].idle);
+		ring_put(&free_sources, &sources[i].level);
+		ring_init(&sources[i].idle);
 	}
+	for (i = 0; i <= places; i++)
+		ring_init(&levels[i]);
+	return (0);
+}
+
+/* The slot of src in sources_by_src, or the free one it would take; *home its hash's slot. */
+static size_t
+source_slot(const uint8_t src[16], size_t *home)
+{
+	uint64_t h;
+	size_t i;
+
+	crypto_shorthash((unsigned char *)&h, src, 16, sources_key);
+	*home = i = (size_t)h & sources_mask;
+	while (sources_by_src[i] != NULL && memcmp(sources_by_src[i]->src, src, 16) != 0)
+		i = (i + 1) & sources_mask;
+	return (i);
+}
+
+/* The oldest idle startup of s, which has one. */
+static struct startup *
+oldest_idle(const struct source *s)
+{
+	return (RING_ITEM(s->idle.next, struct startup, idle));
+}
+
+/* File s in levels[s->n] behind those whose oldest idle is no younger; nowhere if none is idle. */
+static void
+source_level(struct source *s)
+{
+	struct ring *at = &levels[s->n];
+
+	ring_take(&s->level);
+	if (s->n == 0 || s->idle.next == &s->idle)
+		return;
+	while (at->prev != &levels[s->n] &&
+	    oldest_idle(RING_ITEM(at->prev, struct source, level))->since > oldest_idle(s)->since)
+		at = at->prev;
+	ring_put(at, &s->level);
+	if (s->n > levels_top)
+		levels_top = s->n;
+}
+
+/* Free place p and, with its last place, its source. */
+static void
+startup_unlist(struct startup *p)
+{
+	struct source *s = p->from;
+	size_t i, j, home;
+
+	p->c->place = NULL;
+	p->c = NULL;
+	ring_take(&p->idle);
+	ring_put(&free_places, &p->idle);
+	startups_used--;
+	s->n--;
+	source_level(s);
+	if (s->n > 0)
+		return;
+	ring_put(&free_sources, &s->level);
+	/* Move later sources of its run back into the gap, as far as their homes allow. */
+	for (i = j = source_slot(s->src, &home); sources_by_src[j = (j + 1) & sources_mask] != NULL;) {
+		home = sources_by_src[j]->home;
+		if (i <= j ? (home <= i || home > j) : (home <= i && home > j)) {
+			sources_by_src[i] = sources_by_src[j];
+			i = j;
+		}
+	}
+	sources_by_src[i] = NULL;
+}
+
+/* The oldest of s's idle ones no younger than limit, older than best, whose frame does not wait; else best. */
+static struct startup *
+older_idle(const struct source *s, struct startup *best, int64_t limit)
+{
+	struct ring *r;
+	struct startup *p;
+
+	for (r = s->idle.next; r != &s->idle; r = r->next) {
+		p = RING_ITEM(r, struct startup, idle);
+		if (p->since > limit || (best != NULL && p->since >= best->since))
+			break;
+		if (!frame_waiting(p->c->fd))
+			return (p);
+	}
+	return (best);
 }
 
 /*
- * List c as a startup.  Past srv.max_startups, the startup startup_victim
- * picks is shut down (its thread sees EOF and ends) and *dropped set; with
- * none to drop, c may still take one of the places kept for a burst, up to
- * twice the limit.  -1 if c must be closed instead.
+ * The startup to drop at now for a newcomer from src: the oldest of the
+ * source that holds the most, passing over those from known sources, those
+ * whose first frame already waits and, unless their source holds more than
+ * the newcomer's, is the newcomer's, or the newcomer's source is known, those
+ * younger than STARTUP_GRACE_MS.  NULL when none may go.  startups_lock is held.
+ */
+static struct startup *
+startup_victim(const uint8_t src[16], int known, int64_t now)
+{
+	struct source *own, *s;
+	struct startup *best = NULL;
+	struct ring *r;
+	size_t home;
+	int64_t limit;
+	int k, mine;
+
+	own = sources_by_src[source_slot(src, &home)];
+	mine = known ? 0 : (own != NULL ? own->n : 0) + 1;
+	while (levels_top > 0 && levels[levels_top].next == &levels[levels_top])
+		levels_top--;
+	for (k = levels_top; k > 0 && best == NULL; k--) {
+		limit = k > mine ? INT64_MAX : now - STARTUP_GRACE_MS;
+		/* By the age of their oldest: past one younger than limit or best, none has older. */
+		for (r = levels[k].next; r != &levels[k]; r = r->next) {
+			s = RING_ITEM(r, struct source, level);
+			if (oldest_idle(s)->since > limit ||
+			    (best != NULL && oldest_idle(s)->since >= best->since))
+				break;
+			best = older_idle(s, best, limit);
+		}
+		/* A source's newcomer may replace its own young ones: a flooder churns only itself. */
+		if (own != NULL && own->n == k)
+			best = older_idle(own, best, INT64_MAX);
+	}
+	return (best);
+}
+
+/*
+ * List c, from a source known or not, as a startup at now.  Past
+ * srv.max_startups, the startup startup_victim picks is shut down (its
+ * thread sees EOF and ends) and *dropped set; with none to drop, c may still
+ * take one of the places kept for a burst, up to twice the limit.  -1 if c
+ * must be closed instead.
  */
 static int
-startup_add(struct conn *c, int *dropped)
+startup_add(struct conn *c, int known, int64_t now, int *dropped)
 {
-	const uint8_t *src = c->src;
-	int slot = -1, i, known;
+	struct startup *p = NULL;
+	struct source *s;
+	size_t i, home;
 
 	*dropped = 0;
-	known = source_known(src);
 	pthread_mutex_lock(&startups_lock);
-	if (startups_used >= srv.max_startups && (slot = startup_victim(src, known)) != -1) {
-		(void)shutdown(startups[slot].c->fd, SHUT_RDWR);
-		startup_unlist(slot);
+	if (startups_used >= srv.max_startups && (p = startup_victim(c->src, known, now)) != NULL) {
+		(void)shutdown(p->c->fd, SHUT_RDWR);
+		startup_unlist(p);
 		*dropped = 1;
 	}
-	for (i = 0; slot == -1 && i < 2 * srv.max_startups; i++)
-		if (startups[i].c == NULL)
-			slot = i;
-	if (slot != -1) {
-		startups[slot].same = startup_count(src, 1);
-		startups[slot].same += startups[slot].same == 0;
-		startups[slot].c = c;
-		memcpy(startups[slot].src, src, 16);
-		startups[slot].since = now_ms();
-		startups[slot].known = known;
+	if (free_places.next != &free_places) {
+		p = RING_ITEM(free_places.next, struct startup, idle);
+		ring_take(&p->idle);
+		if ((s = sources_by_src[i = source_slot(c->src, &home)]) == NULL) {
+			s = sources_by_src[i] = RING_ITEM(free_sources.next, struct source, level);
+			ring_take(&s->level);
+			memcpy(s->src, c->src, 16);
+			s->home = home;
+		}
+		p->c = c;
+		p->from = s;
+		p->since = now;
+		c->place = p;
+		if (!known)
+			ring_put(&s->idle, &p->idle);
+		s->n++;
+		source_level(s);
 		startups_used++;
 	}
 	pthread_mutex_unlock(&startups_lock);
-	return (slot);
+	return (c->place != NULL ? 0 : -1);
 }
 
 /* c has said what it is for, or failed to: take it off the list, if it is still there. */
 static void
 startup_done(struct conn *c)
 {
-	int i;
-
 	pthread_mutex_lock(&startups_lock);
-	for (i = 0; i < 2 * srv.max_startups; i++)
-		if (startups[i].c == c)
-			startup_unlist(i);
+	if (c->place != NULL)
+		startup_unlist(c->place);
 	pthread_mutex_unlock(&startups_lock);
 }
 
@@ -3408,7 +3564,7 @@ accept_control(int lfd)
 	}
 	source_of((struct sockaddr *)&ss, c->src);
 	/* Accepted all the same, so the listen queue keeps moving for others in a flood. */
-	if (startup_add(c, &dropped) == -1) {
+	if (startup_add(c, source_known(c->src), now_ms(), &dropped) == -1) {
 		conn_free(c);
 		c = NULL;
 		dropped = 1;
@@ -5279,7 +5435,7 @@ main_server(int argc, char **argv)
 	fd_reserve = 2 * srv.max_startups + FD_SPARE;
 	for (i = 0; i < PL_KINDS; i++)
 		peer_lines[i].lines = PEER_LINES;
-	if ((startups = calloc(2 * (size_t)srv.max_startups, sizeof(*startups))) == NULL)
+	if (startups_init(srv.max_startups) == -1)
 		errx(1, "out of memory");
 	srv.grace_ms = 1000 * count_option(&server_cmd, vals[S_GRACE], "--grace", 0, COUNT_MAX, 5);
 	srv.nallow = cidr_option(&server_cmd, vals[S_ALLOW], "--allow", srv.allow);

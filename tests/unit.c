@@ -523,23 +523,94 @@ test_cli(void)
 		check(bore_parse_port(bad[i], 0, &p) == -1, "port: rejects", bad[i]);
 }
 
-/* ---- startups: per-source counts ---------------------------------------- */
+/* ---- startups: per-source counts and whom to drop ------------------------ */
 
-/* True if every listed startup's count is the number listed from its source. */
+#define TEST_CONNS 64
+
+static struct conn tconns[TEST_CONNS];
+static int64_t tsince[TEST_CONNS];   /* when each was listed, on the test's clock */
+static int tknown[TEST_CONNS];       /* listed as from a known source */
+static int tpeer[TEST_CONNS];        /* the other end of its socketpair */
+
+/* How many listed conns come from src. */
+static int
+listed_from(const uint8_t src[16])
+{
+	int i, n = 0;
+
+	for (i = 0; i < TEST_CONNS; i++)
+		n += tconns[i].place != NULL && memcmp(tconns[i].src, src, 16) == 0;
+	return (n);
+}
+
+/* True if the sources' counts, idle lists and levels agree with a recount of the listed conns. */
 static int
 startup_counts_right(void)
 {
-	int i, k, n;
+	struct ring *r;
+	struct source *s;
+	int i, k, n, idle, used = 0;
 
-	for (i = 0; i < 2 * srv.max_startups; i++) {
-		if (startups[i].c == NULL)
+	for (i = 0; i < TEST_CONNS; i++) {
+		struct startup *p = tconns[i].place;
+
+		if (p == NULL)
 			continue;
-		for (n = 0, k = 0; k < 2 * srv.max_startups; k++)
-			n += startups[k].c != NULL && memcmp(startups[k].src, startups[i].src, 16) == 0;
-		if (startups[i].same != n)
+		used++;
+		s = p->from;
+		for (idle = 0, k = 0; k < TEST_CONNS; k++)
+			idle += tconns[k].place != NULL && !tknown[k] &&
+			    memcmp(tconns[k].src, tconns[i].src, 16) == 0;
+		for (n = 0, r = s->idle.next; r != &s->idle; r = r->next)
+			n++;
+		if (p->c != &tconns[i] || memcmp(s->src, tconns[i].src, 16) != 0 ||
+		    s->n != listed_from(s->src) || n != idle ||
+		    (idle > 0) != (s->level.next != &s->level) ||
+		    sources_by_src[source_slot(s->src, &(size_t){0})] != s)
 			return (0);
 	}
-	return (1);
+	for (k = 1; k <= 2 * srv.max_startups; k++)
+		for (r = levels[k].next; r != &levels[k]; r = r->next) {
+			s = RING_ITEM(r, struct source, level);
+			if (s->n != k || (r->next != &levels[k] && oldest_idle(s)->since >
+			    oldest_idle(RING_ITEM(r->next, struct source, level))->since))
+				return (0);
+		}
+	return (used == startups_used);
+}
+
+/* Whom the policy drops for a newcomer, by brute force over the listed conns: -1 if none. */
+static int
+reference_victim(const uint8_t src[16], int known, int64_t now)
+{
+	int busy[TEST_CONNS], same[TEST_CONNS];
+	int i, best, mine = known ? 0 : listed_from(src) + 1;
+
+	for (i = 0; i < TEST_CONNS; i++) {
+		same[i] = listed_from(tconns[i].src);
+		busy[i] = tconns[i].place == NULL || tknown[i] || (tsince[i] > now - STARTUP_GRACE_MS &&
+		    same[i] <= mine && memcmp(tconns[i].src, src, 16) != 0);
+	}
+	for (;;) {
+		for (best = -1, i = 0; i < TEST_CONNS; i++)
+			if (!busy[i] && (best == -1 || same[i] > same[best] ||
+			    (same[i] == same[best] && tsince[i] < tsince[best])))
+				best = i;
+		if (best == -1 || !frame_waiting(tconns[best].fd))
+			return (best);
+		busy[best] = 1;
+	}
+}
+
+/* Free what startups_init took. */
+static void
+startups_free(void)
+{
+	free(startups);
+	free(sources);
+	free(sources_by_src);
+	free(levels);
+	startups_used = levels_top = 0;
 }
 
 /* List n startups past max, each from its own source; seconds per startup_add. */
@@ -553,40 +624,72 @@ startups_fill(struct conn *conns, int n)
 		conns[i].fd = -1;
 		memset(conns[i].src, 0, 16);
 		memcpy(conns[i].src, &i, sizeof(i));
-		(void)startup_add(&conns[i], &dropped);
+		(void)startup_add(&conns[i], 0, now_ms(), &dropped);
 	}
 	return ((now_us() - t0) / 1e6 / n);
 }
 
-/* Startups come and go from a few sources, some dropped: the counts stay right. */
+/*
+ * Startups come and go from a few sources, some known, some with a frame
+ * waiting, some dropped, on a clock that makes some young: the counts stay
+ * right and each choice of whom to drop is the brute-force policy's.
+ */
 static void
 test_startups(void)
 {
-	static struct conn conns[64];
-	int step, j, i, listed, dropped, right = 1;
+	int step, j, r, sv[2], dropped, right = 1, chose = 1, drops = 0, waits = 0;
+	int64_t now = 1000000;
+	struct startup *v;
 
 	srv.max_startups = 16;
-	startups = calloc(2 * (size_t)srv.max_startups, sizeof(*startups));
+	if (startups_init(srv.max_startups) == -1) {
+		check(0, "startups: init", NULL);
+		return;
+	}
+	for (j = 0; j < TEST_CONNS; j++)
+		tconns[j].fd = tpeer[j] = -1;
 	srand(7);
-	for (step = 0; step < 20000 && right; step++) {
-		j = rand() % 64;
-		for (listed = 0, i = 0; i < 2 * srv.max_startups; i++)
-			listed |= startups[i].c == &conns[j];
-		if (listed) {
-			startup_done(&conns[j]);
+	for (step = 0; step < 20000 && right && chose; step++) {
+		j = rand() % TEST_CONNS;
+		now += rand() % 60;
+		if (tconns[j].place != NULL) {
+			startup_done(&tconns[j]);
 		} else {
-			conns[j].fd = -1;
-			memset(conns[j].src, 0, 16);
-			conns[j].src[0] = (uint8_t)(rand() % 5);
-			(void)startup_add(&conns[j], &dropped);
+			(void)close(tconns[j].fd);
+			(void)close(tpeer[j]);
+			tconns[j].fd = tpeer[j] = -1;
+			if (socketpair(AF_UNIX, SOCK_STREAM, 0, sv) == 0) {
+				tconns[j].fd = sv[0];
+				tpeer[j] = sv[1];
+			}
+			/* Some have sent their first frame, which their thread has yet to read. */
+			if ((r = rand() % 5) == 0)
+				waits += write(tpeer[j], "{}", 3) == 3;
+			memset(tconns[j].src, 0, 16);
+			tconns[j].src[0] = (uint8_t)(rand() % 6);
+			tknown[j] = rand() % 10 == 0;
+			tsince[j] = now;
+			if (startups_used >= srv.max_startups) {
+				r = reference_victim(tconns[j].src, tknown[j], now);
+				v = startup_victim(tconns[j].src, tknown[j], now);
+				chose = r == -1 ? v == NULL : v != NULL && v->since == tsince[r] &&
+				    v->from->n == listed_from(tconns[r].src);
+				drops += v != NULL;
+			}
+			(void)startup_add(&tconns[j], tknown[j], now, &dropped);
 		}
 		right = startup_counts_right();
 	}
 	check(right, "startups: per-source counts after adds, drops and dones", NULL);
-	for (i = 0; i < 64; i++)
-		startup_done(&conns[i]);
+	check(chose, "startups: whom to drop, as the policy by brute force", NULL);
+	check(drops > 1000 && waits > 1000, "startups: the random states drop and wait enough", NULL);
+	for (j = 0; j < TEST_CONNS; j++) {
+		startup_done(&tconns[j]);
+		(void)close(tconns[j].fd);
+		(void)close(tpeer[j]);
+	}
 	check(startups_used == 0 && startup_counts_right(), "startups: all taken off", NULL);
-	free(startups);
+	startups_free();
 }
 
 /* The cost of one accept past the limit at 2,500 startups, one per source (for make bench). */
@@ -596,11 +699,12 @@ bench_startups(void)
 	struct conn *conns = calloc(10000, sizeof(*conns));
 
 	srv.max_startups = 2500;
-	startups = calloc(2 * (size_t)srv.max_startups, sizeof(*startups));
+	if (conns == NULL || startups_init(srv.max_startups) == -1)
+		return;
 	(void)startups_fill(conns, 5000);
 	printf("startups: %.1f us per accept past --max-startups 2500\n",
 	    startups_fill(conns + 5000, 5000) * 1e6);
-	free(startups);
+	startups_free();
 	free(conns);
 }
 
