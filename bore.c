@@ -1008,13 +1008,49 @@ err0:
 	return (-1);
 }
 
+/* A doubly linked ring: a list's head, or an item's place in one. */
+struct ring {
+	struct ring *prev, *next;
+};
+
+/* The item of type t whose member m is the ring r. */
+#define RING_ITEM(r, t, m) ((t *)(void *)((char *)(r) - offsetof(t, m)))
+
+/* Make r an empty ring. */
+static void
+ring_init(struct ring *r)
+{
+	r->prev = r->next = r;
+}
+
+/* Put r into a ring just before at: at its tail when at is its head. */
+static void
+ring_put(struct ring *at, struct ring *r)
+{
+	r->prev = at->prev;
+	r->next = at;
+	at->prev->next = r;
+	at->prev = r;
+}
+
+/* Take r out of its ring. */
+static void
+ring_take(struct ring *r)
+{
+	r->prev->next = r->next;
+	r->next->prev = r->prev;
+	ring_init(r);
+}
+
 /* A connection to the control port: its socket and the bytes read past the last frame. */
 struct conn {
 	int fd;
 	size_t len;
 	char peer[64];
-	uint8_t src[16];  /* the server's: the peer's source, as startups compares them */
-	struct startup *place;  /* the server's: its place among startups, NULL if none */
+	uint8_t src[16];       /* the server's: the peer's source, as startups compares them */
+	struct source *from;   /* the server's: its source while it holds a startup place */
+	int64_t since;         /* when it took that place */
+	struct ring idle;      /* in its source's startups that may be dropped, oldest first */
 	char buf[CONN_BUF];
 };
 
@@ -1030,7 +1066,7 @@ conn_new(int fd, const struct sockaddr *sa, socklen_t salen)
 	}
 	c->fd = fd;
 	c->len = 0;
-	c->place = NULL;
+	c->from = NULL;
 	if (sa != NULL)
 		addr_str(sa, salen, c->peer, sizeof(c->peer));
 	else
@@ -3109,40 +3145,6 @@ forward_visitor(struct conn *c, const uint8_t id[BORE_UUID_LEN])
 	tunnel_drop_conn(t);
 }
 
-/* A doubly linked ring: a list's head, or an item's place in one. */
-struct ring {
-	struct ring *prev, *next;
-};
-
-/* The item of type t whose member m is the ring r. */
-#define RING_ITEM(r, t, m) ((t *)(void *)((char *)(r) - offsetof(t, m)))
-
-/* Make r an empty ring. */
-static void
-ring_init(struct ring *r)
-{
-	r->prev = r->next = r;
-}
-
-/* Put r into a ring just before at: at its tail when at is its head. */
-static void
-ring_put(struct ring *at, struct ring *r)
-{
-	r->prev = at->prev;
-	r->next = at;
-	at->prev->next = r;
-	at->prev = r;
-}
-
-/* Take r out of its ring. */
-static void
-ring_take(struct ring *r)
-{
-	r->prev->next = r->next;
-	r->next->prev = r->prev;
-	ring_init(r);
-}
-
 /*
  * Connections to the control port from peers not yet known: until they
  * authenticate or, with no secret, until their Hello or Accept; after
@@ -3150,34 +3152,25 @@ ring_take(struct ring *r)
  * a newcomer takes the place of the oldest idle one from the source address
  * that holds the most, so a flood from one place cannot lock out the rest.
  * A source is an IPv4 address or an IPv6 /64.  Sources are found by a keyed
- * hash and kept by how many places they hold, so the choice costs no scan.
+ * hash and filed by how many places they hold, so choosing costs no scan.
  */
-struct startup {
-	struct conn *c;        /* NULL: a free place */
-	struct source *from;
-	int64_t since;
-	struct ring idle;      /* in its source's idle ones unless known; a free one in free_places */
-};
-
-/* A source holding places, in levels[n] by the age of its oldest idle one while it has one. */
 struct source {
 	uint8_t src[16];       /* source address (IPv4 as v4-mapped), IPv6 cut to /64 */
-	size_t home;           /* its hash's slot in sources_by_src */
-	int n;                 /* places it holds, those of known sources too */
-	struct ring idle;      /* its startups that may be dropped, oldest first */
-	struct ring level;     /* its place in levels[n]; a free one's in free_sources */
+	int n;                 /* places it holds, known ones too */
+	struct ring idle;      /* its conns that may be dropped, oldest first */
+	struct ring level;     /* in levels[n] by its oldest idle one's age; or in free_sources */
+	struct ring chain;     /* in its bucket */
 };
 
-/* Guards all below; a listed conn's fd stays open until it is taken off. */
+/* Guards all below and the startup fields of listed conns, whose fds stay open until taken off. */
 static pthread_mutex_t startups_lock = PTHREAD_MUTEX_INITIALIZER;
-static struct startup *startups;      /* 2 * srv.max_startups places */
-static struct source *sources;        /* as many: a place's source at most each */
-static struct source **sources_by_src;  /* open addressing, sources_mask + 1 slots */
-static size_t sources_mask;
-static unsigned char sources_key[crypto_shorthash_KEYBYTES];  /* peers cannot aim collisions */
+static struct source *sources;        /* 2 * srv.max_startups: one per place at most */
+static struct ring free_sources;
+static struct ring *buckets;          /* sources by a keyed hash of their address */
+static size_t buckets_mask;
+static unsigned char buckets_key[crypto_shorthash_KEYBYTES];  /* peers cannot aim collisions */
 static struct ring *levels;           /* levels[n]: sources holding n places, some idle */
 static int levels_top;                /* no level above it holds a source */
-static struct ring free_places, free_sources;
 static int startups_used;
 
 /*
@@ -3213,54 +3206,53 @@ frame_waiting(int fd)
 	return (n > 0 && memchr(buf, '\0', (size_t)n) != NULL);
 }
 
-/* Room for max startups and twice as many for bursts, all free; -1 if out of memory. */
+/* Room for max startups, and as many again for bursts; -1 if out of memory. */
 static int
 startups_init(int max)
 {
 	size_t i, places = 2 * (size_t)max;
 
-	/* At most half full, so runs stay short. */
-	for (sources_mask = 1; sources_mask < 2 * places; sources_mask <<= 1)
+	for (buckets_mask = 1; buckets_mask < places; buckets_mask <<= 1)
 		;
-	sources_mask--;
-	startups = calloc(places, sizeof(*startups));
 	sources = calloc(places, sizeof(*sources));
-	sources_by_src = calloc(sources_mask + 1, sizeof(*sources_by_src));
+	buckets = calloc(buckets_mask, sizeof(*buckets));
+	buckets_mask--;
 	levels = calloc(places + 1, sizeof(*levels));
-	if (startups == NULL || sources == NULL || sources_by_src == NULL || levels == NULL)
+	if (sources == NULL || buckets == NULL || levels == NULL)
 		return (-1);
-	randombytes_buf(sources_key, sizeof(sources_key));
-	ring_init(&free_places);
+	randombytes_buf(buckets_key, sizeof(buckets_key));
 	ring_init(&free_sources);
 	for (i = 0; i < places; i++) {
-		ring_put(&free_places, &startups[i].idle);
-		ring_put(&free_sources, &sources[i].level);
 		ring_init(&sources[i].idle);
+		ring_put(&free_sources, &sources[i].level);
 	}
+	for (i = 0; i <= buckets_mask; i++)
+		ring_init(&buckets[i]);
 	for (i = 0; i <= places; i++)
 		ring_init(&levels[i]);
 	return (0);
 }
 
-/* The slot of src in sources_by_src, or the free one it would take; *home its hash's slot. */
-static size_t
-source_slot(const uint8_t src[16], size_t *home)
+/* The source holding places from src, NULL if none; *bucket the one it is or would be in. */
+static struct source *
+source_find(const uint8_t src[16], struct ring **bucket)
 {
+	struct ring *r;
 	uint64_t h;
-	size_t i;
 
-	crypto_shorthash((unsigned char *)&h, src, 16, sources_key);
-	*home = i = (size_t)h & sources_mask;
-	while (sources_by_src[i] != NULL && memcmp(sources_by_src[i]->src, src, 16) != 0)
-		i = (i + 1) & sources_mask;
-	return (i);
+	crypto_shorthash((unsigned char *)&h, src, 16, buckets_key);
+	*bucket = &buckets[h & buckets_mask];
+	for (r = (*bucket)->next; r != *bucket; r = r->next)
+		if (memcmp(RING_ITEM(r, struct source, chain)->src, src, 16) == 0)
+			return (RING_ITEM(r, struct source, chain));
+	return (NULL);
 }
 
-/* The oldest idle startup of s, which has one. */
-static struct startup *
+/* The oldest idle conn of s, which has one. */
+static struct conn *
 oldest_idle(const struct source *s)
 {
-	return (RING_ITEM(s->idle.next, struct startup, idle));
+	return (RING_ITEM(s->idle.next, struct conn, idle));
 }
 
 /* File s in levels[s->n] behind those whose oldest idle is no younger; nowhere if none is idle. */
@@ -3280,47 +3272,36 @@ source_level(struct source *s)
 		levels_top = s->n;
 }
 
-/* Free place p and, with its last place, its source. */
+/* Take c off the startups; its source too with its last place. */
 static void
-startup_unlist(struct startup *p)
+startup_unlist(struct conn *c)
 {
-	struct source *s = p->from;
-	size_t i, j, home;
+	struct source *s = c->from;
 
-	p->c->place = NULL;
-	p->c = NULL;
-	ring_take(&p->idle);
-	ring_put(&free_places, &p->idle);
+	c->from = NULL;
+	ring_take(&c->idle);
 	startups_used--;
 	s->n--;
 	source_level(s);
-	if (s->n > 0)
-		return;
-	ring_put(&free_sources, &s->level);
-	/* Move later sources of its run back into the gap, as far as their homes allow. */
-	for (i = j = source_slot(s->src, &home); sources_by_src[j = (j + 1) & sources_mask] != NULL;) {
-		home = sources_by_src[j]->home;
-		if (i <= j ? (home <= i || home > j) : (home <= i && home > j)) {
-			sources_by_src[i] = sources_by_src[j];
-			i = j;
-		}
+	if (s->n == 0) {
+		ring_take(&s->chain);
+		ring_put(&free_sources, &s->level);
 	}
-	sources_by_src[i] = NULL;
 }
 
 /* The oldest of s's idle ones no younger than limit, older than best, whose frame does not wait; else best. */
-static struct startup *
-older_idle(const struct source *s, struct startup *best, int64_t limit)
+static struct conn *
+older_idle(const struct source *s, struct conn *best, int64_t limit)
 {
 	struct ring *r;
-	struct startup *p;
+	struct conn *c;
 
 	for (r = s->idle.next; r != &s->idle; r = r->next) {
-		p = RING_ITEM(r, struct startup, idle);
-		if (p->since > limit || (best != NULL && p->since >= best->since))
+		c = RING_ITEM(r, struct conn, idle);
+		if (c->since > limit || (best != NULL && c->since >= best->since))
 			break;
-		if (!frame_waiting(p->c->fd))
-			return (p);
+		if (!frame_waiting(c->fd))
+			return (c);
 	}
 	return (best);
 }
@@ -3332,17 +3313,16 @@ older_idle(const struct source *s, struct startup *best, int64_t limit)
  * the newcomer's, is the newcomer's, or the newcomer's source is known, those
  * younger than STARTUP_GRACE_MS.  NULL when none may go.  startups_lock is held.
  */
-static struct startup *
+static struct conn *
 startup_victim(const uint8_t src[16], int known, int64_t now)
 {
 	struct source *own, *s;
-	struct startup *best = NULL;
+	struct conn *best = NULL;
 	struct ring *r;
-	size_t home;
 	int64_t limit;
 	int k, mine;
 
-	own = sources_by_src[source_slot(src, &home)];
+	own = source_find(src, &r);
 	mine = known ? 0 : (own != NULL ? own->n : 0) + 1;
 	while (levels_top > 0 && levels[levels_top].next == &levels[levels_top])
 		levels_top--;
@@ -3373,38 +3353,37 @@ startup_victim(const uint8_t src[16], int known, int64_t now)
 static int
 startup_add(struct conn *c, int known, int64_t now, int *dropped)
 {
-	struct startup *p = NULL;
 	struct source *s;
-	size_t i, home;
+	struct ring *bucket;
+	struct conn *v;
+	int r = -1;
 
 	*dropped = 0;
 	pthread_mutex_lock(&startups_lock);
-	if (startups_used >= srv.max_startups && (p = startup_victim(c->src, known, now)) != NULL) {
-		(void)shutdown(p->c->fd, SHUT_RDWR);
-		startup_unlist(p);
+	if (startups_used >= srv.max_startups && (v = startup_victim(c->src, known, now)) != NULL) {
+		(void)shutdown(v->fd, SHUT_RDWR);
+		startup_unlist(v);
 		*dropped = 1;
 	}
-	if (free_places.next != &free_places) {
-		p = RING_ITEM(free_places.next, struct startup, idle);
-		ring_take(&p->idle);
-		if ((s = sources_by_src[i = source_slot(c->src, &home)]) == NULL) {
-			s = sources_by_src[i] = RING_ITEM(free_sources.next, struct source, level);
+	if (startups_used < 2 * srv.max_startups) {
+		if ((s = source_find(c->src, &bucket)) == NULL) {
+			s = RING_ITEM(free_sources.next, struct source, level);
 			ring_take(&s->level);
+			ring_put(bucket, &s->chain);
 			memcpy(s->src, c->src, 16);
-			s->home = home;
 		}
-		p->c = c;
-		p->from = s;
-		p->since = now;
-		c->place = p;
+		c->from = s;
+		c->since = now;
+		ring_init(&c->idle);
 		if (!known)
-			ring_put(&s->idle, &p->idle);
+			ring_put(&s->idle, &c->idle);
 		s->n++;
 		source_level(s);
 		startups_used++;
+		r = 0;
 	}
 	pthread_mutex_unlock(&startups_lock);
-	return (c->place != NULL ? 0 : -1);
+	return (r);
 }
 
 /* c has said what it is for, or failed to: take it off the list, if it is still there. */
@@ -3412,8 +3391,8 @@ static void
 startup_done(struct conn *c)
 {
 	pthread_mutex_lock(&startups_lock);
-	if (c->place != NULL)
-		startup_unlist(c->place);
+	if (c->from != NULL)
+		startup_unlist(c);
 	pthread_mutex_unlock(&startups_lock);
 }
 

@@ -539,7 +539,7 @@ listed_from(const uint8_t src[16])
 	int i, n = 0;
 
 	for (i = 0; i < TEST_CONNS; i++)
-		n += tconns[i].place != NULL && memcmp(tconns[i].src, src, 16) == 0;
+		n += tconns[i].from != NULL && memcmp(tconns[i].src, src, 16) == 0;
 	return (n);
 }
 
@@ -547,26 +547,22 @@ listed_from(const uint8_t src[16])
 static int
 startup_counts_right(void)
 {
-	struct ring *r;
+	struct ring *r, *bucket;
 	struct source *s;
 	int i, k, n, idle, used = 0;
 
 	for (i = 0; i < TEST_CONNS; i++) {
-		struct startup *p = tconns[i].place;
-
-		if (p == NULL)
+		if ((s = tconns[i].from) == NULL)
 			continue;
 		used++;
-		s = p->from;
 		for (idle = 0, k = 0; k < TEST_CONNS; k++)
-			idle += tconns[k].place != NULL && !tknown[k] &&
+			idle += tconns[k].from != NULL && !tknown[k] &&
 			    memcmp(tconns[k].src, tconns[i].src, 16) == 0;
 		for (n = 0, r = s->idle.next; r != &s->idle; r = r->next)
 			n++;
-		if (p->c != &tconns[i] || memcmp(s->src, tconns[i].src, 16) != 0 ||
-		    s->n != listed_from(s->src) || n != idle ||
-		    (idle > 0) != (s->level.next != &s->level) ||
-		    sources_by_src[source_slot(s->src, &(size_t){0})] != s)
+		if (memcmp(s->src, tconns[i].src, 16) != 0 || s->n != listed_from(s->src) ||
+		    n != idle || (idle > 0) != (s->level.next != &s->level) ||
+		    source_find(s->src, &bucket) != s)
 			return (0);
 	}
 	for (k = 1; k <= 2 * srv.max_startups; k++)
@@ -588,7 +584,7 @@ reference_victim(const uint8_t src[16], int known, int64_t now)
 
 	for (i = 0; i < TEST_CONNS; i++) {
 		same[i] = listed_from(tconns[i].src);
-		busy[i] = tconns[i].place == NULL || tknown[i] || (tsince[i] > now - STARTUP_GRACE_MS &&
+		busy[i] = tconns[i].from == NULL || tknown[i] || (tsince[i] > now - STARTUP_GRACE_MS &&
 		    same[i] <= mine && memcmp(tconns[i].src, src, 16) != 0);
 	}
 	for (;;) {
@@ -606,9 +602,8 @@ reference_victim(const uint8_t src[16], int known, int64_t now)
 static void
 startups_free(void)
 {
-	free(startups);
 	free(sources);
-	free(sources_by_src);
+	free(buckets);
 	free(levels);
 	startups_used = levels_top = 0;
 }
@@ -639,7 +634,7 @@ test_startups(void)
 {
 	int step, j, r, sv[2], dropped, right = 1, chose = 1, drops = 0, waits = 0;
 	int64_t now = 1000000;
-	struct startup *v;
+	struct conn *v;
 
 	srv.max_startups = 16;
 	if (startups_init(srv.max_startups) == -1) {
@@ -652,7 +647,7 @@ test_startups(void)
 	for (step = 0; step < 20000 && right && chose; step++) {
 		j = rand() % TEST_CONNS;
 		now += rand() % 60;
-		if (tconns[j].place != NULL) {
+		if (tconns[j].from != NULL) {
 			startup_done(&tconns[j]);
 		} else {
 			(void)close(tconns[j].fd);
