@@ -3289,7 +3289,7 @@ startup_unlist(struct conn *c)
 	}
 }
 
-/* The oldest of s's idle ones no younger than limit, older than best, whose frame does not wait; else best. */
+/* s's oldest idle conn since limit or before, older than best, with no frame waiting; else best. */
 static struct conn *
 older_idle(const struct source *s, struct conn *best, int64_t limit)
 {
