@@ -624,6 +624,8 @@ ONCE_CASES+="hardened_build make_test_target systemd_units readme_newcomer "
 # Slow ones whose paths the plain pass and the TSan pass already take.
 ONCE_CASES+="slow_and_silent log_flood_counted spares_kept_in_churn proxy_server_restart "
 ONCE_CASES+="proxy_restart proxy_failures "
+# 2,000 visitors at once take 30 s under ASan; visitor_burst_few_fds and concurrent_200 take the path there.
+ONCE_CASES+="storms "
 # Run again under ThreadSanitizer: the cases where threads meet.
 TSAN_CASES=(
 	concurrent_200 hello_race visitor_burst_few_fds preauth_flood halfclose_then_reset \
