@@ -131,10 +131,20 @@ t_proxy_socks5_auth() {
 		client_fails 78 "authentication required" --proxy "socks5://127.0.0.1:$PROXY"
 }
 
+# The client came back through the proxy on public port $1, and carries bytes there.
+back_on_port() {
+	local out
+	wait_until 15 log_count_is client "listening at" 2 || { why "client did not come back"; return 1; }
+	[ "$(sed -n 's/.*listening at 127\.0\.0\.1:\([0-9]*\).*/\1/p' "$WORK/client.log" | tail -n 1)" = "$1" ] ||
+		{ why "port changed from $1"; return 1; }
+	out=$(TCPKIT_ECHO_FIRST=1 "$TCPKIT" roundtrip 127.0.0.1 "$1" 1000000) || { why "$out"; return 1; }
+	alive "$CLI"
+}
+
 # The server restarts: the client re-dials through the proxy and gets its port back;
 # heartbeats keep the tunnel up meanwhile, as without a proxy.
 t_proxy_server_restart() {
-	local first out
+	local first
 	start_tinyproxy tinyproxy any || return
 	start_origin origin echo && start_server server &&
 		start_client client "$ORIGIN" --heartbeat-timeout 1 --proxy "http://127.0.0.1:$PROXY" ||
@@ -147,17 +157,13 @@ t_proxy_server_restart() {
 	wait_until 5 grep -q "reconnecting in" "$WORK/client.log" ||
 		{ why "client did not start re-dialling"; return 1; }
 	KEEP_PORTS=1 start_server server2 || return 1
-	wait_until 15 log_count_is client "listening at" 2 || { why "client did not come back"; return 1; }
-	[ "$(sed -n 's/.*listening at 127\.0\.0\.1:\([0-9]*\).*/\1/p' "$WORK/client.log" | tail -n 1)" = "$first" ] ||
-		{ why "port changed from $first"; return 1; }
-	out=$(TCPKIT_ECHO_FIRST=1 "$TCPKIT" roundtrip 127.0.0.1 "$first" 1000000) || { why "$out"; return 1; }
-	alive "$CLI"
+	back_on_port "$first"
 }
 
 # The proxy goes away and comes back: the client re-dials as for a lost server, each
 # failed attempt a warning, and gets its port back.
 t_proxy_restart() {
-	local first out tp
+	local first tp
 	start_tinyproxy tinyproxy any || return
 	tp=$LAST
 	start_origin origin echo && start_server server &&
@@ -167,11 +173,7 @@ t_proxy_restart() {
 	wait_until 10 grep -q "WARN could not connect to proxy 127.0.0.1:$PROXY" "$WORK/client.log" ||
 		{ why "no retried attempt against the dead proxy"; return 1; }
 	start tinyproxy2 tinyproxy -d -c "$WORK/tinyproxy.conf"
-	wait_until 15 log_count_is client "listening at" 2 || { why "client did not come back"; return 1; }
-	[ "$(sed -n 's/.*listening at 127\.0\.0\.1:\([0-9]*\).*/\1/p' "$WORK/client.log" | tail -n 1)" = "$first" ] ||
-		{ why "port changed from $first"; return 1; }
-	out=$(TCPKIT_ECHO_FIRST=1 "$TCPKIT" roundtrip 127.0.0.1 "$first" 1000000) || { why "$out"; return 1; }
-	alive "$CLI"
+	back_on_port "$first"
 }
 
 # Proxies that fail: unreachable, silent and unable to reach the server are retryable
