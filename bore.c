@@ -373,6 +373,13 @@ fds_room(int n, int keep)
 	return (atomic_load(&fds_open) + atomic_load(&fds_promised) + n <= fd_limit - keep);
 }
 
+/* True if err says the process or system is out of fds or memory: worth trying again later. */
+static int
+short_of_resources(int err)
+{
+	return (err == EMFILE || err == ENFILE || err == ENOBUFS || err == ENOMEM);
+}
+
 /* Close a counted socket or pipe end. */
 static void
 close_fd(int fd)
@@ -2847,7 +2854,7 @@ park_visitor(struct conn *c, struct tunnel *t, int lfd, int64_t *paused_until)
 	}
 	vfd = counted(accept_nb(lfd, (struct sockaddr *)&ss, &sslen));
 	if (vfd == -1) {
-		if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
+		if (short_of_resources(errno)) {
 			log_limited(&peer_lines[PL_ACCEPT], LOG_WARN, "port %u: accept: %s", t->port,
 			    strerror(errno));
 			*paused_until = now_ms() + ACCEPT_BACKOFF_MS;
@@ -3523,7 +3530,7 @@ accept_control(int lfd)
 	fd = counted(accept_nb(lfd, (struct sockaddr *)&ss, &sslen));
 	if (fd == -1) {
 		/* Out of fds or memory: say so, wait a little, and keep serving. */
-		if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
+		if (short_of_resources(errno)) {
 			log_limited(&peer_lines[PL_ACCEPT], LOG_WARN, "accept: %s", strerror(errno));
 			poll(NULL, 0, ACCEPT_BACKOFF_MS);
 		}
@@ -4055,7 +4062,7 @@ open_control(const struct addrinfo *ai, const struct sockaddr *dest, struct conn
 
 	/* Cut short by a stop (ECANCELED), a step ends without a word. */
 	if ((fd = connect_any(ai)) == -1) {
-		short_here = errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM;
+		short_here = short_of_resources(errno);
 		if (errno != ECANCELED)
 			log_msg(short_here ? LOG_WARN : LOG_ERROR, "could not connect to %s%s: %s",
 			    cli.proxy ? "proxy " : "", cli.proxy ?
