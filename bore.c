@@ -188,6 +188,36 @@ relay_pipe(int p[2])
 }
 #endif
 
+#ifdef __linux__
+#include <sys/ioctl.h>
+
+/*
+ * Whether the peer let go of socket fd without taking what we sent before
+ * the last `after` bytes: those bytes were never acknowledged (one more is
+ * our own FIN, perhaps in flight), or, after a reset, the connection is
+ * closed although we did not close it.  Elsewhere nothing tells: no.
+ */
+static int
+peer_dropped(int fd, uint64_t after, int reset)
+{
+	struct tcp_info ti;
+	socklen_t len = sizeof(ti);
+	int unacked;  /* TIOCOUTQ is SIOCOUTQ: sent, not yet acknowledged */
+
+	if (reset && getsockopt(fd, IPPROTO_TCP, TCP_INFO, &ti, &len) == 0 &&
+	    ti.tcpi_state == TCP_CLOSE)
+		return (1);
+	return (ioctl(fd, TIOCOUTQ, &unacked) == 0 && unacked > 0 && (uint64_t)unacked > after + 1);
+}
+#else
+static int
+peer_dropped(int fd, uint64_t after, int reset)
+{
+	(void)fd, (void)after, (void)reset;
+	return (0);
+}
+#endif
+
 /* Notice a vanished peer within about USER_TIMEOUT_MS, not after TCP's minutes. */
 #define KEEPALIVE_IDLE_S 10
 #define KEEPALIVE_INTERVAL_S 5
@@ -4324,17 +4354,81 @@ sleep_or_signal(int ms)
 	return (0);
 }
 
+/* Claim job's visitor on a fresh data connection; NULL (said why) if that fails. */
+static struct conn *
+claim_visitor(struct visitor_job *job, const char *ids, int64_t start)
+{
+	struct conn *c = NULL;
+	enum outcome o;
+
+	/* Without a spare, open the data connection now: a round trip or two more. */
+	for (;;) {
+		opening_enter();
+		o = open_data(&job->route, &c);
+		opening_leave();
+		if (o != OUT_LOST || now_ms() - start >= CLAIM_RETRY_MS ||
+		    sleep_or_signal(CLAIM_PAUSE_MS))
+			break;
+	}
+	if (o != OUT_OK)
+		return (NULL);
+	if (send_uuid_msg(c->fd, BORE_MSG_ACCEPT, job->id) == -1) {
+		log_msg(LOG_WARN, "connection %s: could not send accept: %s", ids, strerror(errno));
+		conn_free(c);
+		return (NULL);
+	}
+	return (c);
+}
+
+/*
+ * Relay data connection c and the local service; -1 if that fails at
+ * once.  *again says the server dropped c, a spare, without reading its
+ * Accept: the visitor is still parked, and nothing reached it.
+ */
+static int
+serve_visitor(struct visitor_job *job, struct conn *c, struct relay_info *info,
+    const char *ids, int *again)
+{
+	char where[300];
+	int lfd, r;
+
+	if ((lfd = connect_any(job->lt->local_ai)) == -1) {
+		log_msg(LOG_WARN, "connection %s: could not connect to %s: %s", ids,
+		    host_port(cli.local_host, job->lt->local_port, where, sizeof(where)),
+		    strerror(errno));
+		/* The server closes the visitor at once when it sees the reset. */
+		set_reset_on_close(c->fd);
+		*again = 0;
+		return (-1);
+	}
+	r = relay_after_frame(c, lfd, info);
+	*again = *again && info->bytes[0] == 0 && peer_dropped(c->fd, info->bytes[1],
+	    r == -1 && info->bytes[1] == 0 && (errno == ECONNRESET || errno == EPIPE));
+	if (*again) {
+		log_msg(LOG_DEBUG, "connection %s: spare dropped before its accept was read; "
+		    "claiming again", ids);
+		set_reset_on_close(lfd);
+	} else if (r == -1) {
+		log_msg(LOG_DEBUG, "connection %s aborted: %s", ids, strerror(errno));
+		set_reset_on_close(c->fd);
+		set_reset_on_close(lfd);
+	} else {
+		log_msg(LOG_DEBUG, "connection %s exited", ids);
+	}
+	close_fd(lfd);
+	return (0);
+}
+
 /* Thread for one visitor: claim it from the server, connect to the local service, relay. */
 static void *
 proxy_visitor(void *arg)
 {
 	struct visitor_job *job = arg;
 	struct relay_info info = { .dump_id = 0 };
-	char ids[BORE_UUID_STRLEN + 1], where[300];
+	char ids[BORE_UUID_STRLEN + 1];
 	struct conn *c = job->c;
 	int64_t start = now_ms();
-	enum outcome o;
-	int lfd;
+	int again = c != NULL;
 
 	bore_uuid_format(job->id, ids);
 	pthread_mutex_lock(&job->lt->lock);
@@ -4348,52 +4442,30 @@ proxy_visitor(void *arg)
 	pthread_mutex_unlock(&job->lt->lock);
 	if (cli.dump)
 		info.dump_id = atomic_fetch_add(&visitors_seen, 1) + 1;
-	/* Without a spare, open the data connection now: a round trip or two more. */
-	if (c != NULL) {
+	if (c != NULL)
 		log_msg(LOG_DEBUG, "connection %s: claimed on a spare", ids);
-	} else {
-		for (;;) {
-			opening_enter();
-			o = open_data(&job->route, &c);
-			opening_leave();
-			if (o != OUT_LOST || now_ms() - start >= CLAIM_RETRY_MS ||
-			    sleep_or_signal(CLAIM_PAUSE_MS))
-				break;
+	/* Claimed again at most once: a second try goes on a fresh connection. */
+	while (c != NULL || (c = claim_visitor(job, ids, start)) != NULL) {
+		if (serve_visitor(job, c, &info, ids, &again) == -1) {
+			conn_free(c);
+			c = NULL;
 		}
-		if (o != OUT_OK)
-			goto err0;
-		if (send_uuid_msg(c->fd, BORE_MSG_ACCEPT, job->id) == -1) {
-			log_msg(LOG_WARN, "connection %s: could not send accept: %s", ids,
-			    strerror(errno));
-			goto err1;
-		}
+		if (!again)
+			break;
+		conn_free(c);
+		c = NULL;
+		again = 0;
+		info.bytes[1] = 0;
+		atomic_store_explicit(&info.moved[1], 0, memory_order_relaxed);
 	}
-	if ((lfd = connect_any(job->lt->local_ai)) == -1) {
-		log_msg(LOG_WARN, "connection %s: could not connect to %s: %s", ids,
-		    host_port(cli.local_host, job->lt->local_port, where, sizeof(where)),
-		    strerror(errno));
-		/* The server closes the visitor at once when it sees the reset. */
-		set_reset_on_close(c->fd);
-		goto err1;
-	}
-	if (relay_after_frame(c, lfd, &info) == -1) {
-		log_msg(LOG_DEBUG, "connection %s aborted: %s", ids, strerror(errno));
-		set_reset_on_close(c->fd);
-		set_reset_on_close(lfd);
-	} else {
-		log_msg(LOG_DEBUG, "connection %s exited", ids);
-	}
-	if (info.dump_id != 0)
+	if (c != NULL && info.dump_id != 0)
 		log_msg(LOG_ALWAYS, "conn %d closed: %llu bytes visitor->service, "
 		    "%llu bytes service->visitor, %.3f s", info.dump_id,
 		    (unsigned long long)info.bytes[0], (unsigned long long)info.bytes[1],
 		    (double)(now_ms() - start) / 1000);
-	else
+	else if (c != NULL)
 		log_closed(ids, info.bytes[0], info.bytes[1], start);
-	close_fd(lfd);
-err1:
 	conn_free(c);
-err0:
 	pthread_mutex_lock(&job->lt->lock);
 	job->lt->counts.now--;
 	job->lt->counts.in += info.bytes[0];

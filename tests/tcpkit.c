@@ -1731,6 +1731,102 @@ static int mode_hellorace(char **argv)
     return 1;
 }
 
+/* Accept a connection on lfd or die. */
+static int accept_or_die(int lfd)
+{
+    int fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
+    if (fd < 0)
+        die("accept: %s", strerror(errno));
+    return fd;
+}
+
+/* Connections of a fake server: slot 0 its listener. */
+struct fake_conns {
+    struct pollfd p[64];
+    nfds_t n;
+};
+
+/* The slot of a connection with bytes to read, after dropping those at EOF; new
+   connections join; 0 if none within ms. */
+static nfds_t next_readable(struct fake_conns *f, int ms)
+{
+    char c;
+    for (double give_up = now() + ms / 1000.0; now() < give_up;) {
+        if (poll(f->p, f->n, 50) < 0 && errno != EINTR)
+            die("poll: %s", strerror(errno));
+        if ((f->p[0].revents & POLLIN) && f->n < 64)
+            f->p[f->n++] = (struct pollfd){ .fd = accept_or_die(f->p[0].fd), .events = POLLIN };
+        for (nfds_t i = 1; i < f->n; i++) {
+            if (!f->p[i].revents)
+                continue;
+            if (recv(f->p[i].fd, &c, 1, MSG_PEEK) == 1)
+                return i;
+            close(f->p[i].fd);
+            f->p[i--] = f->p[--f->n];
+        }
+    }
+    return 0;
+}
+
+/* lostaccept BYTES: a bore server (no secret) that resets each data connection that
+   brings a visitor's first Accept with the Accept unread, as a server at its
+   --max-startups limit may drop a spare; a client claims again a visitor whose spare
+   was dropped so, and BYTES sent through that second claim must echo back, checked
+   by hash. A visitor not on a spare is lost (announced again in a later round).
+   Prints its port, then "ok". */
+static int mode_lostaccept(char **argv)
+{
+    size_t bytes = parse_size(argv[0]);
+    char frame[300], want[100], id[40];
+    struct fake_conns f = { .n = 1 };
+    nfds_t i;
+    int ctl, round, got, fd = -1;
+    f.p[0] = (struct pollfd){ .fd = listen_and_announce("127.0.0.1"), .events = POLLIN };
+    ctl = accept_or_die(f.p[0].fd);
+    if (read_frame0(ctl, frame, sizeof frame) < 0 || strncmp(frame, "{\"Hello\":", 9) != 0)
+        die("expected Hello");
+    if (write_all(ctl, "{\"Hello\":1}", 12) < 0)
+        die("send: %s", strerror(errno));
+    for (round = 1; round <= 20 && fd < 0; round++) {
+        sleep_ms(100);
+        snprintf(id, sizeof id, "6c6f7374-6163-6365-7074-%012d", round);
+        snprintf(want, sizeof want, "{\"Accept\":\"%s\"}", id);
+        int len = snprintf(frame, sizeof frame, "{\"Connection\":\"%s\"}%c", id, 0);
+        if (write_all(ctl, frame, (size_t)len) < 0)
+            die("send: %s", strerror(errno));
+        /* The first Accept is reset unread; a second one for the same visitor passes. */
+        for (got = 0; fd < 0 && (i = next_readable(&f, 1000)) != 0; got++) {
+            if (got > 0) {
+                if (read_frame0(f.p[i].fd, frame, sizeof frame) < 0 || strcmp(frame, want) != 0)
+                    die("expected %s again, got '%s'", want, frame);
+                fd = f.p[i].fd;
+                break;
+            }
+            ssize_t k = recv(f.p[i].fd, frame, sizeof frame - 1, MSG_PEEK);
+            frame[k > 0 ? k : 0] = '\0';
+            if (strncmp(frame, want, strlen(want)) != 0)
+                die("expected %s, got '%s'", want, frame);
+            close(f.p[i].fd);
+            f.p[i] = f.p[--f.n];
+        }
+    }
+    if (fd < 0)
+        die("no visitor was claimed again in 20 rounds");
+    make_pattern(bytes);
+    crypto_hash_sha256_state h;
+    unsigned char sent[32], sum[32];
+    crypto_hash_sha256(sent, g_pattern, bytes);
+    crypto_hash_sha256_init(&h);
+    if (write_all(fd, g_pattern, bytes) < 0 || shutdown(fd, SHUT_WR) < 0 ||
+        read_until(fd, 0, &h) != (long long)bytes)
+        die("echo through the claimed-again visitor failed");
+    crypto_hash_sha256_final(&h, sum);
+    if (memcmp(sent, sum, sizeof sum) != 0)
+        die("echo differs");
+    puts("ok");
+    return 0;
+}
+
 static const struct mode modes[] = {
     { "freeport", 2, 1, 0, mode_freeport, "LO HI" },
     { "hop", 1, 1, 0, mode_hop, "COUNT" },
@@ -1753,6 +1849,7 @@ static const struct mode modes[] = {
     { "manyaddr", 5, 1, 1, mode_manyaddr, "HOST PORT ADDRS HOLDMS SECONDS" },
     { "churncount", 5, 1, 1, mode_churncount, "HOST PORT COUNT PARALLEL N" },
     { "finrst", 2, 1, 1, mode_finrst, "HOST PORT" },
+    { "lostaccept", 1, 1, 0, mode_lostaccept, "BYTES" },
     { "hellorace", 5, 1, 1, mode_hellorace, "HOST PORT COUNT FIRST ROUNDS" },
     { "firstbyte", 4, 1, 1, mode_firstbyte, "HOST PORT COUNT N" },
 };

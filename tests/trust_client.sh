@@ -172,3 +172,20 @@ t_tunnels_few_fds() {
 		{ why "a first connection short of fds was not tried again"; return 1; }
 	alive "$CLI" || { why "client gone"; return 1; }
 }
+
+# A spare the server drops with the visitor's Accept unread (a server at its
+# --max-startups limit may) ends at once: the visitor, still parked, is claimed
+# again on a fresh data connection rather than lost.
+t_spare_accept_lost() {
+	start_origin origin echo || return 1
+	start fake "$TCPKIT" lostaccept 100000
+	wait_until 5 test -s "$WORK/fake.log" || return 1
+	BORE_LOG=debug start client "$BORE" local "$ORIGIN" --local-host 127.0.0.1 --to 127.0.0.1 \
+		--control-port "$(head -n 1 "$WORK/fake.log")" --prewarm 1
+	wait_until 10 grep -qx ok "$WORK/fake.log" || { why "fake server: $(tail -n 1 "$WORK/fake.log")"; return 1; }
+	log_has client "spare dropped before its accept was read; claiming again"
+}
+
+# What tells a spare closed with its Accept unread, or before the Accept
+# arrived, from one whose visitor came and went (tests/unit dropped).
+t_spare_accept_unacked() { unit_group dropped; }
