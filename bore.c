@@ -3988,24 +3988,22 @@ http_connect(int fd, int64_t deadline)
 	return (code / 100 == 4 ? OUT_REFUSED : OUT_LOST);
 }
 
-/* Ask the SOCKS5 proxy on fd for the server: at dest, else by name (socks5h://). */
+/* SOCKS5 replies by code, and whether that code is a refusal no retry mends. */
+static const char *const socks5_replies[] = {
+	"succeeded", "general SOCKS server failure", "connection not allowed by ruleset",
+	"network unreachable", "host unreachable", "connection refused", "TTL expired",
+	"command not supported", "address type not supported",
+};
+#define SOCKS5_FINAL(code) ((code) == 2 || (code) >= 7)
+
+/* Greet the SOCKS5 proxy on fd (proxy named `where`), and log in if it asks (RFC 1929). */
 static enum outcome
-socks5_connect(int fd, const struct sockaddr *dest, int64_t deadline)
+socks5_greet(int fd, const char *where, int64_t deadline)
 {
-	static const char *const replies[] = {
-		"succeeded", "general SOCKS server failure", "connection not allowed by ruleset",
-		"network unreachable", "host unreachable", "connection refused", "TTL expired",
-		"command not supported", "address type not supported",
-	};
 	unsigned char b[3 + 2 * 255];
-	char where[300], target[300];
-	size_t ul = strlen(cli.proxy_user), pl = strlen(cli.proxy_pass), hl, n;
-	struct sockaddr_storage lit;
-	socklen_t lit_len;
+	size_t ul = strlen(cli.proxy_user), pl = strlen(cli.proxy_pass);
 	int r = -1;
 
-	host_port(cli.to, cli.control_port, target, sizeof(target));
-	host_port(cli.proxy_host, cli.proxy_port, where, sizeof(where));
 	/* Methods offered: none, and username/password when we have them. */
 	memcpy(b, "\5\2\0\2", 4);
 	b[1] = ul > 0 ? 2 : 1;
@@ -4020,54 +4018,71 @@ socks5_connect(int fd, const struct sockaddr *dest, int64_t deadline)
 		    "no acceptable authentication method" : "authentication required");
 		return (OUT_REFUSED);
 	}
-	if (b[1] == 2) {
-		b[0] = 1;
-		b[1] = (unsigned char)ul;
-		memcpy(b + 2, cli.proxy_user, ul);
-		b[2 + ul] = (unsigned char)pl;
-		memcpy(b + 3 + ul, cli.proxy_pass, pl);
-		r = write_all(fd, b, 3 + ul + pl, deadline);
-		sodium_memzero(b, sizeof(b));
-		if (r == -1 || (r = read_full(fd, b, 2, deadline)) != 1)
-			return (proxy_lost(r));
-		if (b[1] != 0) {
-			log_msg(LOG_ERROR, "proxy %s: authentication failed", where);
-			return (OUT_REFUSED);
-		}
+	if (b[1] == 0)
+		return (OUT_OK);
+	b[0] = 1;
+	b[1] = (unsigned char)ul;
+	memcpy(b + 2, cli.proxy_user, ul);
+	b[2 + ul] = (unsigned char)pl;
+	memcpy(b + 3 + ul, cli.proxy_pass, pl);
+	r = write_all(fd, b, 3 + ul + pl, deadline);
+	sodium_memzero(b, sizeof(b));
+	if (r == -1 || (r = read_full(fd, b, 2, deadline)) != 1)
+		return (proxy_lost(r));
+	if (b[1] != 0) {
+		log_msg(LOG_ERROR, "proxy %s: authentication failed", where);
+		return (OUT_REFUSED);
 	}
+	return (OUT_OK);
+}
+
+/* Ask the SOCKS5 proxy on fd for the server: at dest, else by name (socks5h://). */
+static enum outcome
+socks5_connect(int fd, const struct sockaddr *dest, int64_t deadline)
+{
+	unsigned char b[4 + 1 + 255 + 2];
+	char where[300], target[300];
+	struct sockaddr_storage lit;
+	socklen_t lit_len;
+	enum outcome o;
+	size_t n;
+	int r = -1;
+
+	host_port(cli.to, cli.control_port, target, sizeof(target));
+	host_port(cli.proxy_host, cli.proxy_port, where, sizeof(where));
+	if ((o = socks5_greet(fd, where, deadline)) != OUT_OK)
+		return (o);
 	/* CONNECT to an IPv4 or IPv6 address, or to a name the proxy resolves. */
 	memcpy(b, "\5\1\0", 3);
 	if (dest == NULL && parse_ip(cli.to, cli.control_port, &lit, &lit_len) == 0)
 		dest = (const struct sockaddr *)&lit;
 	if (dest == NULL) {
-		hl = strlen(cli.to);
 		b[3] = 3;
-		b[4] = (unsigned char)hl;
-		memcpy(b + 5, cli.to, hl);
-		n = 5 + hl;
-	} else if (dest->sa_family == AF_INET) {
-		b[3] = 1;
-		memcpy(b + 4, &((const struct sockaddr_in *)dest)->sin_addr, 4);
-		n = 8;
+		b[4] = (unsigned char)strlen(cli.to);
+		memcpy(b + 5, cli.to, b[4]);
+		n = 5 + b[4];
 	} else {
-		b[3] = 4;
-		memcpy(b + 4, &((const struct sockaddr_in6 *)dest)->sin6_addr, 16);
-		n = 20;
+		b[3] = dest->sa_family == AF_INET ? 1 : 4;
+		n = dest->sa_family == AF_INET ? 4 : 16;
+		memcpy(b + 4, dest->sa_family == AF_INET ?
+		    (const void *)&((const struct sockaddr_in *)dest)->sin_addr :
+		    (const void *)&((const struct sockaddr_in6 *)dest)->sin6_addr, n);
+		n += 4;
 	}
 	b[n++] = (unsigned char)(cli.control_port >> 8);
 	b[n++] = (unsigned char)cli.control_port;
 	if (write_all(fd, b, n, deadline) == -1 || (r = read_full(fd, b, 4, deadline)) != 1)
 		return (proxy_lost(r));
-	if (b[0] != 5 || b[1] >= sizeof(replies) / sizeof(replies[0]) ||
+	if (b[0] != 5 || b[1] >= sizeof(socks5_replies) / sizeof(socks5_replies[0]) ||
 	    (b[1] == 0 && b[3] != 1 && b[3] != 3 && b[3] != 4)) {
 		log_msg(LOG_ERROR, "proxy %s sent a malformed reply", where);
 		return (OUT_REFUSED);
 	}
 	if (b[1] != 0) {
 		log_msg(LOG_ERROR, "proxy %s %s the connection to %s: %s", where,
-		    b[1] == 2 || b[1] >= 7 ? "refused" : "could not make", target, replies[b[1]]);
+		    SOCKS5_FINAL(b[1]) ? "refused" : "could not make", target, socks5_replies[b[1]]);
 		/* Not allowed, or not understood: the proxy's answer stands. */
-		return (b[1] == 2 || b[1] >= 7 ? OUT_REFUSED : OUT_LOST);
+		return (SOCKS5_FINAL(b[1]) ? OUT_REFUSED : OUT_LOST);
 	}
 	/* The bound address and port, of no use to us; a name's comes after its length. */
 	n = b[3] == 1 ? 4 + 2 : b[3] == 4 ? 16 + 2 : 1;
@@ -4560,14 +4575,52 @@ send_hello(struct conn *c, uint16_t want, int kept, uint16_t *got)
 	}
 }
 
+/*
+ * Tend lt's spares until a frame from the server on c is there to read
+ * (OUT_OK), the client stops, or the server has said nothing for
+ * --heartbeat-timeout since `last`.
+ */
+static enum outcome
+await_frame(struct local_tunnel *lt, struct conn *c, const struct route *route, int64_t last)
+{
+	enum { POLL_CONTROL, POLL_STOP, POLL_SLOTS };
+	struct pollfd pfd[POLL_SLOTS];
+	int64_t due, silent = last + cli.heartbeat_timeout_ms;
+	int r;
+
+	pfd[POLL_CONTROL] = (struct pollfd){ .fd = c->fd, .events = POLLIN };
+	pfd[POLL_STOP] = (struct pollfd){ .fd = stop_pipe[0], .events = POLLIN };
+	for (;;) {
+		due = spares_tend(lt, route);
+		if (frame_buffered(c))
+			return (OUT_OK);
+		r = poll(pfd, POLL_SLOTS, ms_until(due < silent ? due : silent));
+		if (r == -1 && errno == EINTR)
+			continue;
+		if (r == -1) {
+			log_msg(LOG_ERROR, "poll: %s", strerror(errno));
+			return (OUT_REFUSED);
+		}
+		if (pfd[POLL_STOP].revents)
+			return (OUT_SIGNAL);
+		if (r > 0)
+			return (OUT_OK);
+		/* Else woken for the spares: go and tend them, unless the server fell silent. */
+		if (now_ms() >= silent) {
+			log_msg(LOG_ERROR, "server unreachable: no heartbeat for %.1f s",
+			    cli.heartbeat_timeout_ms / 1000.0);
+			return (OUT_LOST);
+		}
+	}
+}
+
 /* Read frames from the server and start visitors of tunnel lt until it ends. */
 static enum outcome
 serve_session(struct local_tunnel *lt, struct conn *c, struct route *route)
 {
-	enum { POLL_CONTROL, POLL_STOP, POLL_SLOTS };
-	struct pollfd pfd[POLL_SLOTS];
 	struct bore_msg m;
-	int64_t last, due;
+	enum outcome o;
+	int64_t last;
 	int r;
 
 	/* Visitors are claimed at the address this connection reached, not at a new lookup. */
@@ -4576,31 +4629,7 @@ serve_session(struct local_tunnel *lt, struct conn *c, struct route *route)
 		log_msg(LOG_ERROR, "connection to server lost: %s", strerror(errno));
 		return (OUT_LOST);
 	}
-	pfd[POLL_CONTROL] = (struct pollfd){ .fd = c->fd, .events = POLLIN };
-	pfd[POLL_STOP] = (struct pollfd){ .fd = stop_pipe[0], .events = POLLIN };
-	for (last = now_ms();;) {
-		due = spares_tend(lt, route);
-		if (!frame_buffered(c)) {
-			if (due > last + cli.heartbeat_timeout_ms)
-				due = last + cli.heartbeat_timeout_ms;
-			r = poll(pfd, POLL_SLOTS, ms_until(due));
-			if (r == -1 && errno == EINTR)
-				continue;
-			if (r == -1) {
-				log_msg(LOG_ERROR, "poll: %s", strerror(errno));
-				return (OUT_REFUSED);
-			}
-			if (pfd[POLL_STOP].revents)
-				return (OUT_SIGNAL);
-			/* Woken for the spares: go and tend them. */
-			if (r == 0 && now_ms() < last + cli.heartbeat_timeout_ms)
-				continue;
-			if (r == 0) {
-				log_msg(LOG_ERROR, "server unreachable: no heartbeat for %.1f s",
-				    cli.heartbeat_timeout_ms / 1000.0);
-				return (OUT_LOST);
-			}
-		}
+	for (last = now_ms(); (o = await_frame(lt, c, route, last)) == OUT_OK; last = now_ms()) {
 		r = read_frame(c, &m, last + cli.heartbeat_timeout_ms);
 		if (r == -1 && errno == ECANCELED)
 			return (OUT_SIGNAL);
@@ -4612,20 +4641,14 @@ serve_session(struct local_tunnel *lt, struct conn *c, struct route *route)
 			log_msg(LOG_ERROR, "connection to server lost: %s", frame_error(errno));
 			return (OUT_LOST);
 		}
-		last = now_ms();
-		switch (m.type) {
-		case BORE_MSG_HEARTBEAT:
-			break;
-		case BORE_MSG_CONNECTION:
+		if (m.type == BORE_MSG_CONNECTION)
 			start_visitor(lt, m.uuid, route);
-			break;
-		case BORE_MSG_ERROR:
+		else if (m.type == BORE_MSG_ERROR)
 			return (server_error(&m, 0));
-		default:
+		else if (m.type != BORE_MSG_HEARTBEAT)
 			log_msg(LOG_WARN, "unexpected %s message from server", msg_names[m.type]);
-			break;
-		}
 	}
+	return (o);
 }
 
 /*
