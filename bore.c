@@ -4827,51 +4827,35 @@ log_client_status(void)
 }
 
 /*
- * At a stop, with visitors being relayed: take no new ones, and let those
- * finish for up to --grace while the tunnels stay up (the server cuts a
- * tunnel's relays when its control connection ends); a second stop ends
- * the wait.
+ * A stop (SIGINT/SIGTERM/SIGHUP) with visitors being relayed: take no new
+ * ones, and let those finish for up to --grace while the tunnels stay up
+ * (the server cuts a tunnel's relays when its control connection ends).
+ * Returns the drain's deadline.
  */
-static void
+static int64_t
 drain_visitors(void)
 {
-	struct pollfd p = { .fd = signal_pipe[0], .events = POLLIN };
-	int64_t deadline = now_ms() + cli.grace_ms;
-	unsigned char sig;
-	int open;
+	int open = atomic_load(&visitors_open);
 
 	atomic_store(&cli_draining, 1);
-	open = atomic_load(&visitors_open);
 	log_msg(LOG_INFO, "shutting down: %d connection%s; waiting up to %.1f s", open,
 	    open == 1 ? "" : "s", cli.grace_ms / 1000.0);
-	while (atomic_load(&visitors_open) > 0 && now_ms() < deadline) {
-		/* Visitor threads end on their own: poll briefly so the count is seen soon. */
-		if (poll(&p, 1, 50) <= 0 || read(signal_pipe[0], &sig, 1) != 1)
-			continue;
-		if (sig == SIGUSR1) {
-			log_client_status();
-		} else if (sig != 0) {
-			log_msg(LOG_INFO, "second signal: not waiting");
-			break;
-		}
-	}
-	if ((open = atomic_load(&visitors_open)) > 0)
-		log_msg(LOG_WARN, "closing %d connection%s still open", open, open == 1 ? "" : "s");
+	return (now_ms() + cli.grace_ms);
 }
 
 /*
  * Run every tunnel in a thread of its own, and wait for signals and for the
- * tunnels.  A stop (SIGINT/SIGTERM/SIGHUP) lets live visitors finish
- * (drain_visitors), then wakes every tunnel thread through stop_pipe and
- * exits 0.  Otherwise the client ends when no tunnel can go
- * on, with the highest of their statuses: EXIT_REFUSED if any was refused
- * for good, else 1.
+ * tunnels.  A stop lets live visitors finish (drain_visitors; a second stop
+ * ends the wait), then wakes every tunnel thread through stop_pipe and
+ * exits 0.  Otherwise the client ends when no tunnel can go on, with the
+ * highest of their statuses: EXIT_REFUSED if any was refused for good, else 1.
  */
 static int
 run_tunnels(void)
 {
 	struct pollfd p = { .fd = signal_pipe[0], .events = POLLIN };
-	int i, status = 0, stopped = 0;
+	int i, open, status = 0, stopped = 0;
+	int64_t drain_until = 0;  /* 0: not draining */
 	unsigned char sig;
 
 	atomic_store(&tunnels_running, nlocal_tunnels);
@@ -4880,33 +4864,36 @@ run_tunnels(void)
 		    &local_tunnels[i])) != 0)
 			err(1, "could not start a thread");
 	while (!stopped && atomic_load(&tunnels_running) > 0) {
-		if (poll(&p, 1, -1) == -1 && errno != EINTR)
+		/* Visitor threads end on their own: while draining, poll briefly to see the count soon. */
+		if (drain_until != 0 && (atomic_load(&visitors_open) == 0 || now_ms() >= drain_until))
+			break;
+		if (poll(&p, 1, drain_until != 0 ? 50 : -1) == -1 && errno != EINTR)
 			err(1, "poll");
 		while (!stopped && read(signal_pipe[0], &sig, 1) == 1) {
-			switch (sig) {
-			case 0:
-				break;
-			case SIGUSR1:
+			if (sig == SIGUSR1) {
 				log_client_status();
-				break;
-			default:
-				if (atomic_load(&visitors_open) > 0)
-					drain_visitors();
-				else
-					log_msg(LOG_INFO, "shutting down");
-				/* Every tunnel thread polls stop_pipe: its POLLHUP wakes them all. */
-				close(stop_pipe[1]);
+			} else if (sig != 0 && drain_until != 0) {
+				log_msg(LOG_INFO, "second signal: not waiting");
 				stopped = 1;
-				break;
+			} else if (sig != 0 && atomic_load(&visitors_open) > 0) {
+				drain_until = drain_visitors();
+			} else if (sig != 0) {
+				log_msg(LOG_INFO, "shutting down");
+				stopped = 1;
 			}
 		}
 	}
+	if (drain_until != 0 && (open = atomic_load(&visitors_open)) > 0)
+		log_msg(LOG_WARN, "closing %d connection%s still open", open, open == 1 ? "" : "s");
+	/* Every tunnel thread polls stop_pipe: its POLLHUP wakes them all. */
+	if (stopped || drain_until != 0)
+		close(stop_pipe[1]);
 	for (i = 0; i < nlocal_tunnels; i++) {
 		pthread_join(local_tunnels[i].thread, NULL);
 		if (local_tunnels[i].status > status)
 			status = local_tunnels[i].status;
 	}
-	return (stopped ? 0 : status);
+	return (stopped || drain_until != 0 ? 0 : status);
 }
 
 /* ==================================================================== */
