@@ -3693,9 +3693,10 @@ static atomic_int cli_draining;
 #define SPARE_MAX_MS 2500
 
 /*
- * A data connection closed before its handshake (the server at its limit
- * of strangers) is opened again, CLAIM_PAUSE_MS apart, for this long: well
- * inside the 10 s the server keeps a visitor parked.
+ * A data connection closed before its handshake, or before the server read
+ * its Accept (the server at its limit of strangers), is opened again,
+ * CLAIM_PAUSE_MS apart, for this long: well inside the 10 s the server
+ * keeps a visitor parked.
  */
 #define CLAIM_RETRY_MS 5000
 #define CLAIM_PAUSE_MS 100
@@ -4397,31 +4398,31 @@ claim_visitor(struct visitor_job *job, const char *ids, int64_t start)
 
 /*
  * Relay data connection c and the local service; -1 if that fails at
- * once.  *again says the server dropped c, a spare, without reading its
- * Accept: the visitor is still parked, and nothing reached it.
+ * once.  *dropped says the server dropped c without reading its Accept
+ * (at its --max-startups): the visitor is still parked, nothing reached it.
  */
 static int
 serve_visitor(struct visitor_job *job, struct conn *c, struct relay_info *info,
-    const char *ids, int *again)
+    const char *ids, int *dropped)
 {
 	char where[300];
 	int lfd, r;
 
+	*dropped = 0;
 	if ((lfd = connect_any(job->lt->local_ai)) == -1) {
 		log_msg(LOG_WARN, "connection %s: could not connect to %s: %s", ids,
 		    host_port(cli.local_host, job->lt->local_port, where, sizeof(where)),
 		    strerror(errno));
 		/* The server closes the visitor at once when it sees the reset. */
 		set_reset_on_close(c->fd);
-		*again = 0;
 		return (-1);
 	}
 	r = relay_after_frame(c, lfd, info);
-	*again = *again && info->bytes[0] == 0 && peer_dropped(c->fd, info->bytes[1],
+	*dropped = info->bytes[0] == 0 && peer_dropped(c->fd, info->bytes[1],
 	    r == -1 && info->bytes[1] == 0 && (errno == ECONNRESET || errno == EPIPE));
-	if (*again) {
-		log_msg(LOG_DEBUG, "connection %s: spare dropped before its accept was read; "
-		    "claiming again", ids);
+	if (*dropped) {
+		log_msg(LOG_DEBUG, "connection %s: data connection dropped before its accept was read",
+		    ids);
 		set_reset_on_close(lfd);
 	} else if (r == -1) {
 		log_msg(LOG_DEBUG, "connection %s aborted: %s", ids, strerror(errno));
@@ -4443,7 +4444,7 @@ proxy_visitor(void *arg)
 	char ids[BORE_UUID_STRLEN + 1];
 	struct conn *c = job->c;
 	int64_t start = now_ms();
-	int again = c != NULL;
+	int dropped = 0, pause = c != NULL ? 0 : CLAIM_PAUSE_MS;
 
 	bore_uuid_format(job->id, ids);
 	pthread_mutex_lock(&job->lt->lock);
@@ -4459,20 +4460,20 @@ proxy_visitor(void *arg)
 		info.dump_id = atomic_fetch_add(&visitors_seen, 1) + 1;
 	if (c != NULL)
 		log_msg(LOG_DEBUG, "connection %s: claimed on a spare", ids);
-	/* Claimed again at most once: a second try goes on a fresh connection. */
+	/* A dropped claim is made again on a fresh connection (at once after a spare) for a while. */
 	while (c != NULL || (c = claim_visitor(job, ids, start)) != NULL) {
-		if (serve_visitor(job, c, &info, ids, &again) == -1) {
+		if (serve_visitor(job, c, &info, ids, &dropped) == -1 || dropped) {
 			conn_free(c);
 			c = NULL;
 		}
-		if (!again)
+		if (!dropped || now_ms() - start >= CLAIM_RETRY_MS || sleep_or_signal(pause))
 			break;
-		conn_free(c);
-		c = NULL;
-		again = 0;
+		pause = CLAIM_PAUSE_MS;
 		info.bytes[1] = 0;
 		atomic_store_explicit(&info.moved[1], 0, memory_order_relaxed);
 	}
+	if (dropped)
+		log_msg(LOG_WARN, "connection %s: the server kept dropping its data connection", ids);
 	if (c != NULL && info.dump_id != 0)
 		log_msg(LOG_ALWAYS, "conn %d closed: %llu bytes visitor->service, "
 		    "%llu bytes service->visitor, %.3f s", info.dump_id,

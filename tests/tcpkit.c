@@ -1770,10 +1770,9 @@ static nfds_t next_readable(struct fake_conns *f, int ms)
 
 /* lostaccept BYTES: a bore server (no secret) that resets each data connection that
    brings a visitor's first Accept with the Accept unread, as a server at its
-   --max-startups limit may drop a spare; a client claims again a visitor whose spare
-   was dropped so, and BYTES sent through that second claim must echo back, checked
-   by hash. A visitor not on a spare is lost (announced again in a later round).
-   Prints its port, then "ok". */
+   --max-startups limit may drop one; a client claims such a visitor again, and BYTES
+   sent through that second claim must echo back, checked by hash. A visitor not
+   claimed again within a second is let go for another. Prints its port, then "ok". */
 static int mode_lostaccept(char **argv)
 {
     size_t bytes = parse_size(argv[0]);

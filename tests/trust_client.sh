@@ -173,17 +173,26 @@ t_tunnels_few_fds() {
 	alive "$CLI" || { why "client gone"; return 1; }
 }
 
-# A spare the server drops with the visitor's Accept unread (a server at its
-# --max-startups limit may) ends at once: the visitor, still parked, is claimed
-# again on a fresh data connection rather than lost.
+# A data connection the server drops with the visitor's Accept unread (a server
+# at its --max-startups limit may) ends at once: the visitor, still parked, is
+# claimed again on a fresh data connection rather than lost; a spare's, and a
+# fresh one's.
 t_spare_accept_lost() {
+	local how n=0
 	start_origin origin echo || return 1
-	start fake "$TCPKIT" lostaccept 100000
-	wait_until 5 test -s "$WORK/fake.log" || return 1
-	BORE_LOG=debug start client "$BORE" local "$ORIGIN" --local-host 127.0.0.1 --to 127.0.0.1 \
-		--control-port "$(head -n 1 "$WORK/fake.log")" --prewarm 1
-	wait_until 10 grep -qx ok "$WORK/fake.log" || { why "fake server: $(tail -n 1 "$WORK/fake.log")"; return 1; }
-	log_has client "spare dropped before its accept was read; claiming again"
+	for how in "--prewarm 1" ""; do
+		n=$((n + 1))
+		start "fake$n" "$TCPKIT" lostaccept 100000
+		wait_until 5 test -s "$WORK/fake$n.log" || return 1
+		# $how is one option and its value, or none.
+		# shellcheck disable=SC2086
+		BORE_LOG=debug start "client$n" "$BORE" local "$ORIGIN" --local-host 127.0.0.1 \
+			--to 127.0.0.1 --control-port "$(head -n 1 "$WORK/fake$n.log")" $how
+		wait_until 10 grep -qx ok "$WORK/fake$n.log" ||
+			{ why "with '$how': fake server: $(tail -n 1 "$WORK/fake$n.log")"; return 1; }
+		log_has "client$n" "data connection dropped before its accept was read" || return 1
+		[ -z "$how" ] || log_has "client$n" "claimed on a spare" || return 1
+	done
 }
 
 # What tells a spare closed with its Accept unread, or before the Accept
