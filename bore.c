@@ -3673,8 +3673,6 @@ static struct {
 	int grace_ms;                           /* how long relays may finish at a stop */
 } cli;
 
-/* Set at a stop while live visitors finish: new ones are not taken. */
-static atomic_int cli_draining;
 
 /* Most tunnels one `bore local` opens, one per local port given. */
 #define MAX_TUNNELS 64
@@ -3736,14 +3734,13 @@ struct local_tunnel {
 static struct local_tunnel local_tunnels[MAX_TUNNELS];
 static int nlocal_tunnels;
 
-/* Tunnel threads still running; the main thread waits until none is. */
-static atomic_int tunnels_running;
-
-/* Visitors proxied so far; numbers connections in --dump output. */
-static atomic_int visitors_seen;
-
-/* Visitor threads running now, against cli.max_conns. */
-static atomic_int visitors_open;
+/* Counts every thread of the client keeps, atomic: no lock. */
+static struct {
+	atomic_int tunnels;   /* tunnel threads still running; the main thread waits for none */
+	atomic_int visitors;  /* visitor threads running now, against cli.max_conns */
+	atomic_int seen;      /* visitors proxied so far; numbers connections in --dump output */
+	atomic_int draining;  /* set at a stop while live visitors finish: new ones are not taken */
+} running;
 
 /*
  * Data connections being opened at once (connect, handshake, Accept).  A
@@ -3751,29 +3748,31 @@ static atomic_int visitors_open;
  * --max-startups, which would drop the oldest of them.
  */
 #define OPENING_MAX 64
-static pthread_mutex_t opening_lock = PTHREAD_MUTEX_INITIALIZER;
-static pthread_cond_t opening_done = PTHREAD_COND_INITIALIZER;
-static int opening_now;  /* under opening_lock */
+static struct {
+	pthread_mutex_t lock;
+	pthread_cond_t done;
+	int now;  /* under lock */
+} opening = { PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0 };
 
 /* Wait for one of the OPENING_MAX places of data connections being opened. */
 static void
 opening_enter(void)
 {
-	pthread_mutex_lock(&opening_lock);
-	while (opening_now >= OPENING_MAX)
-		pthread_cond_wait(&opening_done, &opening_lock);
-	opening_now++;
-	pthread_mutex_unlock(&opening_lock);
+	pthread_mutex_lock(&opening.lock);
+	while (opening.now >= OPENING_MAX)
+		pthread_cond_wait(&opening.done, &opening.lock);
+	opening.now++;
+	pthread_mutex_unlock(&opening.lock);
 }
 
 /* Give a place back. */
 static void
 opening_leave(void)
 {
-	pthread_mutex_lock(&opening_lock);
-	opening_now--;
-	pthread_cond_signal(&opening_done);
-	pthread_mutex_unlock(&opening_lock);
+	pthread_mutex_lock(&opening.lock);
+	opening.now--;
+	pthread_cond_signal(&opening.done);
+	pthread_mutex_unlock(&opening.lock);
 }
 
 /* First and longest wait between reconnection attempts. */
@@ -4457,7 +4456,7 @@ proxy_visitor(void *arg)
 	job->lt->live = &info;
 	pthread_mutex_unlock(&job->lt->lock);
 	if (cli.dump)
-		info.dump_id = atomic_fetch_add(&visitors_seen, 1) + 1;
+		info.dump_id = atomic_fetch_add(&running.seen, 1) + 1;
 	if (c != NULL)
 		log_msg(LOG_DEBUG, "connection %s: claimed on a spare", ids);
 	/* A dropped claim is made again on a fresh connection (at once after a spare) for a while. */
@@ -4491,7 +4490,7 @@ proxy_visitor(void *arg)
 		info.next->prevp = info.prevp;
 	pthread_mutex_unlock(&job->lt->lock);
 	free(job);
-	atomic_fetch_sub(&visitors_open, 1);
+	atomic_fetch_sub(&running.visitors, 1);
 	return (NULL);
 }
 
@@ -4508,12 +4507,12 @@ start_visitor(struct local_tunnel *lt, const uint8_t id[BORE_UUID_LEN],
 	bore_uuid_format(id, ids);
 	log_msg(LOG_INFO, "new connection %s", ids);
 	/* Draining for a stop: ignored like one over the limit below. */
-	if (atomic_load(&cli_draining)) {
+	if (atomic_load(&running.draining)) {
 		log_msg(LOG_DEBUG, "visitor ignored: shutting down");
 		return;
 	}
 	/* Ignored, the visitor waits out the server's pending timeout and is closed. */
-	if (atomic_fetch_add(&visitors_open, 1) >= cli.max_conns) {
+	if (atomic_fetch_add(&running.visitors, 1) >= cli.max_conns) {
 		log_limited(&ignored, LOG_WARN, "visitor ignored: too many connections (limit %d)",
 		    cli.max_conns);
 		goto err0;
@@ -4541,7 +4540,7 @@ err1:
 	conn_free(job->c);
 	free(job);
 err0:
-	atomic_fetch_sub(&visitors_open, 1);
+	atomic_fetch_sub(&running.visitors, 1);
 }
 
 /* Ask for port want (kept as for error_outcome) and wait for the server's Hello, whose port goes to *got. */
@@ -4778,7 +4777,7 @@ tunnel_main(void *arg)
 	char none = 0;
 
 	lt->status = run_client(lt);
-	atomic_fetch_sub(&tunnels_running, 1);
+	atomic_fetch_sub(&running.tunnels, 1);
 	/* Byte 0 is no signal: it only makes the main thread count again. */
 	(void)!write(signal_pipe[1], &none, 1);
 	return (NULL);
@@ -4836,9 +4835,9 @@ log_client_status(void)
 static int64_t
 drain_visitors(void)
 {
-	int open = atomic_load(&visitors_open);
+	int open = atomic_load(&running.visitors);
 
-	atomic_store(&cli_draining, 1);
+	atomic_store(&running.draining, 1);
 	log_msg(LOG_INFO, "shutting down: %d connection%s; waiting up to %.1f s", open,
 	    open == 1 ? "" : "s", cli.grace_ms / 1000.0);
 	return (now_ms() + cli.grace_ms);
@@ -4859,14 +4858,14 @@ run_tunnels(void)
 	int64_t drain_until = 0;  /* 0: not draining */
 	unsigned char sig;
 
-	atomic_store(&tunnels_running, nlocal_tunnels);
+	atomic_store(&running.tunnels, nlocal_tunnels);
 	for (i = 0; i < nlocal_tunnels; i++)
 		if ((errno = pthread_create(&local_tunnels[i].thread, NULL, tunnel_main,
 		    &local_tunnels[i])) != 0)
 			err(1, "could not start a thread");
-	while (!stopped && atomic_load(&tunnels_running) > 0) {
+	while (!stopped && atomic_load(&running.tunnels) > 0) {
 		/* Visitor threads end on their own: while draining, poll briefly to see the count soon. */
-		if (drain_until != 0 && (atomic_load(&visitors_open) == 0 || now_ms() >= drain_until))
+		if (drain_until != 0 && (atomic_load(&running.visitors) == 0 || now_ms() >= drain_until))
 			break;
 		if (poll(&p, 1, drain_until != 0 ? 50 : -1) == -1 && errno != EINTR)
 			err(1, "poll");
@@ -4876,7 +4875,7 @@ run_tunnels(void)
 			} else if (sig != 0 && drain_until != 0) {
 				log_msg(LOG_INFO, "second signal: not waiting");
 				stopped = 1;
-			} else if (sig != 0 && atomic_load(&visitors_open) > 0) {
+			} else if (sig != 0 && atomic_load(&running.visitors) > 0) {
 				drain_until = drain_visitors();
 			} else if (sig != 0) {
 				log_msg(LOG_INFO, "shutting down");
@@ -4884,7 +4883,7 @@ run_tunnels(void)
 			}
 		}
 	}
-	if (drain_until != 0 && (open = atomic_load(&visitors_open)) > 0)
+	if (drain_until != 0 && (open = atomic_load(&running.visitors)) > 0)
 		log_msg(LOG_WARN, "closing %d connection%s still open", open, open == 1 ? "" : "s");
 	/* Every tunnel thread polls stop_pipe: its POLLHUP wakes them all. */
 	if (stopped || drain_until != 0)
