@@ -3680,22 +3680,11 @@ static struct {
 /* Most spare data connections a tunnel keeps ready (--prewarm). */
 #define MAX_PREWARM 16
 
-/*
- * A spare is renewed once this old, and closed once this old even if its
- * replacement is not ready: servers drop a connection that sends nothing
- * within BORE_NETWORK_TIMEOUT_MS of its handshake, and log a warning when
- * they have to.  Its age counts from our last send, and our close travels
- * the same way, so the link's delay cancels out of the margin.
- */
+/* Spares are renewed, then closed, this old (from our last send): servers drop silent ones at 3 s. */
 #define SPARE_RENEW_MS 1500
 #define SPARE_MAX_MS 2500
 
-/*
- * A data connection closed before its handshake, or before the server read
- * its Accept (the server at its limit of strangers), is opened again,
- * CLAIM_PAUSE_MS apart, for this long: well inside the 10 s the server
- * keeps a visitor parked.
- */
+/* A claim the server dropped (at its --max-startups) is made again this often, this long (< 10 s). */
 #define CLAIM_RETRY_MS 5000
 #define CLAIM_PAUSE_MS 100
 
@@ -3706,11 +3695,8 @@ struct spare {
 };
 
 /*
- * One tunnel of `bore local`: what differs from the others.  The fields
- * above `thread` are fixed before the threads start; `status` is written by
- * the tunnel's own thread and read by the main thread after joining it.
- * The rest, for SIGUSR1's status lines and the spares, are under lock,
- * taken once per visitor, spare and session, never per byte.
+ * One tunnel of `bore local`.  Fields above `thread` are fixed before threads
+ * start; `status` is read after the join; the rest are under lock, never per byte.
  */
 struct local_tunnel {
 	uint16_t local_port;       /* the local service's port */
@@ -3742,11 +3728,7 @@ static struct {
 	atomic_int draining;  /* set at a stop while live visitors finish: new ones are not taken */
 } running;
 
-/*
- * Data connections being opened at once (connect, handshake, Accept).  A
- * burst of visitors must not look like a flood to the server's
- * --max-startups, which would drop the oldest of them.
- */
+/* Data connections being opened at once: a burst must not look like a flood to --max-startups. */
 #define OPENING_MAX 64
 static struct {
 	pthread_mutex_t lock;
@@ -3907,11 +3889,7 @@ proxy_lost(int r)
 	return (OUT_LOST);
 }
 
-/*
- * Read the reply header of an HTTP proxy on fd into head (HTTP_HEADER_MAX
- * + 1 bytes), up to its blank line and no further: 1, 0 at EOF, or -1
- * (EMSGSIZE: too long).
- */
+/* Read an HTTP proxy's reply header into head (HTTP_HEADER_MAX + 1): 1, 0 at EOF, -1 (EMSGSIZE). */
 static int
 http_header(int fd, char *head, int64_t deadline)
 {
@@ -4092,11 +4070,7 @@ socks5_connect(int fd, const struct sockaddr *dest, int64_t deadline)
 	return (OUT_OK);
 }
 
-/*
- * Connect to the server's control port, authenticated if we have a secret,
- * as *out: at ai, or through the proxy at ai, asking it for dest (socks5://)
- * or for the server by name.
- */
+/* Connect and authenticate to the server at ai, or through the proxy at ai asking for dest or name. */
 static enum outcome
 open_control(const struct addrinfo *ai, const struct sockaddr *dest, struct conn **out)
 {
@@ -4134,12 +4108,7 @@ open_control(const struct addrinfo *ai, const struct sockaddr *dest, struct conn
 	return (OUT_OK);
 }
 
-/*
- * Where a session's data connections go: the address its control connection
- * reached (the server's, or the proxy's), and what a socks5:// proxy was
- * asked for.  Under a proxy that resolves the name itself, the client never
- * learns the server's address: the proxy is asked for the name again.
- */
+/* Where a session's data connections go: the hop its control connection reached, what a proxy got. */
 struct route {
 	struct sockaddr_storage hop;
 	socklen_t hop_len;
@@ -4147,11 +4116,7 @@ struct route {
 	socklen_t dest_len;  /* 0: ask by name */
 };
 
-/*
- * A visitor to claim (its id, and the spare that claimed it, if one was
- * ready), or a spare to open for session `session`: its tunnel, and the
- * route its control connection took.
- */
+/* A visitor to claim (on spare c, if one was ready), or a spare to open for session `session`. */
 struct visitor_job {
 	uint8_t id[BORE_UUID_LEN];
 	struct conn *c;
@@ -4182,11 +4147,7 @@ spare_shift(struct local_tunnel *lt)
 	return (sp);
 }
 
-/*
- * A spare failed to open or was closed by the server: a server that keeps
- * refusing them (a secret rotated away, say) is asked ever less often, from
- * SPARE_RENEW_MS up to 32 times that.  lt->lock is held.
- */
+/* A spare failed or was refused: ask ever less often, up to 32 * SPARE_RENEW_MS; lt->lock is held. */
 static void
 spares_back_off(struct local_tunnel *lt)
 {
@@ -4194,12 +4155,7 @@ spares_back_off(struct local_tunnel *lt)
 	    ((int64_t)SPARE_RENEW_MS << (lt->spares_failed < 5 ? lt->spares_failed++ : 5));
 }
 
-/*
- * Close the spares of lt that the server closed or answered (it sends
- * nothing on a good one), saying why, and back off; the tunnel's thread
- * calls this at every wake-up, so a refused spare is seen within a heartbeat,
- * and before it hands one to a visitor.
- */
+/* Close, saying why, the spares the server closed or answered (a good one hears nothing); back off. */
 static void
 spares_prune(struct local_tunnel *lt)
 {
@@ -4279,12 +4235,7 @@ open_spare(void *arg)
 	return (NULL);
 }
 
-/*
- * Keep cli.prewarm spares ready for tunnel lt, whose control connection
- * took route: close those past SPARE_MAX_MS or beyond the count
- * (oldest first), and start workers on what is missing, renewing each spare
- * at SPARE_RENEW_MS.  Returns when there is next something to do.
- */
+/* Keep cli.prewarm spares of lt fresh: close the old and surplus, open what is missing; when next due. */
 static int64_t
 spares_tend(struct local_tunnel *lt, const struct route *route)
 {
@@ -4395,11 +4346,7 @@ claim_visitor(struct visitor_job *job, const char *ids, int64_t start)
 	return (c);
 }
 
-/*
- * Relay data connection c and the local service; -1 if that fails at
- * once.  *dropped says the server dropped c without reading its Accept
- * (at its --max-startups): the visitor is still parked, nothing reached it.
- */
+/* Relay c and the local service; -1 if it cannot start; *dropped: the server never read c's Accept. */
 static int
 serve_visitor(struct visitor_job *job, struct conn *c, struct relay_info *info,
     const char *ids, int *dropped)
@@ -4575,11 +4522,7 @@ send_hello(struct conn *c, uint16_t want, int kept, uint16_t *got)
 	}
 }
 
-/*
- * Tend lt's spares until a frame from the server on c is there to read
- * (OUT_OK), the client stops, or the server has said nothing for
- * --heartbeat-timeout since `last`.
- */
+/* Tend lt's spares until a frame is there on c (OUT_OK), a stop, or silence since `last` too long. */
 static enum outcome
 await_frame(struct local_tunnel *lt, struct conn *c, const struct route *route, int64_t last)
 {
@@ -4651,11 +4594,7 @@ serve_session(struct local_tunnel *lt, struct conn *c, struct route *route)
 	return (o);
 }
 
-/*
- * One session of tunnel lt: look the server up (anew each time, so a server
- * that moved is found), connect, ask for *port, serve it.  *port becomes the
- * port granted; *opened says whether the tunnel was up.
- */
+/* One session of lt: look the server up anew, connect, ask for *port (becomes the one granted), serve. */
 static enum outcome
 run_session(struct local_tunnel *lt, uint16_t *port, int *opened)
 {
@@ -4713,19 +4652,10 @@ done:
 	return (o);
 }
 
-/*
- * Exit status when the server refused what no retry can change: a wrong or
- * missing secret, a port outside its range.  sysexits.h's EX_CONFIG: the
- * settings must change, so a supervisor should not restart as for 1.
- */
+/* Exit status for a refusal no retry can change: EX_CONFIG, so a supervisor does not restart. */
 #define EXIT_REFUSED 78
 
-/*
- * Open tunnel lt and keep it open: after it was established, losing it
- * re-dials with exponential backoff and jitter, asking for the same public
- * port.  Status: 0 when stopped, EXIT_REFUSED on a refusal that no retry
- * can fix, 1 when it gives up otherwise.
- */
+/* Open lt and re-dial it when lost, asking for the same port; 0 when stopped, EXIT_REFUSED, or 1. */
 static int
 run_client(struct local_tunnel *lt)
 {
@@ -4783,11 +4713,7 @@ tunnel_main(void *arg)
 	return (NULL);
 }
 
-/*
- * SIGUSR1: log a line per tunnel and one of totals, whatever BORE_LOG says.
- * Bytes are those of relays that ended and of live ones so far (in: from
- * visitors, out: to them).
- */
+/* SIGUSR1: a line per tunnel and one of totals, whatever BORE_LOG says, live relays' bytes included. */
 static void
 log_client_status(void)
 {
@@ -4826,12 +4752,7 @@ log_client_status(void)
 	    nlocal_tunnels == 1 ? "" : "s", up, counts_str(&all, text, sizeof(text)));
 }
 
-/*
- * A stop (SIGINT/SIGTERM/SIGHUP) with visitors being relayed: take no new
- * ones, and let those finish for up to --grace while the tunnels stay up
- * (the server cuts a tunnel's relays when its control connection ends).
- * Returns the drain's deadline.
- */
+/* A stop with visitors relayed: take no new ones, let these finish within --grace; the deadline. */
 static int64_t
 drain_visitors(void)
 {
@@ -4844,11 +4765,8 @@ drain_visitors(void)
 }
 
 /*
- * Run every tunnel in a thread of its own, and wait for signals and for the
- * tunnels.  A stop lets live visitors finish (drain_visitors; a second stop
- * ends the wait), then wakes every tunnel thread through stop_pipe and
- * exits 0.  Otherwise the client ends when no tunnel can go on, with the
- * highest of their statuses: EXIT_REFUSED if any was refused for good, else 1.
+ * Run each tunnel in a thread and handle signals; a stop drains (a second
+ * ends it) and returns 0, else the tunnels' highest status once none goes on.
  */
 static int
 run_tunnels(void)
