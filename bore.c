@@ -3761,15 +3761,19 @@ opening_leave(void)
 #define RECONNECT_MIN_MS 500
 #define RECONNECT_MAX_MS 30000
 
-/* How a step of the client ended, and so what it does next. */
-enum outcome {
-	OUT_OK,            /* done as asked */
-	OUT_LOST,          /* the server went away or refused for now: retry if allowed */
-	OUT_SHORT,         /* no fd or memory here for a connection: retry, even a first one */
-	OUT_REFUSED,       /* no retry can help (wrong secret, port outside the range): exit 78 */
-	OUT_PORT_REFUSED,  /* the port asked for again is not to be had: ask for any port */
-	OUT_SIGNAL         /* SIGINT/SIGTERM/SIGHUP: stop, exit 0 */
-};
+/*
+ * A step of the client returns 0, or -1 with errno saying what comes next:
+ * ECANCELED, a stop (exit 0); EPERM, a refusal no retry mends (exit 78);
+ * EADDRINUSE, the port asked for again is not to be had (ask for any);
+ * EMFILE, no fd or memory here (retry, even a first connection);
+ * ECONNABORTED, lost (retry if allowed).
+ */
+static int
+fail(int e)
+{
+	errno = e;
+	return (-1);
+}
 
 /* Resolve host (a name, an IP, or [IPv6]) and port for connecting; NULL after saying why. */
 static struct addrinfo *
@@ -3805,8 +3809,8 @@ in_list(const char *text, const char *const *list, size_t n)
 	return (0);
 }
 
-/* What a server's Error means; kept: the port asked for was kept from an earlier tunnel. */
-static enum outcome
+/* Fail as a server's Error means; kept: the port asked for was kept from an earlier tunnel. */
+static int
 error_outcome(const char *text, int kept)
 {
 	static const char *const port_errors[] = {
@@ -3820,12 +3824,12 @@ error_outcome(const char *text, int kept)
 
 	/* A port the user did not choose, kept from an earlier tunnel, can be given up. */
 	if (kept && in_list(text, port_errors, 4))
-		return (OUT_PORT_REFUSED);
-	return (in_list(text, refusals, 4) ? OUT_REFUSED : OUT_LOST);
+		return (fail(EADDRINUSE));
+	return (fail(in_list(text, refusals, 4) ? EPERM : ECONNABORTED));
 }
 
-/* Log a server's Error frame; what it means (kept as for error_outcome). */
-static enum outcome
+/* Log a server's Error frame, and fail as it means (kept as for error_outcome). */
+static int
 server_error(const struct bore_msg *m, int kept)
 {
 	char text[BORE_MAX_FRAME + 1];
@@ -3835,7 +3839,7 @@ server_error(const struct bore_msg *m, int kept)
 }
 
 /* Answer the server's challenge. */
-static enum outcome
+static int
 client_handshake(struct conn *c)
 {
 	char tag[BORE_TAG_HEXLEN + 1];
@@ -3849,7 +3853,7 @@ client_handshake(struct conn *c)
 		return (server_error(&m, 0));
 	if (r == 1 && m.type != BORE_MSG_CHALLENGE) {
 		log_msg(LOG_ERROR, "expected authentication challenge, but no secret was required");
-		return (OUT_REFUSED);
+		return (fail(EPERM));
 	}
 	/* A close at once is a refusal; a late one, a server that waited for a Hello. */
 	if (r == 0 && now_ms() - start < BORE_NETWORK_TIMEOUT_MS / 2)
@@ -3861,22 +3865,22 @@ client_handshake(struct conn *c)
 	else if (r == -1 && errno != ECANCELED)
 		log_msg(LOG_ERROR, "connection lost before the authentication challenge: %s", why);
 	if (r != 1)
-		return (OUT_LOST);
+		return (fail(ECONNABORTED));
 	bore_auth_tag(cli.key, m.uuid, tag);
 	r = send_text_msg(c->fd, BORE_MSG_AUTHENTICATE, tag);
 	sodium_memzero(tag, sizeof(tag));
 	if (r == -1) {
 		log_msg(LOG_ERROR, "could not send authentication: %s", strerror(errno));
-		return (OUT_LOST);
+		return (fail(ECONNABORTED));
 	}
-	return (OUT_OK);
+	return (0);
 }
 
 /* Largest reply header taken from an HTTP proxy. */
 #define HTTP_HEADER_MAX 4096
 
-/* Log that the proxy's reply broke off: at EOF (r 0), or on errno; the outcome is a retry. */
-static enum outcome
+/* Log that the proxy's reply broke off: at EOF (r 0), or on errno; fail as lost. */
+static int
 proxy_lost(int r)
 {
 	char where[300];
@@ -3886,7 +3890,7 @@ proxy_lost(int r)
 		log_msg(LOG_ERROR, "proxy %s closed the connection", where);
 	else
 		log_msg(LOG_ERROR, "proxy %s: %s", where, strerror(errno));
-	return (OUT_LOST);
+	return (fail(ECONNABORTED));
 }
 
 /* Read an HTTP proxy's reply header into head (HTTP_HEADER_MAX + 1): 1, 0 at EOF, -1 (EMSGSIZE). */
@@ -3922,7 +3926,7 @@ http_header(int fd, char *head, int64_t deadline)
 }
 
 /* Ask the HTTP proxy on fd to CONNECT to the server, by name. */
-static enum outcome
+static int
 http_connect(int fd, int64_t deadline)
 {
 	char req[2048], head[HTTP_HEADER_MAX + 1], target[300], where[300], status[100];
@@ -3941,19 +3945,19 @@ http_connect(int fd, int64_t deadline)
 	if (r == -1) {
 		log_msg(LOG_ERROR, "proxy %s sent a reply header over %d bytes", where,
 		    HTTP_HEADER_MAX);
-		return (OUT_REFUSED);
+		return (fail(EPERM));
 	}
 	/* HTTP/1.x NNN reason */
 	if (strncmp(head, "HTTP/1.", 7) != 0 || head[8] != ' ' ||
 	    sscanf(head + 9, "%3d", &code) != 1 || code < 100 ||
 	    (head[12] != ' ' && head[12] != '\r')) {
 		log_msg(LOG_ERROR, "proxy %s sent a malformed reply", where);
-		return (OUT_REFUSED);
+		return (fail(EPERM));
 	}
 	head[strcspn(head, "\r\n")] = '\0';
 	printable(head + 9, status, sizeof(status));
 	if (code / 100 == 2)
-		return (OUT_OK);
+		return (0);
 	/* 407, or 401 as tinyproxy answers wrong credentials. */
 	if (code == 407 || code == 401)
 		log_msg(LOG_ERROR, "proxy %s: %s: %s", where, cli.proxy_basic[0] ?
@@ -3963,7 +3967,7 @@ http_connect(int fd, int64_t deadline)
 	else
 		log_msg(LOG_ERROR, "proxy %s could not connect to %s: %s", where, target, status);
 	/* The proxy's own refusals stand; its failures to reach the server may pass. */
-	return (code / 100 == 4 ? OUT_REFUSED : OUT_LOST);
+	return (fail(code / 100 == 4 ? EPERM : ECONNABORTED));
 }
 
 /* SOCKS5 replies by code, and whether that code is a refusal no retry mends. */
@@ -3975,7 +3979,7 @@ static const char *const socks5_replies[] = {
 #define SOCKS5_FINAL(code) ((code) == 2 || (code) >= 7)
 
 /* Greet the SOCKS5 proxy on fd (proxy named `where`), and log in if it asks (RFC 1929). */
-static enum outcome
+static int
 socks5_greet(int fd, const char *where, int64_t deadline)
 {
 	unsigned char b[3 + 2 * 255];
@@ -3989,15 +3993,15 @@ socks5_greet(int fd, const char *where, int64_t deadline)
 		return (proxy_lost(r));
 	if (b[0] != 5 || (b[1] != 0 && b[1] != 0xff && !(b[1] == 2 && ul > 0))) {
 		log_msg(LOG_ERROR, "proxy %s sent a malformed reply", where);
-		return (OUT_REFUSED);
+		return (fail(EPERM));
 	}
 	if (b[1] == 0xff) {
 		log_msg(LOG_ERROR, "proxy %s: %s", where, ul > 0 ?
 		    "no acceptable authentication method" : "authentication required");
-		return (OUT_REFUSED);
+		return (fail(EPERM));
 	}
 	if (b[1] == 0)
-		return (OUT_OK);
+		return (0);
 	b[0] = 1;
 	b[1] = (unsigned char)ul;
 	memcpy(b + 2, cli.proxy_user, ul);
@@ -4009,27 +4013,26 @@ socks5_greet(int fd, const char *where, int64_t deadline)
 		return (proxy_lost(r));
 	if (b[1] != 0) {
 		log_msg(LOG_ERROR, "proxy %s: authentication failed", where);
-		return (OUT_REFUSED);
+		return (fail(EPERM));
 	}
-	return (OUT_OK);
+	return (0);
 }
 
 /* Ask the SOCKS5 proxy on fd for the server: at dest, else by name (socks5h://). */
-static enum outcome
+static int
 socks5_connect(int fd, const struct sockaddr *dest, int64_t deadline)
 {
 	unsigned char b[4 + 1 + 255 + 2];
 	char where[300], target[300];
 	struct sockaddr_storage lit;
 	socklen_t lit_len;
-	enum outcome o;
 	size_t n;
 	int r = -1;
 
 	host_port(cli.to, cli.control_port, target, sizeof(target));
 	host_port(cli.proxy_host, cli.proxy_port, where, sizeof(where));
-	if ((o = socks5_greet(fd, where, deadline)) != OUT_OK)
-		return (o);
+	if (socks5_greet(fd, where, deadline) == -1)
+		return (-1);
 	/* CONNECT to an IPv4 or IPv6 address, or to a name the proxy resolves. */
 	memcpy(b, "\5\1\0", 3);
 	if (dest == NULL && parse_ip(cli.to, cli.control_port, &lit, &lit_len) == 0)
@@ -4054,30 +4057,29 @@ socks5_connect(int fd, const struct sockaddr *dest, int64_t deadline)
 	if (b[0] != 5 || b[1] >= sizeof(socks5_replies) / sizeof(socks5_replies[0]) ||
 	    (b[1] == 0 && b[3] != 1 && b[3] != 3 && b[3] != 4)) {
 		log_msg(LOG_ERROR, "proxy %s sent a malformed reply", where);
-		return (OUT_REFUSED);
+		return (fail(EPERM));
 	}
 	if (b[1] != 0) {
 		log_msg(LOG_ERROR, "proxy %s %s the connection to %s: %s", where,
 		    SOCKS5_FINAL(b[1]) ? "refused" : "could not make", target, socks5_replies[b[1]]);
 		/* Not allowed, or not understood: the proxy's answer stands. */
-		return (SOCKS5_FINAL(b[1]) ? OUT_REFUSED : OUT_LOST);
+		return (fail(SOCKS5_FINAL(b[1]) ? EPERM : ECONNABORTED));
 	}
 	/* The bound address and port, of no use to us; a name's comes after its length. */
 	n = b[3] == 1 ? 4 + 2 : b[3] == 4 ? 16 + 2 : 1;
 	if ((r = read_full(fd, b, n, deadline)) != 1 ||
 	    (n == 1 && (r = read_full(fd, b, (size_t)b[0] + 2, deadline)) != 1))
 		return (proxy_lost(r));
-	return (OUT_OK);
+	return (0);
 }
 
 /* Connect and authenticate to the server at ai, or through the proxy at ai asking for dest or name. */
-static enum outcome
+static int
 open_control(const struct addrinfo *ai, const struct sockaddr *dest, struct conn **out)
 {
-	enum outcome o;
 	char where[300];
 	struct conn *c;
-	int fd, short_here;
+	int fd, short_here, e;
 
 	/* Cut short by a stop (ECANCELED), a step ends without a word. */
 	if ((fd = connect_any(ai)) == -1) {
@@ -4087,25 +4089,27 @@ open_control(const struct addrinfo *ai, const struct sockaddr *dest, struct conn
 			    cli.proxy ? "proxy " : "", cli.proxy ?
 			    host_port(cli.proxy_host, cli.proxy_port, where, sizeof(where)) :
 			    host_port(cli.to, cli.control_port, where, sizeof(where)), strerror(errno));
-		return (short_here ? OUT_SHORT : OUT_LOST);
+		return (fail(short_here ? EMFILE : ECONNABORTED));
 	}
-	if (cli.proxy != PROXY_NONE && (o = cli.proxy == PROXY_HTTP ?
+	if (cli.proxy != PROXY_NONE && (cli.proxy == PROXY_HTTP ?
 	    http_connect(fd, now_ms() + BORE_NETWORK_TIMEOUT_MS) :
-	    socks5_connect(fd, dest, now_ms() + BORE_NETWORK_TIMEOUT_MS)) != OUT_OK) {
+	    socks5_connect(fd, dest, now_ms() + BORE_NETWORK_TIMEOUT_MS)) == -1) {
+		e = errno;
 		close_fd(fd);
-		return (o);
+		return (fail(e));
 	}
 	if ((c = conn_new(fd, NULL, 0)) == NULL) {
 		close_fd(fd);
-		return (OUT_LOST);
+		return (fail(ECONNABORTED));
 	}
 	/* c owns fd from here. */
-	if (cli.has_secret && (o = client_handshake(c)) != OUT_OK) {
+	if (cli.has_secret && client_handshake(c) == -1) {
+		e = errno;
 		conn_free(c);
-		return (o);
+		return (fail(e));
 	}
 	*out = c;
-	return (OUT_OK);
+	return (0);
 }
 
 /* Where a session's data connections go: the hop its control connection reached, what a proxy got. */
@@ -4126,7 +4130,7 @@ struct visitor_job {
 };
 
 /* Open a data connection along route r, as open_control does. */
-static enum outcome
+static int
 open_data(const struct route *r, struct conn **out)
 {
 	struct addrinfo hop = {
@@ -4212,7 +4216,7 @@ open_spare(void *arg)
 	struct visitor_job *job = arg;
 	struct local_tunnel *lt = job->lt;
 	struct conn *c = NULL;
-	enum outcome o;
+	int o;
 
 	/* A spare that fails costs a visitor nothing: it opens its own. */
 	log_retrying = 1;
@@ -4222,9 +4226,9 @@ open_spare(void *arg)
 	log_retrying = 0;
 	pthread_mutex_lock(&lt->lock);
 	lt->spares_opening--;
-	if (o != OUT_OK)
+	if (o == -1)
 		spares_back_off(lt);
-	if (o == OUT_OK && job->session == lt->session && lt->nspares < 2 * MAX_PREWARM) {
+	if (o == 0 && job->session == lt->session && lt->nspares < 2 * MAX_PREWARM) {
 		set_nodelay(c->fd);
 		lt->spares[lt->nspares++] = (struct spare){ c, now_ms() };
 		c = NULL;
@@ -4325,18 +4329,18 @@ static struct conn *
 claim_visitor(struct visitor_job *job, const char *ids, int64_t start)
 {
 	struct conn *c = NULL;
-	enum outcome o;
+	int o;
 
 	/* Without a spare, open the data connection now: a round trip or two more. */
 	for (;;) {
 		opening_enter();
-		o = open_data(&job->route, &c);
+		o = open_data(&job->route, &c) == 0 ? 0 : errno;
 		opening_leave();
-		if (o != OUT_LOST || now_ms() - start >= CLAIM_RETRY_MS ||
+		if (o != ECONNABORTED || now_ms() - start >= CLAIM_RETRY_MS ||
 		    sleep_or_signal(CLAIM_PAUSE_MS))
 			break;
 	}
-	if (o != OUT_OK)
+	if (o != 0)
 		return (NULL);
 	if (send_uuid_msg(c->fd, BORE_MSG_ACCEPT, job->id) == -1) {
 		log_msg(LOG_WARN, "connection %s: could not send accept: %s", ids, strerror(errno));
@@ -4491,7 +4495,7 @@ err0:
 }
 
 /* Ask for port want (kept as for error_outcome) and wait for the server's Hello, whose port goes to *got. */
-static enum outcome
+static int
 send_hello(struct conn *c, uint16_t want, int kept, uint16_t *got)
 {
 	struct bore_msg m;
@@ -4500,30 +4504,30 @@ send_hello(struct conn *c, uint16_t want, int kept, uint16_t *got)
 
 	if (send_port_msg(c->fd, BORE_MSG_HELLO, want) == -1) {
 		log_msg(LOG_ERROR, "could not send hello: %s", strerror(errno));
-		return (OUT_LOST);
+		return (fail(ECONNABORTED));
 	}
 	if ((r = read_first(c, &m, &why)) != 1) {
 		if (r == 0 || errno != ECANCELED)
 			log_msg(LOG_ERROR, "%s", r == 0 ? "unexpected EOF from server" : why);
-		return (OUT_LOST);
+		return (fail(ECONNABORTED));
 	}
 	switch (m.type) {
 	case BORE_MSG_HELLO:
 		*got = m.port;
-		return (OUT_OK);
+		return (0);
 	case BORE_MSG_ERROR:
 		return (server_error(&m, kept));
 	case BORE_MSG_CHALLENGE:
 		log_msg(LOG_ERROR, "server requires authentication, but no client secret was provided");
-		return (OUT_REFUSED);
+		return (fail(EPERM));
 	default:
 		log_msg(LOG_ERROR, "unexpected initial non-hello message");
-		return (OUT_REFUSED);
+		return (fail(EPERM));
 	}
 }
 
-/* Tend lt's spares until a frame is there on c (OUT_OK), a stop, or silence since `last` too long. */
-static enum outcome
+/* Tend lt's spares until a frame is there on c (0), a stop, or silence since `last` too long. */
+static int
 await_frame(struct local_tunnel *lt, struct conn *c, const struct route *route, int64_t last)
 {
 	enum { POLL_CONTROL, POLL_STOP, POLL_SLOTS };
@@ -4536,33 +4540,32 @@ await_frame(struct local_tunnel *lt, struct conn *c, const struct route *route, 
 	for (;;) {
 		due = spares_tend(lt, route);
 		if (frame_buffered(c))
-			return (OUT_OK);
+			return (0);
 		r = poll(pfd, POLL_SLOTS, ms_until(due < silent ? due : silent));
 		if (r == -1 && errno == EINTR)
 			continue;
 		if (r == -1) {
 			log_msg(LOG_ERROR, "poll: %s", strerror(errno));
-			return (OUT_REFUSED);
+			return (fail(EPERM));
 		}
 		if (pfd[POLL_STOP].revents)
-			return (OUT_SIGNAL);
+			return (fail(ECANCELED));
 		if (r > 0)
-			return (OUT_OK);
+			return (0);
 		/* Else woken for the spares: go and tend them, unless the server fell silent. */
 		if (now_ms() >= silent) {
 			log_msg(LOG_ERROR, "server unreachable: no heartbeat for %.1f s",
 			    cli.heartbeat_timeout_ms / 1000.0);
-			return (OUT_LOST);
+			return (fail(ECONNABORTED));
 		}
 	}
 }
 
 /* Read frames from the server and start visitors of tunnel lt until it ends. */
-static enum outcome
+static int
 serve_session(struct local_tunnel *lt, struct conn *c, struct route *route)
 {
 	struct bore_msg m;
-	enum outcome o;
 	int64_t last;
 	int r;
 
@@ -4570,19 +4573,19 @@ serve_session(struct local_tunnel *lt, struct conn *c, struct route *route)
 	route->hop_len = sizeof(route->hop);
 	if (getpeername(c->fd, (struct sockaddr *)&route->hop, &route->hop_len) == -1) {
 		log_msg(LOG_ERROR, "connection to server lost: %s", strerror(errno));
-		return (OUT_LOST);
+		return (fail(ECONNABORTED));
 	}
-	for (last = now_ms(); (o = await_frame(lt, c, route, last)) == OUT_OK; last = now_ms()) {
+	for (last = now_ms(); await_frame(lt, c, route, last) == 0; last = now_ms()) {
 		r = read_frame(c, &m, last + cli.heartbeat_timeout_ms);
 		if (r == -1 && errno == ECANCELED)
-			return (OUT_SIGNAL);
+			return (-1);
 		if (r == 0) {
 			log_msg(LOG_ERROR, "server closed the connection");
-			return (OUT_LOST);
+			return (fail(ECONNABORTED));
 		}
 		if (r == -1) {
 			log_msg(LOG_ERROR, "connection to server lost: %s", frame_error(errno));
-			return (OUT_LOST);
+			return (fail(ECONNABORTED));
 		}
 		if (m.type == BORE_MSG_CONNECTION)
 			start_visitor(lt, m.uuid, route);
@@ -4591,16 +4594,16 @@ serve_session(struct local_tunnel *lt, struct conn *c, struct route *route)
 		else if (m.type != BORE_MSG_HEARTBEAT)
 			log_msg(LOG_WARN, "unexpected %s message from server", msg_names[m.type]);
 	}
-	return (o);
+	return (-1);
 }
 
 /* One session of lt: look the server up anew, connect, ask for *port (becomes the one granted), serve. */
-static enum outcome
+static int
 run_session(struct local_tunnel *lt, uint16_t *port, int *opened)
 {
 	struct addrinfo *ai, *dests = NULL, *d;
 	struct route route = { .dest_len = 0 };
-	enum outcome o = OUT_LOST;
+	int o = ECONNABORTED;  /* 0, or errno as a step fails */
 	char where[300], local[300];
 	struct conn *c;
 	uint16_t got = 0;
@@ -4608,14 +4611,14 @@ run_session(struct local_tunnel *lt, uint16_t *port, int *opened)
 	*opened = 0;
 	/* socks5://: we resolve the server's name, and ask the proxy for each address in turn. */
 	if (cli.proxy == PROXY_SOCKS5 && (dests = resolve(cli.to, cli.control_port)) == NULL)
-		return (OUT_LOST);
+		return (fail(ECONNABORTED));
 	ai = cli.proxy ? resolve(cli.proxy_host, cli.proxy_port) : resolve(cli.to, cli.control_port);
 	for (d = dests; ai != NULL; d = d->ai_next) {
-		o = open_control(ai, d ? d->ai_addr : NULL, &c);
-		if (o != OUT_LOST || d == NULL || d->ai_next == NULL)
+		o = open_control(ai, d ? d->ai_addr : NULL, &c) == 0 ? 0 : errno;
+		if (o != ECONNABORTED || d == NULL || d->ai_next == NULL)
 			break;
 	}
-	if (ai != NULL && o == OUT_OK && d != NULL) {
+	if (ai != NULL && o == 0 && d != NULL) {
 		memcpy(&route.dest, d->ai_addr, d->ai_addrlen);
 		route.dest_len = d->ai_addrlen;
 	}
@@ -4623,9 +4626,9 @@ run_session(struct local_tunnel *lt, uint16_t *port, int *opened)
 		freeaddrinfo(ai);
 	if (dests != NULL)
 		freeaddrinfo(dests);
-	if (o != OUT_OK)
-		return (o);
-	if ((o = send_hello(c, *port, *port != lt->want, &got)) != OUT_OK)
+	if (o != 0)
+		return (fail(o));
+	if ((o = send_hello(c, *port, *port != lt->want, &got) == 0 ? 0 : errno) != 0)
 		goto done;
 	if (*port != 0 && got != *port)
 		log_msg(LOG_WARN, "public port changed from %u to %u", *port, got);
@@ -4642,14 +4645,14 @@ run_session(struct local_tunnel *lt, uint16_t *port, int *opened)
 	lt->since_ms = now_ms();
 	lt->since = time(NULL);
 	pthread_mutex_unlock(&lt->lock);
-	o = serve_session(lt, c, &route);
+	o = serve_session(lt, c, &route) == 0 ? 0 : errno;
 	spares_close(lt);
 	pthread_mutex_lock(&lt->lock);
 	lt->port = 0;
 	pthread_mutex_unlock(&lt->lock);
 done:
 	conn_free(c);
-	return (o);
+	return (o == 0 ? 0 : fail(o));
 }
 
 /* Exit status for a refusal no retry can change: EX_CONFIG, so a supervisor does not restart. */
@@ -4659,25 +4662,24 @@ done:
 static int
 run_client(struct local_tunnel *lt)
 {
-	enum outcome o;
 	uint16_t port = lt->want;
-	int attempt = 0, ever_opened = 0, opened, delay;
+	int attempt = 0, ever_opened = 0, opened, delay, e;
 
 	for (;;) {
-		o = run_session(lt, &port, &opened);
+		e = run_session(lt, &port, &opened) == 0 ? 0 : errno;
 		/* A step the stop cut short ends as lost: no retry is worth announcing. */
-		if (o == OUT_SIGNAL || sleep_or_signal(0))
+		if (e == ECANCELED || sleep_or_signal(0))
 			return (0);
 		if (opened) {
 			ever_opened = 1;
 			attempt = 0;
 		}
-		if (o == OUT_PORT_REFUSED) {
+		if (e == EADDRINUSE) {
 			log_msg(LOG_WARN, "port %u is not to be had; asking for any port", port);
 			port = 0;
 			continue;
 		}
-		if (o == OUT_REFUSED) {
+		if (e == EPERM) {
 			if (log_retrying) {
 				log_retrying = 0;
 				log_msg(LOG_ERROR, "giving up: retrying cannot mend that");
@@ -4685,7 +4687,7 @@ run_client(struct local_tunnel *lt)
 			return (EXIT_REFUSED);
 		}
 		/* The first connection's errors are shown and final: they are usually settings. */
-		if (o != OUT_SHORT && (!ever_opened || !cli.reconnect))
+		if (e != EMFILE && (!ever_opened || !cli.reconnect))
 			return (1);
 		delay = attempt < 6 ? RECONNECT_MIN_MS << attempt : RECONNECT_MAX_MS;
 		if (delay > RECONNECT_MAX_MS)
