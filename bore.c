@@ -381,14 +381,9 @@ static int signal_pipe[2] = { -1, -1 };
 /* Never written: at a stop the client closes its write end, so every thread polling it wakes. */
 static int stop_pipe[2] = { -1, -1 };
 
-/*
- * Every socket and pipe is counted where it is made and closed, so admission
- * is decided before an fd is taken, not after EMFILE.  Visitors and their
- * pipes stay out of the last fd_reserve: those serve control-port connections,
- * above all the data connections that claim parked visitors and so free them.
- */
+/* Counted where made and closed, so admission is decided before an fd is taken, not at EMFILE. */
 static int fd_limit;             /* fds this process may open after start-up ones */
-static int fd_reserve;           /* of them, kept for control-port connections */
+static int fd_reserve;           /* of them, kept from visitors for control-port connections */
 static atomic_int fds_open;      /* sockets and pipes open now */
 static atomic_int fds_promised;  /* fds promised to data connections of parked visitors */
 
@@ -425,10 +420,7 @@ counted(int fd)
 
 static int json_escape(const char *text, char *out, size_t cap, size_t *n);
 
-/*
- * Write one log line to stderr in one write: timestamp (for the journal, a
- * <priority>), level, message; with --json, tracing-subscriber's JSON object.
- */
+/* One log line to stderr in one write: time (journal: <priority>), level, message; or --json's. */
 static void log_msg(int level, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 static void
@@ -472,12 +464,7 @@ log_msg(int level, const char *fmt, ...)
 	errno = saved;
 }
 
-/*
- * Copy peer-supplied text (UTF-8) into out with each character a terminal
- * would act on replaced by '?': C0 and C1 controls, DEL, line separators
- * and bidi overrides (U+2028-U+202E, U+2066-U+2069); logs stay one line and
- * show what was sent.
- */
+/* Peer-supplied UTF-8 in out, with '?' for what a terminal acts on, so a log line stays one. */
 static const char *
 printable(const char *in, char *out, size_t cap)
 {
@@ -573,11 +560,7 @@ log_limited(struct log_limit *l, int level, const char *fmt, ...)
 		log_msg(level, "%s (and %d more in %.0f s)", line, held, since / 1000.0);
 }
 
-/*
- * Log the last line held back by each of the n limits whose time has come,
- * with the count of the others; ms until the next is due, or until a line
- * another thread may hold back meanwhile is looked for again.
- */
+/* Log the last line each of n limits held back once due; ms until one is due or worth a look. */
 static int
 log_limits_flush(struct log_limit *l, int n)
 {
@@ -636,11 +619,7 @@ utc_str(time_t t, char *out, size_t cap)
 	return (out);
 }
 
-/*
- * Wait until fd is ready for events; -1 with errno ETIMEDOUT once deadline
- * passes, or ECANCELED once the client stops (the server never closes
- * stop_pipe), so that no wait outlasts a stop.
- */
+/* Wait until fd is ready for events; -1 with ETIMEDOUT at deadline, or ECANCELED at a stop. */
 static int
 wait_fd(int fd, short events, int64_t deadline)
 {
@@ -717,11 +696,7 @@ set_nodelay(int fd)
 	(void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 }
 
-/*
- * Where sa (IPv4 or IPv6) keeps its address bytes and port: their length, 4
- * or 16, or 0 for another family.  An IPv4-mapped IPv6 address, as a
- * dual-stack listener shows IPv4 peers, gives its IPv4 bytes (length 4).
- */
+/* Where sa keeps its address and port; the address's length: 4 (also v4-mapped), 16, or 0. */
 static size_t
 sockaddr_ip(const struct sockaddr *sa, const uint8_t **addr, in_port_t **port)
 {
@@ -887,11 +862,7 @@ connect_any(const struct addrinfo *ai)
 	return (-1);
 }
 
-/*
- * A worker thread: it runs jobs, waiting up to IDLE_WORKER_MS between them.
- * spawn() maps its stack, as the C library keeps ended threads' stacks (up to
- * 40 MiB of them) for reuse long after a burst.
- */
+/* A worker thread; spawn() maps its stack, as libc keeps up to 40 MiB of ended ones' stacks. */
 struct worker {
 	void *(*fn)(void *);  /* the job: fn(arg); NULL while waiting for one */
 	void *arg;
@@ -1128,25 +1099,13 @@ conn_free(struct conn *c)
 static const char *
 frame_error(int err)
 {
-	switch (err) {
-	case ETIMEDOUT:
-		return ("timed out waiting for message");
-	case EMSGSIZE:
-		return ("frame error, invalid byte length");
-	case EBADMSG:
-		return ("unable to parse message");
-	case EPROTO:
-		return ("connection closed in the middle of a frame");
-	default:
-		return (strerror(err));
-	}
+	return (err == ETIMEDOUT ? "timed out waiting for message" :
+	    err == EMSGSIZE ? "frame error, invalid byte length" :
+	    err == EBADMSG ? "unable to parse message" :
+	    err == EPROTO ? "connection closed in the middle of a frame" : strerror(err));
 }
 
-/*
- * Read the next frame of c into m, waiting until deadline.  Bytes after the
- * frame stay in c->buf.  1 on a message, 0 on EOF between frames, -1 on an
- * error named by errno (see frame_error).
- */
+/* Read c's next frame into m by deadline, the rest staying buffered: 1, 0 at EOF, or -1 (errno). */
 static int
 read_frame(struct conn *c, struct bore_msg *m, int64_t deadline)
 {
@@ -1198,11 +1157,7 @@ read_frame(struct conn *c, struct bore_msg *m, int64_t deadline)
 	}
 }
 
-/*
- * Read the first message of a connection (after its handshake, if any),
- * which must come within the network timeout.  1 on a message, 0 on EOF,
- * -1 with *why set to bore's words for what went wrong.
- */
+/* Read a connection's first message within the network timeout: 1, 0 at EOF, or -1 with *why. */
 static int
 read_first(struct conn *c, struct bore_msg *m, const char **why)
 {
@@ -1276,13 +1231,7 @@ send_text_msg(int fd, enum bore_msg_type type, const char *text)
 /* A flow copies reads that fit in this much, and makes a pipe once one does not. */
 #define SMALL_READ 4096
 
-/*
- * One direction of a relay.  Bytes read from `from` wait until written to
- * `to`, in a kernel pipe once splicing (pipe[0] != -1), else in buf.  A
- * splicing flow starts lazy: small reads go through a buffer that is freed
- * as soon as it is written, and the pipe is made when a read fills it, so
- * short exchanges cost no pipe and idle connections no buffer.
- */
+/* One direction of a relay; it starts lazy, so short exchanges cost no pipe, idle ones no buffer. */
 struct flow {
 	int from, to;
 	int eof;          /* `from` sent FIN; passed on once nothing waits */
@@ -1300,11 +1249,7 @@ struct flow {
 	char *buf;        /* copy path: cap bytes; while lazy, only between read and write */
 };
 
-/*
- * What a relay moved, and whether to hex-dump it.  moved is bytes while the
- * relay runs: its thread alone stores it (relaxed, in a struct of its own, so
- * no lock or shared cache line per read); status lines load it.
- */
+/* What a relay moved, and whether to dump it; moved: stored relaxed by its thread alone, no lock. */
 struct relay_info {
 	int dump_id;         /* connection number for --dump output; 0: no dump */
 	uint64_t bytes[2];   /* bytes from the first socket to the second, and back */
@@ -1509,14 +1454,7 @@ flow_close(struct flow *f)
 /* Short waits in a row after which a relay spins before it sleeps. */
 #define SPIN_AFTER 4
 
-/*
- * poll() for a relay.  Waking a sleeping thread costs about as much as a
- * loopback hop, and every reply crosses three hops; so once a connection's
- * waits have been short SPIN_AFTER times in a row (a fast back-and-forth),
- * poll without sleeping for up to SPIN_US first, yielding the CPU to
- * anything runnable.  Bulk transfers rarely wait and idle or distant peers
- * wait long, so neither spins.  *short_waits carries the streak.
- */
+/* poll() that spins a while after SPIN_AFTER short waits: a wake-up costs about a loopback hop. */
 static int
 poll_relay(struct pollfd *pfd, nfds_t n, int *short_waits)
 {
@@ -1585,12 +1523,7 @@ relay_ready(struct flow *flows, const struct pollfd *pfd)
 	return (0);
 }
 
-/*
- * Relay bytes both ways between the non-blocking sockets a and b until both
- * directions have ended, a FIN on one side passed on as shutdown(SHUT_WR) on
- * the other.  0 when both ended cleanly, -1 when a socket failed; the caller
- * closes both.  info asks for a dump (copy path) and gets the byte counts.
- */
+/* Relay sockets a and b both ways until both ended (0) or one failed (-1); info gets the counts. */
 static int
 relay(int a, int b, struct relay_info *info)
 {
