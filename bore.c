@@ -1115,12 +1115,14 @@ read_frame(struct conn *c, struct bore_msg *m, int64_t deadline)
 	int rc;
 
 	for (;;) {
-		if ((nul = memchr(c->buf, '\0', c->len)) != NULL) {
+		nul = memchr(c->buf, '\0', c->len);
+		/* Too long whether it ended or not. */
+		if ((nul != NULL ? (size_t)(nul - c->buf) : c->len) > BORE_MAX_FRAME) {
+			errno = EMSGSIZE;
+			return (-1);
+		}
+		if (nul != NULL) {
 			flen = (size_t)(nul - c->buf);
-			if (flen > BORE_MAX_FRAME) {
-				errno = EMSGSIZE;
-				return (-1);
-			}
 			rc = bore_parse_msg(c->buf, flen, m);
 			if (rc == 0 && log_level >= LOG_TRACE) {
 				char text[BORE_MAX_FRAME + 1];
@@ -1130,15 +1132,9 @@ read_frame(struct conn *c, struct bore_msg *m, int64_t deadline)
 			}
 			c->len -= flen + 1;
 			memmove(c->buf, nul + 1, c->len);
-			if (rc == -1) {
+			if (rc == -1)
 				errno = EBADMSG;
-				return (-1);
-			}
-			return (1);
-		}
-		if (c->len > BORE_MAX_FRAME) {
-			errno = EMSGSIZE;
-			return (-1);
+			return (rc == -1 ? -1 : 1);
 		}
 		n = recv(c->fd, c->buf + c->len, sizeof(c->buf) - c->len, 0);
 		if (n > 0) {
@@ -1242,10 +1238,8 @@ struct flow {
 	size_t off, len;  /* waiting bytes: buf[off .. off + len), or len in the pipe */
 	size_t cap;       /* size of buf */
 	uint64_t total;   /* bytes read from `from` */
-	uint64_t base;    /* bytes counted before the relay began, for *moved */
-	_Atomic uint64_t *moved;  /* where base + total is published for status lines */
-	int dump_id;      /* --dump: connection number to print with the bytes, else 0 */
-	const char *dir;  /* --dump: direction name */
+	struct relay_info *info;  /* its relay's dump number, and the counts total adds to */
+	int side;         /* its index in info's counts and dump_dirs */
 	char *buf;        /* copy path: cap bytes; while lazy, only between read and write */
 };
 
@@ -1412,10 +1406,12 @@ flow_fill(struct flow *f)
 		f->off = 0;
 		f->len = (size_t)n;
 		f->total += (uint64_t)n;
-		atomic_store_explicit(f->moved, f->base + f->total, memory_order_relaxed);
+		atomic_store_explicit(&f->info->moved[f->side], f->info->bytes[f->side] + f->total,
+		    memory_order_relaxed);
 		f->want_pipe = f->lazy && (size_t)n == f->cap;
-		if (f->dump_id != 0)
-			dump_bytes(f->dump_id, f->dir, (const unsigned char *)f->buf, (size_t)n);
+		if (f->info->dump_id != 0)
+			dump_bytes(f->info->dump_id, dump_dirs[f->side], (const unsigned char *)f->buf,
+			    (size_t)n);
 	} else if (n == 0) {
 		f->eof = 1;
 	} else if (errno == EINTR || errno == EAGAIN || errno == EWOULDBLOCK) {
@@ -1431,9 +1427,8 @@ static int
 flow_open(struct flow *f, int from, int to, struct relay_info *info, int s)
 {
 	*f = (struct flow){ .from = from, .to = to, .pipe = { -1, -1 },
-	    .lazy = relay_splice && info->dump_id == 0, .base = info->bytes[s],
-	    .moved = &info->moved[s], .dump_id = info->dump_id, .dir = dump_dirs[s] };
-	atomic_store_explicit(f->moved, f->base, memory_order_relaxed);
+	    .lazy = relay_splice && info->dump_id == 0, .info = info, .side = s };
+	atomic_store_explicit(&info->moved[s], info->bytes[s], memory_order_relaxed);
 	return (f->lazy ? 0 : flow_use_copy(f));
 }
 
