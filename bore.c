@@ -337,7 +337,7 @@ cond_deadline(int ms)
 #define THREAD_STACK (64 * 1024)
 #endif
 
-/* How long a worker thread that finished its connection waits for another. */
+/* A worker that finished its connection waits this long for another, as starting one costs more. */
 #define IDLE_WORKER_MS 2000
 
 /* Most worker threads kept waiting for a connection. */
@@ -378,21 +378,12 @@ static _Thread_local int log_retrying;
 /* Written by the signal handler, read by the main loop: the signal's number as one byte. */
 static int signal_pipe[2] = { -1, -1 };
 
-/*
- * Never written: the client's main thread closes its write end at a stop, so
- * that every tunnel thread polling the read end wakes (POLLHUP) at once.
- */
+/* Never written: at a stop the client closes its write end, so every thread polling it wakes. */
 static int stop_pipe[2] = { -1, -1 };
 
-/*
- * File descriptors.  Every socket and pipe is counted where it is made and
- * closed, so that admission can be decided before an fd is taken rather than
- * after EMFILE.  Visitors, and the pipes that relay them, stay out of the
- * last fd_reserve fds: those are kept for control-port connections, above
- * all the data connections that claim parked visitors and so free them.
- */
+/* Counted where made and closed, so admission is decided before an fd is taken, not at EMFILE. */
 static int fd_limit;             /* fds this process may open after start-up ones */
-static int fd_reserve;           /* of them, kept for control-port connections */
+static int fd_reserve;           /* of them, kept from visitors for control-port connections */
 static atomic_int fds_open;      /* sockets and pipes open now */
 static atomic_int fds_promised;  /* fds promised to data connections of parked visitors */
 
@@ -429,11 +420,7 @@ counted(int fd)
 
 static int json_escape(const char *text, char *out, size_t cap, size_t *n);
 
-/*
- * Write one log line to stderr: timestamp, level, message; one write per
- * line.  For the journal, the syslog priority in <> stands for the timestamp.
- * With --json, one object with tracing-subscriber's JSON fields instead.
- */
+/* One log line to stderr in one write: time (journal: <priority>), level, message; or --json's. */
 static void log_msg(int level, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 static void
@@ -477,12 +464,7 @@ log_msg(int level, const char *fmt, ...)
 	errno = saved;
 }
 
-/*
- * Copy peer-supplied text (UTF-8) into out with each character a terminal
- * would act on replaced by '?': C0 and C1 controls, DEL, line separators
- * and bidi overrides (U+2028-U+202E, U+2066-U+2069); logs stay one line and
- * show what was sent.
- */
+/* Peer-supplied UTF-8 in out, with '?' for what a terminal acts on, so a log line stays one. */
 static const char *
 printable(const char *in, char *out, size_t cap)
 {
@@ -578,11 +560,7 @@ log_limited(struct log_limit *l, int level, const char *fmt, ...)
 		log_msg(level, "%s (and %d more in %.0f s)", line, held, since / 1000.0);
 }
 
-/*
- * Log the last line held back by each of the n limits whose time has come,
- * with the count of the others; ms until the next is due, or until a line
- * another thread may hold back meanwhile is looked for again.
- */
+/* Log the last line each of n limits held back once due; ms until one is due or worth a look. */
 static int
 log_limits_flush(struct log_limit *l, int n)
 {
@@ -641,11 +619,7 @@ utc_str(time_t t, char *out, size_t cap)
 	return (out);
 }
 
-/*
- * Wait until fd is ready for events; -1 with errno ETIMEDOUT once deadline
- * passes, or ECANCELED once the client stops (the server never closes
- * stop_pipe), so that no wait outlasts a stop.
- */
+/* Wait until fd is ready for events; -1 with ETIMEDOUT at deadline, or ECANCELED at a stop. */
 static int
 wait_fd(int fd, short events, int64_t deadline)
 {
@@ -675,53 +649,42 @@ wait_fd(int fd, short events, int64_t deadline)
 	}
 }
 
+/* Send (out) or receive all len bytes of buf on non-blocking fd before deadline: 1, 0 at EOF, or -1. */
+static int
+io_all(int fd, char *buf, size_t len, int64_t deadline, int out)
+{
+	ssize_t n;
+
+	while (len > 0) {
+		n = out ? send(fd, buf, len, MSG_NOSIGNAL) : recv(fd, buf, len, 0);
+		if (n > 0) {
+			buf += n;
+			len -= (size_t)n;
+		} else if (n == 0) {
+			return (out ? -1 : 0);
+		} else if (errno == EINTR) {
+			continue;
+		} else if ((errno != EAGAIN && errno != EWOULDBLOCK) ||
+		    wait_fd(fd, out ? POLLOUT : POLLIN, deadline) == -1) {
+			return (-1);
+		}
+	}
+	return (1);
+}
+
 /* Write all of buf to the non-blocking socket fd before deadline. */
 static int
 write_all(int fd, const void *buf, size_t len, int64_t deadline)
 {
-	const char *p = buf;
-	ssize_t n;
-
-	while (len > 0) {
-		n = send(fd, p, len, MSG_NOSIGNAL);
-		if (n > 0) {
-			p += n;
-			len -= (size_t)n;
-		} else if (n == -1 && errno == EINTR) {
-			continue;
-		} else if (n == -1 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-			if (wait_fd(fd, POLLOUT, deadline) == -1)
-				return (-1);
-		} else {
-			return (-1);
-		}
-	}
-	return (0);
+	/* io_all only reads from buf when it sends. */
+	return (io_all(fd, (char *)(uintptr_t)buf, len, deadline, 1) == 1 ? 0 : -1);
 }
 
 /* Read exactly len bytes from the non-blocking socket fd before deadline: 1, 0 at EOF, or -1. */
 static int
 read_full(int fd, void *buf, size_t len, int64_t deadline)
 {
-	char *p = buf;
-	ssize_t n;
-
-	while (len > 0) {
-		n = recv(fd, p, len, 0);
-		if (n > 0) {
-			p += n;
-			len -= (size_t)n;
-		} else if (n == 0) {
-			return (0);
-		} else if (errno == EINTR) {
-			continue;
-		} else if (errno != EAGAIN && errno != EWOULDBLOCK) {
-			return (-1);
-		} else if (wait_fd(fd, POLLIN, deadline) == -1) {
-			return (-1);
-		}
-	}
-	return (1);
+	return (io_all(fd, buf, len, deadline, 0));
 }
 
 /* Relayed sockets send small writes at once: interactive traffic must not wait for Nagle. */
@@ -733,21 +696,39 @@ set_nodelay(int fd)
 	(void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 }
 
-/*
- * A dual-stack listener shows IPv4 peers as ::ffff:a.b.c.d: such an address
- * as the IPv4 one it stands for, in *out; any other as it is.
- */
+/* Where sa keeps its address and port; the address's length: 4 (also v4-mapped), 16, or 0. */
+static size_t
+sockaddr_ip(const struct sockaddr *sa, const uint8_t **addr, in_port_t **port)
+{
+	struct sockaddr_in *sin = (struct sockaddr_in *)(uintptr_t)sa;
+	struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)(uintptr_t)sa;
+
+	if (sa->sa_family == AF_INET) {
+		*addr = (const uint8_t *)&sin->sin_addr;
+		*port = &sin->sin_port;
+		return (4);
+	}
+	if (sa->sa_family != AF_INET6)
+		return (0);
+	*addr = sin6->sin6_addr.s6_addr;
+	*port = &sin6->sin6_port;
+	if (!IN6_IS_ADDR_V4MAPPED(&sin6->sin6_addr))
+		return (16);
+	*addr += 12;
+	return (4);
+}
+
+/* An IPv4-mapped IPv6 address as the IPv4 one it stands for, in *out; any other as it is. */
 static const struct sockaddr *
 unmapped(const struct sockaddr *sa, struct sockaddr_in *out)
 {
-	const struct sockaddr_in6 *sin6 = (const struct sockaddr_in6 *)sa;
+	const uint8_t *addr;
+	in_port_t *port;
 
-	if (sa->sa_family != AF_INET6 || !IN6_IS_ADDR_V4MAPPED(&sin6->sin6_addr))
+	if (sa->sa_family != AF_INET6 || sockaddr_ip(sa, &addr, &port) != 4)
 		return (sa);
-	memset(out, 0, sizeof(*out));
-	out->sin_family = AF_INET;
-	out->sin_port = sin6->sin6_port;
-	memcpy(&out->sin_addr, &sin6->sin6_addr.s6_addr[12], 4);
+	*out = (struct sockaddr_in){ .sin_family = AF_INET, .sin_port = *port };
+	memcpy(&out->sin_addr, addr, 4);
 	return ((const struct sockaddr *)out);
 }
 
@@ -779,6 +760,17 @@ host_port(const char *host, unsigned port, char *out, size_t cap)
 	return (out);
 }
 
+/* Set the port of an address made by parse_ip. */
+static void
+set_port(struct sockaddr_storage *ss, uint16_t port)
+{
+	const uint8_t *addr;
+	in_port_t *p;
+
+	if (sockaddr_ip((struct sockaddr *)ss, &addr, &p) != 0)
+		*p = htons(port);
+}
+
 /* Parse an IP literal (IPv4, IPv6, or [IPv6]) with port into ss; 0, or -1. */
 static int
 parse_ip(const char *s, uint16_t port, struct sockaddr_storage *ss, socklen_t *len)
@@ -786,37 +778,26 @@ parse_ip(const char *s, uint16_t port, struct sockaddr_storage *ss, socklen_t *l
 	struct sockaddr_in *sin = (struct sockaddr_in *)ss;
 	struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)ss;
 	char buf[INET6_ADDRSTRLEN + 2];
+	const char *v6 = s;
 	size_t n = strlen(s);
 
 	memset(ss, 0, sizeof(*ss));
-	if (inet_pton(AF_INET, s, &sin->sin_addr) == 1) {
-		sin->sin_family = AF_INET;
-		sin->sin_port = htons(port);
-		*len = sizeof(*sin);
-		return (0);
-	}
 	if (n >= 2 && n < sizeof(buf) && s[0] == '[' && s[n - 1] == ']') {
 		memcpy(buf, s + 1, n - 2);
 		buf[n - 2] = '\0';
-		s = buf;
+		v6 = buf;
 	}
-	if (inet_pton(AF_INET6, s, &sin6->sin6_addr) == 1) {
+	if (inet_pton(AF_INET, s, &sin->sin_addr) == 1) {
+		sin->sin_family = AF_INET;
+		*len = sizeof(*sin);
+	} else if (inet_pton(AF_INET6, v6, &sin6->sin6_addr) == 1) {
 		sin6->sin6_family = AF_INET6;
-		sin6->sin6_port = htons(port);
 		*len = sizeof(*sin6);
-		return (0);
+	} else {
+		return (-1);
 	}
-	return (-1);
-}
-
-/* Set the port of an address made by parse_ip. */
-static void
-set_port(struct sockaddr_storage *ss, uint16_t port)
-{
-	if (ss->ss_family == AF_INET)
-		((struct sockaddr_in *)ss)->sin_port = htons(port);
-	else
-		((struct sockaddr_in6 *)ss)->sin6_port = htons(port);
+	set_port(ss, port);
+	return (0);
 }
 
 /* A non-blocking TCP listener on ss; -1 with errno from the failing call. */
@@ -881,33 +862,23 @@ connect_any(const struct addrinfo *ai)
 	return (-1);
 }
 
-/*
- * A worker thread.  Starting and ending a thread costs more than the rest of
- * a short connection's setup, so a worker that has finished one connection
- * waits up to IDLE_WORKER_MS for the next before it exits.  Its stack is
- * mapped by spawn(), not by the C library, which would keep the stacks of
- * ended threads (up to 40 MiB of them) for reuse long after a burst.
- */
+/* A worker thread; spawn() maps its stack, as libc keeps up to 40 MiB of ended ones' stacks. */
 struct worker {
 	void *(*fn)(void *);  /* the job: fn(arg); NULL while waiting for one */
 	void *arg;
 	pthread_cond_t wake;  /* signalled when a job is handed to a waiting worker */
-	struct worker *next;  /* in idle_workers */
+	struct worker *next;  /* in pool.idle */
 	void *stack;          /* a guard page, then THREAD_STACK bytes */
 	pthread_t self;       /* set as it ends, for the join before its stack is unmapped */
 };
 
-/* Guards idle_workers and the jobs handed to them. */
-static pthread_mutex_t idle_lock = PTHREAD_MUTEX_INITIALIZER;
-
-/* Workers waiting for a job, the most recently idle first. */
-static struct worker *idle_workers;
-
-/* Length of idle_workers. */
-static int idle_count;
-
-/* The worker that ended last: a thread cannot unmap its own stack, so the next to end does. */
-static struct worker *last_ended;
+/* The workers waiting for a job, and the one that ended last. */
+static struct {
+	pthread_mutex_t lock;      /* guards all here, and the jobs handed to idle workers */
+	struct worker *idle;       /* the most recently idle first */
+	int idle_count;
+	struct worker *last_ended; /* a thread cannot unmap its own stack: the next to end does */
+} pool = { .lock = PTHREAD_MUTEX_INITIALIZER };
 
 /* Join a worker that ended, unmap its stack and free it. */
 static void
@@ -920,27 +891,24 @@ reap_worker(struct worker *w)
 	free(w);
 }
 
-/*
- * At exit, join the last worker to end, and keep idle_lock: the others stop
- * short of ending, so that a checker finds no ended thread left unjoined.
- */
+/* At exit, join the last worker to end and keep pool.lock, so no ended thread is left unjoined. */
 static void
 reap_last_worker(void)
 {
-	pthread_mutex_lock(&idle_lock);
-	reap_worker(last_ended);
+	pthread_mutex_lock(&pool.lock);
+	reap_worker(pool.last_ended);
 }
 
-/* Take w off idle_workers; idle_lock is held. */
+/* Take w off pool.idle; pool.lock is held. */
 static void
 unlink_idle(struct worker *w)
 {
 	struct worker **pp;
 
-	for (pp = &idle_workers; *pp != w; pp = &(*pp)->next)
+	for (pp = &pool.idle; *pp != w; pp = &(*pp)->next)
 		;
 	*pp = w->next;
-	idle_count--;
+	pool.idle_count--;
 }
 
 /* Run jobs until none comes within IDLE_WORKER_MS, or enough others are idle. */
@@ -953,36 +921,53 @@ worker_main(void *arg)
 
 	for (;;) {
 		w->fn(w->arg);
-		pthread_mutex_lock(&idle_lock);
-		if (idle_count >= IDLE_WORKERS_MAX)
+		pthread_mutex_lock(&pool.lock);
+		if (pool.idle_count >= IDLE_WORKERS_MAX)
 			break;
 		w->fn = NULL;
-		w->next = idle_workers;
-		idle_workers = w;
-		idle_count++;
+		w->next = pool.idle;
+		pool.idle = w;
+		pool.idle_count++;
 		until = cond_deadline(IDLE_WORKER_MS);
 		while (w->fn == NULL &&
-		    pthread_cond_timedwait(&w->wake, &idle_lock, &until) != ETIMEDOUT)
+		    pthread_cond_timedwait(&w->wake, &pool.lock, &until) != ETIMEDOUT)
 			;
 		/* Timed out with no job: spawn() can no longer find this worker. */
 		if (w->fn == NULL) {
 			unlink_idle(w);
 			/* The last idle worker: no job came for IDLE_WORKER_MS, a burst is over. */
-			quiet = idle_count == 0;
+			quiet = pool.idle_count == 0;
 			break;
 		}
-		pthread_mutex_unlock(&idle_lock);
+		pthread_mutex_unlock(&pool.lock);
 	}
 	pthread_cond_destroy(&w->wake);
 	w->self = pthread_self();
-	prev = last_ended;
-	last_ended = w;
-	pthread_mutex_unlock(&idle_lock);
+	prev = pool.last_ended;
+	pool.last_ended = w;
+	pthread_mutex_unlock(&pool.lock);
 	reap_worker(prev);
 	/* Give the heap the burst left free back to the system. */
 	if (quiet)
 		heap_trim();
 	return (NULL);
+}
+
+/* Hand fn(arg) to an idle worker; 0 if there was none. */
+static int
+hand_to_idle(void *(*fn)(void *), void *arg)
+{
+	struct worker *w;
+
+	pthread_mutex_lock(&pool.lock);
+	if ((w = pool.idle) != NULL) {
+		unlink_idle(w);
+		w->fn = fn;
+		w->arg = arg;
+		pthread_cond_signal(&w->wake);
+	}
+	pthread_mutex_unlock(&pool.lock);
+	return (w != NULL);
 }
 
 /* Run fn(arg) on an idle worker, else on a new one with a small stack; -1 if neither. */
@@ -993,23 +978,12 @@ spawn(void *(*fn)(void *), void *arg)
 	pthread_attr_t attr;
 	struct worker *w;
 	pthread_t t;
-	int rc;
+	int rc = ENOMEM;
 
-	pthread_mutex_lock(&idle_lock);
-	if ((w = idle_workers) != NULL) {
-		unlink_idle(w);
-		w->fn = fn;
-		w->arg = arg;
-		pthread_cond_signal(&w->wake);
-	}
-	pthread_mutex_unlock(&idle_lock);
-	if (w != NULL)
+	if (hand_to_idle(fn, arg))
 		return (0);
-
-	if ((w = malloc(sizeof(*w))) == NULL) {
-		rc = ENOMEM;
+	if ((w = malloc(sizeof(*w))) == NULL)
 		goto err0;
-	}
 	*w = (struct worker){ .fn = fn, .arg = arg };
 	if ((rc = cond_init(&w->wake)) != 0)
 		goto err1;
@@ -1125,25 +1099,13 @@ conn_free(struct conn *c)
 static const char *
 frame_error(int err)
 {
-	switch (err) {
-	case ETIMEDOUT:
-		return ("timed out waiting for message");
-	case EMSGSIZE:
-		return ("frame error, invalid byte length");
-	case EBADMSG:
-		return ("unable to parse message");
-	case EPROTO:
-		return ("connection closed in the middle of a frame");
-	default:
-		return (strerror(err));
-	}
+	return (err == ETIMEDOUT ? "timed out waiting for message" :
+	    err == EMSGSIZE ? "frame error, invalid byte length" :
+	    err == EBADMSG ? "unable to parse message" :
+	    err == EPROTO ? "connection closed in the middle of a frame" : strerror(err));
 }
 
-/*
- * Read the next frame of c into m, waiting until deadline.  Bytes after the
- * frame stay in c->buf.  1 on a message, 0 on EOF between frames, -1 on an
- * error named by errno (see frame_error).
- */
+/* Read c's next frame into m by deadline, the rest staying buffered: 1, 0 at EOF, or -1 (errno). */
 static int
 read_frame(struct conn *c, struct bore_msg *m, int64_t deadline)
 {
@@ -1153,12 +1115,14 @@ read_frame(struct conn *c, struct bore_msg *m, int64_t deadline)
 	int rc;
 
 	for (;;) {
-		if ((nul = memchr(c->buf, '\0', c->len)) != NULL) {
+		nul = memchr(c->buf, '\0', c->len);
+		/* Too long whether it ended or not. */
+		if ((nul != NULL ? (size_t)(nul - c->buf) : c->len) > BORE_MAX_FRAME) {
+			errno = EMSGSIZE;
+			return (-1);
+		}
+		if (nul != NULL) {
 			flen = (size_t)(nul - c->buf);
-			if (flen > BORE_MAX_FRAME) {
-				errno = EMSGSIZE;
-				return (-1);
-			}
 			rc = bore_parse_msg(c->buf, flen, m);
 			if (rc == 0 && log_level >= LOG_TRACE) {
 				char text[BORE_MAX_FRAME + 1];
@@ -1168,15 +1132,9 @@ read_frame(struct conn *c, struct bore_msg *m, int64_t deadline)
 			}
 			c->len -= flen + 1;
 			memmove(c->buf, nul + 1, c->len);
-			if (rc == -1) {
+			if (rc == -1)
 				errno = EBADMSG;
-				return (-1);
-			}
-			return (1);
-		}
-		if (c->len > BORE_MAX_FRAME) {
-			errno = EMSGSIZE;
-			return (-1);
+			return (rc == -1 ? -1 : 1);
 		}
 		n = recv(c->fd, c->buf + c->len, sizeof(c->buf) - c->len, 0);
 		if (n > 0) {
@@ -1195,11 +1153,7 @@ read_frame(struct conn *c, struct bore_msg *m, int64_t deadline)
 	}
 }
 
-/*
- * Read the first message of a connection (after its handshake, if any),
- * which must come within the network timeout.  1 on a message, 0 on EOF,
- * -1 with *why set to bore's words for what went wrong.
- */
+/* Read a connection's first message within the network timeout: 1, 0 at EOF, or -1 with *why. */
 static int
 read_first(struct conn *c, struct bore_msg *m, const char **why)
 {
@@ -1273,13 +1227,7 @@ send_text_msg(int fd, enum bore_msg_type type, const char *text)
 /* A flow copies reads that fit in this much, and makes a pipe once one does not. */
 #define SMALL_READ 4096
 
-/*
- * One direction of a relay.  Bytes read from `from` wait until written to
- * `to`, in a kernel pipe once splicing (pipe[0] != -1), else in buf.  A
- * splicing flow starts lazy: small reads go through a buffer that is freed
- * as soon as it is written, and the pipe is made when a read fills it, so
- * short exchanges cost no pipe and idle connections no buffer.
- */
+/* One direction of a relay; it starts lazy, so short exchanges cost no pipe, idle ones no buffer. */
 struct flow {
 	int from, to;
 	int eof;          /* `from` sent FIN; passed on once nothing waits */
@@ -1290,18 +1238,12 @@ struct flow {
 	size_t off, len;  /* waiting bytes: buf[off .. off + len), or len in the pipe */
 	size_t cap;       /* size of buf */
 	uint64_t total;   /* bytes read from `from` */
-	uint64_t base;    /* bytes counted before the relay began, for *moved */
-	_Atomic uint64_t *moved;  /* where base + total is published for status lines, or NULL */
-	int dump_id;      /* --dump: connection number to print with the bytes, else 0 */
-	const char *dir;  /* --dump: direction name */
+	struct relay_info *info;  /* its relay's dump number, and the counts total adds to */
+	int side;         /* its index in info's counts and dump_dirs */
 	char *buf;        /* copy path: cap bytes; while lazy, only between read and write */
 };
 
-/*
- * What a relay moved, and whether to hex-dump it.  moved is bytes while the
- * relay runs: its thread alone stores it (relaxed, in a struct of its own, so
- * no lock or shared cache line per read); status lines load it.
- */
+/* What a relay moved, and whether to dump it; moved: stored relaxed by its thread alone, no lock. */
 struct relay_info {
 	int dump_id;         /* connection number for --dump output; 0: no dump */
 	uint64_t bytes[2];   /* bytes from the first socket to the second, and back */
@@ -1382,6 +1324,9 @@ dump_bytes(int id, const char *dir, const unsigned char *p, size_t n)
 	pthread_mutex_unlock(&dump_lock);
 }
 
+/* Relay path: splice() through pipes (1) or copy through user-space buffers (0). */
+static int relay_splice = HAVE_SPLICE;
+
 /* Make f copy through a RELAY_BUF buffer for good; -1 if out of memory. */
 static int
 flow_use_copy(struct flow *f)
@@ -1461,11 +1406,12 @@ flow_fill(struct flow *f)
 		f->off = 0;
 		f->len = (size_t)n;
 		f->total += (uint64_t)n;
-		if (f->moved != NULL)
-			atomic_store_explicit(f->moved, f->base + f->total, memory_order_relaxed);
+		atomic_store_explicit(&f->info->moved[f->side], f->info->bytes[f->side] + f->total,
+		    memory_order_relaxed);
 		f->want_pipe = f->lazy && (size_t)n == f->cap;
-		if (f->dump_id != 0)
-			dump_bytes(f->dump_id, f->dir, (const unsigned char *)f->buf, (size_t)n);
+		if (f->info->dump_id != 0)
+			dump_bytes(f->info->dump_id, dump_dirs[f->side], (const unsigned char *)f->buf,
+			    (size_t)n);
 	} else if (n == 0) {
 		f->eof = 1;
 	} else if (errno == EINTR || errno == EAGAIN || errno == EWOULDBLOCK) {
@@ -1476,14 +1422,14 @@ flow_fill(struct flow *f)
 	return (flow_flush(f));
 }
 
-/* Set f up to splice lazily, or else (dumping) to copy through a buffer; -1 if none. */
+/* Set up side s of info's relay: splicing lazily, or copying when dumping; -1 if out of memory. */
 static int
-flow_open(struct flow *f, int from, int to, int use_splice)
+flow_open(struct flow *f, int from, int to, struct relay_info *info, int s)
 {
-	*f = (struct flow){ .from = from, .to = to, .pipe = { -1, -1 }, .lazy = use_splice };
-	if (use_splice)
-		return (0);
-	return (flow_use_copy(f));
+	*f = (struct flow){ .from = from, .to = to, .pipe = { -1, -1 },
+	    .lazy = relay_splice && info->dump_id == 0, .info = info, .side = s };
+	atomic_store_explicit(&info->moved[s], info->bytes[s], memory_order_relaxed);
+	return (f->lazy ? 0 : flow_use_copy(f));
 }
 
 /* Close f's pipe or free its buffer. */
@@ -1497,23 +1443,13 @@ flow_close(struct flow *f)
 	free(f->buf);
 }
 
-/* Relay path: splice() through pipes (1) or copy through user-space buffers (0). */
-static int relay_splice = HAVE_SPLICE;
-
 /* A relay wait shorter than this (microseconds) is short; spinning lasts at most this long. */
 #define SPIN_US 100
 
 /* Short waits in a row after which a relay spins before it sleeps. */
 #define SPIN_AFTER 4
 
-/*
- * poll() for a relay.  Waking a sleeping thread costs about as much as a
- * loopback hop, and every reply crosses three hops; so once a connection's
- * waits have been short SPIN_AFTER times in a row (a fast back-and-forth),
- * poll without sleeping for up to SPIN_US first, yielding the CPU to
- * anything runnable.  Bulk transfers rarely wait and idle or distant peers
- * wait long, so neither spins.  *short_waits carries the streak.
- */
+/* poll() that spins a while after SPIN_AFTER short waits: a wake-up costs about a loopback hop. */
 static int
 poll_relay(struct pollfd *pfd, nfds_t n, int *short_waits)
 {
@@ -1533,36 +1469,68 @@ poll_relay(struct pollfd *pfd, nfds_t n, int *short_waits)
 	return (r);
 }
 
-/*
- * Relay bytes both ways between the non-blocking sockets a and b until both
- * directions have ended.  A FIN from one side becomes shutdown(SHUT_WR) on
- * the other, and the opposite direction keeps flowing.  0 when both ended
- * cleanly, -1 when a socket failed.  The caller closes both.  info, if
- * given, asks for a dump (which needs the copy path) and gets the byte counts.
- */
+/* Poll slots and flows of a relay: one per socket, each flow reading from its own side. */
+enum { SIDE_A, SIDE_B, SIDES };
+
+/* Ask poll() of each side what its flows wait for. */
+static void
+relay_events(const struct flow *flows, struct pollfd *pfd)
+{
+	int s;
+
+	for (s = 0; s < SIDES; s++) {
+		pfd[s].events = 0;
+		/* Read from side s only when its flow is empty: that is the back-pressure. */
+		if (!flows[s].eof && flows[s].len == 0)
+			pfd[s].events |= POLLIN;
+		/* Bytes from the other side wait to be written to side s. */
+		if (flows[!s].len > 0)
+			pfd[s].events |= POLLOUT;
+		/* An idle socket stays in for its reset (POLLERR); shut both ways, its POLLHUP would spin. */
+		pfd[s].fd = pfd[s].events || !flows[!s].fin_sent ? flows[s].from : -1;
+		pfd[s].revents = 0;
+	}
+}
+
+/* Move what poll() found ready on each side; -1 once a socket failed. */
+static int
+relay_ready(struct flow *flows, const struct pollfd *pfd)
+{
+	int s;
+
+	for (s = 0; s < SIDES; s++) {
+		/* POLLNVAL: an fd closed under us, which would be a bug; give up. */
+		if (pfd[s].revents & POLLNVAL)
+			return (-1);
+		/* POLLERR or POLLHUP on a socket we wait on for nothing: its peer reset. */
+		if (pfd[s].events == 0 && pfd[s].revents != 0) {
+			errno = ECONNRESET;
+			return (-1);
+		}
+		/* POLLERR, and POLLHUP without POLLIN, go to send() or recv(), which report their cause. */
+		if ((pfd[s].events & POLLOUT) && (pfd[s].revents & (POLLOUT | POLLERR | POLLHUP)) &&
+		    flow_flush(&flows[!s]) == -1)
+			return (-1);
+		if ((pfd[s].events & POLLIN) && (pfd[s].revents & (POLLIN | POLLERR | POLLHUP)) &&
+		    flows[s].len == 0 && flow_fill(&flows[s]) == -1)
+			return (-1);
+	}
+	return (0);
+}
+
+/* Relay sockets a and b both ways until both ended (0) or one failed (-1); info gets the counts. */
 static int
 relay(int a, int b, struct relay_info *info)
 {
-	enum { SIDE_A, SIDE_B, SIDES };  /* poll slots, one per socket */
 	struct flow flows[SIDES];
 	struct pollfd pfd[SIDES];
-	int fds[SIDES] = { a, b };
-	int s, rc = -1, short_waits = 0;
-
-	int use_splice = relay_splice && (info == NULL || info->dump_id == 0);
+	int s, n, rc = -1, short_waits = 0;
 
 	flows[SIDE_B] = (struct flow){ .pipe = { -1, -1 } };
-	if (flow_open(&flows[SIDE_A], a, b, use_splice) == -1 ||
-	    flow_open(&flows[SIDE_B], b, a, use_splice) == -1) {
+	if (flow_open(&flows[SIDE_A], a, b, info, SIDE_A) == -1 ||
+	    flow_open(&flows[SIDE_B], b, a, info, SIDE_B) == -1) {
 		errno = ENOMEM;
 		goto done;
-	}
-	for (s = 0; info != NULL && s < SIDES; s++) {
-		flows[s].dump_id = info->dump_id;
-		flows[s].dir = dump_dirs[s];
-		flows[s].base = info->bytes[s];
-		flows[s].moved = &info->moved[s];
-		atomic_store_explicit(flows[s].moved, flows[s].base, memory_order_relaxed);
 	}
 	for (;;) {
 		if (flows[SIDE_A].eof && flows[SIDE_A].len == 0 &&
@@ -1570,56 +1538,18 @@ relay(int a, int b, struct relay_info *info)
 			rc = 0;
 			break;
 		}
-		for (s = 0; s < SIDES; s++) {
-			pfd[s].events = 0;
-			/* Read from side s only when its flow is empty: that is the back-pressure. */
-			if (!flows[s].eof && flows[s].len == 0)
-				pfd[s].events |= POLLIN;
-			/* Bytes from the other side wait to be written to side s. */
-			if (flows[!s].len > 0)
-				pfd[s].events |= POLLOUT;
-			/*
-			 * A socket with nothing to do stays in, so that its reset (POLLERR)
-			 * is seen; once shut both ways it is left out, as its POLLHUP
-			 * would spin the loop.
-			 */
-			pfd[s].fd = pfd[s].events || !flows[!s].fin_sent ? fds[s] : -1;
-			pfd[s].revents = 0;
-		}
-		if (poll_relay(pfd, SIDES, &short_waits) == -1) {
-			/* EINTR: a signal for the main thread; just poll again. */
-			if (errno == EINTR)
-				continue;
+		relay_events(flows, pfd);
+		n = poll_relay(pfd, SIDES, &short_waits);
+		/* EINTR: a signal for the main thread; just poll again. */
+		if (n == -1 && errno == EINTR)
+			continue;
+		if (n == -1 || relay_ready(flows, pfd) == -1)
 			break;
-		}
-		for (s = 0; s < SIDES; s++) {
-			/* POLLNVAL: an fd closed under us, which would be a bug; give up. */
-			if (pfd[s].revents & POLLNVAL)
-				goto done;
-			/* POLLERR or POLLHUP on a socket we wait on for nothing: its peer reset. */
-			if (pfd[s].events == 0 && pfd[s].revents != 0) {
-				errno = ECONNRESET;
-				goto done;
-			}
-			/*
-			 * POLLERR, and POLLHUP without POLLIN, are handed to send() or
-			 * recv(), which return the error or EOF that caused them.
-			 */
-			if ((pfd[s].events & POLLOUT) &&
-			    (pfd[s].revents & (POLLOUT | POLLERR | POLLHUP)) &&
-			    flow_flush(&flows[!s]) == -1)
-				goto done;
-			if ((pfd[s].events & POLLIN) &&
-			    (pfd[s].revents & (POLLIN | POLLERR | POLLHUP)) &&
-			    flows[s].len == 0 && flow_fill(&flows[s]) == -1)
-				goto done;
-		}
 	}
 done:
 	for (s = 0; s < SIDES; s++) {
 		flow_close(&flows[s]);
-		if (info != NULL)
-			info->bytes[s] += flows[s].total;
+		info->bytes[s] += flows[s].total;
 	}
 	return (rc);
 }
@@ -1649,10 +1579,9 @@ relay_after_frame(struct conn *c, int other, struct relay_info *info)
 	set_nodelay(c->fd);
 	set_nodelay(other);
 	if (c->len > 0) {
-		if (info != NULL && info->dump_id != 0)
+		if (info->dump_id != 0)
 			dump_bytes(info->dump_id, dump_dirs[0], (const unsigned char *)c->buf, c->len);
-		if (info != NULL)
-			info->bytes[0] += c->len;
+		info->bytes[0] += c->len;
 		if (write_all(other, c->buf, c->len, now_ms() + BORE_NETWORK_TIMEOUT_MS) == -1)
 			return (-1);
 		c->len = 0;
