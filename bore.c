@@ -360,38 +360,59 @@ cond_deadline(int ms)
 /* Log levels; LOG_ALWAYS is shown whatever BORE_LOG says, unless it says off. */
 enum log_level { LOG_ALWAYS, LOG_ERROR, LOG_WARN, LOG_INFO, LOG_DEBUG, LOG_TRACE };
 
-/* The most verbose level shown (BORE_LOG); below LOG_ALWAYS for off. */
-static int log_level = LOG_INFO;
+/* A limit that keeps biting is logged again after this long, not at every bite. */
+#define LIMIT_LOG_MS 5000
 
-/* Set when stderr is the journal's stream: lines carry <N> priorities, not timestamps. */
-static int log_journal;
+/* A line a peer can cause over and over: logged `lines` times per LIMIT_LOG_MS, the rest counted. */
+struct log_limit {
+	int lines;       /* lines a window may log (0: one); set before threads start */
+	int used;        /* lines logged in this window */
+	int64_t next;    /* the next window starts then */
+	int64_t last;    /* when the last line was logged */
+	int held;        /* lines held back since then */
+	int level;       /* of the last line held back */
+	char line[512];  /* the last line held back, for log_limits_flush */
+};
 
-/* Set by --json: each log line is a JSON object, as the Rust bore's --json writes them. */
-static int log_json;
+/* Lines a peer can cause, each limited by logs.peer_lines[its kind]: the server's, then the client's. */
+enum peer_line {
+	PL_ALLOW_CONTROL, PL_STARTUPS, PL_HANDSHAKE, PL_FIRST, PL_UNEXPECTED, PL_MISSING,
+	PL_SESSIONS, PL_NO_PORT, PL_ALLOW, PL_MAX_CONNS, PL_ACCEPT, PL_SPARE_REFUSED,
+	PL_VISITOR_IGNORED, PL_KINDS
+};
 
-/* The JSON lines' target: the Rust bore's module for the subcommand that runs. */
-static const char *log_target = "bore_cli";
+/* How lines are written, set before threads start; and the rate limits, under limits_lock. */
+static struct {
+	int level;           /* the most verbose level shown (BORE_LOG); below LOG_ALWAYS for off */
+	int journal;         /* stderr is the journal's stream: <N> priorities, no timestamps */
+	int json;            /* --json: each line a JSON object, as the Rust bore writes them */
+	const char *target;  /* the JSON lines' target: the Rust bore's module that runs */
+	pthread_mutex_t limits_lock;             /* guards every struct log_limit */
+	struct log_limit peer_lines[PL_KINDS];
+} logs = { LOG_INFO, 0, 0, "bore_cli", PTHREAD_MUTEX_INITIALIZER, { { 0 } } };
 
 /* Set in a thread whose failures will be retried: its errors are logged as warnings. */
 static _Thread_local int log_retrying;
 
-/* Written by the signal handler, read by the main loop: the signal's number as one byte. */
-static int signal_pipe[2] = { -1, -1 };
-
-/* Never written: at a stop the client closes its write end, so every thread polling it wakes. */
-static int stop_pipe[2] = { -1, -1 };
+/* Pipes that wake poll(). */
+static struct {
+	int signal[2];  /* the signal handler writes each signal's number to it, one byte */
+	int stop[2];    /* never written: at a stop the client closes its write end to wake all */
+} pipes = { { -1, -1 }, { -1, -1 } };
 
 /* Counted where made and closed, so admission is decided before an fd is taken, not at EMFILE. */
-static int fd_limit;             /* fds this process may open after start-up ones */
-static int fd_reserve;           /* of them, kept from visitors for control-port connections */
-static atomic_int fds_open;      /* sockets and pipes open now */
-static atomic_int fds_promised;  /* fds promised to data connections of parked visitors */
+static struct {
+	int limit;             /* fds this process may open after start-up ones */
+	int reserve;           /* of them, kept from visitors for control-port connections */
+	atomic_int open;       /* sockets and pipes open now */
+	atomic_int promised;   /* fds promised to data connections of parked visitors */
+} fds;
 
 /* True if n more fds fit with `keep` of the limit left over. */
 static int
 fds_room(int n, int keep)
 {
-	return (atomic_load(&fds_open) + atomic_load(&fds_promised) + n <= fd_limit - keep);
+	return (atomic_load(&fds.open) + atomic_load(&fds.promised) + n <= fds.limit - keep);
 }
 
 /* True if err says the process or system is out of fds or memory: worth trying again later. */
@@ -406,7 +427,7 @@ static void
 close_fd(int fd)
 {
 	close(fd);
-	atomic_fetch_sub(&fds_open, 1);
+	atomic_fetch_sub(&fds.open, 1);
 }
 
 /* Count an fd that a call just returned, passing the result on. */
@@ -414,7 +435,7 @@ static int
 counted(int fd)
 {
 	if (fd != -1)
-		atomic_fetch_add(&fds_open, 1);
+		atomic_fetch_add(&fds.open, 1);
 	return (fd);
 }
 
@@ -437,7 +458,7 @@ log_msg(int level, const char *fmt, ...)
 
 	if (level == LOG_ERROR && log_retrying)
 		level = LOG_WARN;
-	if (level > log_level)
+	if (level > logs.level)
 		return;
 	va_start(ap, fmt);
 	vsnprintf(msg, sizeof(msg), fmt, ap);
@@ -445,7 +466,7 @@ log_msg(int level, const char *fmt, ...)
 	clock_gettime(CLOCK_REALTIME, &ts);
 	gmtime_r(&ts.tv_sec, &tm);
 	/* snprintf and one write: dprintf would add an lseek and an fstat to every line. */
-	if (log_json) {
+	if (logs.json) {
 		k = (size_t)snprintf(line, sizeof(line), "{\"timestamp\":\"%04d-%02d-%02dT%02d:%02d:%02d."
 		    "%06ldZ\",\"level\":\"%s\",\"fields\":{\"message\":\"", tm.tm_year + 1900,
 		    tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, ts.tv_nsec / 1000,
@@ -453,8 +474,8 @@ log_msg(int level, const char *fmt, ...)
 		/* A message too long for the line is cut at a whole escape, so the line still parses. */
 		(void)json_escape(msg, line, sizeof(line) - 64, &k);
 		n = (int)k + snprintf(line + k, sizeof(line) - k, "\"},\"target\":\"%s\"}\n",
-		    log_target);
-	} else if (log_journal)
+		    logs.target);
+	} else if (logs.journal)
 		n = snprintf(line, sizeof(line), "<%d>%s %s\n", priorities[level], names[level], msg);
 	else
 		n = snprintf(line, sizeof(line), "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ %5s %s\n",
@@ -506,23 +527,6 @@ now_ms(void)
 	return (now_us() / 1000);
 }
 
-/* A limit that keeps biting is logged again after this long, not at every bite. */
-#define LIMIT_LOG_MS 5000
-
-/* A line a peer can cause over and over: logged `lines` times per LIMIT_LOG_MS, the rest counted. */
-struct log_limit {
-	int lines;       /* lines a window may log (0: one); set before threads start */
-	int used;        /* lines logged in this window */
-	int64_t next;    /* the next window starts then */
-	int64_t last;    /* when the last line was logged */
-	int held;        /* lines held back since then */
-	int level;       /* of the last line held back */
-	char line[512];  /* the last line held back, for log_limits_flush */
-};
-
-/* Guards every struct log_limit. */
-static pthread_mutex_t limits_lock = PTHREAD_MUTEX_INITIALIZER;
-
 /* Log a line rate-limited by l; a line logged says how many were held back before it. */
 static void log_limited(struct log_limit *l, int level, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
@@ -537,7 +541,7 @@ log_limited(struct log_limit *l, int level, const char *fmt, ...)
 	va_start(ap, fmt);
 	vsnprintf(line, sizeof(line), fmt, ap);
 	va_end(ap);
-	pthread_mutex_lock(&limits_lock);
+	pthread_mutex_lock(&logs.limits_lock);
 	if (now >= l->next) {
 		l->used = 0;
 		l->next = now + LIMIT_LOG_MS;
@@ -553,7 +557,7 @@ log_limited(struct log_limit *l, int level, const char *fmt, ...)
 		l->last = now;
 		l->used++;
 	}
-	pthread_mutex_unlock(&limits_lock);
+	pthread_mutex_unlock(&logs.limits_lock);
 	if (held == 0)
 		log_msg(level, "%s", line);
 	else if (held > 0)
@@ -569,30 +573,23 @@ log_limits_flush(struct log_limit *l, int n)
 	int i, level;
 
 	for (i = 0; i < n; i++) {
-		pthread_mutex_lock(&limits_lock);
+		pthread_mutex_lock(&logs.limits_lock);
 		if (l[i].held > 0 && now >= l[i].next) {
 			/* The last held-back line is logged itself, so it leaves the count. */
 			l[i].held--;
 			l[i].next = 0;
 			level = l[i].level;
 			memcpy(line, l[i].line, sizeof(line));
-			pthread_mutex_unlock(&limits_lock);
+			pthread_mutex_unlock(&logs.limits_lock);
 			log_limited(&l[i], level, "%s", line);
 			continue;
 		}
 		if (l[i].held > 0 && l[i].next - now < wait)
 			wait = l[i].next - now;
-		pthread_mutex_unlock(&limits_lock);
+		pthread_mutex_unlock(&logs.limits_lock);
 	}
 	return ((int)wait);
 }
-
-/* The server's lines an anonymous peer can cause, each limited by peer_lines[its kind]. */
-enum peer_line {
-	PL_ALLOW_CONTROL, PL_STARTUPS, PL_HANDSHAKE, PL_FIRST, PL_UNEXPECTED, PL_MISSING,
-	PL_SESSIONS, PL_NO_PORT, PL_ALLOW, PL_MAX_CONNS, PL_ACCEPT, PL_KINDS
-};
-static struct log_limit peer_lines[PL_KINDS];
 
 /* Lines of each kind in peer_lines logged per LIMIT_LOG_MS before they are counted instead. */
 #define PEER_LINES 32
@@ -626,7 +623,7 @@ wait_fd(int fd, short events, int64_t deadline)
 	enum { POLL_FD, POLL_STOP, POLL_SLOTS };
 	struct pollfd p[POLL_SLOTS] = {
 		[POLL_FD] = { .fd = fd, .events = events },
-		[POLL_STOP] = { .fd = stop_pipe[0], .events = POLLIN },
+		[POLL_STOP] = { .fd = pipes.stop[0], .events = POLLIN },
 	};
 	int n;
 
@@ -1124,7 +1121,7 @@ read_frame(struct conn *c, struct bore_msg *m, int64_t deadline)
 		if (nul != NULL) {
 			flen = (size_t)(nul - c->buf);
 			rc = bore_parse_msg(c->buf, flen, m);
-			if (rc == 0 && log_level >= LOG_TRACE) {
+			if (rc == 0 && logs.level >= LOG_TRACE) {
 				char text[BORE_MAX_FRAME + 1];
 
 				log_msg(LOG_TRACE, "%s: received %s", c->peer,
@@ -1288,8 +1285,11 @@ counts_str(const struct counts *c, char *out, size_t cap)
 /* Direction names in --dump output: first socket (the server's side) to second, and back. */
 static const char *const dump_dirs[2] = { "visitor->service", "service->visitor" };
 
-/* Keeps --dump output of different connections from interleaving. */
-static pthread_mutex_t dump_lock = PTHREAD_MUTEX_INITIALIZER;
+/* How relays run, set before threads start, and the lock that keeps --dump output apart. */
+static struct {
+	int splice;                 /* splice() through pipes (1) or copy through user-space buffers (0) */
+	pthread_mutex_t dump_lock;
+} relaying = { HAVE_SPLICE, PTHREAD_MUTEX_INITIALIZER };
 
 /* Print bytes that crossed connection id in direction dir as offset, hex and ASCII. */
 static void
@@ -1299,7 +1299,7 @@ dump_bytes(int id, const char *dir, const unsigned char *p, size_t n)
 	char out[4096];
 	size_t i, k, len = 0;
 
-	pthread_mutex_lock(&dump_lock);
+	pthread_mutex_lock(&relaying.dump_lock);
 	dprintf(2, "> conn %d %s %zu bytes\n", id, dir, n);
 	for (i = 0; i < n; i += 16) {
 		len += (size_t)snprintf(out + len, sizeof(out) - len, "%06zx ", i);
@@ -1321,11 +1321,8 @@ dump_bytes(int id, const char *dir, const unsigned char *p, size_t n)
 	}
 	if (len > 0)
 		(void)!write(2, out, len);
-	pthread_mutex_unlock(&dump_lock);
+	pthread_mutex_unlock(&relaying.dump_lock);
 }
-
-/* Relay path: splice() through pipes (1) or copy through user-space buffers (0). */
-static int relay_splice = HAVE_SPLICE;
 
 /* Make f copy through a RELAY_BUF buffer for good; -1 if out of memory. */
 static int
@@ -1343,8 +1340,8 @@ flow_make_pipe(struct flow *f)
 {
 	f->lazy = 0;
 	/* Pipes are a speed-up: past the visitors' share of fds, copy instead. */
-	if (fds_room(2, fd_reserve) && relay_pipe(f->pipe) == 0) {
-		atomic_fetch_add(&fds_open, 2);
+	if (fds_room(2, fds.reserve) && relay_pipe(f->pipe) == 0) {
+		atomic_fetch_add(&fds.open, 2);
 		return (0);
 	}
 	f->pipe[0] = f->pipe[1] = -1;
@@ -1427,7 +1424,7 @@ static int
 flow_open(struct flow *f, int from, int to, struct relay_info *info, int s)
 {
 	*f = (struct flow){ .from = from, .to = to, .pipe = { -1, -1 },
-	    .lazy = relay_splice && info->dump_id == 0, .info = info, .side = s };
+	    .lazy = relaying.splice && info->dump_id == 0, .info = info, .side = s };
 	atomic_store_explicit(&info->moved[s], info->bytes[s], memory_order_relaxed);
 	return (f->lazy ? 0 : flow_use_copy(f));
 }
@@ -2080,16 +2077,16 @@ bore_auth_verify(const uint8_t key[BORE_KEY_LEN], const uint8_t challenge[BORE_U
  * whoever drops the last one.
  */
 struct keyset {
-	int refs;                      /* under keys_lock */
+	int refs;                      /* under keys.lock */
 	int n;
 	uint8_t key[][BORE_KEY_LEN];
 };
 
-/* Guards the current key set pointer and every set's reference count. */
-static pthread_mutex_t keys_lock = PTHREAD_MUTEX_INITIALIZER;
-
-/* The key set new handshakes use; replaced whole on SIGHUP, never changed in place. */
-static struct keyset *current_keys;
+/* The key set new handshakes use, replaced whole on SIGHUP; lock guards it and every set's refs. */
+static struct {
+	pthread_mutex_t lock;
+	struct keyset *current;
+} keys = { PTHREAD_MUTEX_INITIALIZER, NULL };
 
 /* An empty key set for n keys, holding one reference for its maker; NULL if out of memory. */
 static struct keyset *
@@ -2110,10 +2107,10 @@ keyset_get(void)
 {
 	struct keyset *ks;
 
-	pthread_mutex_lock(&keys_lock);
-	if ((ks = current_keys) != NULL)
+	pthread_mutex_lock(&keys.lock);
+	if ((ks = keys.current) != NULL)
 		ks->refs++;
-	pthread_mutex_unlock(&keys_lock);
+	pthread_mutex_unlock(&keys.lock);
 	return (ks);
 }
 
@@ -2125,9 +2122,9 @@ keyset_put(struct keyset *ks)
 
 	if (ks == NULL)
 		return;
-	pthread_mutex_lock(&keys_lock);
+	pthread_mutex_lock(&keys.lock);
 	last = --ks->refs == 0;
-	pthread_mutex_unlock(&keys_lock);
+	pthread_mutex_unlock(&keys.lock);
 	if (last) {
 		sodium_memzero(ks->key, (size_t)ks->n * BORE_KEY_LEN);
 		free(ks);
@@ -2140,10 +2137,10 @@ keyset_publish(struct keyset *ks)
 {
 	struct keyset *old;
 
-	pthread_mutex_lock(&keys_lock);
-	old = current_keys;
-	current_keys = ks;
-	pthread_mutex_unlock(&keys_lock);
+	pthread_mutex_lock(&keys.lock);
+	old = keys.current;
+	keys.current = ks;
+	pthread_mutex_unlock(&keys.lock);
 	keyset_put(old);
 }
 
@@ -2283,7 +2280,7 @@ server_handshake(struct conn *c, const struct keyset *ks)
 	} else if (r != -1) {
 		why = "server requires secret, but no secret was provided";
 	}
-	log_limited(&peer_lines[PL_HANDSHAKE], LOG_WARN, "%s: server handshake failed: %s", c->peer,
+	log_limited(&logs.peer_lines[PL_HANDSHAKE], LOG_WARN, "%s: server handshake failed: %s", c->peer,
 	    why);
 	(void)send_text_msg(c->fd, BORE_MSG_ERROR, why);
 	return (-1);
@@ -2306,7 +2303,7 @@ struct cidr {
 /* Server settings, fixed before the first thread starts. */
 static struct {
 	uint16_t min_port, max_port;
-	int has_secret;                       /* the keys are in current_keys */
+	int has_secret;                       /* the keys are in keys.current */
 	const char *secret_file;              /* --secret-file, re-read on SIGHUP (NULL: none) */
 	struct sockaddr_storage tunnel_addr;  /* --bind-tunnels; each bind sets the port on a copy */
 	socklen_t tunnel_addr_len;
@@ -2320,15 +2317,6 @@ static struct {
 	int nallow_control;
 	int proxy_protocol;                   /* PROXY protocol version sent to services (0: none) */
 } srv;
-
-/* Tunnels open now, against srv.max_sessions. */
-static atomic_int tunnels_open;
-
-/* Visitors being relayed now, waited for at shutdown. */
-static atomic_int relays_active;
-
-/* Set once SIGTERM/SIGINT arrived: tunnels say goodbye, relays may finish. */
-static atomic_int shutting_down;
 
 /* Parse "IP" or "IP/BITS" (IPv4 or IPv6) into c; 0, or -1. */
 static int
@@ -2427,13 +2415,19 @@ struct tunnel {
 	uint16_t port;
 };
 
-/*
- * Tunnels open now, for the status lines.  Lock order: open_tunnels_lock,
- * then a tunnel's lock; nothing takes open_tunnels_lock while it holds a
- * tunnel's lock.
- */
-static pthread_mutex_t open_tunnels_lock = PTHREAD_MUTEX_INITIALIZER;
-static struct tunnel *open_tunnels;
+/* Buckets of the table of parked visitors by id (a power of two). */
+#define PENDING_BUCKETS 256
+
+/* Server state threads share; lock order: lock, then a tunnel's; pending_lock nests with neither. */
+static struct {
+	atomic_int tunnels;         /* tunnels open now, against srv.max_sessions */
+	atomic_int relays;          /* visitors being relayed now, waited for at shutdown */
+	atomic_int stopping;        /* SIGTERM/SIGINT came: tunnels say goodbye, relays may finish */
+	pthread_mutex_t lock;       /* guards open */
+	struct tunnel *open;        /* tunnels open now, for the status lines */
+	pthread_mutex_t pending_lock;  /* guards pending and every tunnel's parked queue */
+	struct pending *pending[PENDING_BUCKETS];  /* parked visitors by id */
+} server = { .lock = PTHREAD_MUTEX_INITIALIZER, .pending_lock = PTHREAD_MUTEX_INITIALIZER };
 
 /* A new tunnel with the control thread's reference; NULL if out of memory. */
 static struct tunnel *
@@ -2559,13 +2553,13 @@ tunnel_list(struct tunnel *t)
 {
 	t->since_ms = now_ms();
 	t->since = time(NULL);
-	pthread_mutex_lock(&open_tunnels_lock);
-	t->next = open_tunnels;
-	t->prevp = &open_tunnels;
-	if (open_tunnels != NULL)
-		open_tunnels->prevp = &t->next;
-	open_tunnels = t;
-	pthread_mutex_unlock(&open_tunnels_lock);
+	pthread_mutex_lock(&server.lock);
+	t->next = server.open;
+	t->prevp = &server.open;
+	if (server.open != NULL)
+		server.open->prevp = &t->next;
+	server.open = t;
+	pthread_mutex_unlock(&server.lock);
 }
 
 /* True if a tunnel open now came from source src: its other connections are no strangers. */
@@ -2575,10 +2569,10 @@ source_known(const uint8_t src[16])
 	struct tunnel *t;
 	int known = 0;
 
-	pthread_mutex_lock(&open_tunnels_lock);
-	for (t = open_tunnels; t != NULL && !known; t = t->next)
+	pthread_mutex_lock(&server.lock);
+	for (t = server.open; t != NULL && !known; t = t->next)
 		known = memcmp(t->src, src, 16) == 0;
-	pthread_mutex_unlock(&open_tunnels_lock);
+	pthread_mutex_unlock(&server.lock);
 	return (known);
 }
 
@@ -2586,11 +2580,11 @@ source_known(const uint8_t src[16])
 static void
 tunnel_unlist(struct tunnel *t)
 {
-	pthread_mutex_lock(&open_tunnels_lock);
+	pthread_mutex_lock(&server.lock);
 	*t->prevp = t->next;
 	if (t->next != NULL)
 		t->next->prevp = t->prevp;
-	pthread_mutex_unlock(&open_tunnels_lock);
+	pthread_mutex_unlock(&server.lock);
 }
 
 /*
@@ -2607,8 +2601,8 @@ log_server_status(void)
 	char since[32], text[128];
 	int tunnels = 0;
 
-	pthread_mutex_lock(&open_tunnels_lock);
-	for (t = open_tunnels; t != NULL; t = t->next) {
+	pthread_mutex_lock(&server.lock);
+	for (t = server.open; t != NULL; t = t->next) {
 		pthread_mutex_lock(&t->lock);
 		c = t->counts;
 		c.now = t->conns;
@@ -2621,23 +2615,17 @@ log_server_status(void)
 		tunnels++;
 		counts_add(&all, &c);
 	}
-	pthread_mutex_unlock(&open_tunnels_lock);
+	pthread_mutex_unlock(&server.lock);
 	log_msg(LOG_ALWAYS, "status: %d tunnel%s, %s", tunnels, tunnels == 1 ? "" : "s",
 	    counts_str(&all, text, sizeof(text)));
 }
 
-/* Buckets of the table of parked visitors by id (a power of two). */
-#define PENDING_BUCKETS 256
 
-/* Parked visitors: found by id through a hash table, expired per tunnel, oldest first. */
-static pthread_mutex_t pending_lock = PTHREAD_MUTEX_INITIALIZER;
-static struct pending *pending_by_id[PENDING_BUCKETS];
-
-/* The bucket for id: its bytes are random, so two of them hash well enough. */
+/* The bucket for id: its bytes are random, so the first alone spreads ids over the buckets. */
 static struct pending **
 pending_bucket(const uint8_t id[BORE_UUID_LEN])
 {
-	return (&pending_by_id[(id[0] | id[1] << 8) & (PENDING_BUCKETS - 1)]);
+	return (&server.pending[id[0] % PENDING_BUCKETS]);
 }
 
 /* Take p out of the table and its tunnel's queue; pending_lock is held. */
@@ -2654,7 +2642,7 @@ pending_unlink(struct pending *p)
 		p->tnext->tprevp = p->tprevp;
 	else
 		p->tunnel->parked_tail = p->tprevp;
-	atomic_fetch_sub(&fds_promised, 1);
+	atomic_fetch_sub(&fds.promised, 1);
 }
 
 /* Park visitor fd under id for t; -1 (fd untouched) if out of memory. */
@@ -2672,8 +2660,8 @@ pending_add(struct tunnel *t, int fd, const uint8_t id[BORE_UUID_LEN])
 	p->fd = fd;
 	memcpy(p->id, id, BORE_UUID_LEN);
 	/* Its data connection will need an fd: promise it now. */
-	atomic_fetch_add(&fds_promised, 1);
-	pthread_mutex_lock(&pending_lock);
+	atomic_fetch_add(&fds.promised, 1);
+	pthread_mutex_lock(&server.pending_lock);
 	bucket = pending_bucket(id);
 	p->hnext = *bucket;
 	*bucket = p;
@@ -2681,7 +2669,7 @@ pending_add(struct tunnel *t, int fd, const uint8_t id[BORE_UUID_LEN])
 	p->tprevp = t->parked_tail;
 	*t->parked_tail = p;
 	t->parked_tail = &p->tnext;
-	pthread_mutex_unlock(&pending_lock);
+	pthread_mutex_unlock(&server.pending_lock);
 	return (0);
 }
 
@@ -2691,13 +2679,13 @@ pending_take(const uint8_t id[BORE_UUID_LEN])
 {
 	struct pending *p;
 
-	pthread_mutex_lock(&pending_lock);
+	pthread_mutex_lock(&server.pending_lock);
 	for (p = *pending_bucket(id); p != NULL; p = p->hnext)
 		if (memcmp(p->id, id, BORE_UUID_LEN) == 0)
 			break;
 	if (p != NULL)
 		pending_unlink(p);
-	pthread_mutex_unlock(&pending_lock);
+	pthread_mutex_unlock(&server.pending_lock);
 	return (p);
 }
 
@@ -2708,13 +2696,13 @@ pending_expire(struct tunnel *t, int64_t when)
 	struct pending *p, *dead = NULL;
 	char id[BORE_UUID_STRLEN + 1];
 
-	pthread_mutex_lock(&pending_lock);
+	pthread_mutex_lock(&server.pending_lock);
 	while ((p = t->parked) != NULL && p->expires <= when) {
 		pending_unlink(p);
 		p->hnext = dead;
 		dead = p;
 	}
-	pthread_mutex_unlock(&pending_lock);
+	pthread_mutex_unlock(&server.pending_lock);
 	while ((p = dead) != NULL) {
 		dead = p->hnext;
 		bore_uuid_format(p->id, id);
@@ -2783,8 +2771,8 @@ bind_public(uint16_t port, const char **why)
 static int
 visitor_share(void)
 {
-	int tunnels = atomic_load(&tunnels_open);
-	int share = (fd_limit - fd_reserve) / 2 / (tunnels > 0 ? tunnels : 1);
+	int tunnels = atomic_load(&server.tunnels);
+	int share = (fds.limit - fds.reserve) / 2 / (tunnels > 0 ? tunnels : 1);
 
 	return (share < 1 ? 1 : share);
 }
@@ -2802,19 +2790,19 @@ park_visitor(struct conn *c, struct tunnel *t, int lfd, int64_t *paused_until)
 	socklen_t sslen = sizeof(ss);
 	uint8_t id[BORE_UUID_LEN];
 	char addr[64];
-	int vfd, share = visitor_share(), room = fds_room(2, fd_reserve);
+	int vfd, share = visitor_share(), room = fds_room(2, fds.reserve);
 
 	/* The visitor's fd and its data connection's, above the control port's reserve. */
 	if (!room || tunnel_conns(t) >= share) {
 		*paused_until = now_ms() + VISITOR_WAIT_MS;
 		log_limited(&t->waits, LOG_WARN, "port %u: visitors wait: %s (limit %d fds)", t->port,
-		    room ? "tunnel holds its share of fds" : "out of fds for visitors", fd_limit);
+		    room ? "tunnel holds its share of fds" : "out of fds for visitors", fds.limit);
 		return (0);
 	}
 	vfd = counted(accept_nb(lfd, (struct sockaddr *)&ss, &sslen));
 	if (vfd == -1) {
 		if (short_of_resources(errno)) {
-			log_limited(&peer_lines[PL_ACCEPT], LOG_WARN, "port %u: accept: %s", t->port,
+			log_limited(&logs.peer_lines[PL_ACCEPT], LOG_WARN, "port %u: accept: %s", t->port,
 			    strerror(errno));
 			*paused_until = now_ms() + ACCEPT_BACKOFF_MS;
 		}
@@ -2822,13 +2810,13 @@ park_visitor(struct conn *c, struct tunnel *t, int lfd, int64_t *paused_until)
 	}
 	addr_str((struct sockaddr *)&ss, sslen, addr, sizeof(addr));
 	if (!cidr_allows(srv.allow, srv.nallow, (struct sockaddr *)&ss)) {
-		log_limited(&peer_lines[PL_ALLOW], LOG_WARN, "port %u: refused %s: not in --allow",
+		log_limited(&logs.peer_lines[PL_ALLOW], LOG_WARN, "port %u: refused %s: not in --allow",
 		    t->port, addr);
 		close_fd(vfd);
 		return (0);
 	}
 	if (tunnel_add_conn(t) == -1) {
-		log_limited(&peer_lines[PL_MAX_CONNS], LOG_WARN,
+		log_limited(&logs.peer_lines[PL_MAX_CONNS], LOG_WARN,
 		    "port %u: refused %s: too many connections (limit %d)", t->port, addr,
 		    srv.max_conns);
 		close_fd(vfd);
@@ -2873,7 +2861,7 @@ serve_tunnel(struct conn *c, struct tunnel *t, int lfd, const uint8_t *key, cons
 	ssize_t n;
 
 	for (next_beat = now_ms();;) {
-		if (atomic_load(&shutting_down)) {
+		if (atomic_load(&server.stopping)) {
 			*why = "server shutting down";
 			(void)send_text_msg(c->fd, BORE_MSG_ERROR, *why);
 			return;
@@ -2934,19 +2922,19 @@ run_tunnel(struct conn *c, uint16_t want, const uint8_t *key)
 	struct tunnel *t;
 	int lfd;
 
-	if (atomic_fetch_add(&tunnels_open, 1) >= srv.max_sessions) {
+	if (atomic_fetch_add(&server.tunnels, 1) >= srv.max_sessions) {
 		why = "too many tunnels";
-		log_limited(&peer_lines[PL_SESSIONS], LOG_WARN, "%s: refused: %s (limit %d)", c->peer,
+		log_limited(&logs.peer_lines[PL_SESSIONS], LOG_WARN, "%s: refused: %s (limit %d)", c->peer,
 		    why, srv.max_sessions);
 		(void)send_text_msg(c->fd, BORE_MSG_ERROR, why);
 		goto err0;
 	}
 	if ((lfd = bind_public(want, &why)) == -1) {
 		if (want == 0)
-			log_limited(&peer_lines[PL_NO_PORT], LOG_WARN, "%s: could not open a port: %s",
+			log_limited(&logs.peer_lines[PL_NO_PORT], LOG_WARN, "%s: could not open a port: %s",
 			    c->peer, why);
 		else
-			log_limited(&peer_lines[PL_NO_PORT], LOG_WARN,
+			log_limited(&logs.peer_lines[PL_NO_PORT], LOG_WARN,
 			    "%s: could not open port %u: %s", c->peer, want, why);
 		(void)send_text_msg(c->fd, BORE_MSG_ERROR, why);
 		goto err0;
@@ -2966,13 +2954,13 @@ run_tunnel(struct conn *c, uint16_t want, const uint8_t *key)
 
 err2:
 	tunnel_unlist(t);
-	tunnel_close(t, !atomic_load(&shutting_down));
+	tunnel_close(t, !atomic_load(&server.stopping));
 	pending_expire(t, INT64_MAX);
 	tunnel_put(t);
 err1:
 	close_fd(lfd);
 err0:
-	atomic_fetch_sub(&tunnels_open, 1);
+	atomic_fetch_sub(&server.tunnels, 1);
 }
 
 /* The PROXY protocol v2 signature that opens every binary header. */
@@ -3082,7 +3070,7 @@ forward_visitor(struct conn *c, const uint8_t id[BORE_UUID_LEN])
 
 	bore_uuid_format(id, ids);
 	if ((p = pending_take(id)) == NULL) {
-		log_limited(&peer_lines[PL_MISSING], LOG_WARN, "%s: missing connection %s", c->peer,
+		log_limited(&logs.peer_lines[PL_MISSING], LOG_WARN, "%s: missing connection %s", c->peer,
 		    ids);
 		return;
 	}
@@ -3093,7 +3081,7 @@ forward_visitor(struct conn *c, const uint8_t id[BORE_UUID_LEN])
 	free(p);
 	log_msg(LOG_DEBUG, "forwarding connection %s", ids);
 	if (tunnel_track(t, &l) == 0) {
-		atomic_fetch_add(&relays_active, 1);
+		atomic_fetch_add(&server.relays, 1);
 		/* The header goes first, so the service reads it before any visitor byte. */
 		if ((srv.proxy_protocol && send_proxy_header(c->fd, l.fd) == -1) ||
 		    relay_after_frame(c, l.fd, &info) == -1) {
@@ -3105,7 +3093,7 @@ forward_visitor(struct conn *c, const uint8_t id[BORE_UUID_LEN])
 		/* The client's data connection is the relay's first socket: bytes[0] went to the visitor. */
 		log_closed(ids, info.bytes[1], info.bytes[0], start);
 		tunnel_untrack(t, &l, info.bytes[1], info.bytes[0]);
-		atomic_fetch_sub(&relays_active, 1);
+		atomic_fetch_sub(&server.relays, 1);
 	}
 	close_fd(l.fd);
 	tunnel_drop_conn(t);
@@ -3124,20 +3112,22 @@ struct source {
 	uint8_t src[16];       /* source address (IPv4 as v4-mapped), IPv6 cut to /64 */
 	int n;                 /* places it holds, known ones too */
 	struct ring idle;      /* its conns that may be dropped, oldest first */
-	struct ring level;     /* in levels[n] by its oldest idle one's age; or in free_sources */
+	struct ring level;     /* in levels[n] by its oldest idle one's age; or in startups.free */
 	struct ring chain;     /* in its bucket */
 };
 
-/* Guards all below and the startup fields of listed conns, whose fds stay open until taken off. */
-static pthread_mutex_t startups_lock = PTHREAD_MUTEX_INITIALIZER;
-static struct source *sources;        /* 2 * srv.max_startups: one per place at most */
-static struct ring free_sources;
-static struct ring *buckets;          /* sources by a keyed hash of their address */
-static size_t buckets_mask;
-static unsigned char buckets_key[crypto_shorthash_KEYBYTES];  /* peers cannot aim collisions */
-static struct ring *levels;           /* levels[n]: sources holding n places, some idle */
-static int levels_top;                /* no level above it holds a source */
-static int startups_used;
+/* Startup places; lock guards them and listed conns' startup fields (their fds stay open till taken off). */
+static struct {
+	pthread_mutex_t lock;
+	struct source *sources;  /* 2 * srv.max_startups: one per place at most */
+	struct ring free;        /* sources holding no place */
+	struct ring *buckets;    /* sources by a keyed hash of their address */
+	size_t mask;             /* buckets - 1 */
+	unsigned char key[crypto_shorthash_KEYBYTES];  /* peers cannot aim collisions */
+	struct ring *levels;     /* levels[n]: sources holding n places, some idle */
+	int top;                 /* no level above it holds a source */
+	int used;                /* places held */
+} startups = { .lock = PTHREAD_MUTEX_INITIALIZER };
 
 /*
  * A startup younger than this is dropped only for a newcomer from a lighter
@@ -3178,24 +3168,24 @@ startups_init(int max)
 {
 	size_t i, places = 2 * (size_t)max;
 
-	for (buckets_mask = 1; buckets_mask < places; buckets_mask <<= 1)
+	for (startups.mask = 1; startups.mask < places; startups.mask <<= 1)
 		;
-	sources = calloc(places, sizeof(*sources));
-	buckets = calloc(buckets_mask, sizeof(*buckets));
-	buckets_mask--;
-	levels = calloc(places + 1, sizeof(*levels));
-	if (sources == NULL || buckets == NULL || levels == NULL)
+	startups.sources = calloc(places, sizeof(*startups.sources));
+	startups.buckets = calloc(startups.mask, sizeof(*startups.buckets));
+	startups.mask--;
+	startups.levels = calloc(places + 1, sizeof(*startups.levels));
+	if (startups.sources == NULL || startups.buckets == NULL || startups.levels == NULL)
 		return (-1);
-	randombytes_buf(buckets_key, sizeof(buckets_key));
-	ring_init(&free_sources);
+	randombytes_buf(startups.key, sizeof(startups.key));
+	ring_init(&startups.free);
 	for (i = 0; i < places; i++) {
-		ring_init(&sources[i].idle);
-		ring_put(&free_sources, &sources[i].level);
+		ring_init(&startups.sources[i].idle);
+		ring_put(&startups.free, &startups.sources[i].level);
 	}
-	for (i = 0; i <= buckets_mask; i++)
-		ring_init(&buckets[i]);
+	for (i = 0; i <= startups.mask; i++)
+		ring_init(&startups.buckets[i]);
 	for (i = 0; i <= places; i++)
-		ring_init(&levels[i]);
+		ring_init(&startups.levels[i]);
 	return (0);
 }
 
@@ -3206,8 +3196,8 @@ source_find(const uint8_t src[16], struct ring **bucket)
 	struct ring *r;
 	uint64_t h;
 
-	crypto_shorthash((unsigned char *)&h, src, 16, buckets_key);
-	*bucket = &buckets[h & buckets_mask];
+	crypto_shorthash((unsigned char *)&h, src, 16, startups.key);
+	*bucket = &startups.buckets[h & startups.mask];
 	for (r = (*bucket)->next; r != *bucket; r = r->next)
 		if (memcmp(RING_ITEM(r, struct source, chain)->src, src, 16) == 0)
 			return (RING_ITEM(r, struct source, chain));
@@ -3225,17 +3215,17 @@ oldest_idle(const struct source *s)
 static void
 source_level(struct source *s)
 {
-	struct ring *at = &levels[s->n];
+	struct ring *at = &startups.levels[s->n];
 
 	ring_take(&s->level);
 	if (s->n == 0 || s->idle.next == &s->idle)
 		return;
-	while (at->prev != &levels[s->n] &&
+	while (at->prev != &startups.levels[s->n] &&
 	    oldest_idle(RING_ITEM(at->prev, struct source, level))->since > oldest_idle(s)->since)
 		at = at->prev;
 	ring_put(at, &s->level);
-	if (s->n > levels_top)
-		levels_top = s->n;
+	if (s->n > startups.top)
+		startups.top = s->n;
 }
 
 /* Take c off the startups; its source too with its last place. */
@@ -3246,12 +3236,12 @@ startup_unlist(struct conn *c)
 
 	c->from = NULL;
 	ring_take(&c->idle);
-	startups_used--;
+	startups.used--;
 	s->n--;
 	source_level(s);
 	if (s->n == 0) {
 		ring_take(&s->chain);
-		ring_put(&free_sources, &s->level);
+		ring_put(&startups.free, &s->level);
 	}
 }
 
@@ -3277,7 +3267,7 @@ older_idle(const struct source *s, struct conn *best, int64_t limit)
  * source that holds the most, passing over those from known sources, those
  * whose first frame already waits and, unless their source holds more than
  * the newcomer's, is the newcomer's, or the newcomer's source is known, those
- * younger than STARTUP_GRACE_MS.  NULL when none may go.  startups_lock is held.
+ * younger than STARTUP_GRACE_MS.  NULL when none may go.  startups.lock is held.
  */
 static struct conn *
 startup_victim(const uint8_t src[16], int known, int64_t now)
@@ -3290,12 +3280,12 @@ startup_victim(const uint8_t src[16], int known, int64_t now)
 
 	own = source_find(src, &r);
 	mine = known ? 0 : (own != NULL ? own->n : 0) + 1;
-	while (levels_top > 0 && levels[levels_top].next == &levels[levels_top])
-		levels_top--;
-	for (k = levels_top; k > 0 && best == NULL; k--) {
+	while (startups.top > 0 && startups.levels[startups.top].next == &startups.levels[startups.top])
+		startups.top--;
+	for (k = startups.top; k > 0 && best == NULL; k--) {
 		limit = k > mine ? INT64_MAX : now - STARTUP_GRACE_MS;
 		/* By the age of their oldest: past one younger than limit or best, none has older. */
-		for (r = levels[k].next; r != &levels[k]; r = r->next) {
+		for (r = startups.levels[k].next; r != &startups.levels[k]; r = r->next) {
 			s = RING_ITEM(r, struct source, level);
 			if (oldest_idle(s)->since > limit ||
 			    (best != NULL && oldest_idle(s)->since >= best->since))
@@ -3325,15 +3315,15 @@ startup_add(struct conn *c, int known, int64_t now, int *dropped)
 	int r = -1;
 
 	*dropped = 0;
-	pthread_mutex_lock(&startups_lock);
-	if (startups_used >= srv.max_startups && (v = startup_victim(c->src, known, now)) != NULL) {
+	pthread_mutex_lock(&startups.lock);
+	if (startups.used >= srv.max_startups && (v = startup_victim(c->src, known, now)) != NULL) {
 		(void)shutdown(v->fd, SHUT_RDWR);
 		startup_unlist(v);
 		*dropped = 1;
 	}
-	if (startups_used < 2 * srv.max_startups) {
+	if (startups.used < 2 * srv.max_startups) {
 		if ((s = source_find(c->src, &bucket)) == NULL) {
-			s = RING_ITEM(free_sources.next, struct source, level);
+			s = RING_ITEM(startups.free.next, struct source, level);
 			ring_take(&s->level);
 			ring_put(bucket, &s->chain);
 			memcpy(s->src, c->src, 16);
@@ -3345,10 +3335,10 @@ startup_add(struct conn *c, int known, int64_t now, int *dropped)
 			ring_put(&s->idle, &c->idle);
 		s->n++;
 		source_level(s);
-		startups_used++;
+		startups.used++;
 		r = 0;
 	}
-	pthread_mutex_unlock(&startups_lock);
+	pthread_mutex_unlock(&startups.lock);
 	return (r);
 }
 
@@ -3356,10 +3346,10 @@ startup_add(struct conn *c, int known, int64_t now, int *dropped)
 static void
 startup_done(struct conn *c)
 {
-	pthread_mutex_lock(&startups_lock);
+	pthread_mutex_lock(&startups.lock);
 	if (c->from != NULL)
 		startup_unlist(c);
-	pthread_mutex_unlock(&startups_lock);
+	pthread_mutex_unlock(&startups.lock);
 }
 
 /* Thread for one connection to the control port: authenticate, then Hello or Accept. */
@@ -3381,7 +3371,7 @@ serve_control(void *arg)
 		if (srv.has_secret)
 			startup_done(c);
 		if ((r = read_first(c, &m, &why)) == -1)
-			log_limited(&peer_lines[PL_FIRST], LOG_WARN, "%s: %s", c->peer, why);
+			log_limited(&logs.peer_lines[PL_FIRST], LOG_WARN, "%s: %s", c->peer, why);
 		else if (r == 0)
 			log_msg(LOG_DEBUG, "%s: closed before its first message", c->peer);
 	}
@@ -3397,11 +3387,11 @@ serve_control(void *arg)
 		forward_visitor(c, m.uuid);
 		break;
 	case BORE_MSG_AUTHENTICATE:
-		log_limited(&peer_lines[PL_UNEXPECTED], LOG_WARN, "%s: unexpected authenticate",
+		log_limited(&logs.peer_lines[PL_UNEXPECTED], LOG_WARN, "%s: unexpected authenticate",
 		    c->peer);
 		break;
 	default:
-		log_limited(&peer_lines[PL_UNEXPECTED], LOG_WARN, "%s: unexpected %s message", c->peer,
+		log_limited(&logs.peer_lines[PL_UNEXPECTED], LOG_WARN, "%s: unexpected %s message", c->peer,
 		    msg_names[m.type]);
 		break;
 	}
@@ -3447,30 +3437,30 @@ stop_requested(const char *sigs, ssize_t n)
 static int
 drain_and_exit(void)
 {
-	struct pollfd p = { .fd = signal_pipe[0], .events = POLLIN };
+	struct pollfd p = { .fd = pipes.signal[0], .events = POLLIN };
 	int64_t deadline = now_ms() + srv.grace_ms;
 	char drain[16];
 	ssize_t n;
 	int tunnels, relays;
 
-	while (read(signal_pipe[0], drain, sizeof(drain)) > 0)
+	while (read(pipes.signal[0], drain, sizeof(drain)) > 0)
 		continue;
-	atomic_store(&shutting_down, 1);
-	tunnels = atomic_load(&tunnels_open);
-	relays = atomic_load(&relays_active);
+	atomic_store(&server.stopping, 1);
+	tunnels = atomic_load(&server.tunnels);
+	relays = atomic_load(&server.relays);
 	log_msg(LOG_INFO, "shutting down: %d tunnel%s, %d connection%s; waiting up to %.1f s",
 	    tunnels, tunnels == 1 ? "" : "s", relays, relays == 1 ? "" : "s", srv.grace_ms / 1000.0);
-	while ((atomic_load(&tunnels_open) > 0 || atomic_load(&relays_active) > 0) &&
+	while ((atomic_load(&server.tunnels) > 0 || atomic_load(&server.relays) > 0) &&
 	    now_ms() < deadline) {
 		/* Tunnels notice within a heartbeat; poll briefly so the count is seen soon. */
 		/* SIGUSR1 and SIGHUP ask for something else: no reason to stop waiting. */
-		if (poll(&p, 1, 50) > 0 && (n = read(signal_pipe[0], drain, sizeof(drain))) > 0 &&
+		if (poll(&p, 1, 50) > 0 && (n = read(pipes.signal[0], drain, sizeof(drain))) > 0 &&
 		    stop_requested(drain, n)) {
 			log_msg(LOG_INFO, "second signal: not waiting");
 			break;
 		}
 	}
-	if ((relays = atomic_load(&relays_active)) > 0)
+	if ((relays = atomic_load(&server.relays)) > 0)
 		log_msg(LOG_WARN, "closing %d connection%s still open", relays, relays == 1 ? "" : "s");
 	log_msg(LOG_INFO, "shut down");
 	return (0);
@@ -3490,14 +3480,14 @@ accept_control(int lfd)
 	if (fd == -1) {
 		/* Out of fds or memory: say so, wait a little, and keep serving. */
 		if (short_of_resources(errno)) {
-			log_limited(&peer_lines[PL_ACCEPT], LOG_WARN, "accept: %s", strerror(errno));
+			log_limited(&logs.peer_lines[PL_ACCEPT], LOG_WARN, "accept: %s", strerror(errno));
 			poll(NULL, 0, ACCEPT_BACKOFF_MS);
 		}
 		return;
 	}
 	addr_str((struct sockaddr *)&ss, sslen, addr, sizeof(addr));
 	if (!cidr_allows(srv.allow_control, srv.nallow_control, (struct sockaddr *)&ss)) {
-		log_limited(&peer_lines[PL_ALLOW_CONTROL], LOG_WARN,
+		log_limited(&logs.peer_lines[PL_ALLOW_CONTROL], LOG_WARN,
 		    "refused control connection from %s: not in --allow-control", addr);
 		close_fd(fd);
 		return;
@@ -3515,7 +3505,7 @@ accept_control(int lfd)
 		dropped = 1;
 	}
 	if (dropped)
-		log_limited(&peer_lines[PL_STARTUPS], LOG_WARN, "too many connections before "
+		log_limited(&logs.peer_lines[PL_STARTUPS], LOG_WARN, "too many connections before "
 		    "authentication (limit %d): dropped one from the busiest source", srv.max_startups);
 	/* The thread owns c and its fd from here. */
 	if (c != NULL && spawn(serve_control, c) == -1) {
@@ -3546,17 +3536,17 @@ run_server(const struct sockaddr_storage *ctl, socklen_t ctl_len)
 	log_msg(LOG_INFO, "server listening on %s; tunnels on %s, ports %u-%u; %s", addr, tun,
 	    srv.min_port, srv.max_port, srv.has_secret ? "secret required" : "no secret required");
 	pfd[POLL_LISTEN] = (struct pollfd){ .fd = lfd, .events = POLLIN };
-	pfd[POLL_SIGNAL] = (struct pollfd){ .fd = signal_pipe[0], .events = POLLIN };
+	pfd[POLL_SIGNAL] = (struct pollfd){ .fd = pipes.signal[0], .events = POLLIN };
 	for (;;) {
 		/* Wakes up to log what a flood held back once it stops. */
-		if (poll(pfd, POLL_SLOTS, log_limits_flush(peer_lines, PL_KINDS)) == -1) {
+		if (poll(pfd, POLL_SLOTS, log_limits_flush(logs.peer_lines, PL_KINDS)) == -1) {
 			if (errno == EINTR)
 				continue;
 			log_msg(LOG_ERROR, "poll: %s", strerror(errno));
 			return (1);
 		}
 		/* One byte per signal, as on_signal wrote them. */
-		if (pfd[POLL_SIGNAL].revents && (n = read(signal_pipe[0], sigs, sizeof(sigs))) > 0) {
+		if (pfd[POLL_SIGNAL].revents && (n = read(pipes.signal[0], sigs, sizeof(sigs))) > 0) {
 			for (i = 0; i < n; i++) {
 				switch (sigs[i]) {
 				case SIGHUP:
@@ -3646,44 +3636,42 @@ struct local_tunnel {
 	int spares_failed;         /* spares that failed to open since one opened */
 	unsigned session;          /* sessions ended: a spare opened for an earlier one is closed */
 };
-static struct local_tunnel local_tunnels[MAX_TUNNELS];
-static int nlocal_tunnels;
-
-/* Counts every thread of the client keeps, atomic: no lock. */
-static struct {
-	atomic_int tunnels;   /* tunnel threads still running; the main thread waits for none */
-	atomic_int visitors;  /* visitor threads running now, against cli.max_conns */
-	atomic_int seen;      /* visitors proxied so far; numbers connections in --dump output */
-	atomic_int draining;  /* set at a stop while live visitors finish: new ones are not taken */
-} running;
 
 /* Data connections being opened at once: a burst must not look like a flood to --max-startups. */
 #define OPENING_MAX 64
+
+/* Client state threads share: its tunnels (each with its lock), atomic counts, the opening places. */
 static struct {
-	pthread_mutex_t lock;
-	pthread_cond_t done;
-	int now;  /* under lock */
-} opening = { PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0 };
+	struct local_tunnel tunnels[MAX_TUNNELS];
+	int ntunnels;                  /* set before threads start */
+	atomic_int threads;            /* tunnel threads still running; the main thread waits for none */
+	atomic_int visitors;           /* visitor threads running now, against cli.max_conns */
+	atomic_int seen;               /* visitors proxied so far; numbers connections in --dump output */
+	atomic_int draining;           /* set at a stop while live visitors finish: new ones are not taken */
+	pthread_mutex_t opening_lock;  /* guards opening */
+	pthread_cond_t opening_done;
+	int opening;                   /* data connections being opened, up to OPENING_MAX */
+} client = { .opening_lock = PTHREAD_MUTEX_INITIALIZER, .opening_done = PTHREAD_COND_INITIALIZER };
 
 /* Wait for one of the OPENING_MAX places of data connections being opened. */
 static void
 opening_enter(void)
 {
-	pthread_mutex_lock(&opening.lock);
-	while (opening.now >= OPENING_MAX)
-		pthread_cond_wait(&opening.done, &opening.lock);
-	opening.now++;
-	pthread_mutex_unlock(&opening.lock);
+	pthread_mutex_lock(&client.opening_lock);
+	while (client.opening >= OPENING_MAX)
+		pthread_cond_wait(&client.opening_done, &client.opening_lock);
+	client.opening++;
+	pthread_mutex_unlock(&client.opening_lock);
 }
 
 /* Give a place back. */
 static void
 opening_leave(void)
 {
-	pthread_mutex_lock(&opening.lock);
-	opening.now--;
-	pthread_cond_signal(&opening.done);
-	pthread_mutex_unlock(&opening.lock);
+	pthread_mutex_lock(&client.opening_lock);
+	client.opening--;
+	pthread_cond_signal(&client.opening_done);
+	pthread_mutex_unlock(&client.opening_lock);
 }
 
 /* First and longest wait between reconnection attempts. */
@@ -4092,7 +4080,6 @@ spares_back_off(struct local_tunnel *lt)
 static void
 spares_prune(struct local_tunnel *lt)
 {
-	static struct log_limit refused;  /* all tunnels', under limits_lock */
 	struct pollfd pfd[2 * MAX_PREWARM];
 	struct conn *dead[2 * MAX_PREWARM];
 	char text[BORE_MAX_FRAME + 1];
@@ -4115,8 +4102,8 @@ spares_prune(struct local_tunnel *lt)
 	pthread_mutex_unlock(&lt->lock);
 	while (n > 0) {
 		if (read_frame(dead[--n], &m, now_ms()) == 1 && m.type == BORE_MSG_ERROR) {
-			log_limited(&refused, LOG_WARN, "spare data connection refused: %s",
-			    printable(m.text, text, sizeof(text)));
+			log_limited(&logs.peer_lines[PL_SPARE_REFUSED], LOG_WARN,
+			    "spare data connection refused: %s", printable(m.text, text, sizeof(text)));
 		} else {
 			log_msg(LOG_DEBUG, "spare data connection closed by the server");
 		}
@@ -4243,7 +4230,7 @@ spares_close(struct local_tunnel *lt)
 static int
 sleep_or_signal(int ms)
 {
-	struct pollfd p = { .fd = stop_pipe[0], .events = POLLIN };
+	struct pollfd p = { .fd = pipes.stop[0], .events = POLLIN };
 	int64_t deadline = now_ms() + ms;
 
 	do {
@@ -4336,7 +4323,7 @@ proxy_visitor(void *arg)
 	job->lt->live = &info;
 	pthread_mutex_unlock(&job->lt->lock);
 	if (cli.dump)
-		info.dump_id = atomic_fetch_add(&running.seen, 1) + 1;
+		info.dump_id = atomic_fetch_add(&client.seen, 1) + 1;
 	if (c != NULL)
 		log_msg(LOG_DEBUG, "connection %s: claimed on a spare", ids);
 	/* A dropped claim is made again on a fresh connection (at once after a spare) for a while. */
@@ -4370,7 +4357,7 @@ proxy_visitor(void *arg)
 		info.next->prevp = info.prevp;
 	pthread_mutex_unlock(&job->lt->lock);
 	free(job);
-	atomic_fetch_sub(&running.visitors, 1);
+	atomic_fetch_sub(&client.visitors, 1);
 	return (NULL);
 }
 
@@ -4379,7 +4366,6 @@ static void
 start_visitor(struct local_tunnel *lt, const uint8_t id[BORE_UUID_LEN],
     const struct route *route)
 {
-	static struct log_limit ignored;  /* all tunnels', under limits_lock */
 	char ids[BORE_UUID_STRLEN + 1];
 	struct visitor_job *job;
 
@@ -4387,14 +4373,14 @@ start_visitor(struct local_tunnel *lt, const uint8_t id[BORE_UUID_LEN],
 	bore_uuid_format(id, ids);
 	log_msg(LOG_INFO, "new connection %s", ids);
 	/* Draining for a stop: ignored like one over the limit below. */
-	if (atomic_load(&running.draining)) {
+	if (atomic_load(&client.draining)) {
 		log_msg(LOG_DEBUG, "visitor ignored: shutting down");
 		return;
 	}
 	/* Ignored, the visitor waits out the server's pending timeout and is closed. */
-	if (atomic_fetch_add(&running.visitors, 1) >= cli.max_conns) {
-		log_limited(&ignored, LOG_WARN, "visitor ignored: too many connections (limit %d)",
-		    cli.max_conns);
+	if (atomic_fetch_add(&client.visitors, 1) >= cli.max_conns) {
+		log_limited(&logs.peer_lines[PL_VISITOR_IGNORED], LOG_WARN,
+		    "visitor ignored: too many connections (limit %d)", cli.max_conns);
 		goto err0;
 	}
 	if ((job = malloc(sizeof(*job))) == NULL) {
@@ -4420,7 +4406,7 @@ err1:
 	conn_free(job->c);
 	free(job);
 err0:
-	atomic_fetch_sub(&running.visitors, 1);
+	atomic_fetch_sub(&client.visitors, 1);
 }
 
 /* Ask for port want (kept as for error_outcome) and wait for the server's Hello, whose port goes to *got. */
@@ -4465,7 +4451,7 @@ await_frame(struct local_tunnel *lt, struct conn *c, const struct route *route, 
 	int r;
 
 	pfd[POLL_CONTROL] = (struct pollfd){ .fd = c->fd, .events = POLLIN };
-	pfd[POLL_STOP] = (struct pollfd){ .fd = stop_pipe[0], .events = POLLIN };
+	pfd[POLL_STOP] = (struct pollfd){ .fd = pipes.stop[0], .events = POLLIN };
 	for (;;) {
 		due = spares_tend(lt, route);
 		if (frame_buffered(c))
@@ -4638,9 +4624,9 @@ tunnel_main(void *arg)
 	char none = 0;
 
 	lt->status = run_client(lt);
-	atomic_fetch_sub(&running.tunnels, 1);
+	atomic_fetch_sub(&client.threads, 1);
 	/* Byte 0 is no signal: it only makes the main thread count again. */
-	(void)!write(signal_pipe[1], &none, 1);
+	(void)!write(pipes.signal[1], &none, 1);
 	return (NULL);
 }
 
@@ -4657,8 +4643,8 @@ log_client_status(void)
 	uint16_t port;
 	int i, up = 0;
 
-	for (i = 0; i < nlocal_tunnels; i++) {
-		lt = &local_tunnels[i];
+	for (i = 0; i < client.ntunnels; i++) {
+		lt = &client.tunnels[i];
 		pthread_mutex_lock(&lt->lock);
 		port = lt->port;
 		since_ms = lt->since_ms;
@@ -4679,17 +4665,17 @@ log_client_status(void)
 		up += port != 0;
 		counts_add(&all, &c);
 	}
-	log_msg(LOG_ALWAYS, "status: %d tunnel%s, %d up, %s", nlocal_tunnels,
-	    nlocal_tunnels == 1 ? "" : "s", up, counts_str(&all, text, sizeof(text)));
+	log_msg(LOG_ALWAYS, "status: %d tunnel%s, %d up, %s", client.ntunnels,
+	    client.ntunnels == 1 ? "" : "s", up, counts_str(&all, text, sizeof(text)));
 }
 
 /* A stop with visitors relayed: take no new ones, let these finish within --grace; the deadline. */
 static int64_t
 drain_visitors(void)
 {
-	int open = atomic_load(&running.visitors);
+	int open = atomic_load(&client.visitors);
 
-	atomic_store(&running.draining, 1);
+	atomic_store(&client.draining, 1);
 	log_msg(LOG_INFO, "shutting down: %d connection%s; waiting up to %.1f s", open,
 	    open == 1 ? "" : "s", cli.grace_ms / 1000.0);
 	return (now_ms() + cli.grace_ms);
@@ -4702,29 +4688,29 @@ drain_visitors(void)
 static int
 run_tunnels(void)
 {
-	struct pollfd p = { .fd = signal_pipe[0], .events = POLLIN };
+	struct pollfd p = { .fd = pipes.signal[0], .events = POLLIN };
 	int i, open, status = 0, stopped = 0;
 	int64_t drain_until = 0;  /* 0: not draining */
 	unsigned char sig;
 
-	atomic_store(&running.tunnels, nlocal_tunnels);
-	for (i = 0; i < nlocal_tunnels; i++)
-		if ((errno = pthread_create(&local_tunnels[i].thread, NULL, tunnel_main,
-		    &local_tunnels[i])) != 0)
+	atomic_store(&client.threads, client.ntunnels);
+	for (i = 0; i < client.ntunnels; i++)
+		if ((errno = pthread_create(&client.tunnels[i].thread, NULL, tunnel_main,
+		    &client.tunnels[i])) != 0)
 			err(1, "could not start a thread");
-	while (!stopped && atomic_load(&running.tunnels) > 0) {
+	while (!stopped && atomic_load(&client.threads) > 0) {
 		/* Visitor threads end on their own: while draining, poll briefly to see the count soon. */
-		if (drain_until != 0 && (atomic_load(&running.visitors) == 0 || now_ms() >= drain_until))
+		if (drain_until != 0 && (atomic_load(&client.visitors) == 0 || now_ms() >= drain_until))
 			break;
 		if (poll(&p, 1, drain_until != 0 ? 50 : -1) == -1 && errno != EINTR)
 			err(1, "poll");
-		while (!stopped && read(signal_pipe[0], &sig, 1) == 1) {
+		while (!stopped && read(pipes.signal[0], &sig, 1) == 1) {
 			if (sig == SIGUSR1) {
 				log_client_status();
 			} else if (sig != 0 && drain_until != 0) {
 				log_msg(LOG_INFO, "second signal: not waiting");
 				stopped = 1;
-			} else if (sig != 0 && atomic_load(&running.visitors) > 0) {
+			} else if (sig != 0 && atomic_load(&client.visitors) > 0) {
 				drain_until = drain_visitors();
 			} else if (sig != 0) {
 				log_msg(LOG_INFO, "shutting down");
@@ -4732,15 +4718,15 @@ run_tunnels(void)
 			}
 		}
 	}
-	if (drain_until != 0 && (open = atomic_load(&running.visitors)) > 0)
+	if (drain_until != 0 && (open = atomic_load(&client.visitors)) > 0)
 		log_msg(LOG_WARN, "closing %d connection%s still open", open, open == 1 ? "" : "s");
 	/* Every tunnel thread polls stop_pipe: its POLLHUP wakes them all. */
 	if (stopped || drain_until != 0)
-		close(stop_pipe[1]);
-	for (i = 0; i < nlocal_tunnels; i++) {
-		pthread_join(local_tunnels[i].thread, NULL);
-		if (local_tunnels[i].status > status)
-			status = local_tunnels[i].status;
+		close(pipes.stop[1]);
+	for (i = 0; i < client.ntunnels; i++) {
+		pthread_join(client.tunnels[i].thread, NULL);
+		if (client.tunnels[i].status > status)
+			status = client.tunnels[i].status;
 	}
 	return (stopped || drain_until != 0 ? 0 : status);
 }
@@ -5243,10 +5229,10 @@ main_local(int argc, char **argv)
 	if (npos == 0)
 		usage_error(&local_cmd, "the following required argument was not provided: <LOCAL_PORT>");
 	for (i = 0; i < npos; i++) {
-		remote |= tunnel_option(pos[i], &local_tunnels[i]);
-		pthread_mutex_init(&local_tunnels[i].lock, NULL);
+		remote |= tunnel_option(pos[i], &client.tunnels[i]);
+		pthread_mutex_init(&client.tunnels[i].lock, NULL);
 	}
-	nlocal_tunnels = npos;
+	client.ntunnels = npos;
 	if (vals[L_TO] == NULL || vals[L_TO][0] == '\0')
 		usage_error(&local_cmd, "the following required argument was not provided: --to <TO>");
 	/* HOST:PORT or [IPv6]:PORT, as other tools take it; a bare IPv6 literal has several colons. */
@@ -5269,7 +5255,7 @@ main_local(int argc, char **argv)
 		usage_error(&local_cmd, "the argument '--port' cannot be used with "
 		    "<LOCAL_PORT:REMOTE_PORT>");
 	if ((port = port_option(&local_cmd, vals[L_PORT], "--port", 0, 0)) != 0)
-		local_tunnels[0].want = port;
+		client.tunnels[0].want = port;
 	cli.control_port = port_option(&local_cmd, vals[L_CONTROL_PORT], "--control-port", 1,
 	    BORE_CONTROL_PORT);
 	cli.reconnect = vals[L_NO_RECONNECT] == NULL;
@@ -5282,21 +5268,21 @@ main_local(int argc, char **argv)
 	 * Each tunnel holds its control connection and up to twice --prewarm
 	 * spares; each visitor, two fds: its data connection and its local one.
 	 */
-	fd_reserve = FD_SPARE + npos * (1 + 2 * cli.prewarm);
-	if (fd_limit - fd_reserve < 2)
+	fds.reserve = FD_SPARE + npos * (1 + 2 * cli.prewarm);
+	if (fds.limit - fds.reserve < 2)
 		errx(1, "%d tunnel%s with --prewarm %d need%s more fds than the %d free under "
 		    "ulimit -n: raise the limit, or lower --prewarm", npos, npos == 1 ? "" : "s",
-		    cli.prewarm, npos == 1 ? "s" : "", fd_limit);
-	if (cli.max_conns > (fd_limit - fd_reserve) / 2) {
-		cli.max_conns = (fd_limit - fd_reserve) / 2;
+		    cli.prewarm, npos == 1 ? "s" : "", fds.limit);
+	if (cli.max_conns > (fds.limit - fds.reserve) / 2) {
+		cli.max_conns = (fds.limit - fds.reserve) / 2;
 		log_msg(vals[L_MAX_CONNS] != NULL ? LOG_WARN : LOG_INFO, "at most %d connections "
-		    "relayed at once (--max-conns): %d fds free under ulimit -n", cli.max_conns, fd_limit);
+		    "relayed at once (--max-conns): %d fds free under ulimit -n", cli.max_conns, fds.limit);
 	}
 	cli.heartbeat_timeout_ms = 1000 * count_option(&local_cmd, vals[L_HEARTBEAT_TIMEOUT],
 	    "--heartbeat-timeout", 1, HEARTBEAT_TIMEOUT_MAX, BORE_HEARTBEAT_TIMEOUT_MS / 1000);
 	for (i = 0; i < npos; i++)
-		if ((local_tunnels[i].local_ai = resolve(cli.local_host,
-		    local_tunnels[i].local_port)) == NULL)
+		if ((client.tunnels[i].local_ai = resolve(cli.local_host,
+		    client.tunnels[i].local_port)) == NULL)
 			return (1);
 	return (run_tunnels());
 }
@@ -5314,7 +5300,7 @@ main_server(int argc, char **argv)
 
 	parse_options(&server_cmd, server_opts, S_COUNT, argc, argv, vals, pos, 0);
 	/* Published before any thread starts; SIGHUP replaces it when it came from a file. */
-	if ((current_keys = load_secret(&server_cmd, vals[S_SECRET], vals[S_SECRET_FILE])) != NULL) {
+	if ((keys.current = load_secret(&server_cmd, vals[S_SECRET], vals[S_SECRET_FILE])) != NULL) {
 		srv.has_secret = 1;
 		srv.secret_file = vals[S_SECRET_FILE];
 	}
@@ -5346,12 +5332,12 @@ main_server(int argc, char **argv)
 	srv.max_startups = count_option(&server_cmd, vals[S_MAX_STARTUPS], "--max-startups", 1,
 	    COUNT_MAX, DEFAULT_MAX_STARTUPS);
 	/* Unauthenticated peers, bursts included, get at most a quarter of the fds. */
-	if (srv.max_startups > fd_limit / 8)
-		srv.max_startups = fd_limit / 8 > 1 ? fd_limit / 8 : 1;
+	if (srv.max_startups > fds.limit / 8)
+		srv.max_startups = fds.limit / 8 > 1 ? fds.limit / 8 : 1;
 	/* Visitors never take the fds kept for them. */
-	fd_reserve = 2 * srv.max_startups + FD_SPARE;
+	fds.reserve = 2 * srv.max_startups + FD_SPARE;
 	for (i = 0; i < PL_KINDS; i++)
-		peer_lines[i].lines = PEER_LINES;
+		logs.peer_lines[i].lines = PEER_LINES;
 	if (startups_init(srv.max_startups) == -1)
 		errx(1, "out of memory");
 	srv.grace_ms = 1000 * count_option(&server_cmd, vals[S_GRACE], "--grace", 0, COUNT_MAX, 5);
@@ -5399,7 +5385,7 @@ rust_log_level(const char *const names[])
 	}
 	free(copy);
 	if ((l = ours != -1 ? ours : global) != -1)
-		log_level = l == LOG_ALWAYS ? LOG_ALWAYS - 1 : l;
+		logs.level = l == LOG_ALWAYS ? LOG_ALWAYS - 1 : l;
 }
 
 /*
@@ -5422,7 +5408,7 @@ set_log_level(void)
 	if (js != NULL && sscanf(js, "%llu:%llu", &dev, &ino) == 2 && fstat(2, &st) == 0 &&
 	    (unsigned long long)st.st_dev == dev &&
 	    (unsigned long long)st.st_ino == ino)
-		log_journal = 1;
+		logs.journal = 1;
 	if (v == NULL) {
 		rust_log_level(names);
 		return;
@@ -5430,7 +5416,7 @@ set_log_level(void)
 	for (l = LOG_ALWAYS; l <= LOG_TRACE; l++) {
 		if (strcasecmp(v, names[l]) == 0) {
 			/* off: below LOG_ALWAYS, so that not even those lines show. */
-			log_level = l == LOG_ALWAYS ? LOG_ALWAYS - 1 : l;
+			logs.level = l == LOG_ALWAYS ? LOG_ALWAYS - 1 : l;
 			return;
 		}
 	}
@@ -5446,7 +5432,7 @@ on_signal(int sig)
 	int saved = errno;
 	ssize_t r;
 
-	r = write(signal_pipe[1], &c, 1);
+	r = write(pipes.signal[1], &c, 1);
 	(void)r;
 	errno = saved;
 }
@@ -5462,7 +5448,7 @@ setup_signals(void)
 {
 	struct sigaction sa = { .sa_handler = on_signal, .sa_flags = SA_RESTART };
 
-	if (pipe_nb(signal_pipe) == -1 || pipe_nb(stop_pipe) == -1)
+	if (pipe_nb(pipes.signal) == -1 || pipe_nb(pipes.stop) == -1)
 		err(1, "pipe");
 	sigemptyset(&sa.sa_mask);
 	if (sigaction(SIGINT, &sa, NULL) == -1 || sigaction(SIGTERM, &sa, NULL) == -1 ||
@@ -5490,7 +5476,7 @@ raise_fd_limit(void)
 	if ((first_free = open("/dev/null", O_RDONLY | O_CLOEXEC)) == -1)
 		err(1, "/dev/null");
 	close(first_free);
-	fd_limit = (int)(rl.rlim_cur < INT_MAX / 2 ? rl.rlim_cur : INT_MAX / 2) - first_free;
+	fds.limit = (int)(rl.rlim_cur < INT_MAX / 2 ? rl.rlim_cur : INT_MAX / 2) - first_free;
 }
 
 /* Point closed standard fds at /dev/null, so that no socket or pipe opened later lands on one. */
@@ -5530,7 +5516,7 @@ main(int argc, char **argv)
 		if (strcmp(argv[i], "--") == 0)
 			stop = 1;
 		if (!stop && strcmp(argv[i], "--json") == 0)
-			log_json = 1;
+			logs.json = 1;
 		else
 			argv[j++] = argv[i];
 	}
@@ -5553,7 +5539,7 @@ main(int argc, char **argv)
 		return (0);
 	}
 	cmd = find_command(argv[1]);
-	log_target = cmd == &local_cmd ? "bore_cli::client" : "bore_cli::server";
+	logs.target = cmd == &local_cmd ? "bore_cli::client" : "bore_cli::server";
 	/* Before any thread starts, as glibc requires. */
 	heap_setup();
 	(void)atexit(reap_last_worker);
@@ -5564,7 +5550,7 @@ main(int argc, char **argv)
 	raise_fd_limit();
 	/* BORE_RELAY=copy: relay through user-space buffers, for comparing the two paths. */
 	if (env_value("BORE_RELAY") != NULL && strcmp(env_value("BORE_RELAY"), "copy") == 0)
-		relay_splice = 0;
+		relaying.splice = 0;
 	if (cmd == &local_cmd)
 		return (main_local(argc - 2, argv + 2));
 	return (main_server(argc - 2, argv + 2));

@@ -376,7 +376,7 @@ LLVMFuzzerInitialize(int *argc, char ***argv)
 {
 	(void)argc;
 	(void)argv;
-	log_level = LOG_ALWAYS;
+	logs.level = LOG_ALWAYS;
 	signal(SIGPIPE, SIG_IGN);
 	if (randombytes_set_implementation(&fixed_rng) != 0 || sodium_init() == -1) {
 		fprintf(stderr, "fuzz: libsodium setup failed\n");

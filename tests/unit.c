@@ -630,13 +630,13 @@ startup_counts_right(void)
 			return (0);
 	}
 	for (k = 1; k <= 2 * srv.max_startups; k++)
-		for (r = levels[k].next; r != &levels[k]; r = r->next) {
+		for (r = startups.levels[k].next; r != &startups.levels[k]; r = r->next) {
 			s = RING_ITEM(r, struct source, level);
-			if (s->n != k || (r->next != &levels[k] && oldest_idle(s)->since >
+			if (s->n != k || (r->next != &startups.levels[k] && oldest_idle(s)->since >
 			    oldest_idle(RING_ITEM(r->next, struct source, level))->since))
 				return (0);
 		}
-	return (used == startups_used);
+	return (used == startups.used);
 }
 
 /* Whom the policy drops for a newcomer, by brute force over the listed conns: -1 if none. */
@@ -666,10 +666,10 @@ reference_victim(const uint8_t src[16], int known, int64_t now)
 static void
 startups_free(void)
 {
-	free(sources);
-	free(buckets);
-	free(levels);
-	startups_used = levels_top = 0;
+	free(startups.sources);
+	free(startups.buckets);
+	free(startups.levels);
+	startups.used = startups.top = 0;
 }
 
 /* List n startups past max, each from its own source; seconds per startup_add. */
@@ -728,7 +728,7 @@ test_startups(void)
 			tconns[j].src[0] = (uint8_t)(rand() % 6);
 			tknown[j] = rand() % 10 == 0;
 			tsince[j] = now;
-			if (startups_used >= srv.max_startups) {
+			if (startups.used >= srv.max_startups) {
 				r = reference_victim(tconns[j].src, tknown[j], now);
 				v = startup_victim(tconns[j].src, tknown[j], now);
 				chose = r == -1 ? v == NULL : v != NULL && v->since == tsince[r] &&
@@ -747,7 +747,7 @@ test_startups(void)
 		(void)close(tconns[j].fd);
 		(void)close(tpeer[j]);
 	}
-	check(startups_used == 0 && startup_counts_right(), "startups: all taken off", NULL);
+	check(startups.used == 0 && startup_counts_right(), "startups: all taken off", NULL);
 	startups_free();
 }
 
