@@ -389,7 +389,7 @@ static struct {
 	const char *target;  /* the JSON lines' target: the Rust bore's module that runs */
 	pthread_mutex_t limits_lock;             /* guards every struct log_limit */
 	struct log_limit peer_lines[PL_KINDS];
-} logs = { LOG_INFO, 0, 0, "bore_cli", PTHREAD_MUTEX_INITIALIZER, { { 0 } } };
+} logs = { .limits_lock = PTHREAD_MUTEX_INITIALIZER };  /* level and target set first in main */
 
 /* Set in a thread whose failures will be retried: its errors are logged as warnings. */
 static _Thread_local int log_retrying;
@@ -859,12 +859,46 @@ connect_any(const struct addrinfo *ai)
 	return (-1);
 }
 
+/* A doubly linked ring: a list's head, or an item's place in one. */
+struct ring {
+	struct ring *prev, *next;
+};
+
+/* The item of type t whose member m is the ring r. */
+#define RING_ITEM(r, t, m) ((t *)(void *)((char *)(r) - offsetof(t, m)))
+
+/* Make r an empty ring. */
+static void
+ring_init(struct ring *r)
+{
+	r->prev = r->next = r;
+}
+
+/* Put r into a ring just before at: at its tail when at is its head. */
+static void
+ring_put(struct ring *at, struct ring *r)
+{
+	r->prev = at->prev;
+	r->next = at;
+	at->prev->next = r;
+	at->prev = r;
+}
+
+/* Take r out of its ring. */
+static void
+ring_take(struct ring *r)
+{
+	r->prev->next = r->next;
+	r->next->prev = r->prev;
+	ring_init(r);
+}
+
 /* A worker thread; spawn() maps its stack, as libc keeps up to 40 MiB of ended ones' stacks. */
 struct worker {
 	void *(*fn)(void *);  /* the job: fn(arg); NULL while waiting for one */
 	void *arg;
 	pthread_cond_t wake;  /* signalled when a job is handed to a waiting worker */
-	struct worker *next;  /* in pool.idle */
+	struct ring link;     /* in pool.idle */
 	void *stack;          /* a guard page, then THREAD_STACK bytes */
 	pthread_t self;       /* set as it ends, for the join before its stack is unmapped */
 };
@@ -872,7 +906,7 @@ struct worker {
 /* The workers waiting for a job, and the one that ended last. */
 static struct {
 	pthread_mutex_t lock;      /* guards all here, and the jobs handed to idle workers */
-	struct worker *idle;       /* the most recently idle first */
+	struct ring idle;          /* the most recently idle first */
 	int idle_count;
 	struct worker *last_ended; /* a thread cannot unmap its own stack: the next to end does */
 } pool = { .lock = PTHREAD_MUTEX_INITIALIZER };
@@ -896,18 +930,6 @@ reap_last_worker(void)
 	reap_worker(pool.last_ended);
 }
 
-/* Take w off pool.idle; pool.lock is held. */
-static void
-unlink_idle(struct worker *w)
-{
-	struct worker **pp;
-
-	for (pp = &pool.idle; *pp != w; pp = &(*pp)->next)
-		;
-	*pp = w->next;
-	pool.idle_count--;
-}
-
 /* Run jobs until none comes within IDLE_WORKER_MS, or enough others are idle. */
 static void *
 worker_main(void *arg)
@@ -922,8 +944,7 @@ worker_main(void *arg)
 		if (pool.idle_count >= IDLE_WORKERS_MAX)
 			break;
 		w->fn = NULL;
-		w->next = pool.idle;
-		pool.idle = w;
+		ring_put(pool.idle.next, &w->link);
 		pool.idle_count++;
 		until = cond_deadline(IDLE_WORKER_MS);
 		while (w->fn == NULL &&
@@ -931,7 +952,8 @@ worker_main(void *arg)
 			;
 		/* Timed out with no job: spawn() can no longer find this worker. */
 		if (w->fn == NULL) {
-			unlink_idle(w);
+			ring_take(&w->link);
+			pool.idle_count--;
 			/* The last idle worker: no job came for IDLE_WORKER_MS, a burst is over. */
 			quiet = pool.idle_count == 0;
 			break;
@@ -954,11 +976,13 @@ worker_main(void *arg)
 static int
 hand_to_idle(void *(*fn)(void *), void *arg)
 {
-	struct worker *w;
+	struct worker *w = NULL;
 
 	pthread_mutex_lock(&pool.lock);
-	if ((w = pool.idle) != NULL) {
-		unlink_idle(w);
+	if (pool.idle.next != &pool.idle) {
+		w = RING_ITEM(pool.idle.next, struct worker, link);
+		ring_take(&w->link);
+		pool.idle_count--;
 		w->fn = fn;
 		w->arg = arg;
 		pthread_cond_signal(&w->wake);
@@ -1014,40 +1038,6 @@ err1:
 err0:
 	log_msg(LOG_WARN, "could not start a thread: %s", strerror(rc));
 	return (-1);
-}
-
-/* A doubly linked ring: a list's head, or an item's place in one. */
-struct ring {
-	struct ring *prev, *next;
-};
-
-/* The item of type t whose member m is the ring r. */
-#define RING_ITEM(r, t, m) ((t *)(void *)((char *)(r) - offsetof(t, m)))
-
-/* Make r an empty ring. */
-static void
-ring_init(struct ring *r)
-{
-	r->prev = r->next = r;
-}
-
-/* Put r into a ring just before at: at its tail when at is its head. */
-static void
-ring_put(struct ring *at, struct ring *r)
-{
-	r->prev = at->prev;
-	r->next = at;
-	at->prev->next = r;
-	at->prev = r;
-}
-
-/* Take r out of its ring. */
-static void
-ring_take(struct ring *r)
-{
-	r->prev->next = r->next;
-	r->next->prev = r->prev;
-	ring_init(r);
 }
 
 /* A connection to the control port: its socket and the bytes read past the last frame. */
@@ -1245,7 +1235,8 @@ struct relay_info {
 	int dump_id;         /* connection number for --dump output; 0: no dump */
 	uint64_t bytes[2];   /* bytes from the first socket to the second, and back */
 	_Atomic uint64_t moved[2];  /* bytes so far, each way, published as they go */
-	struct relay_info *next, **prevp;  /* in the client's list of its tunnel's relays */
+	struct ring link;    /* in its tunnel's list of live relays, under the tunnel's lock */
+	int fd;              /* the server's: the visitor, shut down when its client is cut */
 };
 
 /* A tunnel's visitors and bytes, for SIGUSR1's status lines; both sides keep one. */
@@ -1265,12 +1256,18 @@ counts_add(struct counts *sum, const struct counts *c)
 	sum->out += c->out;
 }
 
-/* Add the bytes live relay r has moved so far into *c; its side `in` reads from the visitor. */
+/* Add the bytes the relays listed in live moved so far into *c; their side `in` reads from visitors. */
 static void
-counts_add_live(struct counts *c, struct relay_info *r, int in)
+counts_add_live(struct counts *c, struct ring *live, int in)
 {
-	c->in += atomic_load_explicit(&r->moved[in], memory_order_relaxed);
-	c->out += atomic_load_explicit(&r->moved[!in], memory_order_relaxed);
+	struct relay_info *ri;
+	struct ring *r;
+
+	for (r = live->next; r != live; r = r->next) {
+		ri = RING_ITEM(r, struct relay_info, link);
+		c->in += atomic_load_explicit(&ri->moved[in], memory_order_relaxed);
+		c->out += atomic_load_explicit(&ri->moved[!in], memory_order_relaxed);
+	}
 }
 
 /* c as a status line says it: "visitors N now T total, bytes I in O out". */
@@ -1280,6 +1277,17 @@ counts_str(const struct counts *c, char *out, size_t cap)
 	snprintf(out, cap, "visitors %d now %llu total, bytes %llu in %llu out", c->now,
 	    (unsigned long long)c->visitors, (unsigned long long)c->in, (unsigned long long)c->out);
 	return (out);
+}
+
+/* SIGUSR1's line for one tunnel, alike on server and client. */
+static void
+log_tunnel_status(const char *what, time_t since, int64_t since_ms, const struct counts *c)
+{
+	char when[32], text[128];
+
+	log_msg(LOG_ALWAYS, "status: tunnel %s, up since %s (%lld s), %s", what,
+	    utc_str(since, when, sizeof(when)), (long long)(now_ms() - since_ms) / 1000,
+	    counts_str(c, text, sizeof(text)));
 }
 
 /* Direction names in --dump output: first socket (the server's side) to second, and back. */
@@ -1551,12 +1559,19 @@ done:
 	return (rc);
 }
 
-/* The info line at the end of a relayed connection, alike on server and client. */
+/* The line at the end of a relayed connection, alike on server and client; with --dump, always. */
 static void
-log_closed(const char *ids, uint64_t to_service, uint64_t to_visitor, int64_t start_ms)
+log_closed(const char *ids, int dump_id, uint64_t to_service, uint64_t to_visitor,
+    int64_t start_ms)
 {
-	log_msg(LOG_INFO, "connection %s closed: %llu bytes visitor->service, "
-	    "%llu bytes service->visitor, %.3f s", ids, (unsigned long long)to_service,
+	char name[64];
+
+	if (dump_id != 0)
+		snprintf(name, sizeof(name), "conn %d", dump_id);
+	else
+		snprintf(name, sizeof(name), "connection %s", ids);
+	log_msg(dump_id != 0 ? LOG_ALWAYS : LOG_INFO, "%s closed: %llu bytes visitor->service, "
+	    "%llu bytes service->visitor, %.3f s", name, (unsigned long long)to_service,
 	    (unsigned long long)to_visitor, (double)(now_ms() - start_ms) / 1000);
 }
 
@@ -2375,17 +2390,10 @@ cidr_allows(const struct cidr *list, int n, const struct sockaddr *sa)
 	return (0);
 }
 
-/* A visitor being relayed, listed in its tunnel so that the tunnel's end can cut it. */
-struct live {
-	struct live *next, **prevp;
-	int fd;
-	struct relay_info *info;  /* its bytes so far, for status lines */
-};
-
 /* A visitor accepted on a public port, parked until the client claims it with Accept. */
 struct pending {
-	struct pending *hnext;            /* in its bucket of pending_by_id */
-	struct pending *tnext, **tprevp;  /* in its tunnel's queue, oldest first */
+	struct ring chain;                /* in its bucket of server.pending */
+	struct ring queue;                /* in its tunnel's parked, oldest first */
 	struct tunnel *tunnel;            /* holds a reference and a place in it */
 	int64_t expires;                  /* closed at this time if still parked */
 	int fd;
@@ -2403,11 +2411,11 @@ struct tunnel {
 	int refs;
 	int conns;          /* parked plus relayed visitors, against srv.max_conns */
 	int closing;        /* the control connection ended: no new relays */
-	struct live *live;  /* visitors being relayed */
-	struct pending *parked, **parked_tail;  /* under pending_lock: oldest first */
+	struct ring live;   /* relay_info.link of the visitors being relayed */
+	struct ring parked; /* pending.queue, under server.pending_lock: oldest first */
 	struct log_limit waits;  /* "visitors wait" lines */
 	struct counts counts; /* its now is conns, read at a status dump */
-	struct tunnel *next, **prevp;  /* in open_tunnels, under open_tunnels_lock */
+	struct ring link;     /* in server.open, under server.lock */
 	int64_t since_ms;     /* set before it is listed, then fixed */
 	time_t since;
 	char client[64];
@@ -2424,9 +2432,9 @@ static struct {
 	atomic_int relays;          /* visitors being relayed now, waited for at shutdown */
 	atomic_int stopping;        /* SIGTERM/SIGINT came: tunnels say goodbye, relays may finish */
 	pthread_mutex_t lock;       /* guards open */
-	struct tunnel *open;        /* tunnels open now, for the status lines */
+	struct ring open;           /* tunnel.link of tunnels open now, for the status lines */
 	pthread_mutex_t pending_lock;  /* guards pending and every tunnel's parked queue */
-	struct pending *pending[PENDING_BUCKETS];  /* parked visitors by id */
+	struct ring pending[PENDING_BUCKETS];  /* pending.chain of parked visitors by id */
 } server = { .lock = PTHREAD_MUTEX_INITIALIZER, .pending_lock = PTHREAD_MUTEX_INITIALIZER };
 
 /* A new tunnel with the control thread's reference; NULL if out of memory. */
@@ -2441,7 +2449,8 @@ tunnel_new(void)
 	}
 	pthread_mutex_init(&t->lock, NULL);
 	t->refs = 1;
-	t->parked_tail = &t->parked;
+	ring_init(&t->live);
+	ring_init(&t->parked);
 	return (t);
 }
 
@@ -2500,32 +2509,25 @@ tunnel_drop_conn(struct tunnel *t)
 
 /* List a relayed visitor in its tunnel; -1 if the tunnel is already closing. */
 static int
-tunnel_track(struct tunnel *t, struct live *l)
+tunnel_track(struct tunnel *t, struct relay_info *r)
 {
 	int ok;
 
 	pthread_mutex_lock(&t->lock);
-	if ((ok = !t->closing)) {
-		l->next = t->live;
-		l->prevp = &t->live;
-		if (t->live != NULL)
-			t->live->prevp = &l->next;
-		t->live = l;
-	}
+	if ((ok = !t->closing))
+		ring_put(&t->live, &r->link);
 	pthread_mutex_unlock(&t->lock);
 	return (ok ? 0 : -1);
 }
 
 /* Take a relayed visitor off its tunnel's list, before its fd is closed, and count its bytes. */
 static void
-tunnel_untrack(struct tunnel *t, struct live *l, uint64_t in, uint64_t out)
+tunnel_untrack(struct tunnel *t, struct relay_info *r, uint64_t in, uint64_t out)
 {
 	pthread_mutex_lock(&t->lock);
 	t->counts.in += in;
 	t->counts.out += out;
-	*l->prevp = l->next;
-	if (l->next != NULL)
-		l->next->prevp = l->prevp;
+	ring_take(&r->link);
 	pthread_mutex_unlock(&t->lock);
 }
 
@@ -2537,13 +2539,13 @@ tunnel_untrack(struct tunnel *t, struct live *l, uint64_t in, uint64_t out)
 static void
 tunnel_close(struct tunnel *t, int cut)
 {
-	struct live *l;
+	struct ring *r;
 
 	pthread_mutex_lock(&t->lock);
 	t->closing = 1;
 	/* Listed fds stay open until untracked, so shutting them down here is safe. */
-	for (l = t->live; cut && l != NULL; l = l->next)
-		(void)shutdown(l->fd, SHUT_RDWR);
+	for (r = t->live.next; cut && r != &t->live; r = r->next)
+		(void)shutdown(RING_ITEM(r, struct relay_info, link)->fd, SHUT_RDWR);
 	pthread_mutex_unlock(&t->lock);
 }
 
@@ -2554,11 +2556,7 @@ tunnel_list(struct tunnel *t)
 	t->since_ms = now_ms();
 	t->since = time(NULL);
 	pthread_mutex_lock(&server.lock);
-	t->next = server.open;
-	t->prevp = &server.open;
-	if (server.open != NULL)
-		server.open->prevp = &t->next;
-	server.open = t;
+	ring_put(&server.open, &t->link);
 	pthread_mutex_unlock(&server.lock);
 }
 
@@ -2566,12 +2564,12 @@ tunnel_list(struct tunnel *t)
 static int
 source_known(const uint8_t src[16])
 {
-	struct tunnel *t;
+	struct ring *r;
 	int known = 0;
 
 	pthread_mutex_lock(&server.lock);
-	for (t = server.open; t != NULL && !known; t = t->next)
-		known = memcmp(t->src, src, 16) == 0;
+	for (r = server.open.next; r != &server.open && !known; r = r->next)
+		known = memcmp(RING_ITEM(r, struct tunnel, link)->src, src, 16) == 0;
 	pthread_mutex_unlock(&server.lock);
 	return (known);
 }
@@ -2581,9 +2579,7 @@ static void
 tunnel_unlist(struct tunnel *t)
 {
 	pthread_mutex_lock(&server.lock);
-	*t->prevp = t->next;
-	if (t->next != NULL)
-		t->next->prevp = t->prevp;
+	ring_take(&t->link);
 	pthread_mutex_unlock(&server.lock);
 }
 
@@ -2597,21 +2593,20 @@ log_server_status(void)
 {
 	struct counts c, all = { 0 };
 	struct tunnel *t;
-	struct live *l;
-	char since[32], text[128];
+	struct ring *r;
+	char what[128], text[128];
 	int tunnels = 0;
 
 	pthread_mutex_lock(&server.lock);
-	for (t = server.open; t != NULL; t = t->next) {
+	for (r = server.open.next; r != &server.open; r = r->next) {
+		t = RING_ITEM(r, struct tunnel, link);
 		pthread_mutex_lock(&t->lock);
 		c = t->counts;
 		c.now = t->conns;
-		for (l = t->live; l != NULL; l = l->next)
-			counts_add_live(&c, l->info, 1);
+		counts_add_live(&c, &t->live, 1);
 		pthread_mutex_unlock(&t->lock);
-		log_msg(LOG_ALWAYS, "status: tunnel port %u, client %s, up since %s (%lld s), %s",
-		    t->port, t->client, utc_str(t->since, since, sizeof(since)),
-		    (long long)(now_ms() - t->since_ms) / 1000, counts_str(&c, text, sizeof(text)));
+		snprintf(what, sizeof(what), "port %u, client %s", t->port, t->client);
+		log_tunnel_status(what, t->since, t->since_ms, &c);
 		tunnels++;
 		counts_add(&all, &c);
 	}
@@ -2620,9 +2615,8 @@ log_server_status(void)
 	    counts_str(&all, text, sizeof(text)));
 }
 
-
 /* The bucket for id: its bytes are random, so the first alone spreads ids over the buckets. */
-static struct pending **
+static struct ring *
 pending_bucket(const uint8_t id[BORE_UUID_LEN])
 {
 	return (&server.pending[id[0] % PENDING_BUCKETS]);
@@ -2632,16 +2626,8 @@ pending_bucket(const uint8_t id[BORE_UUID_LEN])
 static void
 pending_unlink(struct pending *p)
 {
-	struct pending **pp;
-
-	for (pp = pending_bucket(p->id); *pp != p; pp = &(*pp)->hnext)
-		;
-	*pp = p->hnext;
-	*p->tprevp = p->tnext;
-	if (p->tnext != NULL)
-		p->tnext->tprevp = p->tprevp;
-	else
-		p->tunnel->parked_tail = p->tprevp;
+	ring_take(&p->chain);
+	ring_take(&p->queue);
 	atomic_fetch_sub(&fds.promised, 1);
 }
 
@@ -2649,7 +2635,7 @@ pending_unlink(struct pending *p)
 static int
 pending_add(struct tunnel *t, int fd, const uint8_t id[BORE_UUID_LEN])
 {
-	struct pending *p, **bucket;
+	struct pending *p;
 
 	if ((p = malloc(sizeof(*p))) == NULL) {
 		log_msg(LOG_WARN, "out of memory");
@@ -2662,13 +2648,8 @@ pending_add(struct tunnel *t, int fd, const uint8_t id[BORE_UUID_LEN])
 	/* Its data connection will need an fd: promise it now. */
 	atomic_fetch_add(&fds.promised, 1);
 	pthread_mutex_lock(&server.pending_lock);
-	bucket = pending_bucket(id);
-	p->hnext = *bucket;
-	*bucket = p;
-	p->tnext = NULL;
-	p->tprevp = t->parked_tail;
-	*t->parked_tail = p;
-	t->parked_tail = &p->tnext;
+	ring_put(pending_bucket(id), &p->chain);
+	ring_put(&t->parked, &p->queue);
 	pthread_mutex_unlock(&server.pending_lock);
 	return (0);
 }
@@ -2677,12 +2658,13 @@ pending_add(struct tunnel *t, int fd, const uint8_t id[BORE_UUID_LEN])
 static struct pending *
 pending_take(const uint8_t id[BORE_UUID_LEN])
 {
-	struct pending *p;
+	struct ring *bucket = pending_bucket(id), *r;
+	struct pending *p = NULL;
 
 	pthread_mutex_lock(&server.pending_lock);
-	for (p = *pending_bucket(id); p != NULL; p = p->hnext)
-		if (memcmp(p->id, id, BORE_UUID_LEN) == 0)
-			break;
+	for (r = bucket->next; r != bucket && p == NULL; r = r->next)
+		if (memcmp(RING_ITEM(r, struct pending, chain)->id, id, BORE_UUID_LEN) == 0)
+			p = RING_ITEM(r, struct pending, chain);
 	if (p != NULL)
 		pending_unlink(p);
 	pthread_mutex_unlock(&server.pending_lock);
@@ -2693,18 +2675,21 @@ pending_take(const uint8_t id[BORE_UUID_LEN])
 static void
 pending_expire(struct tunnel *t, int64_t when)
 {
-	struct pending *p, *dead = NULL;
+	struct ring dead, *r;
+	struct pending *p;
 	char id[BORE_UUID_STRLEN + 1];
 
+	ring_init(&dead);
 	pthread_mutex_lock(&server.pending_lock);
-	while ((p = t->parked) != NULL && p->expires <= when) {
+	while ((r = t->parked.next) != &t->parked &&
+	    (p = RING_ITEM(r, struct pending, queue))->expires <= when) {
 		pending_unlink(p);
-		p->hnext = dead;
-		dead = p;
+		ring_put(&dead, &p->queue);
 	}
 	pthread_mutex_unlock(&server.pending_lock);
-	while ((p = dead) != NULL) {
-		dead = p->hnext;
+	while ((r = dead.next) != &dead) {
+		p = RING_ITEM(r, struct pending, queue);
+		ring_take(r);
 		bore_uuid_format(p->id, id);
 		if (when != INT64_MAX)
 			log_msg(LOG_WARN, "removed stale connection %s", id);
@@ -3065,7 +3050,6 @@ forward_visitor(struct conn *c, const uint8_t id[BORE_UUID_LEN])
 	struct relay_info info = { .dump_id = 0 };
 	int64_t start = now_ms();
 	struct pending *p;
-	struct live l;
 	struct tunnel *t;
 
 	bore_uuid_format(id, ids);
@@ -3076,26 +3060,25 @@ forward_visitor(struct conn *c, const uint8_t id[BORE_UUID_LEN])
 	}
 	/* The parked visitor's fd, place and tunnel reference are ours now. */
 	t = p->tunnel;
-	l.fd = p->fd;
-	l.info = &info;
+	info.fd = p->fd;
 	free(p);
 	log_msg(LOG_DEBUG, "forwarding connection %s", ids);
-	if (tunnel_track(t, &l) == 0) {
+	if (tunnel_track(t, &info) == 0) {
 		atomic_fetch_add(&server.relays, 1);
 		/* The header goes first, so the service reads it before any visitor byte. */
-		if ((srv.proxy_protocol && send_proxy_header(c->fd, l.fd) == -1) ||
-		    relay_after_frame(c, l.fd, &info) == -1) {
+		if ((srv.proxy_protocol && send_proxy_header(c->fd, info.fd) == -1) ||
+		    relay_after_frame(c, info.fd, &info) == -1) {
 			log_msg(LOG_DEBUG, "connection %s aborted: %s", ids, strerror(errno));
 			/* Pass the abort on: both peers see a reset, not a clean end. */
-			set_reset_on_close(l.fd);
+			set_reset_on_close(info.fd);
 			set_reset_on_close(c->fd);
 		}
 		/* The client's data connection is the relay's first socket: bytes[0] went to the visitor. */
-		log_closed(ids, info.bytes[1], info.bytes[0], start);
-		tunnel_untrack(t, &l, info.bytes[1], info.bytes[0]);
+		log_closed(ids, 0, info.bytes[1], info.bytes[0], start);
+		tunnel_untrack(t, &info, info.bytes[1], info.bytes[0]);
 		atomic_fetch_sub(&server.relays, 1);
 	}
-	close_fd(l.fd);
+	close_fd(info.fd);
 	tunnel_drop_conn(t);
 }
 
@@ -3524,6 +3507,9 @@ run_server(const struct sockaddr_storage *ctl, socklen_t ctl_len)
 	ssize_t n, i;
 	int lfd;
 
+	ring_init(&server.open);
+	for (i = 0; i < PENDING_BUCKETS; i++)
+		ring_init(&server.pending[i]);
 	addr_str((const struct sockaddr *)&srv.tunnel_addr, srv.tunnel_addr_len, tun, sizeof(tun));
 	/* Tunnels bind their own ports: show the address alone. */
 	if ((p = strrchr(tun, ':')) != NULL)
@@ -3628,7 +3614,7 @@ struct local_tunnel {
 	int64_t since_ms;          /* when it came up */
 	time_t since;
 	struct counts counts;      /* visitors proxied, and their bytes */
-	struct relay_info *live;   /* relays running now, for their bytes so far */
+	struct ring live;          /* relays running now, for their bytes so far */
 	struct spare spares[2 * MAX_PREWARM];  /* oldest first; renewed ones await their successor */
 	int nspares;
 	int spares_opening;        /* spares being opened by workers */
@@ -4316,11 +4302,7 @@ proxy_visitor(void *arg)
 	pthread_mutex_lock(&job->lt->lock);
 	job->lt->counts.now++;
 	job->lt->counts.visitors++;
-	info.next = job->lt->live;
-	info.prevp = &job->lt->live;
-	if (info.next != NULL)
-		info.next->prevp = &info.next;
-	job->lt->live = &info;
+	ring_put(&job->lt->live, &info.link);
 	pthread_mutex_unlock(&job->lt->lock);
 	if (cli.dump)
 		info.dump_id = atomic_fetch_add(&client.seen, 1) + 1;
@@ -4340,21 +4322,14 @@ proxy_visitor(void *arg)
 	}
 	if (dropped)
 		log_msg(LOG_WARN, "connection %s: the server kept dropping its data connection", ids);
-	if (c != NULL && info.dump_id != 0)
-		log_msg(LOG_ALWAYS, "conn %d closed: %llu bytes visitor->service, "
-		    "%llu bytes service->visitor, %.3f s", info.dump_id,
-		    (unsigned long long)info.bytes[0], (unsigned long long)info.bytes[1],
-		    (double)(now_ms() - start) / 1000);
-	else if (c != NULL)
-		log_closed(ids, info.bytes[0], info.bytes[1], start);
+	if (c != NULL)
+		log_closed(ids, info.dump_id, info.bytes[0], info.bytes[1], start);
 	conn_free(c);
 	pthread_mutex_lock(&job->lt->lock);
 	job->lt->counts.now--;
 	job->lt->counts.in += info.bytes[0];
 	job->lt->counts.out += info.bytes[1];
-	*info.prevp = info.next;
-	if (info.next != NULL)
-		info.next->prevp = info.prevp;
+	ring_take(&info.link);
 	pthread_mutex_unlock(&job->lt->lock);
 	free(job);
 	atomic_fetch_sub(&client.visitors, 1);
@@ -4634,10 +4609,9 @@ tunnel_main(void *arg)
 static void
 log_client_status(void)
 {
-	char public[300], local[300], since[32], text[128];
+	char public[300], local[300], what[620], text[128];
 	struct counts c, all = { 0 };
 	struct local_tunnel *lt;
-	struct relay_info *r;
 	int64_t since_ms;
 	time_t since_wall;
 	uint16_t port;
@@ -4650,18 +4624,16 @@ log_client_status(void)
 		since_ms = lt->since_ms;
 		since_wall = lt->since;
 		c = lt->counts;
-		for (r = lt->live; r != NULL; r = r->next)
-			counts_add_live(&c, r, 0);
+		counts_add_live(&c, &lt->live, 0);
 		pthread_mutex_unlock(&lt->lock);
 		host_port(cli.local_host, lt->local_port, local, sizeof(local));
-		counts_str(&c, text, sizeof(text));
+		snprintf(what, sizeof(what), "%s for %s", host_port(cli.to, port, public,
+		    sizeof(public)), local);
 		if (port != 0)
-			log_msg(LOG_ALWAYS, "status: tunnel %s for %s, up since %s (%lld s), %s",
-			    host_port(cli.to, port, public, sizeof(public)), local,
-			    utc_str(since_wall, since, sizeof(since)),
-			    (long long)(now_ms() - since_ms) / 1000, text);
+			log_tunnel_status(what, since_wall, since_ms, &c);
 		else
-			log_msg(LOG_ALWAYS, "status: tunnel for %s down, %s", local, text);
+			log_msg(LOG_ALWAYS, "status: tunnel for %s down, %s", local,
+			    counts_str(&c, text, sizeof(text)));
 		up += port != 0;
 		counts_add(&all, &c);
 	}
@@ -5231,6 +5203,7 @@ main_local(int argc, char **argv)
 	for (i = 0; i < npos; i++) {
 		remote |= tunnel_option(pos[i], &client.tunnels[i]);
 		pthread_mutex_init(&client.tunnels[i].lock, NULL);
+		ring_init(&client.tunnels[i].live);
 	}
 	client.ntunnels = npos;
 	if (vals[L_TO] == NULL || vals[L_TO][0] == '\0')
@@ -5511,6 +5484,9 @@ main(int argc, char **argv)
 	int i, j, stop = 0;
 
 	open_stdio();
+	logs.level = LOG_INFO;
+	logs.target = "bore_cli";
+	ring_init(&pool.idle);
 	/* --json anywhere before a "--", as clap takes a global flag: drop it from argv. */
 	for (i = j = 1; i < argc; i++) {
 		if (strcmp(argv[i], "--") == 0)
