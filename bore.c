@@ -2170,6 +2170,34 @@ blank(const char *line)
 }
 
 /*
+ * End each of buf's len bytes' lines in NUL, less its trailing CRs: the lines
+ * not blank, or -1 for binary data (a NUL, a control byte but TAB, CR, LF),
+ * which would be cut into guessable fragments.
+ */
+static int
+split_secret_lines(char *buf, size_t len)
+{
+	char *line;
+	size_t i;
+	int count = 0;
+
+	for (i = 0; i < len; i++)
+		if (((unsigned char)buf[i] < 0x20 && buf[i] != '\t' && buf[i] != '\r' &&
+		    buf[i] != '\n') || buf[i] == 0x7f)
+			return (-1);
+	for (i = 0; i < len; i++)
+		if (buf[i] == '\n')
+			buf[i] = '\0';
+	buf[len] = '\0';
+	for (i = len; i-- > 0;)
+		if (buf[i] == '\r' && buf[i + 1] == '\0')
+			buf[i] = '\0';
+	for (line = buf; line < buf + len; line += strlen(line) + 1)
+		count += !blank(line);
+	return (count);
+}
+
+/*
  * The keys of the secrets in path, one per line that is not blank (its CRs
  * at the end stripped, nothing else), the first line's first; NULL, logged
  * at level with a note of what follows (exit, or keeping the keys before),
@@ -2182,9 +2210,8 @@ read_secret_file(const char *path, int level, const char *then)
 	struct keyset *ks = NULL;
 	struct stat st;
 	ssize_t n = 0;
-	size_t len = 0, i;
-	unsigned char c;
-	int fd, saved, count = 0;
+	size_t len = 0;
+	int fd, saved, count;
 
 	/* Non-blocking: opening a FIFO for reading would wait for a writer. */
 	if ((fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY)) == -1)
@@ -2212,25 +2239,10 @@ read_secret_file(const char *path, int level, const char *then)
 		log_msg(level, "secret file %s is longer than %d bytes%s", path, SECRET_FILE_MAX, then);
 		goto out;
 	}
-	/* Binary data (a NUL, a control byte but TAB, CR, LF) would be cut into guessable fragments. */
-	for (i = 0; i < len; i++) {
-		c = (unsigned char)buf[i];
-		if ((c < 0x20 && c != '\t' && c != '\r' && c != '\n') || c == 0x7f) {
-			log_msg(level, "secret file %s holds binary data: a NUL or control byte%s", path,
-			    then);
-			goto out;
-		}
+	if ((count = split_secret_lines(buf, len)) == -1) {
+		log_msg(level, "secret file %s holds binary data: a NUL or control byte%s", path, then);
+		goto out;
 	}
-	/* Each line ends in NUL, less its trailing CRs; then count those not blank. */
-	for (i = 0; i < len; i++)
-		if (buf[i] == '\n')
-			buf[i] = '\0';
-	buf[len] = '\0';
-	for (i = len; i-- > 0;)
-		if (buf[i] == '\r' && buf[i + 1] == '\0')
-			buf[i] = '\0';
-	for (line = buf; line < buf + len; line += strlen(line) + 1)
-		count += !blank(line);
 	if (count == 0) {
 		log_msg(level, "secret file %s is empty%s", path, then);
 		goto out;
@@ -4913,6 +4925,31 @@ join_list(char *have, const char *more)
 	return (s);
 }
 
+/* The index in defs of the option argument a names, ndefs if none; *val its value if a holds it. */
+static size_t
+find_option(const struct optdef *defs, size_t ndefs, char *a, char **val)
+{
+	char *eq;
+	size_t d, len;
+
+	*val = NULL;
+	for (d = 0; d < ndefs; d++) {
+		if (a[1] == '-') {
+			eq = strchr(a + 2, '=');
+			len = eq ? (size_t)(eq - (a + 2)) : strlen(a + 2);
+			if (strlen(defs[d].name) == len && memcmp(defs[d].name, a + 2, len) == 0) {
+				*val = eq ? eq + 1 : NULL;
+				break;
+			}
+		} else if (defs[d].letter != 0 && defs[d].letter == a[1]) {
+			/* -xVALUE, -x=VALUE or -x VALUE, as clap takes them. */
+			*val = a[2] == '=' ? a + 3 : a[2] != '\0' ? a + 2 : NULL;
+			break;
+		}
+	}
+	return (d);
+}
+
 /*
  * Parse the arguments after a subcommand: options into vals (by index into
  * defs; they point into argv) and at most maxpos positional arguments into
@@ -4924,9 +4961,9 @@ parse_options(const struct command *cmd, const struct optdef *defs, size_t ndefs
     int argc, char **argv, char **vals, const char **pos, int maxpos)
 {
 	static char flag_given[] = "1";
-	char *a, *val, *eq;
+	char *a, *val;
 	int i, npos = 0, only_pos = 0;
-	size_t d, len;
+	size_t d;
 
 	for (i = 0; i < argc; i++) {
 		a = argv[i];
@@ -4944,22 +4981,7 @@ parse_options(const struct command *cmd, const struct optdef *defs, size_t ndefs
 			fputs(cmd->help, stdout);
 			exit(0);
 		}
-		val = NULL;
-		for (d = 0; d < ndefs; d++) {
-			if (a[1] == '-') {
-				eq = strchr(a + 2, '=');
-				len = eq ? (size_t)(eq - (a + 2)) : strlen(a + 2);
-				if (strlen(defs[d].name) == len && memcmp(defs[d].name, a + 2, len) == 0) {
-					val = eq ? eq + 1 : NULL;
-					break;
-				}
-			} else if (defs[d].letter != 0 && defs[d].letter == a[1]) {
-				/* -xVALUE, -x=VALUE or -x VALUE, as clap takes them. */
-				val = a[2] == '=' ? a + 3 : a[2] != '\0' ? a + 2 : NULL;
-				break;
-			}
-		}
-		if (d == ndefs)
+		if ((d = find_option(defs, ndefs, a, &val)) == ndefs)
 			usage_error(cmd, "unexpected argument '%s'", a);
 		if (vals[d] != NULL && defs[d].kind != OPT_LIST)
 			usage_error(cmd, "the argument '--%s' cannot be used multiple times",
@@ -5177,11 +5199,48 @@ tunnel_option(const char *spec, struct local_tunnel *lt)
 	return (1);
 }
 
+/* --to, checked; and --proxy, whose SOCKS5 request carries a name of at most 255 bytes. */
+static void
+server_option(char *to, char *proxy)
+{
+	char *colon;
+
+	if (to == NULL || to[0] == '\0')
+		usage_error(&local_cmd, "the following required argument was not provided: --to <TO>");
+	/* HOST:PORT or [IPv6]:PORT, as other tools take it; a bare IPv6 literal has several colons. */
+	colon = strrchr(to, ':');
+	if (colon != NULL && (colon == strchr(to, ':') || colon[-1] == ']'))
+		usage_error(&local_cmd, "invalid value '%s' for '--to': the control port is set "
+		    "with '--control-port %s'", to, colon + 1);
+	cli.to = to;
+	if (proxy != NULL && proxy[0] != '\0')
+		proxy_option(proxy);
+	if (cli.proxy == PROXY_SOCKS5H && strlen(cli.to) > 255)
+		usage_error(&local_cmd, "invalid value for '--to': too long a name for socks5h://");
+}
+
+/* Keep fds for each tunnel's control connection and up to twice --prewarm spares; fit --max-conns. */
+static void
+client_fd_budget(int ntunnels, int max_conns_given)
+{
+	fds.reserve = FD_SPARE + ntunnels * (1 + 2 * cli.prewarm);
+	if (fds.limit - fds.reserve < 2)
+		errx(1, "%d tunnel%s with --prewarm %d need%s more fds than the %d free under "
+		    "ulimit -n: raise the limit, or lower --prewarm", ntunnels, ntunnels == 1 ? "" : "s",
+		    cli.prewarm, ntunnels == 1 ? "s" : "", fds.limit);
+	/* Each visitor takes two: its data connection and its local one. */
+	if (cli.max_conns > (fds.limit - fds.reserve) / 2) {
+		cli.max_conns = (fds.limit - fds.reserve) / 2;
+		log_msg(max_conns_given ? LOG_WARN : LOG_INFO, "at most %d connections "
+		    "relayed at once (--max-conns): %d fds free under ulimit -n", cli.max_conns, fds.limit);
+	}
+}
+
 /* `bore local`: check the arguments, resolve both ends, run the client's tunnels. */
 static int
 main_local(int argc, char **argv)
 {
-	char *vals[L_COUNT] = { NULL }, *colon;
+	char *vals[L_COUNT] = { NULL };
 	const char *pos[MAX_TUNNELS] = { NULL };
 	struct keyset *ks;
 	int i, npos, remote = 0;
@@ -5206,19 +5265,7 @@ main_local(int argc, char **argv)
 		ring_init(&client.tunnels[i].live);
 	}
 	client.ntunnels = npos;
-	if (vals[L_TO] == NULL || vals[L_TO][0] == '\0')
-		usage_error(&local_cmd, "the following required argument was not provided: --to <TO>");
-	/* HOST:PORT or [IPv6]:PORT, as other tools take it; a bare IPv6 literal has several colons. */
-	colon = strrchr(vals[L_TO], ':');
-	if (colon != NULL && (colon == strchr(vals[L_TO], ':') || colon[-1] == ']'))
-		usage_error(&local_cmd, "invalid value '%s' for '--to': the control port is set "
-		    "with '--control-port %s'", vals[L_TO], colon + 1);
-	cli.to = vals[L_TO];
-	if (vals[L_PROXY] != NULL && vals[L_PROXY][0] != '\0')
-		proxy_option(vals[L_PROXY]);
-	/* A SOCKS5 request carries a name of at most 255 bytes. */
-	if (cli.proxy == PROXY_SOCKS5H && strlen(cli.to) > 255)
-		usage_error(&local_cmd, "invalid value for '--to': too long a name for socks5h://");
+	server_option(vals[L_TO], vals[L_PROXY]);
 	cli.local_host = vals[L_LOCAL_HOST] ? vals[L_LOCAL_HOST] : "localhost";
 	/* --port is the one tunnel's REMOTE_PORT: with several, each says its own. */
 	if (vals[L_PORT] != NULL && npos > 1)
@@ -5237,20 +5284,7 @@ main_local(int argc, char **argv)
 	    DEFAULT_MAX_CONNS);
 	cli.prewarm = count_option(&local_cmd, vals[L_PREWARM], "--prewarm", 0, MAX_PREWARM, 0);
 	cli.grace_ms = 1000 * count_option(&local_cmd, vals[L_GRACE], "--grace", 0, COUNT_MAX, 5);
-	/*
-	 * Each tunnel holds its control connection and up to twice --prewarm
-	 * spares; each visitor, two fds: its data connection and its local one.
-	 */
-	fds.reserve = FD_SPARE + npos * (1 + 2 * cli.prewarm);
-	if (fds.limit - fds.reserve < 2)
-		errx(1, "%d tunnel%s with --prewarm %d need%s more fds than the %d free under "
-		    "ulimit -n: raise the limit, or lower --prewarm", npos, npos == 1 ? "" : "s",
-		    cli.prewarm, npos == 1 ? "s" : "", fds.limit);
-	if (cli.max_conns > (fds.limit - fds.reserve) / 2) {
-		cli.max_conns = (fds.limit - fds.reserve) / 2;
-		log_msg(vals[L_MAX_CONNS] != NULL ? LOG_WARN : LOG_INFO, "at most %d connections "
-		    "relayed at once (--max-conns): %d fds free under ulimit -n", cli.max_conns, fds.limit);
-	}
+	client_fd_budget(npos, vals[L_MAX_CONNS] != NULL);
 	cli.heartbeat_timeout_ms = 1000 * count_option(&local_cmd, vals[L_HEARTBEAT_TIMEOUT],
 	    "--heartbeat-timeout", 1, HEARTBEAT_TIMEOUT_MAX, BORE_HEARTBEAT_TIMEOUT_MS / 1000);
 	for (i = 0; i < npos; i++)
@@ -5260,25 +5294,14 @@ main_local(int argc, char **argv)
 	return (run_tunnels());
 }
 
-/* `bore server`: check the arguments, run the server. */
-static int
-main_server(int argc, char **argv)
+/* The port range, the control port and the addresses to bind, into srv and *ctl. */
+static void
+bind_options(char *const vals[], struct sockaddr_storage *ctl, socklen_t *ctl_len)
 {
-	char *vals[S_COUNT] = { NULL };
-	const char *pos[1], *bind_addr, *bind_tunnels, *why;
-	struct sockaddr_storage ctl;
-	socklen_t ctl_len;
+	const char *bind_addr, *bind_tunnels, *why;
 	uint16_t control_port;
-	int i, fd;
+	int fd;
 
-	parse_options(&server_cmd, server_opts, S_COUNT, argc, argv, vals, pos, 0);
-	/* Published before any thread starts; SIGHUP replaces it when it came from a file. */
-	if ((keys.current = load_secret(&server_cmd, vals[S_SECRET], vals[S_SECRET_FILE])) != NULL) {
-		srv.has_secret = 1;
-		srv.secret_file = vals[S_SECRET_FILE];
-	}
-	vals[S_SECRET] = NULL;
-	apply_env(server_opts, S_COUNT, vals);
 	srv.min_port = port_option(&server_cmd, vals[S_MIN_PORT], "--min-port", 1, 1024);
 	srv.max_port = port_option(&server_cmd, vals[S_MAX_PORT], "--max-port", 1, 65535);
 	if (srv.min_port > srv.max_port)
@@ -5288,7 +5311,7 @@ main_server(int argc, char **argv)
 	    BORE_CONTROL_PORT);
 	bind_addr = vals[S_BIND_ADDR] ? vals[S_BIND_ADDR] : "0.0.0.0";
 	bind_tunnels = vals[S_BIND_TUNNELS] ? vals[S_BIND_TUNNELS] : bind_addr;
-	if (parse_ip(bind_addr, control_port, &ctl, &ctl_len) == -1)
+	if (parse_ip(bind_addr, control_port, ctl, ctl_len) == -1)
 		usage_error(&server_cmd, "invalid value '%s' for '--bind-addr': not an IP address",
 		    bind_addr);
 	if (parse_ip(bind_tunnels, 0, &srv.tunnel_addr, &srv.tunnel_addr_len) == -1)
@@ -5298,6 +5321,27 @@ main_server(int argc, char **argv)
 	if ((fd = try_bind(0, &why)) == -1)
 		errx(1, "could not bind tunnels to %s: %s", bind_tunnels, strerror(errno));
 	close_fd(fd);
+}
+
+/* `bore server`: check the arguments, run the server. */
+static int
+main_server(int argc, char **argv)
+{
+	char *vals[S_COUNT] = { NULL };
+	const char *pos[1];
+	struct sockaddr_storage ctl;
+	socklen_t ctl_len;
+	int i;
+
+	parse_options(&server_cmd, server_opts, S_COUNT, argc, argv, vals, pos, 0);
+	/* Published before any thread starts; SIGHUP replaces it when it came from a file. */
+	if ((keys.current = load_secret(&server_cmd, vals[S_SECRET], vals[S_SECRET_FILE])) != NULL) {
+		srv.has_secret = 1;
+		srv.secret_file = vals[S_SECRET_FILE];
+	}
+	vals[S_SECRET] = NULL;
+	apply_env(server_opts, S_COUNT, vals);
+	bind_options(vals, &ctl, &ctl_len);
 	srv.max_sessions = count_option(&server_cmd, vals[S_MAX_SESSIONS], "--max-sessions", 1,
 	    COUNT_MAX, DEFAULT_MAX_SESSIONS);
 	srv.max_conns = count_option(&server_cmd, vals[S_MAX_CONNS], "--max-conns", 1, COUNT_MAX,
