@@ -4639,11 +4639,11 @@ log_client_status(void)
 		counts_add_live(&c, &lt->live, 0);
 		pthread_mutex_unlock(&lt->lock);
 		host_port(cli.local_host, lt->local_port, local, sizeof(local));
-		snprintf(what, sizeof(what), "%s for %s", host_port(cli.to, port, public,
-		    sizeof(public)), local);
-		if (port != 0)
+		if (port != 0) {
+			snprintf(what, sizeof(what), "%s for %s", host_port(cli.to, port, public,
+			    sizeof(public)), local);
 			log_tunnel_status(what, since_wall, since_ms, &c);
-		else
+		} else
 			log_msg(LOG_ALWAYS, "status: tunnel for %s down, %s", local,
 			    counts_str(&c, text, sizeof(text)));
 		up += port != 0;
