@@ -400,6 +400,15 @@ static struct {
 	int stop[2];    /* never written: at a stop the client closes its write end to wake all */
 } pipes = { { -1, -1 }, { -1, -1 } };
 
+/* The next signal number on_signal passed on (0: a tunnel thread ended), or -1 if none waits. */
+static int
+next_signal(void)
+{
+	unsigned char sig;
+
+	return (read(pipes.signal[0], &sig, 1) == 1 ? sig : -1);
+}
+
 /* Counted where made and closed, so admission is decided before an fd is taken, not at EMFILE. */
 static struct {
 	int limit;             /* fds this process may open after start-up ones */
@@ -693,13 +702,15 @@ set_nodelay(int fd)
 	(void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 }
 
-/* Where sa keeps its address and port; the address's length: 4 (also v4-mapped), 16, or 0. */
+/* Where sa keeps its address and port; the address's length: 4 (also v4-mapped), 16, or 0 (NULLs). */
 static size_t
 sockaddr_ip(const struct sockaddr *sa, const uint8_t **addr, in_port_t **port)
 {
 	struct sockaddr_in *sin = (struct sockaddr_in *)(uintptr_t)sa;
 	struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)(uintptr_t)sa;
 
+	*addr = NULL;
+	*port = NULL;
 	if (sa->sa_family == AF_INET) {
 		*addr = (const uint8_t *)&sin->sin_addr;
 		*port = &sin->sin_port;
@@ -715,28 +726,18 @@ sockaddr_ip(const struct sockaddr *sa, const uint8_t **addr, in_port_t **port)
 	return (4);
 }
 
-/* An IPv4-mapped IPv6 address as the IPv4 one it stands for, in *out; any other as it is. */
-static const struct sockaddr *
-unmapped(const struct sockaddr *sa, struct sockaddr_in *out)
-{
-	const uint8_t *addr;
-	in_port_t *port;
-
-	if (sa->sa_family != AF_INET6 || sockaddr_ip(sa, &addr, &port) != 4)
-		return (sa);
-	*out = (struct sockaddr_in){ .sin_family = AF_INET, .sin_port = *port };
-	memcpy(&out->sin_addr, addr, 4);
-	return ((const struct sockaddr *)out);
-}
-
 /* Format a socket address as "ip:port" or "[ip]:port"; IPv4-mapped IPv6 shows as IPv4. */
 static const char *
 addr_str(const struct sockaddr *sa, socklen_t len, char *out, size_t cap)
 {
 	char host[INET6_ADDRSTRLEN], serv[8];
-	struct sockaddr_in sin;
+	struct sockaddr_in sin = { .sin_family = AF_INET };
+	const uint8_t *addr;
+	in_port_t *port;
 
-	if (unmapped(sa, &sin) != sa) {
+	if (sa->sa_family == AF_INET6 && sockaddr_ip(sa, &addr, &port) == 4) {
+		sin.sin_port = *port;
+		memcpy(&sin.sin_addr, addr, 4);
 		sa = (const struct sockaddr *)&sin;
 		len = sizeof(sin);
 	}
@@ -2322,7 +2323,7 @@ server_handshake(struct conn *c, const struct keyset *ks)
 
 /* An address block from --allow or --allow-control. */
 struct cidr {
-	int family;
+	size_t len;  /* of addr: 4 (IPv4) or 16 */
 	uint8_t addr[16];
 	int bits;
 };
@@ -2354,7 +2355,9 @@ parse_cidr(const char *s, struct cidr *c)
 	char ip[INET6_ADDRSTRLEN + 2];
 	const char *slash = strchr(s, '/');
 	size_t n = slash ? (size_t)(slash - s) : strlen(s);
-	uint16_t bits;
+	const uint8_t *a;
+	in_port_t *port;
+	uint16_t bits, mapped;
 
 	if (n == 0 || n >= sizeof(ip))
 		return (-1);
@@ -2362,16 +2365,16 @@ parse_cidr(const char *s, struct cidr *c)
 	ip[n] = '\0';
 	if (parse_ip(ip, 0, &ss, &len) == -1)
 		return (-1);
-	c->family = ss.ss_family;
-	if (c->family == AF_INET)
-		memcpy(c->addr, &((struct sockaddr_in *)&ss)->sin_addr, 4);
-	else
-		memcpy(c->addr, &((struct sockaddr_in6 *)&ss)->sin6_addr, 16);
-	c->bits = c->family == AF_INET ? 32 : 128;
+	c->len = sockaddr_ip((struct sockaddr *)&ss, &a, &port);
+	memcpy(c->addr, a, c->len);
+	c->bits = (int)c->len * 8;
+	/* An IPv4-mapped block is the IPv4 block it stands for, as a peer's address is. */
+	mapped = ss.ss_family == AF_INET6 && c->len == 4 ? 96 : 0;
 	if (slash != NULL) {
-		if (bore_parse_port(slash + 1, 0, &bits) == -1 || bits > c->bits)
+		if (bore_parse_port(slash + 1, 0, &bits) == -1 || bits < mapped ||
+		    bits - mapped > c->bits)
 			return (-1);
-		c->bits = bits;
+		c->bits = bits - mapped;
 	}
 	return (0);
 }
@@ -2380,18 +2383,15 @@ parse_cidr(const char *s, struct cidr *c)
 static int
 cidr_allows(const struct cidr *list, int n, const struct sockaddr *sa)
 {
-	struct sockaddr_in sin;
 	const uint8_t *a;
-	int family, i, full, rest;
+	in_port_t *port;
+	size_t len = sockaddr_ip(sa, &a, &port);
+	int i, full, rest;
 
 	if (n == 0)
 		return (1);
-	sa = unmapped(sa, &sin);
-	family = sa->sa_family;
-	a = family == AF_INET ? (const uint8_t *)&((const struct sockaddr_in *)sa)->sin_addr :
-	    (const uint8_t *)&((const struct sockaddr_in6 *)sa)->sin6_addr;
 	for (i = 0; i < n; i++) {
-		if (list[i].family != family)
+		if (list[i].len != len)
 			continue;
 		full = list[i].bits / 8;
 		rest = list[i].bits % 8;
@@ -2840,11 +2840,13 @@ bound_port(int fd)
 {
 	struct sockaddr_storage ss;
 	socklen_t len = sizeof(ss);
+	const uint8_t *addr;
+	in_port_t *port;
 
-	if (getsockname(fd, (struct sockaddr *)&ss, &len) == -1)
+	if (getsockname(fd, (struct sockaddr *)&ss, &len) == -1 ||
+	    sockaddr_ip((struct sockaddr *)&ss, &addr, &port) == 0)
 		return (0);
-	return (ntohs(ss.ss_family == AF_INET ? ((struct sockaddr_in *)&ss)->sin_port :
-	    ((struct sockaddr_in6 *)&ss)->sin6_port));
+	return (ntohs(*port));
 }
 
 /* Heartbeat and announce visitors until the client leaves; says why in *why. */
@@ -2979,41 +2981,21 @@ proxy_header(const struct sockaddr *src, const struct sockaddr *dst, int version
     size_t cap)
 {
 	char sa[INET6_ADDRSTRLEN], da[INET6_ADDRSTRLEN];
-	struct sockaddr_in s4, d4;
-	const void *sp, *dp;
-	uint16_t sport, dport;
-	size_t alen;
+	const uint8_t *sp, *dp;
+	in_port_t *sport, *dport;
+	size_t alen = sockaddr_ip(src, &sp, &sport);
 	int family, n;
 
-	src = unmapped(src, &s4);
-	dst = unmapped(dst, &d4);
-	family = src->sa_family == dst->sa_family ? src->sa_family : AF_UNSPEC;
-	if (family == AF_INET) {
-		sp = &((const struct sockaddr_in *)src)->sin_addr;
-		dp = &((const struct sockaddr_in *)dst)->sin_addr;
-		sport = ((const struct sockaddr_in *)src)->sin_port;
-		dport = ((const struct sockaddr_in *)dst)->sin_port;
-		alen = 4;
-	} else if (family == AF_INET6) {
-		sp = &((const struct sockaddr_in6 *)src)->sin6_addr;
-		dp = &((const struct sockaddr_in6 *)dst)->sin6_addr;
-		sport = ((const struct sockaddr_in6 *)src)->sin6_port;
-		dport = ((const struct sockaddr_in6 *)dst)->sin6_port;
-		alen = 16;
-	} else {
-		family = AF_UNSPEC;
-		sp = dp = NULL;
-		sport = dport = 0;
+	if (alen == 0 || sockaddr_ip(dst, &dp, &dport) != alen)
 		alen = 0;
-	}
+	family = alen == 4 ? AF_INET : alen == 16 ? AF_INET6 : AF_UNSPEC;
 	if (version == 1) {
-		if (family == AF_UNSPEC)
+		if (alen == 0)
 			n = snprintf(out, cap, "PROXY UNKNOWN\r\n");
 		else
-			n = snprintf(out, cap, "PROXY %s %s %s %u %u\r\n",
-			    family == AF_INET ? "TCP4" : "TCP6",
+			n = snprintf(out, cap, "PROXY %s %s %s %u %u\r\n", alen == 4 ? "TCP4" : "TCP6",
 			    inet_ntop(family, sp, sa, sizeof(sa)), inet_ntop(family, dp, da, sizeof(da)),
-			    ntohs(sport), ntohs(dport));
+			    ntohs(*sport), ntohs(*dport));
 		return (n < 0 || (size_t)n >= cap ? -1 : n);
 	}
 	/* v2: signature, version 2 + PROXY command, family + STREAM, length, then the addresses. */
@@ -3021,15 +3003,15 @@ proxy_header(const struct sockaddr *src, const struct sockaddr *dst, int version
 		return (-1);
 	memcpy(out, proxy_v2_sig, sizeof(proxy_v2_sig));
 	out[12] = 0x21;
-	out[13] = family == AF_INET ? 0x11 : family == AF_INET6 ? 0x21 : 0x00;
+	out[13] = alen == 4 ? 0x11 : alen == 16 ? 0x21 : 0x00;
 	n = alen ? (int)(2 * alen + 4) : 0;
 	out[14] = (char)(n >> 8);
 	out[15] = (char)(n & 0xff);
 	if (alen) {
 		memcpy(out + 16, sp, alen);
 		memcpy(out + 16 + alen, dp, alen);
-		memcpy(out + 16 + 2 * alen, &sport, 2);
-		memcpy(out + 18 + 2 * alen, &dport, 2);
+		memcpy(out + 16 + 2 * alen, sport, 2);
+		memcpy(out + 18 + 2 * alen, dport, 2);
 	}
 	return (16 + n);
 }
@@ -3135,15 +3117,16 @@ static struct {
 static void
 source_of(const struct sockaddr *sa, uint8_t src[16])
 {
-	struct sockaddr_in sin;
+	const uint8_t *a;
+	in_port_t *port;
+	size_t len = sockaddr_ip(sa, &a, &port);
 
 	memset(src, 0, 16);
-	sa = unmapped(sa, &sin);
-	if (sa->sa_family == AF_INET) {
+	if (len == 4) {
 		src[10] = src[11] = 0xff;
-		memcpy(src + 12, &((const struct sockaddr_in *)sa)->sin_addr, 4);
-	} else {
-		memcpy(src, &((const struct sockaddr_in6 *)sa)->sin6_addr, 8);
+		memcpy(src + 12, a, 4);
+	} else if (len == 16) {
+		memcpy(src, a, 8);
 	}
 }
 
@@ -3413,18 +3396,6 @@ reload_secrets(void)
 	keyset_publish(ks);
 }
 
-/* True if the signal bytes sigs[0..n) hold a request to stop (SIGINT or SIGTERM). */
-static int
-stop_requested(const char *sigs, ssize_t n)
-{
-	ssize_t i;
-
-	for (i = 0; i < n; i++)
-		if (sigs[i] == SIGINT || sigs[i] == SIGTERM)
-			return (1);
-	return (0);
-}
-
 /*
  * After SIGTERM/SIGINT: tunnels tell their clients and close, relays get up
  * to --grace to finish; a second signal ends the wait.  Returns exit status 0.
@@ -3434,11 +3405,9 @@ drain_and_exit(void)
 {
 	struct pollfd p = { .fd = pipes.signal[0], .events = POLLIN };
 	int64_t deadline = now_ms() + srv.grace_ms;
-	char drain[16];
-	ssize_t n;
-	int tunnels, relays;
+	int tunnels, relays, sig;
 
-	while (read(pipes.signal[0], drain, sizeof(drain)) > 0)
+	while (next_signal() != -1)
 		continue;
 	atomic_store(&server.stopping, 1);
 	tunnels = atomic_load(&server.tunnels);
@@ -3448,9 +3417,11 @@ drain_and_exit(void)
 	while ((atomic_load(&server.tunnels) > 0 || atomic_load(&server.relays) > 0) &&
 	    now_ms() < deadline) {
 		/* Tunnels notice within a heartbeat; poll briefly so the count is seen soon. */
+		(void)poll(&p, 1, 50);
 		/* SIGUSR1 and SIGHUP ask for something else: no reason to stop waiting. */
-		if (poll(&p, 1, 50) > 0 && (n = read(pipes.signal[0], drain, sizeof(drain))) > 0 &&
-		    stop_requested(drain, n)) {
+		while ((sig = next_signal()) != -1 && sig != SIGINT && sig != SIGTERM)
+			continue;
+		if (sig != -1) {
 			log_msg(LOG_INFO, "second signal: not waiting");
 			break;
 		}
@@ -3515,9 +3486,8 @@ run_server(const struct sockaddr_storage *ctl, socklen_t ctl_len)
 {
 	enum { POLL_LISTEN, POLL_SIGNAL, POLL_SLOTS };
 	struct pollfd pfd[POLL_SLOTS];
-	char addr[64], tun[64], *p, sigs[16];
-	ssize_t n, i;
-	int lfd;
+	char addr[64], tun[64], *p;
+	int i, lfd, sig;
 
 	ring_init(&server.open);
 	for (i = 0; i < PENDING_BUCKETS; i++)
@@ -3543,20 +3513,14 @@ run_server(const struct sockaddr_storage *ctl, socklen_t ctl_len)
 			log_msg(LOG_ERROR, "poll: %s", strerror(errno));
 			return (1);
 		}
-		/* One byte per signal, as on_signal wrote them. */
-		if (pfd[POLL_SIGNAL].revents && (n = read(pipes.signal[0], sigs, sizeof(sigs))) > 0) {
-			for (i = 0; i < n; i++) {
-				switch (sigs[i]) {
-				case SIGHUP:
-					reload_secrets();
-					break;
-				case SIGUSR1:
-					log_server_status();
-					break;
-				default:
-					close_fd(lfd);
-					return (drain_and_exit());
-				}
+		while ((sig = next_signal()) != -1) {
+			if (sig == SIGHUP) {
+				reload_secrets();
+			} else if (sig == SIGUSR1) {
+				log_server_status();
+			} else {
+				close_fd(lfd);
+				return (drain_and_exit());
 			}
 		}
 		if (pfd[POLL_LISTEN].revents & POLLIN)
@@ -3941,6 +3905,8 @@ socks5_connect(int fd, const struct sockaddr *dest, int64_t deadline)
 	char where[300], target[300];
 	struct sockaddr_storage lit;
 	socklen_t lit_len;
+	const uint8_t *addr;
+	in_port_t *port;
 	size_t n;
 	int r = -1;
 
@@ -3958,11 +3924,9 @@ socks5_connect(int fd, const struct sockaddr *dest, int64_t deadline)
 		memcpy(b + 5, cli.to, b[4]);
 		n = 5 + b[4];
 	} else {
-		b[3] = dest->sa_family == AF_INET ? 1 : 4;
-		n = dest->sa_family == AF_INET ? 4 : 16;
-		memcpy(b + 4, dest->sa_family == AF_INET ?
-		    (const void *)&((const struct sockaddr_in *)dest)->sin_addr :
-		    (const void *)&((const struct sockaddr_in6 *)dest)->sin6_addr, n);
+		n = sockaddr_ip(dest, &addr, &port);
+		b[3] = n == 4 ? 1 : 4;
+		memcpy(b + 4, addr, n);
 		n += 4;
 	}
 	b[n++] = (unsigned char)(cli.control_port >> 8);
@@ -4675,7 +4639,7 @@ run_tunnels(void)
 	struct pollfd p = { .fd = pipes.signal[0], .events = POLLIN };
 	int i, open, status = 0, stopped = 0;
 	int64_t drain_until = 0;  /* 0: not draining */
-	unsigned char sig;
+	int sig;
 
 	atomic_store(&client.threads, client.ntunnels);
 	for (i = 0; i < client.ntunnels; i++)
@@ -4688,7 +4652,7 @@ run_tunnels(void)
 			break;
 		if (poll(&p, 1, drain_until != 0 ? 50 : -1) == -1 && errno != EINTR)
 			err(1, "poll");
-		while (!stopped && read(pipes.signal[0], &sig, 1) == 1) {
+		while (!stopped && (sig = next_signal()) != -1) {
 			if (sig == SIGUSR1) {
 				log_client_status();
 			} else if (sig != 0 && drain_until != 0) {
@@ -5447,10 +5411,8 @@ on_signal(int sig)
 {
 	char c = (char)sig;
 	int saved = errno;
-	ssize_t r;
 
-	r = write(pipes.signal[1], &c, 1);
-	(void)r;
+	(void)!write(pipes.signal[1], &c, 1);
 	errno = saved;
 }
 

@@ -568,6 +568,35 @@ test_proxy(void)
 	    "proxy: v2 too small a buffer", NULL);
 }
 
+/* True if --allow block `block` admits the peer at ip. */
+static int
+cidr_admits(const char *block, const char *ip)
+{
+	struct sockaddr_storage ss = sockaddr_of(ip, 1);
+	struct cidr c;
+
+	return (parse_cidr(block, &c) == 0 && cidr_allows(&c, 1, (struct sockaddr *)&ss));
+}
+
+static void
+test_cidr(void)
+{
+	struct cidr c;
+
+	check(cidr_admits("10.0.0.0/8", "10.1.2.3") && !cidr_admits("10.0.0.0/8", "11.0.0.1"),
+	    "cidr: IPv4 /8", NULL);
+	check(cidr_admits("10.0.0.0/8", "::ffff:10.1.2.3"), "cidr: v4-mapped peer is IPv4", NULL);
+	check(cidr_admits("::ffff:10.0.0.0/104", "10.1.2.3") &&
+	    !cidr_admits("::ffff:10.0.0.0/104", "11.1.2.3"), "cidr: v4-mapped block is IPv4", NULL);
+	check(cidr_admits("2001:db8::/33", "2001:db8:7fff::1") &&
+	    !cidr_admits("2001:db8::/33", "2001:db8:8000::1"), "cidr: IPv6 /33", NULL);
+	check(!cidr_admits("0.0.0.0/0", "::1") && cidr_admits("::/0", "::1"),
+	    "cidr: families apart", NULL);
+	check(parse_cidr("10.0.0.1/33", &c) == -1 && parse_cidr("::/129", &c) == -1 &&
+	    parse_cidr("::ffff:10.0.0.0/95", &c) == -1 && parse_cidr("/8", &c) == -1,
+	    "cidr: bad blocks", NULL);
+}
+
 /* ---- Number parsing ----------------------------------------------------- */
 
 static void
@@ -797,8 +826,10 @@ main(int argc, char **argv)
 			test_cli();
 		if (GROUP("liveness"))
 			test_liveness();
-		if (GROUP("proxy"))
+		if (GROUP("proxy")) {
 			test_proxy();
+			test_cidr();
+		}
 		if (GROUP("dropped"))
 			test_dropped();
 		if (GROUP("startups"))
