@@ -1141,16 +1141,18 @@ read_frame(struct conn *c, struct bore_msg *m, int64_t deadline)
 	}
 }
 
-/* Read a connection's first message within the network timeout: 1, 0 at EOF, or -1 with *why. */
+/* Read a connection's first message within the network timeout: 1, 0 at EOF, or -1 (errno). */
 static int
-read_first(struct conn *c, struct bore_msg *m, const char **why)
+read_first(struct conn *c, struct bore_msg *m)
 {
-	int r = read_frame(c, m, now_ms() + BORE_NETWORK_TIMEOUT_MS);
+	return (read_frame(c, m, now_ms() + BORE_NETWORK_TIMEOUT_MS));
+}
 
-	if (r == -1)
-		*why = errno == ETIMEDOUT ? "timed out waiting for initial message" :
-		    frame_error(errno);
-	return (r);
+/* What went wrong in read_first, as bore words it. */
+static const char *
+first_error(int err)
+{
+	return (err == ETIMEDOUT ? "timed out waiting for initial message" : frame_error(err));
 }
 
 /* True if a whole frame (or an oversize one) is already buffered in c. */
@@ -1203,6 +1205,14 @@ send_text_msg(int fd, enum bore_msg_type type, const char *text)
 
 	snprintf(m.text, sizeof(m.text), "%s", text);
 	return (send_msg(fd, &m));
+}
+
+/* Tell the peer on fd in an Error frame why it is refused or closed; that reason, for a log line. */
+static const char *
+send_error(int fd, const char *why)
+{
+	(void)send_text_msg(fd, BORE_MSG_ERROR, why);
+	return (why);
 }
 
 /* ==================================================================== */
@@ -2298,19 +2308,18 @@ server_handshake(struct conn *c, const struct keyset *ks)
 		return (-1);
 	}
 	/* Like bore, say why before closing: even a timeout or a bad frame gets an Error. */
-	if ((r = read_first(c, &m, &why)) == 1 && m.type == BORE_MSG_AUTHENTICATE) {
+	if ((r = read_first(c, &m)) == 1 && m.type == BORE_MSG_AUTHENTICATE) {
 		for (i = 0; i < ks->n; i++)
 			if (bore_auth_verify(ks->key[i], challenge, m.text, m.text_len))
 				ok = i;
 		if (ok != -1)
 			return (ok);
 		why = "invalid secret";
-	} else if (r != -1) {
-		why = "server requires secret, but no secret was provided";
+	} else {
+		why = r == -1 ? first_error(errno) : "server requires secret, but no secret was provided";
 	}
 	log_limited(&logs.peer_lines[PL_HANDSHAKE], LOG_WARN, "%s: server handshake failed: %s", c->peer,
-	    why);
-	(void)send_text_msg(c->fd, BORE_MSG_ERROR, why);
+	    send_error(c->fd, why));
 	return (-1);
 }
 
@@ -2711,53 +2720,54 @@ pending_expire(struct tunnel *t, int64_t when)
 	}
 }
 
-/* Bind one public port; -1 with *why set to bore's error text. */
+/* Listen on one public port; -1 (errno). */
 static int
-try_bind(uint16_t port, const char **why)
+try_bind(uint16_t port)
 {
 	struct sockaddr_storage ss = srv.tunnel_addr;  /* settings are shared: set the port on a copy */
-	int fd;
 
 	set_port(&ss, port);
-	if ((fd = listen_on(&ss, srv.tunnel_addr_len)) != -1)
-		return (fd);
-	if (errno == EADDRINUSE)
-		*why = "port already in use";
-	else if (errno == EACCES || errno == EPERM)
-		*why = "permission denied";
-	else
-		*why = "failed to bind to port";
-	return (-1);
+	return (listen_on(&ss, srv.tunnel_addr_len));
+}
+
+/* Why bind_public failed, as bore words it: ERANGE, a port out of range; EAGAIN, none free. */
+static const char *
+bind_error(int err)
+{
+	return (err == ERANGE ? "client port number not in allowed range" :
+	    err == EAGAIN ? "failed to find an available port" :
+	    err == EADDRINUSE ? "port already in use" :
+	    err == EACCES || err == EPERM ? "permission denied" : "failed to bind to port");
 }
 
 /* A specific port found in use is tried again this often, this far apart. */
 #define REBIND_TRIES 10
 #define REBIND_WAIT_MS 50
 
-/* The public listener for a client that asked for port (0: any port in range). */
+/* The public listener for a client that asked for port (0: any port in range); -1 (errno). */
 static int
-bind_public(uint16_t port, const char **why)
+bind_public(uint16_t port)
 {
 	uint32_t span = (uint32_t)srv.max_port - srv.min_port + 1;
 	int fd, i;
 
 	if (port != 0) {
 		if (port < srv.min_port || port > srv.max_port) {
-			*why = "client port number not in allowed range";
+			errno = ERANGE;
 			return (-1);
 		}
 		/* The holder may be a tunnel whose client just died and that is closing now. */
-		for (i = 0; (fd = try_bind(port, why)) == -1 && errno == EADDRINUSE &&
+		for (i = 0; (fd = try_bind(port)) == -1 && errno == EADDRINUSE &&
 		    i < REBIND_TRIES; i++)
 			(void)poll(NULL, 0, REBIND_WAIT_MS);
 		return (fd);
 	}
 	for (i = 0; i < BORE_PORT_TRIES; i++) {
 		port = (uint16_t)(srv.min_port + randombytes_uniform(span));
-		if ((fd = try_bind(port, why)) != -1)
+		if ((fd = try_bind(port)) != -1)
 			return (fd);
 	}
-	*why = "failed to find an available port";
+	errno = EAGAIN;
 	return (-1);
 }
 
@@ -2849,9 +2859,9 @@ bound_port(int fd)
 	return (ntohs(*port));
 }
 
-/* Heartbeat and announce visitors until the client leaves; says why in *why. */
-static void
-serve_tunnel(struct conn *c, struct tunnel *t, int lfd, const uint8_t *key, const char **why)
+/* Heartbeat and announce visitors until the client leaves; why the tunnel ended. */
+static const char *
+serve_tunnel(struct conn *c, struct tunnel *t, int lfd, const uint8_t *key)
 {
 	enum { POLL_CONTROL, POLL_PUBLIC, POLL_SLOTS };
 	struct pollfd pfd[POLL_SLOTS];
@@ -2860,22 +2870,14 @@ serve_tunnel(struct conn *c, struct tunnel *t, int lfd, const uint8_t *key, cons
 	ssize_t n;
 
 	for (next_beat = now_ms();;) {
-		if (atomic_load(&server.stopping)) {
-			*why = "server shutting down";
-			(void)send_text_msg(c->fd, BORE_MSG_ERROR, *why);
-			return;
-		}
+		if (atomic_load(&server.stopping))
+			return (send_error(c->fd, "server shutting down"));
 		if (now_ms() >= next_beat) {
 			/* No zombie: its data connections could no longer authenticate. */
-			if (key != NULL && key_revoked(key)) {
-				*why = "secret revoked";
-				(void)send_text_msg(c->fd, BORE_MSG_ERROR, *why);
-				return;
-			}
-			if (send_port_msg(c->fd, BORE_MSG_HEARTBEAT, 0) == -1) {
-				*why = strerror(errno);
-				return;
-			}
+			if (key != NULL && key_revoked(key))
+				return (send_error(c->fd, "secret revoked"));
+			if (send_port_msg(c->fd, BORE_MSG_HEARTBEAT, 0) == -1)
+				return (strerror(errno));
 			next_beat = now_ms() + BORE_HEARTBEAT_MS;
 			pending_expire(t, now_ms());
 		}
@@ -2887,29 +2889,18 @@ serve_tunnel(struct conn *c, struct tunnel *t, int lfd, const uint8_t *key, cons
 			pfd[POLL_PUBLIC].fd = -1;
 			wake = paused_until < next_beat ? paused_until : next_beat;
 		}
-		if (poll(pfd, POLL_SLOTS, ms_until(wake)) == -1) {
-			if (errno == EINTR)
-				continue;
-			*why = strerror(errno);
-			return;
-		}
+		if (poll(pfd, POLL_SLOTS, ms_until(wake)) == -1 && errno != EINTR)
+			return (strerror(errno));
 		/* The client sends nothing after Hello: readable means EOF, an error, or junk to drop. */
 		if (pfd[POLL_CONTROL].revents) {
-			n = recv(c->fd, scratch, sizeof(scratch), 0);
-			if (n == 0) {
-				*why = "client disconnected";
-				return;
-			}
-			if (n == -1 && errno != EINTR && errno != EAGAIN) {
-				*why = strerror(errno);
-				return;
-			}
+			if ((n = recv(c->fd, scratch, sizeof(scratch), 0)) == 0)
+				return ("client disconnected");
+			if (n == -1 && errno != EINTR && errno != EAGAIN)
+				return (strerror(errno));
 		}
 		if ((pfd[POLL_PUBLIC].revents & POLLIN) &&
-		    park_visitor(c, t, lfd, &paused_until) == -1) {
-			*why = "client unreachable";
-			return;
-		}
+		    park_visitor(c, t, lfd, &paused_until) == -1)
+			return ("client unreachable");
 	}
 }
 
@@ -2917,25 +2908,23 @@ serve_tunnel(struct conn *c, struct tunnel *t, int lfd, const uint8_t *key, cons
 static void
 run_tunnel(struct conn *c, uint16_t want, const uint8_t *key)
 {
-	const char *why = "";
+	const char *why;
 	struct tunnel *t;
 	int lfd;
 
 	if (atomic_fetch_add(&server.tunnels, 1) >= srv.max_sessions) {
-		why = "too many tunnels";
 		log_limited(&logs.peer_lines[PL_SESSIONS], LOG_WARN, "%s: refused: %s (limit %d)", c->peer,
-		    why, srv.max_sessions);
-		(void)send_text_msg(c->fd, BORE_MSG_ERROR, why);
+		    send_error(c->fd, "too many tunnels"), srv.max_sessions);
 		goto err0;
 	}
-	if ((lfd = bind_public(want, &why)) == -1) {
+	if ((lfd = bind_public(want)) == -1) {
+		why = send_error(c->fd, bind_error(errno));
 		if (want == 0)
 			log_limited(&logs.peer_lines[PL_NO_PORT], LOG_WARN, "%s: could not open a port: %s",
 			    c->peer, why);
 		else
 			log_limited(&logs.peer_lines[PL_NO_PORT], LOG_WARN,
 			    "%s: could not open port %u: %s", c->peer, want, why);
-		(void)send_text_msg(c->fd, BORE_MSG_ERROR, why);
 		goto err0;
 	}
 	if ((t = tunnel_new()) == NULL)
@@ -2948,7 +2937,7 @@ run_tunnel(struct conn *c, uint16_t want, const uint8_t *key)
 	if (send_port_msg(c->fd, BORE_MSG_HELLO, t->port) == -1)
 		goto err2;
 	log_msg(LOG_INFO, "new client %s, tunnel open on port %u", c->peer, t->port);
-	serve_tunnel(c, t, lfd, key, &why);
+	why = serve_tunnel(c, t, lfd, key);
 	log_msg(LOG_INFO, "tunnel on port %u closed (%s)", t->port, why);
 
 err2:
@@ -3338,7 +3327,6 @@ serve_control(void *arg)
 	struct bore_msg m;
 	struct keyset *ks = srv.has_secret ? keyset_get() : NULL;
 	uint8_t key[BORE_KEY_LEN];  /* the key c proved, for its tunnel to check at reloads */
-	const char *why;
 	int r = -1, k = -1;
 
 	/* The set stays ours through the handshake, whatever a reload does meanwhile. */
@@ -3348,8 +3336,9 @@ serve_control(void *arg)
 		/* Known now, no anonymous peer: not to be dropped for one (a client's spare, say). */
 		if (srv.has_secret)
 			startup_done(c);
-		if ((r = read_first(c, &m, &why)) == -1)
-			log_limited(&logs.peer_lines[PL_FIRST], LOG_WARN, "%s: %s", c->peer, why);
+		if ((r = read_first(c, &m)) == -1)
+			log_limited(&logs.peer_lines[PL_FIRST], LOG_WARN, "%s: %s", c->peer,
+			    first_error(errno));
 		else if (r == 0)
 			log_msg(LOG_DEBUG, "%s: closed before its first message", c->peer);
 	}
@@ -3724,10 +3713,9 @@ client_handshake(struct conn *c)
 	char tag[BORE_TAG_HEXLEN + 1];
 	int64_t start = now_ms();
 	struct bore_msg m;
-	const char *why;
 	int r;
 
-	r = read_first(c, &m, &why);
+	r = read_first(c, &m);
 	if (r == 1 && m.type == BORE_MSG_ERROR)
 		return (server_error(&m, 0));
 	if (r == 1 && m.type != BORE_MSG_CHALLENGE) {
@@ -3742,7 +3730,8 @@ client_handshake(struct conn *c)
 		log_msg(LOG_ERROR, "timed out waiting for authentication challenge "
 		    "(a server without a secret sends none)");
 	else if (r == -1 && errno != ECANCELED)
-		log_msg(LOG_ERROR, "connection lost before the authentication challenge: %s", why);
+		log_msg(LOG_ERROR, "connection lost before the authentication challenge: %s",
+		    first_error(errno));
 	if (r != 1)
 		return (fail(ECONNABORTED));
 	bore_auth_tag(cli.key, m.uuid, tag);
@@ -4365,16 +4354,15 @@ static int
 send_hello(struct conn *c, uint16_t want, int kept, uint16_t *got)
 {
 	struct bore_msg m;
-	const char *why;
 	int r;
 
 	if (send_port_msg(c->fd, BORE_MSG_HELLO, want) == -1) {
 		log_msg(LOG_ERROR, "could not send hello: %s", strerror(errno));
 		return (fail(ECONNABORTED));
 	}
-	if ((r = read_first(c, &m, &why)) != 1) {
+	if ((r = read_first(c, &m)) != 1) {
 		if (r == 0 || errno != ECANCELED)
-			log_msg(LOG_ERROR, "%s", r == 0 ? "unexpected EOF from server" : why);
+			log_msg(LOG_ERROR, "%s", r == 0 ? "unexpected EOF from server" : first_error(errno));
 		return (fail(ECONNABORTED));
 	}
 	switch (m.type) {
@@ -5262,7 +5250,7 @@ main_local(int argc, char **argv)
 static void
 bind_options(char *const vals[], struct sockaddr_storage *ctl, socklen_t *ctl_len)
 {
-	const char *bind_addr, *bind_tunnels, *why;
+	const char *bind_addr, *bind_tunnels;
 	uint16_t control_port;
 	int fd;
 
@@ -5282,7 +5270,7 @@ bind_options(char *const vals[], struct sockaddr_storage *ctl, socklen_t *ctl_le
 		usage_error(&server_cmd, "invalid value '%s' for '--bind-tunnels': not an IP address",
 		    bind_tunnels);
 	/* Tunnels that cannot bind would refuse every client: say so now, not per client. */
-	if ((fd = try_bind(0, &why)) == -1)
+	if ((fd = try_bind(0)) == -1)
 		errx(1, "could not bind tunnels to %s: %s", bind_tunnels, strerror(errno));
 	close_fd(fd);
 }
