@@ -860,6 +860,27 @@ connect_any(const struct addrinfo *ai)
 	return (-1);
 }
 
+/*
+ * Accept a connection on lfd into *ss, named in addr (64 bytes); -1 if none
+ * came, and if fds or memory ran short (said after `where`), *paused_until
+ * is how long to leave lfd alone.
+ */
+static int
+accept_peer(int lfd, const char *where, struct sockaddr_storage *ss, char *addr,
+    int64_t *paused_until)
+{
+	socklen_t len = sizeof(*ss);
+	int fd = counted(accept_nb(lfd, (struct sockaddr *)ss, &len));
+
+	if (fd != -1) {
+		addr_str((struct sockaddr *)ss, len, addr, 64);
+	} else if (short_of_resources(errno)) {
+		log_limited(&logs.peer_lines[PL_ACCEPT], LOG_WARN, "%saccept: %s", where, strerror(errno));
+		*paused_until = now_ms() + ACCEPT_BACKOFF_MS;
+	}
+	return (fd);
+}
+
 /* A doubly linked ring: a list's head, or an item's place in one. */
 struct ring {
 	struct ring *prev, *next;
@@ -1053,9 +1074,9 @@ struct conn {
 	char buf[CONN_BUF];
 };
 
-/* Allocate a conn for fd, naming the peer for logs; NULL (fd untouched) on failure. */
+/* Allocate a conn for fd from peer, as logs name it; NULL (fd untouched) on failure. */
 static struct conn *
-conn_new(int fd, const struct sockaddr *sa, socklen_t salen)
+conn_new(int fd, const char *peer)
 {
 	struct conn *c;
 
@@ -1066,10 +1087,7 @@ conn_new(int fd, const struct sockaddr *sa, socklen_t salen)
 	c->fd = fd;
 	c->len = 0;
 	c->from = NULL;
-	if (sa != NULL)
-		addr_str(sa, salen, c->peer, sizeof(c->peer));
-	else
-		snprintf(c->peer, sizeof(c->peer), "server");
+	snprintf(c->peer, sizeof(c->peer), "%s", peer);
 	return (c);
 }
 
@@ -2475,13 +2493,14 @@ tunnel_new(void)
 	return (t);
 }
 
-/* Drop one reference; the last one frees the tunnel. */
+/* Drop one reference, a visitor's with its place (conns 1); the last one frees the tunnel. */
 static void
-tunnel_put(struct tunnel *t)
+tunnel_put(struct tunnel *t, int conns)
 {
 	int last;
 
 	pthread_mutex_lock(&t->lock);
+	t->conns -= conns;
 	last = --t->refs == 0;
 	pthread_mutex_unlock(&t->lock);
 	if (last) {
@@ -2516,16 +2535,6 @@ tunnel_conns(struct tunnel *t)
 	n = t->conns;
 	pthread_mutex_unlock(&t->lock);
 	return (n);
-}
-
-/* A visitor is gone: give back its place and its reference. */
-static void
-tunnel_drop_conn(struct tunnel *t)
-{
-	pthread_mutex_lock(&t->lock);
-	t->conns--;
-	pthread_mutex_unlock(&t->lock);
-	tunnel_put(t);
 }
 
 /* List a relayed visitor in its tunnel; -1 if the tunnel is already closing. */
@@ -2715,7 +2724,7 @@ pending_expire(struct tunnel *t, int64_t when)
 		if (when != INT64_MAX)
 			log_msg(LOG_WARN, "removed stale connection %s", id);
 		close_fd(p->fd);
-		tunnel_drop_conn(t);
+		tunnel_put(t, 1);
 		free(p);
 	}
 }
@@ -2794,9 +2803,8 @@ static int
 park_visitor(struct conn *c, struct tunnel *t, int lfd, int64_t *paused_until)
 {
 	struct sockaddr_storage ss;
-	socklen_t sslen = sizeof(ss);
 	uint8_t id[BORE_UUID_LEN];
-	char addr[64];
+	char addr[64], where[16];
 	int vfd, share = visitor_share(), room = fds_room(2, fds.reserve);
 
 	/* The visitor's fd and its data connection's, above the control port's reserve. */
@@ -2806,16 +2814,9 @@ park_visitor(struct conn *c, struct tunnel *t, int lfd, int64_t *paused_until)
 		    room ? "tunnel holds its share of fds" : "out of fds for visitors", fds.limit);
 		return (0);
 	}
-	vfd = counted(accept_nb(lfd, (struct sockaddr *)&ss, &sslen));
-	if (vfd == -1) {
-		if (short_of_resources(errno)) {
-			log_limited(&logs.peer_lines[PL_ACCEPT], LOG_WARN, "port %u: accept: %s", t->port,
-			    strerror(errno));
-			*paused_until = now_ms() + ACCEPT_BACKOFF_MS;
-		}
+	snprintf(where, sizeof(where), "port %u: ", t->port);
+	if ((vfd = accept_peer(lfd, where, &ss, addr, paused_until)) == -1)
 		return (0);
-	}
-	addr_str((struct sockaddr *)&ss, sslen, addr, sizeof(addr));
 	if (!cidr_allows(srv.allow, srv.nallow, (struct sockaddr *)&ss)) {
 		log_limited(&logs.peer_lines[PL_ALLOW], LOG_WARN, "port %u: refused %s: not in --allow",
 		    t->port, addr);
@@ -2833,7 +2834,7 @@ park_visitor(struct conn *c, struct tunnel *t, int lfd, int64_t *paused_until)
 	bore_uuid_random(id);
 	if (pending_add(t, vfd, id) == -1) {
 		close_fd(vfd);
-		tunnel_drop_conn(t);
+		tunnel_put(t, 1);
 		return (0);
 	}
 	/* The table owns vfd now; it is closed by Accept, expiry, or the tunnel's end. */
@@ -2944,7 +2945,7 @@ err2:
 	tunnel_unlist(t);
 	tunnel_close(t, !atomic_load(&server.stopping));
 	pending_expire(t, INT64_MAX);
-	tunnel_put(t);
+	tunnel_put(t, 0);
 err1:
 	close_fd(lfd);
 err0:
@@ -3062,7 +3063,7 @@ forward_visitor(struct conn *c, const uint8_t id[BORE_UUID_LEN])
 		atomic_fetch_sub(&server.relays, 1);
 	}
 	close_fd(info.fd);
-	tunnel_drop_conn(t);
+	tunnel_put(t, 1);
 }
 
 /*
@@ -3421,26 +3422,17 @@ drain_and_exit(void)
 	return (0);
 }
 
-/* Accept one control connection and start its thread. */
+/* Accept one control connection and start its thread; *paused_until as for accept_peer. */
 static void
-accept_control(int lfd)
+accept_control(int lfd, int64_t *paused_until)
 {
 	struct sockaddr_storage ss;
-	socklen_t sslen = sizeof(ss);
 	struct conn *c;
 	char addr[64];
 	int fd, dropped;
 
-	fd = counted(accept_nb(lfd, (struct sockaddr *)&ss, &sslen));
-	if (fd == -1) {
-		/* Out of fds or memory: say so, wait a little, and keep serving. */
-		if (short_of_resources(errno)) {
-			log_limited(&logs.peer_lines[PL_ACCEPT], LOG_WARN, "accept: %s", strerror(errno));
-			poll(NULL, 0, ACCEPT_BACKOFF_MS);
-		}
+	if ((fd = accept_peer(lfd, "", &ss, addr, paused_until)) == -1)
 		return;
-	}
-	addr_str((struct sockaddr *)&ss, sslen, addr, sizeof(addr));
 	if (!cidr_allows(srv.allow_control, srv.nallow_control, (struct sockaddr *)&ss)) {
 		log_limited(&logs.peer_lines[PL_ALLOW_CONTROL], LOG_WARN,
 		    "refused control connection from %s: not in --allow-control", addr);
@@ -3448,7 +3440,7 @@ accept_control(int lfd)
 		return;
 	}
 	log_msg(LOG_DEBUG, "incoming connection from %s", addr);
-	if ((c = conn_new(fd, (struct sockaddr *)&ss, sslen)) == NULL) {
+	if ((c = conn_new(fd, addr)) == NULL) {
 		close_fd(fd);
 		return;
 	}
@@ -3476,7 +3468,8 @@ run_server(const struct sockaddr_storage *ctl, socklen_t ctl_len)
 	enum { POLL_LISTEN, POLL_SIGNAL, POLL_SLOTS };
 	struct pollfd pfd[POLL_SLOTS];
 	char addr[64], tun[64], *p;
-	int i, lfd, sig;
+	int64_t paused_until = 0;
+	int i, lfd, sig, wait;
 
 	ring_init(&server.open);
 	for (i = 0; i < PENDING_BUCKETS; i++)
@@ -3496,7 +3489,12 @@ run_server(const struct sockaddr_storage *ctl, socklen_t ctl_len)
 	pfd[POLL_SIGNAL] = (struct pollfd){ .fd = pipes.signal[0], .events = POLLIN };
 	for (;;) {
 		/* Wakes up to log what a flood held back once it stops. */
-		if (poll(pfd, POLL_SLOTS, log_limits_flush(logs.peer_lines, PL_KINDS)) == -1) {
+		wait = log_limits_flush(logs.peer_lines, PL_KINDS);
+		/* After EMFILE and the like, leave the listener alone for a moment. */
+		pfd[POLL_LISTEN].fd = now_ms() < paused_until ? -1 : lfd;
+		if (pfd[POLL_LISTEN].fd == -1 && ms_until(paused_until) < wait)
+			wait = ms_until(paused_until);
+		if (poll(pfd, POLL_SLOTS, wait) == -1) {
 			if (errno == EINTR)
 				continue;
 			log_msg(LOG_ERROR, "poll: %s", strerror(errno));
@@ -3513,7 +3511,7 @@ run_server(const struct sockaddr_storage *ctl, socklen_t ctl_len)
 			}
 		}
 		if (pfd[POLL_LISTEN].revents & POLLIN)
-			accept_control(lfd);
+			accept_control(lfd, &paused_until);
 	}
 }
 
@@ -3966,7 +3964,7 @@ open_control(const struct addrinfo *ai, const struct sockaddr *dest, struct conn
 		close_fd(fd);
 		return (fail(e));
 	}
-	if ((c = conn_new(fd, NULL, 0)) == NULL) {
+	if ((c = conn_new(fd, "server")) == NULL) {
 		close_fd(fd);
 		return (fail(ECONNABORTED));
 	}

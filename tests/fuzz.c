@@ -434,7 +434,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		perror("fuzz: shutdown");
 		abort();
 	}
-	if ((c = conn_new(sv[0], NULL, 0)) == NULL)
+	if ((c = conn_new(sv[0], "server")) == NULL)
 		abort();
 
 	off = 0;
