@@ -769,6 +769,19 @@ set_port(struct sockaddr_storage *ss, uint16_t port)
 		*p = htons(port);
 }
 
+/* host without the brackets of an [IPv6] literal, copied to out (cap bytes); else host itself. */
+static const char *
+unbracket(const char *host, char *out, size_t cap)
+{
+	size_t n = strlen(host);
+
+	if (n < 2 || n >= cap || host[0] != '[' || host[n - 1] != ']')
+		return (host);
+	memcpy(out, host + 1, n - 2);
+	out[n - 2] = '\0';
+	return (out);
+}
+
 /* Parse an IP literal (IPv4, IPv6, or [IPv6]) with port into ss; 0, or -1. */
 static int
 parse_ip(const char *s, uint16_t port, struct sockaddr_storage *ss, socklen_t *len)
@@ -776,15 +789,9 @@ parse_ip(const char *s, uint16_t port, struct sockaddr_storage *ss, socklen_t *l
 	struct sockaddr_in *sin = (struct sockaddr_in *)ss;
 	struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)ss;
 	char buf[INET6_ADDRSTRLEN + 2];
-	const char *v6 = s;
-	size_t n = strlen(s);
+	const char *v6 = unbracket(s, buf, sizeof(buf));
 
 	memset(ss, 0, sizeof(*ss));
-	if (n >= 2 && n < sizeof(buf) && s[0] == '[' && s[n - 1] == ']') {
-		memcpy(buf, s + 1, n - 2);
-		buf[n - 2] = '\0';
-		v6 = buf;
-	}
 	if (inet_pton(AF_INET, s, &sin->sin_addr) == 1) {
 		sin->sin_family = AF_INET;
 		*len = sizeof(*sin);
@@ -3602,30 +3609,18 @@ static struct {
 	int opening;                   /* data connections being opened, up to OPENING_MAX */
 } client = { .opening_lock = PTHREAD_MUTEX_INITIALIZER, .opening_done = PTHREAD_COND_INITIALIZER };
 
-/* Wait for one of the OPENING_MAX places of data connections being opened. */
-static void
-opening_enter(void)
-{
-	pthread_mutex_lock(&client.opening_lock);
-	while (client.opening >= OPENING_MAX)
-		pthread_cond_wait(&client.opening_done, &client.opening_lock);
-	client.opening++;
-	pthread_mutex_unlock(&client.opening_lock);
-}
-
-/* Give a place back. */
-static void
-opening_leave(void)
-{
-	pthread_mutex_lock(&client.opening_lock);
-	client.opening--;
-	pthread_cond_signal(&client.opening_done);
-	pthread_mutex_unlock(&client.opening_lock);
-}
-
 /* First and longest wait between reconnection attempts. */
 #define RECONNECT_MIN_MS 500
 #define RECONNECT_MAX_MS 30000
+
+/* The wait before another try after `failures` in a row: first ms doubled for each, up to max. */
+static int
+back_off_ms(int first, int failures, int max)
+{
+	int64_t ms = (int64_t)first << (failures < 20 ? failures : 20);
+
+	return (ms < max ? (int)ms : max);
+}
 
 /*
  * A step of the client returns 0, or -1 with errno saying what comes next:
@@ -3648,17 +3643,10 @@ resolve(const char *host, uint16_t port)
 	struct addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM };
 	struct addrinfo *ai;
 	char name[256], serv[8];
-	size_t n = strlen(host);
 	int rc;
 
-	if (n >= 2 && n < sizeof(name) && host[0] == '[' && host[n - 1] == ']') {
-		memcpy(name, host + 1, n - 2);
-		name[n - 2] = '\0';
-	} else {
-		snprintf(name, sizeof(name), "%s", host);
-	}
 	snprintf(serv, sizeof(serv), "%u", port);
-	if ((rc = getaddrinfo(name, serv, &hints, &ai)) != 0) {
+	if ((rc = getaddrinfo(unbracket(host, name, sizeof(name)), serv, &hints, &ai)) != 0) {
 		log_msg(LOG_ERROR, "could not resolve %s: %s", host, gai_strerror(rc));
 		return (NULL);
 	}
@@ -3995,7 +3983,7 @@ struct visitor_job {
 	struct route route;
 };
 
-/* Open a data connection along route r, as open_control does. */
+/* Open a data connection along route r, as open_control does, once one of OPENING_MAX places is free. */
 static int
 open_data(const struct route *r, struct conn **out)
 {
@@ -4003,8 +3991,21 @@ open_data(const struct route *r, struct conn **out)
 		.ai_family = r->hop.ss_family, .ai_socktype = SOCK_STREAM,
 		.ai_addr = (struct sockaddr *)&r->hop, .ai_addrlen = r->hop_len,
 	};
+	int rc, saved;
 
-	return (open_control(&hop, r->dest_len ? (const struct sockaddr *)&r->dest : NULL, out));
+	pthread_mutex_lock(&client.opening_lock);
+	while (client.opening >= OPENING_MAX)
+		pthread_cond_wait(&client.opening_done, &client.opening_lock);
+	client.opening++;
+	pthread_mutex_unlock(&client.opening_lock);
+	rc = open_control(&hop, r->dest_len ? (const struct sockaddr *)&r->dest : NULL, out);
+	saved = errno;
+	pthread_mutex_lock(&client.opening_lock);
+	client.opening--;
+	pthread_cond_signal(&client.opening_done);
+	pthread_mutex_unlock(&client.opening_lock);
+	errno = saved;
+	return (rc);
 }
 
 /* Take lt's oldest spare off its list; lt->lock is held. */
@@ -4021,8 +4022,8 @@ spare_shift(struct local_tunnel *lt)
 static void
 spares_back_off(struct local_tunnel *lt)
 {
-	lt->spares_retry = now_ms() +
-	    ((int64_t)SPARE_RENEW_MS << (lt->spares_failed < 5 ? lt->spares_failed++ : 5));
+	lt->spares_retry = now_ms() + back_off_ms(SPARE_RENEW_MS, lt->spares_failed++,
+	    32 * SPARE_RENEW_MS);
 }
 
 /* Close, saying why, the spares the server closed or answered (a good one hears nothing); back off. */
@@ -4085,9 +4086,7 @@ open_spare(void *arg)
 
 	/* A spare that fails costs a visitor nothing: it opens its own. */
 	log_retrying = 1;
-	opening_enter();
 	o = open_data(&job->route, &c);
-	opening_leave();
 	log_retrying = 0;
 	pthread_mutex_lock(&lt->lock);
 	lt->spares_opening--;
@@ -4198,9 +4197,7 @@ claim_visitor(struct visitor_job *job, const char *ids, int64_t start)
 
 	/* Without a spare, open the data connection now: a round trip or two more. */
 	for (;;) {
-		opening_enter();
 		o = open_data(&job->route, &c) == 0 ? 0 : errno;
-		opening_leave();
 		if (o != ECONNABORTED || now_ms() - start >= CLAIM_RETRY_MS ||
 		    sleep_or_signal(CLAIM_PAUSE_MS))
 			break;
@@ -4541,9 +4538,7 @@ run_client(struct local_tunnel *lt)
 		/* The first connection's errors are shown and final: they are usually settings. */
 		if (e != EMFILE && (!ever_opened || !cli.reconnect))
 			return (1);
-		delay = attempt < 6 ? RECONNECT_MIN_MS << attempt : RECONNECT_MAX_MS;
-		if (delay > RECONNECT_MAX_MS)
-			delay = RECONNECT_MAX_MS;
+		delay = back_off_ms(RECONNECT_MIN_MS, attempt, RECONNECT_MAX_MS);
 		/* Jitter: anywhere in the upper half, so many clients do not re-dial in step. */
 		delay = delay / 2 + (int)randombytes_uniform((uint32_t)delay / 2 + 1);
 		attempt++;
