@@ -5,8 +5,9 @@
  * `bore local` next to the service.  Blocking I/O with poll() and one thread
  * per control session and per proxied connection.
  *
- * Sections, in order: shared (logging, sockets, threads, frames), relay,
- * protocol (message codec), auth, server, client, main.
+ * Sections, in order: platform, shared (time, logging, fds, sockets, lists,
+ * threads, frames), relay, protocol (message codec), auth, server, client,
+ * main; the longer ones are cut into parts marked "----".
  */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
@@ -329,33 +330,51 @@ cond_deadline(int ms)
 }
 
 /* ==================================================================== */
-/* Shared: logging, time, sockets, worker threads, frames              */
+/* Shared: time, logging, fds, sockets, lists, worker threads, frames   */
 /* ==================================================================== */
 
-/* Stack of every worker thread: frames and libc; relay buffers live on the heap. */
-#ifndef THREAD_STACK
-#define THREAD_STACK (64 * 1024)
-#endif
+/* ---- Shared: time ------------------------------------------------- */
 
-/* A worker that finished its connection waits this long for another, as starting one costs more. */
-#define IDLE_WORKER_MS 2000
+/* Microseconds on the monotonic clock. */
+static int64_t
+now_us(void)
+{
+	struct timespec ts;
 
-/* Most worker threads kept waiting for a connection. */
-#define IDLE_WORKERS_MAX 32
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ((int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000);
+}
 
-/* Bytes buffered in each direction of a relay that copies (--dump, no pipe). */
-#ifndef RELAY_BUF
-#define RELAY_BUF (16 * 1024)
-#endif
+/* Milliseconds on the monotonic clock. */
+static int64_t
+now_ms(void)
+{
+	return (now_us() / 1000);
+}
 
-/* Read buffer of a control-port connection: a whole frame, its NUL, and a little more. */
-#define CONN_BUF 320
+/* Milliseconds left until deadline, clamped for poll(). */
+static int
+ms_until(int64_t deadline)
+{
+	int64_t left = deadline - now_ms();
 
-/* Pause after accept() fails for lack of fds or memory, so the loop does not spin. */
-#define ACCEPT_BACKOFF_MS 100
+	if (left < 0)
+		return (0);
+	return (left > INT_MAX ? INT_MAX : (int)left);
+}
 
-/* Queue length of the control and public listeners. */
-#define LISTEN_BACKLOG 1024
+/* When a status line says something began: UTC wall time, as 2026-01-31T12:00:00Z. */
+static const char *
+utc_str(time_t t, char *out, size_t cap)
+{
+	struct tm tm;
+
+	if (gmtime_r(&t, &tm) == NULL || strftime(out, cap, "%Y-%m-%dT%H:%M:%SZ", &tm) == 0)
+		snprintf(out, cap, "?");
+	return (out);
+}
+
+/* ---- Shared: logging ---------------------------------------------- */
 
 /* Log levels; LOG_ALWAYS is shown whatever BORE_LOG says, unless it says off. */
 enum log_level { LOG_ALWAYS, LOG_ERROR, LOG_WARN, LOG_INFO, LOG_DEBUG, LOG_TRACE };
@@ -393,60 +412,6 @@ static struct {
 
 /* Set in a thread whose failures will be retried: its errors are logged as warnings. */
 static _Thread_local int log_retrying;
-
-/* Pipes that wake poll(). */
-static struct {
-	int signal[2];  /* the signal handler writes each signal's number to it, one byte */
-	int stop[2];    /* never written: at a stop the client closes its write end to wake all */
-} pipes = { { -1, -1 }, { -1, -1 } };
-
-/* The next signal number on_signal passed on (0: a tunnel thread ended), or -1 if none waits. */
-static int
-next_signal(void)
-{
-	unsigned char sig;
-
-	return (read(pipes.signal[0], &sig, 1) == 1 ? sig : -1);
-}
-
-/* Counted where made and closed, so admission is decided before an fd is taken, not at EMFILE. */
-static struct {
-	int limit;             /* fds this process may open after start-up ones */
-	int reserve;           /* of them, kept from visitors for control-port connections */
-	atomic_int open;       /* sockets and pipes open now */
-	atomic_int promised;   /* fds promised to data connections of parked visitors */
-} fds;
-
-/* True if n more fds fit with `keep` of the limit left over. */
-static int
-fds_room(int n, int keep)
-{
-	return (atomic_load(&fds.open) + atomic_load(&fds.promised) + n <= fds.limit - keep);
-}
-
-/* True if err says the process or system is out of fds or memory: worth trying again later. */
-static int
-short_of_resources(int err)
-{
-	return (err == EMFILE || err == ENFILE || err == ENOBUFS || err == ENOMEM);
-}
-
-/* Close a counted socket or pipe end. */
-static void
-close_fd(int fd)
-{
-	close(fd);
-	atomic_fetch_sub(&fds.open, 1);
-}
-
-/* Count an fd that a call just returned, passing the result on. */
-static int
-counted(int fd)
-{
-	if (fd != -1)
-		atomic_fetch_add(&fds.open, 1);
-	return (fd);
-}
 
 static int json_escape(const char *text, char *out, size_t cap, size_t *n);
 
@@ -519,23 +484,6 @@ printable(const char *in, char *out, size_t cap)
 	return (out);
 }
 
-/* Microseconds on the monotonic clock. */
-static int64_t
-now_us(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return ((int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000);
-}
-
-/* Milliseconds on the monotonic clock. */
-static int64_t
-now_ms(void)
-{
-	return (now_us() / 1000);
-}
-
 /* Log a line rate-limited by l; a line logged says how many were held back before it. */
 static void log_limited(struct log_limit *l, int level, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
@@ -603,27 +551,69 @@ log_limits_flush(struct log_limit *l, int n)
 /* Lines of each kind in peer_lines logged per LIMIT_LOG_MS before they are counted instead. */
 #define PEER_LINES 32
 
-/* Milliseconds left until deadline, clamped for poll(). */
+/* ---- Shared: fds and wake-up pipes -------------------------------- */
+
+/* Pipes that wake poll(). */
+static struct {
+	int signal[2];  /* the signal handler writes each signal's number to it, one byte */
+	int stop[2];    /* never written: at a stop the client closes its write end to wake all */
+} pipes = { { -1, -1 }, { -1, -1 } };
+
+/* The next signal number on_signal passed on (0: a tunnel thread ended), or -1 if none waits. */
 static int
-ms_until(int64_t deadline)
+next_signal(void)
 {
-	int64_t left = deadline - now_ms();
+	unsigned char sig;
 
-	if (left < 0)
-		return (0);
-	return (left > INT_MAX ? INT_MAX : (int)left);
+	return (read(pipes.signal[0], &sig, 1) == 1 ? sig : -1);
 }
 
-/* When a status line says something began: UTC wall time, as 2026-01-31T12:00:00Z. */
-static const char *
-utc_str(time_t t, char *out, size_t cap)
-{
-	struct tm tm;
+/* Counted where made and closed, so admission is decided before an fd is taken, not at EMFILE. */
+static struct {
+	int limit;             /* fds this process may open after start-up ones */
+	int reserve;           /* of them, kept from visitors for control-port connections */
+	atomic_int open;       /* sockets and pipes open now */
+	atomic_int promised;   /* fds promised to data connections of parked visitors */
+} fds;
 
-	if (gmtime_r(&t, &tm) == NULL || strftime(out, cap, "%Y-%m-%dT%H:%M:%SZ", &tm) == 0)
-		snprintf(out, cap, "?");
-	return (out);
+/* True if n more fds fit with `keep` of the limit left over. */
+static int
+fds_room(int n, int keep)
+{
+	return (atomic_load(&fds.open) + atomic_load(&fds.promised) + n <= fds.limit - keep);
 }
+
+/* True if err says the process or system is out of fds or memory: worth trying again later. */
+static int
+short_of_resources(int err)
+{
+	return (err == EMFILE || err == ENFILE || err == ENOBUFS || err == ENOMEM);
+}
+
+/* Close a counted socket or pipe end. */
+static void
+close_fd(int fd)
+{
+	close(fd);
+	atomic_fetch_sub(&fds.open, 1);
+}
+
+/* Count an fd that a call just returned, passing the result on. */
+static int
+counted(int fd)
+{
+	if (fd != -1)
+		atomic_fetch_add(&fds.open, 1);
+	return (fd);
+}
+
+/* ---- Shared: sockets and addresses -------------------------------- */
+
+/* Pause after accept() fails for lack of fds or memory, so the loop does not spin. */
+#define ACCEPT_BACKOFF_MS 100
+
+/* Queue length of the control and public listeners. */
+#define LISTEN_BACKLOG 1024
 
 /* Wait until fd is ready for events; -1 with ETIMEDOUT at deadline, or ECANCELED at a stop. */
 static int
@@ -888,6 +878,19 @@ accept_peer(int lfd, const char *where, struct sockaddr_storage *ss, char *addr,
 	return (fd);
 }
 
+/* ---- Shared: lists and worker threads ----------------------------- */
+
+/* Stack of every worker thread: frames and libc; relay buffers live on the heap. */
+#ifndef THREAD_STACK
+#define THREAD_STACK (64 * 1024)
+#endif
+
+/* A worker that finished its connection waits this long for another, as starting one costs more. */
+#define IDLE_WORKER_MS 2000
+
+/* Most worker threads kept waiting for a connection. */
+#define IDLE_WORKERS_MAX 32
+
 /* A doubly linked ring: a list's head, or an item's place in one. */
 struct ring {
 	struct ring *prev, *next;
@@ -1069,6 +1072,11 @@ err0:
 	return (-1);
 }
 
+/* ---- Shared: control-port connections and frames ------------------ */
+
+/* Read buffer of a control-port connection: a whole frame, its NUL, and a little more. */
+#define CONN_BUF 320
+
 /* A connection to the control port: its socket and the bytes read past the last frame. */
 struct conn {
 	int fd;
@@ -1243,6 +1251,11 @@ send_error(int fd, const char *why)
 /* ==================================================================== */
 /* Relay: bytes both ways between two sockets, spliced or copied        */
 /* ==================================================================== */
+
+/* Bytes buffered in each direction of a relay that copies (--dump, no pipe). */
+#ifndef RELAY_BUF
+#define RELAY_BUF (16 * 1024)
+#endif
 
 /* Bytes moved per splice() call: a whole pipe. */
 #define SPLICE_CHUNK PIPE_SIZE
@@ -2352,6 +2365,8 @@ server_handshake(struct conn *c, const struct keyset *ks)
 /* Server: control listener, tunnels, parked visitors                   */
 /* ==================================================================== */
 
+/* ---- Server: settings and allow lists ----------------------------- */
+
 /* Most entries in one --allow or --allow-control list. */
 #define MAX_CIDRS 64
 
@@ -2435,6 +2450,8 @@ cidr_allows(const struct cidr *list, int n, const struct sockaddr *sa)
 	}
 	return (0);
 }
+
+/* ---- Server: tunnels and the visitors parked in them -------------- */
 
 /* A visitor accepted on a public port, parked until the client claims it with Accept. */
 struct pending {
@@ -2736,6 +2753,8 @@ pending_expire(struct tunnel *t, int64_t when)
 	}
 }
 
+/* ---- Server: public ports and a tunnel's loop --------------------- */
+
 /* Listen on one public port; -1 (errno). */
 static int
 try_bind(uint16_t port)
@@ -2959,6 +2978,8 @@ err0:
 	atomic_fetch_sub(&server.tunnels, 1);
 }
 
+/* ---- Server: a claimed visitor, relayed to its data connection ---- */
+
 /* The PROXY protocol v2 signature that opens every binary header. */
 static const uint8_t proxy_v2_sig[12] = {
 	0x0d, 0x0a, 0x0d, 0x0a, 0x00, 0x0d, 0x0a, 0x51, 0x55, 0x49, 0x54, 0x0a
@@ -3072,6 +3093,8 @@ forward_visitor(struct conn *c, const uint8_t id[BORE_UUID_LEN])
 	close_fd(info.fd);
 	tunnel_put(t, 1);
 }
+
+/* ---- Server: before authentication (--max-startups) -------------- */
 
 /*
  * Connections to the control port from peers not yet known: until they
@@ -3327,6 +3350,8 @@ startup_done(struct conn *c)
 	pthread_mutex_unlock(&startups.lock);
 }
 
+/* ---- Server: the control port and its signals --------------------- */
+
 /* Thread for one connection to the control port: authenticate, then Hello or Accept. */
 static void *
 serve_control(void *arg)
@@ -3526,6 +3551,8 @@ run_server(const struct sockaddr_storage *ctl, socklen_t ctl_len)
 /* Client: control connection, spare data connections, visitors         */
 /* ==================================================================== */
 
+/* ---- Client: settings and tunnels --------------------------------- */
+
 /* How the client reaches the server: straight, or through --proxy of this kind. */
 enum proxy_kind { PROXY_NONE, PROXY_HTTP, PROXY_SOCKS5, PROXY_SOCKS5H };
 
@@ -3636,6 +3663,8 @@ fail(int e)
 	return (-1);
 }
 
+/* ---- Client: the server's errors and the handshake ---------------- */
+
 /* Resolve host (a name, an IP, or [IPv6]) and port for connecting; NULL after saying why. */
 static struct addrinfo *
 resolve(const char *host, uint16_t port)
@@ -3729,6 +3758,8 @@ client_handshake(struct conn *c)
 	}
 	return (0);
 }
+
+/* ---- Client: proxies, and the connections to the server ----------- */
 
 /* Largest reply header taken from an HTTP proxy. */
 #define HTTP_HEADER_MAX 4096
@@ -3966,6 +3997,8 @@ open_control(const struct addrinfo *ai, const struct sockaddr *dest, struct conn
 	return (0);
 }
 
+/* ---- Client: spare data connections ------------------------------- */
+
 /* Where a session's data connections go: the hop its control connection reached, what a proxy got. */
 struct route {
 	struct sockaddr_storage hop;
@@ -4174,6 +4207,8 @@ spares_close(struct local_tunnel *lt)
 		conn_free(old[--n].c);
 }
 
+/* ---- Client: visitors --------------------------------------------- */
+
 /* Sleep ms unless the client is stopped first (at once if it was); 1 if it was. */
 static int
 sleep_or_signal(int ms)
@@ -4343,6 +4378,8 @@ err1:
 err0:
 	atomic_fetch_sub(&client.visitors, 1);
 }
+
+/* ---- Client: a session, and reconnects ---------------------------- */
 
 /* Ask for port want (kept as for error_outcome) and wait for the server's Hello, whose port goes to *got. */
 static int
@@ -4562,6 +4599,8 @@ tunnel_main(void *arg)
 	return (NULL);
 }
 
+/* ---- Client: status lines and signals ----------------------------- */
+
 /* SIGUSR1: a line per tunnel and one of totals, whatever BORE_LOG says, live relays' bytes included. */
 static void
 log_client_status(void)
@@ -4663,6 +4702,8 @@ run_tunnels(void)
 /* ==================================================================== */
 /* Main: command line, environment, signals                             */
 /* ==================================================================== */
+
+/* ---- Main: options and help --------------------------------------- */
 
 /* One option of a subcommand: long name, short letter (0: none), environment variable. */
 struct optdef {
@@ -4831,6 +4872,8 @@ static const struct command server_cmd = {
 	"      --json                   Output logs in machine-readable JSON format\n"
 	"  -h, --help                   Print help\n",
 };
+
+/* ---- Main: parsing, with full range checks ------------------------ */
 
 /* Report bad usage of cmd on one line, with the usage and a hint, and exit 2. */
 static void usage_error(const struct command *cmd, const char *fmt, ...)
@@ -5127,6 +5170,8 @@ proxy_option(char *url)
 	}
 }
 
+/* ---- Main: the two subcommands ------------------------------------ */
+
 /* Parse LOCAL_PORT or LOCAL_PORT:REMOTE_PORT into lt; 1 if a remote port was given. */
 static int
 tunnel_option(const char *spec, struct local_tunnel *lt)
@@ -5319,6 +5364,8 @@ main_server(int argc, char **argv)
 	}
 	return (run_server(&ctl, ctl_len));
 }
+
+/* ---- Main: log level, signals, fds, and start --------------------- */
 
 /*
  * Set log_level from RUST_LOG, as tracing reads its simple forms: a level, or
