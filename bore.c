@@ -4736,8 +4736,8 @@ static const struct optdef local_opts[L_COUNT] = {
 
 /* Options of `bore server`, by index into its values. */
 enum {
-	S_MIN_PORT, S_MAX_PORT, S_SECRET, S_SECRET_FILE, S_BIND_ADDR, S_BIND_TUNNELS,
-	S_CONTROL_PORT, S_MAX_SESSIONS, S_MAX_CONNS, S_MAX_STARTUPS, S_ALLOW, S_ALLOW_CONTROL, S_GRACE,
+	S_MIN_PORT, S_MAX_PORT, S_SECRET, S_SECRET_FILE, S_BIND_ADDR, S_BIND_TUNNELS, S_CONTROL_PORT,
+	S_MAX_SESSIONS, S_MAX_CONNS, S_MAX_STARTUPS, S_ALLOW, S_ALLOW_CONTROL, S_GRACE,
 	S_PROXY_PROTOCOL, S_COUNT
 };
 static const struct optdef server_opts[S_COUNT] = {
@@ -4757,7 +4757,7 @@ static const struct optdef server_opts[S_COUNT] = {
 	[S_PROXY_PROTOCOL] = { "proxy-protocol", 0, NULL, OPT_VALUE },
 };
 
-/* Default limits of the server: tunnels at once, visitors per tunnel, unauthenticated connections. */
+/* The server's default limits: tunnels, visitors per tunnel, unauthenticated connections. */
 #define DEFAULT_MAX_SESSIONS 256
 #define DEFAULT_MAX_CONNS 2048
 #define DEFAULT_MAX_STARTUPS 128
@@ -5036,8 +5036,8 @@ cidr_option(const struct command *cmd, const char *val, const char *name, struct
 		if (n == MAX_CIDRS)
 			usage_error(cmd, "too many values for '%s' (at most %d)", name, MAX_CIDRS);
 		if (parse_cidr(item, &out[n]) == -1)
-			usage_error(cmd, "invalid value '%s' for '%s': not an IP address or CIDR block",
-			    item, name);
+			usage_error(cmd, "invalid value '%s' for '%s': not an IP address or "
+			    "CIDR block", item, name);
 		n++;
 	}
 	if (n == 0)
@@ -5146,7 +5146,8 @@ proxy_option(char *url)
 		    sizeof(cli.proxy_user)) == -1 || (colon != NULL && url_decode(colon + 1,
 		    (size_t)(at - colon - 1), cli.proxy_pass, sizeof(cli.proxy_pass)) == -1) ||
 		    cli.proxy_user[0] == '\0')
-			usage_error(&local_cmd, "invalid value for '--proxy': bad user or password");
+			usage_error(&local_cmd, "invalid value for '--proxy': bad user or "
+			    "password");
 		memset(rest, 'x', (size_t)(at - rest));
 		rest = at + 1;
 	}
@@ -5164,8 +5165,8 @@ proxy_option(char *url)
 		    "from 1 to 65535");
 	if (cli.proxy == PROXY_HTTP && cli.proxy_user[0] != '\0') {
 		snprintf(userpass, sizeof(userpass), "%s:%s", cli.proxy_user, cli.proxy_pass);
-		sodium_bin2base64(cli.proxy_basic, sizeof(cli.proxy_basic),
-		    (const unsigned char *)userpass, strlen(userpass), sodium_base64_VARIANT_ORIGINAL);
+		sodium_bin2base64(cli.proxy_basic, sizeof(cli.proxy_basic), (unsigned char *)userpass,
+		    strlen(userpass), sodium_base64_VARIANT_ORIGINAL);
 		sodium_memzero(userpass, sizeof(userpass));
 	}
 }
@@ -5305,8 +5306,8 @@ bind_options(char *const vals[], struct sockaddr_storage *ctl, socklen_t *ctl_le
 		usage_error(&server_cmd, "invalid value '%s' for '--bind-addr': not an IP address",
 		    bind_addr);
 	if (parse_ip(bind_tunnels, 0, &srv.tunnel_addr, &srv.tunnel_addr_len) == -1)
-		usage_error(&server_cmd, "invalid value '%s' for '--bind-tunnels': not an IP address",
-		    bind_tunnels);
+		usage_error(&server_cmd, "invalid value '%s' for '--bind-tunnels': not an IP "
+		    "address", bind_tunnels);
 	/* Tunnels that cannot bind would refuse every client: say so now, not per client. */
 	if ((fd = try_bind(0)) == -1)
 		errx(1, "could not bind tunnels to %s: %s", bind_tunnels, strerror(errno));
@@ -5367,73 +5368,73 @@ main_server(int argc, char **argv)
 
 /* ---- Main: log level, signals, fds, and start --------------------- */
 
+/* The level named s, any case, as logs.level takes it (off: below LOG_ALWAYS); -2 if none. */
+static int
+level_named(const char *s)
+{
+	static const char *const names[] = { "off", "error", "warn", "info", "debug", "trace" };
+	int l;
+
+	for (l = LOG_ALWAYS; l <= LOG_TRACE; l++)
+		if (strcasecmp(s, names[l]) == 0)
+			return (l == LOG_ALWAYS ? LOG_ALWAYS - 1 : l);
+	return (-2);
+}
+
 /*
- * Set log_level from RUST_LOG, as tracing reads its simple forms: a level, or
- * bore_cli=LEVEL (which wins); directives it cannot use are ignored, as
+ * Set logs.level from RUST_LOG, as tracing reads its simple forms: a level,
+ * or bore_cli=LEVEL (which wins); directives it cannot use are ignored, as
  * tracing ignores those it cannot parse.
  */
 static void
-rust_log_level(const char *const names[])
+rust_log_level(void)
 {
 	const char *v = env_value("RUST_LOG");
 	char *copy, *dir, *save, *eq;
-	int l, global = -1, ours = -1;
+	int l, global = -2, ours = -2;
 
 	if (v == NULL || (copy = strdup(v)) == NULL)
 		return;
 	for (dir = strtok_r(copy, ",", &save); dir != NULL; dir = strtok_r(NULL, ",", &save)) {
 		if ((eq = strchr(dir, '=')) != NULL)
 			*eq++ = '\0';
-		for (l = LOG_ALWAYS; l <= LOG_TRACE; l++) {
-			if (eq == NULL && strcasecmp(dir, names[l]) == 0)
-				global = l;
-			else if (eq != NULL && strcasecmp(eq, names[l]) == 0 &&
-			    (strcmp(dir, "bore_cli") == 0 || strncmp(dir, "bore_cli::", 10) == 0))
-				ours = l;
-		}
+		if (eq == NULL && (l = level_named(dir)) != -2)
+			global = l;
+		else if (eq != NULL && (l = level_named(eq)) != -2 &&
+		    (strcmp(dir, "bore_cli") == 0 || strncmp(dir, "bore_cli::", 10) == 0))
+			ours = l;
 	}
 	free(copy);
-	if ((l = ours != -1 ? ours : global) != -1)
-		logs.level = l == LOG_ALWAYS ? LOG_ALWAYS - 1 : l;
+	if ((l = ours != -2 ? ours : global) != -2)
+		logs.level = l;
 }
 
 /*
- * Set log_level from BORE_LOG (an unknown level is bad usage), else from
- * RUST_LOG, and log_journal when JOURNAL_STREAM names stderr's device and
+ * Set logs.level from BORE_LOG (an unknown level is bad usage), else from
+ * RUST_LOG, and logs.journal when JOURNAL_STREAM names stderr's device and
  * inode, as systemd sets it for a service whose stderr goes to the journal.
  */
 static void
 set_log_level(void)
 {
-	static const char *const names[] = {
-		[LOG_ALWAYS] = "off", [LOG_ERROR] = "error", [LOG_WARN] = "warn", [LOG_INFO] = "info",
-		[LOG_DEBUG] = "debug", [LOG_TRACE] = "trace",
-	};
 	const char *v = env_value("BORE_LOG"), *js = env_value("JOURNAL_STREAM");
 	unsigned long long dev, ino;
 	struct stat st;
 	int l;
 
 	if (js != NULL && sscanf(js, "%llu:%llu", &dev, &ino) == 2 && fstat(2, &st) == 0 &&
-	    (unsigned long long)st.st_dev == dev &&
-	    (unsigned long long)st.st_ino == ino)
+	    (unsigned long long)st.st_dev == dev && (unsigned long long)st.st_ino == ino)
 		logs.journal = 1;
-	if (v == NULL) {
-		rust_log_level(names);
-		return;
-	}
-	for (l = LOG_ALWAYS; l <= LOG_TRACE; l++) {
-		if (strcasecmp(v, names[l]) == 0) {
-			/* off: below LOG_ALWAYS, so that not even those lines show. */
-			logs.level = l == LOG_ALWAYS ? LOG_ALWAYS - 1 : l;
-			return;
-		}
-	}
-	usage_error(&main_cmd, "invalid value '%s' for BORE_LOG: "
-	    "use off, error, warn, info, debug or trace", v);
+	if (v == NULL)
+		rust_log_level();
+	else if ((l = level_named(v)) != -2)
+		logs.level = l;
+	else
+		usage_error(&main_cmd, "invalid value '%s' for BORE_LOG: "
+		    "use off, error, warn, info, debug or trace", v);
 }
 
-/* SIGINT, SIGTERM, SIGHUP, SIGUSR1: wake the main loop through the pipe, with the signal's number. */
+/* SIGINT, SIGTERM, SIGHUP, SIGUSR1: wake the main loop through the pipe, with the signal. */
 static void
 on_signal(int sig)
 {
