@@ -645,7 +645,7 @@ wait_fd(int fd, short events, int64_t deadline)
 	}
 }
 
-/* Send (out) or receive all len bytes of buf on non-blocking fd before deadline: 1, 0 at EOF, or -1. */
+/* Send (out) or receive len bytes of buf on non-blocking fd by deadline: 1, 0 at EOF, or -1. */
 static int
 io_all(int fd, char *buf, size_t len, int64_t deadline, int out)
 {
@@ -692,7 +692,7 @@ set_nodelay(int fd)
 	(void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 }
 
-/* Where sa keeps its address and port; the address's length: 4 (also v4-mapped), 16, or 0 (NULLs). */
+/* Where sa keeps its address and port; the address's length: 4 (v4-mapped too), 16, or 0. */
 static size_t
 sockaddr_ip(const struct sockaddr *sa, const uint8_t **addr, in_port_t **port)
 {
@@ -1240,7 +1240,7 @@ send_text_msg(int fd, enum bore_msg_type type, const char *text)
 	return (send_msg(fd, &m));
 }
 
-/* Tell the peer on fd in an Error frame why it is refused or closed; that reason, for a log line. */
+/* Tell the peer on fd in an Error frame why it is refused or closed; returns why, to log. */
 static const char *
 send_error(int fd, const char *why)
 {
@@ -4736,9 +4736,9 @@ static const struct optdef local_opts[L_COUNT] = {
 
 /* Options of `bore server`, by index into its values. */
 enum {
-	S_MIN_PORT, S_MAX_PORT, S_SECRET, S_SECRET_FILE, S_BIND_ADDR, S_BIND_TUNNELS, S_CONTROL_PORT,
-	S_MAX_SESSIONS, S_MAX_CONNS, S_MAX_STARTUPS, S_ALLOW, S_ALLOW_CONTROL, S_GRACE,
-	S_PROXY_PROTOCOL, S_COUNT
+	S_MIN_PORT, S_MAX_PORT, S_SECRET, S_SECRET_FILE, S_BIND_ADDR, S_BIND_TUNNELS,
+	S_CONTROL_PORT, S_MAX_SESSIONS, S_MAX_CONNS, S_MAX_STARTUPS, S_ALLOW, S_ALLOW_CONTROL,
+	S_GRACE, S_PROXY_PROTOCOL, S_COUNT
 };
 static const struct optdef server_opts[S_COUNT] = {
 	[S_MIN_PORT] = { "min-port", 0, "BORE_MIN_PORT", OPT_VALUE },
@@ -4874,6 +4874,9 @@ static const struct command server_cmd = {
 };
 
 /* ---- Main: parsing, with full range checks ------------------------ */
+
+/* clap's words for a required argument that is absent. */
+#define MISSING "the following required argument was not provided:"
 
 /* Report bad usage of cmd on one line, with the usage and a hint, and exit 2. */
 static void usage_error(const struct command *cmd, const char *fmt, ...)
@@ -5165,8 +5168,8 @@ proxy_option(char *url)
 		    "from 1 to 65535");
 	if (cli.proxy == PROXY_HTTP && cli.proxy_user[0] != '\0') {
 		snprintf(userpass, sizeof(userpass), "%s:%s", cli.proxy_user, cli.proxy_pass);
-		sodium_bin2base64(cli.proxy_basic, sizeof(cli.proxy_basic), (unsigned char *)userpass,
-		    strlen(userpass), sodium_base64_VARIANT_ORIGINAL);
+		sodium_bin2base64(cli.proxy_basic, sizeof(cli.proxy_basic),
+		    (unsigned char *)userpass, strlen(userpass), sodium_base64_VARIANT_ORIGINAL);
 		sodium_memzero(userpass, sizeof(userpass));
 	}
 }
@@ -5197,8 +5200,8 @@ server_option(char *to, char *proxy)
 	char *colon;
 
 	if (to == NULL || to[0] == '\0')
-		usage_error(&local_cmd, "the following required argument was not provided: --to <TO>");
-	/* HOST:PORT or [IPv6]:PORT, as other tools take it; a bare IPv6 literal has several colons. */
+		usage_error(&local_cmd, "%s --to <TO>", MISSING);
+	/* HOST:PORT or [IPv6]:PORT, as other tools take it; bare IPv6 has several colons. */
 	colon = strrchr(to, ':');
 	if (colon != NULL && (colon == strchr(to, ':') || colon[-1] == ']'))
 		usage_error(&local_cmd, "invalid value '%s' for '--to': the control port is set "
@@ -5249,7 +5252,7 @@ main_local(int argc, char **argv)
 	vals[L_SECRET] = NULL;
 	apply_env(local_opts, L_COUNT, vals);
 	if (npos == 0)
-		usage_error(&local_cmd, "the following required argument was not provided: <LOCAL_PORT>");
+		usage_error(&local_cmd, "%s <LOCAL_PORT>", MISSING);
 	for (i = 0; i < npos; i++) {
 		remote |= tunnel_option(pos[i], &client.tunnels[i]);
 		pthread_mutex_init(&client.tunnels[i].lock, NULL);
@@ -5326,7 +5329,8 @@ main_server(int argc, char **argv)
 
 	parse_options(&server_cmd, server_opts, S_COUNT, argc, argv, vals, pos, 0);
 	/* Published before any thread starts; SIGHUP replaces it when it came from a file. */
-	if ((keys.current = load_secret(&server_cmd, vals[S_SECRET], vals[S_SECRET_FILE])) != NULL) {
+	keys.current = load_secret(&server_cmd, vals[S_SECRET], vals[S_SECRET_FILE]);
+	if (keys.current != NULL) {
 		srv.has_secret = 1;
 		srv.secret_file = vals[S_SECRET_FILE];
 	}
