@@ -1195,14 +1195,23 @@ frame_buffered(const struct conn *c)
 	return (memchr(c->buf, '\0', c->len) != NULL || c->len > BORE_MAX_FRAME);
 }
 
-/* Send m as one NUL-terminated frame within the network timeout; no frame exceeds the limit. */
+/*
+ * Send a message of type as one NUL-terminated frame within the network
+ * timeout, with port (Hello) or data: the text of an Error or Authenticate,
+ * else a UUID.
+ */
 static int
-send_msg(int fd, const struct bore_msg *m)
+send_msg(int fd, enum bore_msg_type type, uint16_t port, const void *data)
 {
+	struct bore_msg m = { .type = type, .port = port };
 	char frame[BORE_MAX_FRAME + 2];
 	int n;
 
-	if ((n = bore_format_msg(m, frame, sizeof(frame) - 1)) == -1) {
+	if (type == BORE_MSG_ERROR || type == BORE_MSG_AUTHENTICATE)
+		snprintf(m.text, sizeof(m.text), "%s", (const char *)data);
+	else if (data != NULL)
+		memcpy(m.uuid, data, BORE_UUID_LEN);
+	if ((n = bore_format_msg(&m, frame, sizeof(frame) - 1)) == -1) {
 		errno = EMSGSIZE;
 		return (-1);
 	}
@@ -1211,40 +1220,11 @@ send_msg(int fd, const struct bore_msg *m)
 	return (write_all(fd, frame, (size_t)n, now_ms() + BORE_NETWORK_TIMEOUT_MS));
 }
 
-/* Send a message that carries nothing or only a port. */
-static int
-send_port_msg(int fd, enum bore_msg_type type, uint16_t port)
-{
-	struct bore_msg m = { .type = type, .port = port };
-
-	return (send_msg(fd, &m));
-}
-
-/* Send a message that carries a UUID. */
-static int
-send_uuid_msg(int fd, enum bore_msg_type type, const uint8_t id[BORE_UUID_LEN])
-{
-	struct bore_msg m = { .type = type };
-
-	memcpy(m.uuid, id, BORE_UUID_LEN);
-	return (send_msg(fd, &m));
-}
-
-/* Send a message that carries text (Error, Authenticate). */
-static int
-send_text_msg(int fd, enum bore_msg_type type, const char *text)
-{
-	struct bore_msg m = { .type = type };
-
-	snprintf(m.text, sizeof(m.text), "%s", text);
-	return (send_msg(fd, &m));
-}
-
 /* Tell the peer on fd in an Error frame why it is refused or closed; returns why, to log. */
 static const char *
 send_error(int fd, const char *why)
 {
-	(void)send_text_msg(fd, BORE_MSG_ERROR, why);
+	(void)send_msg(fd, BORE_MSG_ERROR, 0, why);
 	return (why);
 }
 
@@ -2341,7 +2321,7 @@ server_handshake(struct conn *c, const struct keyset *ks)
 	int r, i, ok = -1;
 
 	bore_uuid_random(challenge);
-	if (send_uuid_msg(c->fd, BORE_MSG_CHALLENGE, challenge) == -1) {
+	if (send_msg(c->fd, BORE_MSG_CHALLENGE, 0, challenge) == -1) {
 		log_msg(LOG_DEBUG, "%s: could not send challenge: %s", c->peer, strerror(errno));
 		return (-1);
 	}
@@ -2864,7 +2844,7 @@ park_visitor(struct conn *c, struct tunnel *t, int lfd, int64_t *paused_until)
 		return (0);
 	}
 	/* The table owns vfd now; it is closed by Accept, expiry, or the tunnel's end. */
-	if (send_uuid_msg(c->fd, BORE_MSG_CONNECTION, id) == -1) {
+	if (send_msg(c->fd, BORE_MSG_CONNECTION, 0, id) == -1) {
 		log_msg(LOG_INFO, "port %u: could not reach client: %s", t->port, strerror(errno));
 		return (-1);
 	}
@@ -2903,7 +2883,7 @@ serve_tunnel(struct conn *c, struct tunnel *t, int lfd, const uint8_t *key)
 			/* No zombie: its data connections could no longer authenticate. */
 			if (key != NULL && key_revoked(key))
 				return (send_error(c->fd, "secret revoked"));
-			if (send_port_msg(c->fd, BORE_MSG_HEARTBEAT, 0) == -1)
+			if (send_msg(c->fd, BORE_MSG_HEARTBEAT, 0, NULL) == -1)
 				return (strerror(errno));
 			next_beat = now_ms() + BORE_HEARTBEAT_MS;
 			pending_expire(t, now_ms());
@@ -2961,7 +2941,7 @@ run_tunnel(struct conn *c, uint16_t want, const uint8_t *key)
 	memcpy(t->src, c->src, sizeof(t->src));
 	tunnel_list(t);
 	set_liveness(c->fd);
-	if (send_port_msg(c->fd, BORE_MSG_HELLO, t->port) == -1)
+	if (send_msg(c->fd, BORE_MSG_HELLO, t->port, NULL) == -1)
 		goto err2;
 	log_msg(LOG_INFO, "new client %s, tunnel open on port %u", c->peer, t->port);
 	why = serve_tunnel(c, t, lfd, key);
@@ -3750,7 +3730,7 @@ client_handshake(struct conn *c)
 	if (r != 1)
 		return (fail(ECONNABORTED));
 	bore_auth_tag(cli.key, m.uuid, tag);
-	r = send_text_msg(c->fd, BORE_MSG_AUTHENTICATE, tag);
+	r = send_msg(c->fd, BORE_MSG_AUTHENTICATE, 0, tag);
 	sodium_memzero(tag, sizeof(tag));
 	if (r == -1) {
 		log_msg(LOG_ERROR, "could not send authentication: %s", strerror(errno));
@@ -4239,7 +4219,7 @@ claim_visitor(struct visitor_job *job, const char *ids, int64_t start)
 	}
 	if (o != 0)
 		return (NULL);
-	if (send_uuid_msg(c->fd, BORE_MSG_ACCEPT, job->id) == -1) {
+	if (send_msg(c->fd, BORE_MSG_ACCEPT, 0, job->id) == -1) {
 		log_msg(LOG_WARN, "connection %s: could not send accept: %s", ids, strerror(errno));
 		conn_free(c);
 		return (NULL);
@@ -4363,7 +4343,7 @@ start_visitor(struct local_tunnel *lt, const uint8_t id[BORE_UUID_LEN],
 	 * server short of places drops the oldest idle connection for it.
 	 */
 	while ((job->c = spare_take(lt)) != NULL &&
-	    send_uuid_msg(job->c->fd, BORE_MSG_ACCEPT, id) == -1)
+	    send_msg(job->c->fd, BORE_MSG_ACCEPT, 0, id) == -1)
 		conn_free(job->c);
 	job->lt = lt;
 	job->route = *route;
@@ -4388,7 +4368,7 @@ send_hello(struct conn *c, uint16_t want, int kept, uint16_t *got)
 	struct bore_msg m;
 	int r;
 
-	if (send_port_msg(c->fd, BORE_MSG_HELLO, want) == -1) {
+	if (send_msg(c->fd, BORE_MSG_HELLO, want, NULL) == -1) {
 		log_msg(LOG_ERROR, "could not send hello: %s", strerror(errno));
 		return (fail(ECONNABORTED));
 	}
