@@ -3549,7 +3549,6 @@ static struct {
 	int grace_ms;                           /* how long relays may finish at a stop */
 } cli;
 
-
 /* Most tunnels one `bore local` opens, one per local port given. */
 #define MAX_TUNNELS 64
 
@@ -3558,7 +3557,7 @@ static struct {
  * start; `status` is read after the join; the rest are under lock, never per byte.
  */
 struct local_tunnel {
-	uint16_t local_port;       /* the local service's port */
+	uint16_t local_port;
 	uint16_t want;             /* the public port asked for; 0: any */
 	struct addrinfo *local_ai; /* the local service, resolved once */
 	pthread_t thread;
@@ -3582,7 +3581,7 @@ static struct {
 	atomic_int visitors;           /* visitor threads running now, against cli.max_conns */
 	atomic_int seen;               /* visitors proxied so far; numbers --dump's connections */
 	atomic_int draining;           /* set at a stop while visitors finish: no new ones */
-	pthread_mutex_t opening_lock;  /* guards opening */
+	pthread_mutex_t opening_lock;
 	pthread_cond_t opening_done;
 	int opening;                   /* data connections being opened, up to OPENING_MAX */
 } client = { .opening_lock = PTHREAD_MUTEX_INITIALIZER, .opening_done = PTHREAD_COND_INITIALIZER };
@@ -4006,36 +4005,26 @@ sleep_or_signal(int ms)
 	return (0);
 }
 
-/* Claim job's visitor on a new data connection; NULL (said why) if that fails: it is given up. */
-static struct conn *
-claim_visitor(const struct visitor_job *job)
-{
-	struct conn *c;
-
-	if (open_data(&job->route, &c) == -1)
-		return (NULL);
-	if (send_uuid_msg(c->fd, BORE_MSG_ACCEPT, job->id) == -1) {
-		log_msg(LOG_WARN, "could not send accept: %s", strerror(errno));
-		conn_free(c);
-		return (NULL);
-	}
-	return (c);
-}
-
-/* Relay c and the local service; -1 if it cannot start. */
+/* Claim job's visitor on a new data connection, and relay it and the local service; -1 if not. */
 static int
-serve_visitor(const struct visitor_job *job, struct conn *c, struct relay_info *info,
-    const char *ids)
+serve_visitor(const struct visitor_job *job, struct relay_info *info, const char *ids)
 {
 	char where[300];
+	struct conn *c;
 	int lfd;
 
+	if (open_data(&job->route, &c) == -1)
+		return (-1);
+	if (send_uuid_msg(c->fd, BORE_MSG_ACCEPT, job->id) == -1) {
+		log_msg(LOG_WARN, "could not send accept: %s", strerror(errno));
+		goto err1;
+	}
 	if ((lfd = connect_any(job->lt->local_ai)) == -1) {
 		log_msg(LOG_WARN, "could not connect to %s: %s", host_port(cli.local_host,
 		    job->lt->local_port, where, sizeof(where)), strerror(errno));
 		/* The server closes the visitor at once when it sees the reset. */
 		set_reset_on_close(c->fd);
-		return (-1);
+		goto err1;
 	}
 	if (relay_after_frame(c, lfd, info) == -1) {
 		log_msg(LOG_DEBUG, "connection %s aborted: %s", ids, strerror(errno));
@@ -4045,7 +4034,12 @@ serve_visitor(const struct visitor_job *job, struct conn *c, struct relay_info *
 		log_msg(LOG_DEBUG, "connection %s exited", ids);
 	}
 	close_fd(lfd);
+	conn_free(c);
 	return (0);
+
+err1:
+	conn_free(c);
+	return (-1);
 }
 
 /* Thread for one visitor: claim it from the server, connect to the local service, relay. */
@@ -4056,10 +4050,9 @@ proxy_visitor(void *arg)
 	struct relay_info info = { .dump_id = 0 };
 	char ids[BORE_UUID_STRLEN + 1];
 	int64_t start = now_ms();
-	struct conn *c;
 
 	bore_uuid_format(job->id, ids);
-	/* A failing proxy or server must not flood the log: one line per visitor, rate-limited. */
+	/* Its errors and warnings name it and are rate-limited: a failing proxy cannot flood. */
 	log_visitor = ids;
 	pthread_mutex_lock(&job->lt->lock);
 	job->lt->counts.now++;
@@ -4068,9 +4061,10 @@ proxy_visitor(void *arg)
 	pthread_mutex_unlock(&job->lt->lock);
 	if (cli.dump)
 		info.dump_id = atomic_fetch_add(&client.seen, 1) + 1;
-	if ((c = claim_visitor(job)) != NULL && serve_visitor(job, c, &info, ids) == 0)
+	if (serve_visitor(job, &info, ids) == 0)
 		log_closed(ids, info.dump_id, info.bytes[0], info.bytes[1], start);
-	conn_free(c);
+	/* The worker thread lives on, ids does not. */
+	log_visitor = NULL;
 	pthread_mutex_lock(&job->lt->lock);
 	job->lt->counts.now--;
 	job->lt->counts.in += info.bytes[0];
