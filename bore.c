@@ -3947,7 +3947,7 @@ open_control(const struct addrinfo *ai, const struct sockaddr *dest, struct conn
 	return (0);
 }
 
-/* ---- Client: data connections ------------------------------------ */
+/* ---- Client: data connections ------------------------------------- */
 
 /* Where a session's data connections go: the hop its control connection reached, dest via proxy. */
 struct route {
