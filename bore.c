@@ -4356,7 +4356,7 @@ static int
 run_tunnels(void)
 {
 	struct pollfd p = { .fd = pipes.signal[0], .events = POLLIN };
-	int i, open, status = 0, stopped = 0;
+	int i, open, wait, status = 0, stopped = 0;
 	int64_t drain_until = 0;  /* 0: not draining */
 	int sig;
 
@@ -4370,7 +4370,9 @@ run_tunnels(void)
 		open = atomic_load(&client.visitors);
 		if (drain_until != 0 && (open == 0 || now_ms() >= drain_until))
 			break;
-		if (poll(&p, 1, drain_until != 0 ? 50 : -1) == -1 && errno != EINTR)
+		/* Woken too to log, with their count, the lines failing visitors held back. */
+		wait = drain_until != 0 ? 50 : log_limits_flush(logs.peer_lines, PL_KINDS);
+		if (poll(&p, 1, wait) == -1 && errno != EINTR)
 			err(1, "poll");
 		while (!stopped && (sig = next_signal()) != -1) {
 			if (sig == SIGUSR1) {
