@@ -631,7 +631,7 @@ TSAN_CASES=(
 TSAN_CASES+=(tunnels_two_ports tunnels_sigterm status_lines)
 TSAN_CASES+=(reload_during_handshakes)
 TSAN_CASES+=(stop_mid_frame tunnels_few_fds)
-TSAN_CASES+=(proxy_http_tunnel)
+TSAN_CASES+=(proxy_http_tunnel proxy_fails_visitors)
 TSAN_CASES+=(log_flood_counted many_address_flood secret_revoked_closes visitors_kept_in_churn)
 TSAN_CASES+=(status_live_bytes local_drain)
 
