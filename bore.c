@@ -189,36 +189,6 @@ relay_pipe(int p[2])
 }
 #endif
 
-#ifdef __linux__
-#include <sys/ioctl.h>
-
-/*
- * Whether the peer let go of socket fd without taking what we sent before
- * the last `after` bytes: those bytes were never acknowledged (one more is
- * our own FIN, perhaps in flight), or, after a reset, the connection is
- * closed although we did not close it.  Elsewhere nothing tells: no.
- */
-static int
-peer_dropped(int fd, uint64_t after, int reset)
-{
-	struct tcp_info ti;
-	socklen_t len = sizeof(ti);
-	int unacked;  /* TIOCOUTQ is SIOCOUTQ: sent, not yet acknowledged */
-
-	if (reset && getsockopt(fd, IPPROTO_TCP, TCP_INFO, &ti, &len) == 0 &&
-	    ti.tcpi_state == TCP_CLOSE)
-		return (1);
-	return (ioctl(fd, TIOCOUTQ, &unacked) == 0 && unacked > 0 && (uint64_t)unacked > after + 1);
-}
-#else
-static int
-peer_dropped(int fd, uint64_t after, int reset)
-{
-	(void)fd, (void)after, (void)reset;
-	return (0);
-}
-#endif
-
 /* Notice a vanished peer within about USER_TIMEOUT_MS, not after TCP's minutes. */
 #define KEEPALIVE_IDLE_S 10
 #define KEEPALIVE_INTERVAL_S 5
@@ -396,8 +366,8 @@ struct log_limit {
 /* Lines a peer can cause, each limited by logs.peer_lines[its kind]: the server's, then the client's. */
 enum peer_line {
 	PL_ALLOW_CONTROL, PL_STARTUPS, PL_HANDSHAKE, PL_FIRST, PL_UNEXPECTED, PL_MISSING,
-	PL_SESSIONS, PL_NO_PORT, PL_ALLOW, PL_MAX_CONNS, PL_ACCEPT, PL_SPARE_REFUSED,
-	PL_VISITOR_IGNORED, PL_KINDS
+	PL_SESSIONS, PL_NO_PORT, PL_ALLOW, PL_MAX_CONNS, PL_ACCEPT, PL_VISITOR_IGNORED, PL_VISITOR,
+	PL_KINDS
 };
 
 /* How lines are written, set before threads start; and the rate limits, under limits_lock. */
@@ -413,7 +383,12 @@ static struct {
 /* Set in a thread whose failures will be retried: its errors are logged as warnings. */
 static _Thread_local int log_retrying;
 
+/* Set in a visitor's thread to its id: its errors and warnings name it, limited by PL_VISITOR. */
+static _Thread_local const char *log_visitor;
+
 static int json_escape(const char *text, char *out, size_t cap, size_t *n);
+static void log_limited(struct log_limit *l, int level, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 
 /* One log line to stderr in one write: time (journal: <priority>), level, message; or --json's. */
 static void log_msg(int level, const char *fmt, ...)
@@ -427,6 +402,7 @@ log_msg(int level, const char *fmt, ...)
 	struct timespec ts;
 	struct tm tm;
 	va_list ap;
+	const char *ids;
 	size_t k;
 	int n, saved = errno;
 
@@ -437,6 +413,14 @@ log_msg(int level, const char *fmt, ...)
 	va_start(ap, fmt);
 	vsnprintf(msg, sizeof(msg), fmt, ap);
 	va_end(ap);
+	if (log_visitor != NULL && (level == LOG_ERROR || level == LOG_WARN)) {
+		ids = log_visitor;
+		log_visitor = NULL;
+		log_limited(&logs.peer_lines[PL_VISITOR], level, "connection %s: %s", ids, msg);
+		log_visitor = ids;
+		errno = saved;
+		return;
+	}
 	clock_gettime(CLOCK_REALTIME, &ts);
 	gmtime_r(&ts.tv_sec, &tm);
 	/* snprintf and one write: dprintf would add an lseek and an fstat to every line. */
@@ -485,8 +469,6 @@ printable(const char *in, char *out, size_t cap)
 }
 
 /* Log a line rate-limited by l; a line logged says how many were held back before it. */
-static void log_limited(struct log_limit *l, int level, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
 static void
 log_limited(struct log_limit *l, int level, const char *fmt, ...)
 {
@@ -1186,13 +1168,6 @@ static const char *
 first_error(int err)
 {
 	return (err == ETIMEDOUT ? "timed out waiting for initial message" : frame_error(err));
-}
-
-/* True if a whole frame (or an oversize one) is already buffered in c. */
-static int
-frame_buffered(const struct conn *c)
-{
-	return (memchr(c->buf, '\0', c->len) != NULL || c->len > BORE_MAX_FRAME);
 }
 
 /*
@@ -3528,7 +3503,7 @@ run_server(const struct sockaddr_storage *ctl, socklen_t ctl_len)
 }
 
 /* ==================================================================== */
-/* Client: control connection, spare data connections, visitors         */
+/* Client: control connection, data connections, visitors               */
 /* ==================================================================== */
 
 /* ---- Client: settings and tunnels --------------------------------- */
@@ -3541,12 +3516,11 @@ static struct {
 	const char *to, *local_host;
 	uint16_t control_port;
 	int has_secret;
-	uint8_t key[BORE_KEY_LEN];              /* read by visitor threads until exit: never wiped */
+	uint8_t key[BORE_KEY_LEN];              /* visitor threads read it until exit: not wiped */
 	int reconnect;                          /* re-dial when the tunnel is lost */
 	int heartbeat_timeout_ms;               /* silence that means the server is gone */
 	int dump;                               /* hex-dump every proxied connection */
 	int max_conns;                          /* visitors relayed at once */
-	int prewarm;                            /* spare data connections kept per tunnel */
 	enum proxy_kind proxy;                  /* --proxy's scheme */
 	char proxy_host[256];                   /* --proxy's host, as given */
 	uint16_t proxy_port;
@@ -3555,33 +3529,15 @@ static struct {
 	int grace_ms;                           /* how long relays may finish at a stop */
 } cli;
 
-
 /* Most tunnels one `bore local` opens, one per local port given. */
 #define MAX_TUNNELS 64
-
-/* Most spare data connections a tunnel keeps ready (--prewarm). */
-#define MAX_PREWARM 16
-
-/* Spares are renewed, then closed, this old (from our last send): servers drop silent ones at 3 s. */
-#define SPARE_RENEW_MS 1500
-#define SPARE_MAX_MS 2500
-
-/* A claim the server dropped (at its --max-startups) is made again this often, this long (< 10 s). */
-#define CLAIM_RETRY_MS 5000
-#define CLAIM_PAUSE_MS 100
-
-/* A data connection to the server, authenticated ahead of the visitor it will claim. */
-struct spare {
-	struct conn *c;
-	int64_t born;  /* when we last sent on it */
-};
 
 /*
  * One tunnel of `bore local`.  Fields above `thread` are fixed before threads
  * start; `status` is read after the join; the rest are under lock, never per byte.
  */
 struct local_tunnel {
-	uint16_t local_port;       /* the local service's port */
+	uint16_t local_port;
 	uint16_t want;             /* the public port asked for; 0: any */
 	struct addrinfo *local_ai; /* the local service, resolved once */
 	pthread_t thread;
@@ -3592,26 +3548,20 @@ struct local_tunnel {
 	time_t since;
 	struct counts counts;      /* visitors proxied, and their bytes */
 	struct ring live;          /* relays running now, for their bytes so far */
-	struct spare spares[2 * MAX_PREWARM];  /* oldest first; renewed ones await their successor */
-	int nspares;
-	int spares_opening;        /* spares being opened by workers */
-	int64_t spares_retry;      /* after a spare failed to open, none is tried before this */
-	int spares_failed;         /* spares that failed to open since one opened */
-	unsigned session;          /* sessions ended: a spare opened for an earlier one is closed */
 };
 
 /* Data connections being opened at once: a burst must not look like a flood to --max-startups. */
 #define OPENING_MAX 64
 
-/* Client state threads share: its tunnels (each with its lock), atomic counts, the opening places. */
+/* Client state threads share: tunnels (each with its lock), atomic counts, opening places. */
 static struct {
 	struct local_tunnel tunnels[MAX_TUNNELS];
 	int ntunnels;                  /* set before threads start */
-	atomic_int threads;            /* tunnel threads still running; the main thread waits for none */
+	atomic_int threads;            /* tunnel threads still running; main waits for none */
 	atomic_int visitors;           /* visitor threads running now, against cli.max_conns */
-	atomic_int seen;               /* visitors proxied so far; numbers connections in --dump output */
-	atomic_int draining;           /* set at a stop while live visitors finish: new ones are not taken */
-	pthread_mutex_t opening_lock;  /* guards opening */
+	atomic_int seen;               /* visitors proxied so far; numbers --dump's connections */
+	atomic_int draining;           /* set at a stop while visitors finish: no new ones */
+	pthread_mutex_t opening_lock;
 	pthread_cond_t opening_done;
 	int opening;                   /* data connections being opened, up to OPENING_MAX */
 } client = { .opening_lock = PTHREAD_MUTEX_INITIALIZER, .opening_done = PTHREAD_COND_INITIALIZER };
@@ -3977,9 +3927,9 @@ open_control(const struct addrinfo *ai, const struct sockaddr *dest, struct conn
 	return (0);
 }
 
-/* ---- Client: spare data connections ------------------------------- */
+/* ---- Client: data connections ------------------------------------- */
 
-/* Where a session's data connections go: the hop its control connection reached, what a proxy got. */
+/* Where a session's data connections go: the hop its control connection reached, dest via proxy. */
 struct route {
 	struct sockaddr_storage hop;
 	socklen_t hop_len;
@@ -3987,16 +3937,14 @@ struct route {
 	socklen_t dest_len;  /* 0: ask by name */
 };
 
-/* A visitor to claim (on spare c, if one was ready), or a spare to open for session `session`. */
+/* A visitor to claim. */
 struct visitor_job {
 	uint8_t id[BORE_UUID_LEN];
-	struct conn *c;
-	unsigned session;
 	struct local_tunnel *lt;
 	struct route route;
 };
 
-/* Open a data connection along route r, as open_control does, once one of OPENING_MAX places is free. */
+/* Open a data connection along r as open_control does, once one of OPENING_MAX places is free. */
 static int
 open_data(const struct route *r, struct conn **out)
 {
@@ -4021,172 +3969,6 @@ open_data(const struct route *r, struct conn **out)
 	return (rc);
 }
 
-/* Take lt's oldest spare off its list; lt->lock is held. */
-static struct spare
-spare_shift(struct local_tunnel *lt)
-{
-	struct spare sp = lt->spares[0];
-
-	memmove(&lt->spares[0], &lt->spares[1], --lt->nspares * sizeof(lt->spares[0]));
-	return (sp);
-}
-
-/* A spare failed or was refused: ask ever less often, up to 32 * SPARE_RENEW_MS; lt->lock is held. */
-static void
-spares_back_off(struct local_tunnel *lt)
-{
-	lt->spares_retry = now_ms() + back_off_ms(SPARE_RENEW_MS, lt->spares_failed++,
-	    32 * SPARE_RENEW_MS);
-}
-
-/* Close, saying why, the spares the server closed or answered (a good one hears nothing); back off. */
-static void
-spares_prune(struct local_tunnel *lt)
-{
-	struct pollfd pfd[2 * MAX_PREWARM];
-	struct conn *dead[2 * MAX_PREWARM];
-	char text[BORE_MAX_FRAME + 1];
-	struct bore_msg m;
-	int i, k, n = 0;
-
-	pthread_mutex_lock(&lt->lock);
-	for (i = 0; i < lt->nspares; i++)
-		pfd[i] = (struct pollfd){ .fd = lt->spares[i].c->fd, .events = POLLIN };
-	if (lt->nspares > 0 && poll(pfd, (nfds_t)lt->nspares, 0) > 0) {
-		for (i = k = 0; i < lt->nspares; i++) {
-			if (pfd[i].revents != 0)
-				dead[n++] = lt->spares[i].c;
-			else
-				lt->spares[k++] = lt->spares[i];
-		}
-		lt->nspares = k;
-		spares_back_off(lt);
-	}
-	pthread_mutex_unlock(&lt->lock);
-	while (n > 0) {
-		if (read_frame(dead[--n], &m, now_ms()) == 1 && m.type == BORE_MSG_ERROR) {
-			log_limited(&logs.peer_lines[PL_SPARE_REFUSED], LOG_WARN,
-			    "spare data connection refused: %s", printable(m.text, text, sizeof(text)));
-		} else {
-			log_msg(LOG_DEBUG, "spare data connection closed by the server");
-		}
-		conn_free(dead[n]);
-	}
-}
-
-/* The oldest of lt's spares, after those the server closed since the last look; NULL if none. */
-static struct conn *
-spare_take(struct local_tunnel *lt)
-{
-	struct conn *c = NULL;
-
-	spares_prune(lt);
-	pthread_mutex_lock(&lt->lock);
-	if (lt->nspares > 0)
-		c = spare_shift(lt).c;
-	pthread_mutex_unlock(&lt->lock);
-	return (c);
-}
-
-/* Worker: open and authenticate a spare, and list it unless its session has ended. */
-static void *
-open_spare(void *arg)
-{
-	struct visitor_job *job = arg;
-	struct local_tunnel *lt = job->lt;
-	struct conn *c = NULL;
-	int o;
-
-	/* A spare that fails costs a visitor nothing: it opens its own. */
-	log_retrying = 1;
-	o = open_data(&job->route, &c);
-	log_retrying = 0;
-	pthread_mutex_lock(&lt->lock);
-	lt->spares_opening--;
-	if (o == -1)
-		spares_back_off(lt);
-	if (o == 0 && job->session == lt->session && lt->nspares < 2 * MAX_PREWARM) {
-		set_nodelay(c->fd);
-		lt->spares[lt->nspares++] = (struct spare){ c, now_ms() };
-		c = NULL;
-	}
-	pthread_mutex_unlock(&lt->lock);
-	conn_free(c);
-	free(job);
-	return (NULL);
-}
-
-/* Keep cli.prewarm spares of lt fresh: close the old and surplus, open what is missing; when next due. */
-static int64_t
-spares_tend(struct local_tunnel *lt, const struct route *route)
-{
-	struct spare old[2 * MAX_PREWARM];
-	struct visitor_job *job;
-	int64_t now = now_ms(), due = INT64_MAX, at;
-	int i, n = 0, fresh = 0, need;
-	unsigned session;
-
-	spares_prune(lt);
-	pthread_mutex_lock(&lt->lock);
-	session = lt->session;
-	while (lt->nspares > 0 && (lt->nspares > cli.prewarm ||
-	    now - lt->spares[0].born >= SPARE_MAX_MS))
-		old[n++] = spare_shift(lt);
-	/* One opened after the last back-off lived out its time: the server takes spares again. */
-	for (i = 0; i < n; i++)
-		if (old[i].born >= lt->spares_retry)
-			lt->spares_failed = 0;
-	for (i = 0; i < lt->nspares; i++) {
-		fresh += (at = lt->spares[i].born + SPARE_RENEW_MS) > now;
-		if (at <= now)
-			at = lt->spares[i].born + SPARE_MAX_MS;
-		due = at < due ? at : due;
-	}
-	need = cli.prewarm - fresh - lt->spares_opening;
-	if (need > 0 && now < lt->spares_retry) {
-		due = lt->spares_retry < due ? lt->spares_retry : due;
-		need = 0;
-	}
-	/* After a refusal, one spare at a time tells whether the server takes them again. */
-	if (lt->spares_failed > 0 && need > 1 - lt->spares_opening)
-		need = 1 - lt->spares_opening;
-	lt->spares_opening += need > 0 ? need : 0;
-	pthread_mutex_unlock(&lt->lock);
-	while (n > 0)
-		conn_free(old[--n].c);
-	for (; need > 0; need--) {
-		if ((job = calloc(1, sizeof(*job))) != NULL) {
-			job->lt = lt;
-			job->session = session;
-			job->route = *route;
-			/* The worker owns job from here. */
-			if (spawn(open_spare, job) == 0)
-				continue;
-			free(job);
-		}
-		pthread_mutex_lock(&lt->lock);
-		lt->spares_opening--;
-		pthread_mutex_unlock(&lt->lock);
-	}
-	return (due);
-}
-
-/* A session of lt has ended: close its spares, and those still being opened once they are. */
-static void
-spares_close(struct local_tunnel *lt)
-{
-	struct spare old[2 * MAX_PREWARM];
-	int n = 0;
-
-	pthread_mutex_lock(&lt->lock);
-	lt->session++;
-	while (lt->nspares > 0)
-		old[n++] = spare_shift(lt);
-	pthread_mutex_unlock(&lt->lock);
-	while (n > 0)
-		conn_free(old[--n].c);
-}
-
 /* ---- Client: visitors --------------------------------------------- */
 
 /* Sleep ms unless the client is stopped first (at once if it was); 1 if it was. */
@@ -4203,55 +3985,28 @@ sleep_or_signal(int ms)
 	return (0);
 }
 
-/* Claim job's visitor on a fresh data connection; NULL (said why) if that fails. */
-static struct conn *
-claim_visitor(struct visitor_job *job, const char *ids, int64_t start)
-{
-	struct conn *c = NULL;
-	int o;
-
-	/* Without a spare, open the data connection now: a round trip or two more. */
-	for (;;) {
-		o = open_data(&job->route, &c) == 0 ? 0 : errno;
-		if (o != ECONNABORTED || now_ms() - start >= CLAIM_RETRY_MS ||
-		    sleep_or_signal(CLAIM_PAUSE_MS))
-			break;
-	}
-	if (o != 0)
-		return (NULL);
-	if (send_msg(c->fd, BORE_MSG_ACCEPT, 0, job->id) == -1) {
-		log_msg(LOG_WARN, "connection %s: could not send accept: %s", ids, strerror(errno));
-		conn_free(c);
-		return (NULL);
-	}
-	return (c);
-}
-
-/* Relay c and the local service; -1 if it cannot start; *dropped: the server never read c's Accept. */
+/* Claim job's visitor on a new data connection, and relay it and the local service; -1 if not. */
 static int
-serve_visitor(struct visitor_job *job, struct conn *c, struct relay_info *info,
-    const char *ids, int *dropped)
+serve_visitor(const struct visitor_job *job, struct relay_info *info, const char *ids)
 {
 	char where[300];
-	int lfd, r;
+	struct conn *c;
+	int lfd;
 
-	*dropped = 0;
+	if (open_data(&job->route, &c) == -1)
+		return (-1);
+	if (send_msg(c->fd, BORE_MSG_ACCEPT, 0, job->id) == -1) {
+		log_msg(LOG_WARN, "could not send accept: %s", strerror(errno));
+		goto err1;
+	}
 	if ((lfd = connect_any(job->lt->local_ai)) == -1) {
-		log_msg(LOG_WARN, "connection %s: could not connect to %s: %s", ids,
-		    host_port(cli.local_host, job->lt->local_port, where, sizeof(where)),
-		    strerror(errno));
+		log_msg(LOG_WARN, "could not connect to %s: %s", host_port(cli.local_host,
+		    job->lt->local_port, where, sizeof(where)), strerror(errno));
 		/* The server closes the visitor at once when it sees the reset. */
 		set_reset_on_close(c->fd);
-		return (-1);
+		goto err1;
 	}
-	r = relay_after_frame(c, lfd, info);
-	*dropped = info->bytes[0] == 0 && peer_dropped(c->fd, info->bytes[1],
-	    r == -1 && info->bytes[1] == 0 && (errno == ECONNRESET || errno == EPIPE));
-	if (*dropped) {
-		log_msg(LOG_DEBUG, "connection %s: data connection dropped before its accept was read",
-		    ids);
-		set_reset_on_close(lfd);
-	} else if (r == -1) {
+	if (relay_after_frame(c, lfd, info) == -1) {
 		log_msg(LOG_DEBUG, "connection %s aborted: %s", ids, strerror(errno));
 		set_reset_on_close(c->fd);
 		set_reset_on_close(lfd);
@@ -4259,7 +4014,12 @@ serve_visitor(struct visitor_job *job, struct conn *c, struct relay_info *info,
 		log_msg(LOG_DEBUG, "connection %s exited", ids);
 	}
 	close_fd(lfd);
+	conn_free(c);
 	return (0);
+
+err1:
+	conn_free(c);
+	return (-1);
 }
 
 /* Thread for one visitor: claim it from the server, connect to the local service, relay. */
@@ -4269,11 +4029,11 @@ proxy_visitor(void *arg)
 	struct visitor_job *job = arg;
 	struct relay_info info = { .dump_id = 0 };
 	char ids[BORE_UUID_STRLEN + 1];
-	struct conn *c = job->c;
 	int64_t start = now_ms();
-	int dropped = 0, pause = c != NULL ? 0 : CLAIM_PAUSE_MS;
 
 	bore_uuid_format(job->id, ids);
+	/* Its errors and warnings name it and are rate-limited: a failing proxy cannot flood. */
+	log_visitor = ids;
 	pthread_mutex_lock(&job->lt->lock);
 	job->lt->counts.now++;
 	job->lt->counts.visitors++;
@@ -4281,25 +4041,10 @@ proxy_visitor(void *arg)
 	pthread_mutex_unlock(&job->lt->lock);
 	if (cli.dump)
 		info.dump_id = atomic_fetch_add(&client.seen, 1) + 1;
-	if (c != NULL)
-		log_msg(LOG_DEBUG, "connection %s: claimed on a spare", ids);
-	/* A dropped claim is made again on a fresh connection (at once after a spare) for a while. */
-	while (c != NULL || (c = claim_visitor(job, ids, start)) != NULL) {
-		if (serve_visitor(job, c, &info, ids, &dropped) == -1 || dropped) {
-			conn_free(c);
-			c = NULL;
-		}
-		if (!dropped || now_ms() - start >= CLAIM_RETRY_MS || sleep_or_signal(pause))
-			break;
-		pause = CLAIM_PAUSE_MS;
-		info.bytes[1] = 0;
-		atomic_store_explicit(&info.moved[1], 0, memory_order_relaxed);
-	}
-	if (dropped)
-		log_msg(LOG_WARN, "connection %s: the server kept dropping its data connection", ids);
-	if (c != NULL)
+	if (serve_visitor(job, &info, ids) == 0)
 		log_closed(ids, info.dump_id, info.bytes[0], info.bytes[1], start);
-	conn_free(c);
+	/* The worker thread lives on, ids does not. */
+	log_visitor = NULL;
 	pthread_mutex_lock(&job->lt->lock);
 	job->lt->counts.now--;
 	job->lt->counts.in += info.bytes[0];
@@ -4338,22 +4083,11 @@ start_visitor(struct local_tunnel *lt, const uint8_t id[BORE_UUID_LEN],
 		goto err0;
 	}
 	memcpy(job->id, id, BORE_UUID_LEN);
-	/*
-	 * On a spare, Accept goes now, ahead of the spare opened to refill: a
-	 * server short of places drops the oldest idle connection for it.
-	 */
-	while ((job->c = spare_take(lt)) != NULL &&
-	    send_msg(job->c->fd, BORE_MSG_ACCEPT, 0, id) == -1)
-		conn_free(job->c);
 	job->lt = lt;
 	job->route = *route;
-	/* The thread owns job, and its spare, from here. */
-	if (spawn(proxy_visitor, job) == -1)
-		goto err1;
-	return;
-
-err1:
-	conn_free(job->c);
+	/* The thread owns job from here. */
+	if (spawn(proxy_visitor, job) == 0)
+		return;
 	free(job);
 err0:
 	atomic_fetch_sub(&client.visitors, 1);
@@ -4392,47 +4126,11 @@ send_hello(struct conn *c, uint16_t want, int kept, uint16_t *got)
 	}
 }
 
-/* Tend lt's spares until a frame is there on c (0), a stop, or silence since `last` too long. */
-static int
-await_frame(struct local_tunnel *lt, struct conn *c, const struct route *route, int64_t last)
-{
-	enum { POLL_CONTROL, POLL_STOP, POLL_SLOTS };
-	struct pollfd pfd[POLL_SLOTS];
-	int64_t due, silent = last + cli.heartbeat_timeout_ms;
-	int r;
-
-	pfd[POLL_CONTROL] = (struct pollfd){ .fd = c->fd, .events = POLLIN };
-	pfd[POLL_STOP] = (struct pollfd){ .fd = pipes.stop[0], .events = POLLIN };
-	for (;;) {
-		due = spares_tend(lt, route);
-		if (frame_buffered(c))
-			return (0);
-		r = poll(pfd, POLL_SLOTS, ms_until(due < silent ? due : silent));
-		if (r == -1 && errno == EINTR)
-			continue;
-		if (r == -1) {
-			log_msg(LOG_ERROR, "poll: %s", strerror(errno));
-			return (fail(EPERM));
-		}
-		if (pfd[POLL_STOP].revents)
-			return (fail(ECANCELED));
-		if (r > 0)
-			return (0);
-		/* Else woken for the spares: go and tend them, unless the server fell silent. */
-		if (now_ms() >= silent) {
-			log_msg(LOG_ERROR, "server unreachable: no heartbeat for %.1f s",
-			    cli.heartbeat_timeout_ms / 1000.0);
-			return (fail(ECONNABORTED));
-		}
-	}
-}
-
 /* Read frames from the server and start visitors of tunnel lt until it ends. */
 static int
 serve_session(struct local_tunnel *lt, struct conn *c, struct route *route)
 {
 	struct bore_msg m;
-	int64_t last;
 	int r;
 
 	/* Visitors are claimed at the address this connection reached, not at a new lookup. */
@@ -4441,18 +4139,19 @@ serve_session(struct local_tunnel *lt, struct conn *c, struct route *route)
 		log_msg(LOG_ERROR, "connection to server lost: %s", strerror(errno));
 		return (fail(ECONNABORTED));
 	}
-	for (last = now_ms(); await_frame(lt, c, route, last) == 0; last = now_ms()) {
-		r = read_frame(c, &m, last + cli.heartbeat_timeout_ms);
+	for (;;) {
+		r = read_frame(c, &m, now_ms() + cli.heartbeat_timeout_ms);
 		if (r == -1 && errno == ECANCELED)
 			return (-1);
-		if (r == 0) {
+		if (r == 0)
 			log_msg(LOG_ERROR, "server closed the connection");
-			return (fail(ECONNABORTED));
-		}
-		if (r == -1) {
+		else if (r == -1 && errno == ETIMEDOUT)
+			log_msg(LOG_ERROR, "server unreachable: no heartbeat for %.1f s",
+			    cli.heartbeat_timeout_ms / 1000.0);
+		else if (r == -1)
 			log_msg(LOG_ERROR, "connection to server lost: %s", frame_error(errno));
+		if (r != 1)
 			return (fail(ECONNABORTED));
-		}
 		if (m.type == BORE_MSG_CONNECTION)
 			start_visitor(lt, m.uuid, route);
 		else if (m.type == BORE_MSG_ERROR)
@@ -4460,10 +4159,9 @@ serve_session(struct local_tunnel *lt, struct conn *c, struct route *route)
 		else if (m.type != BORE_MSG_HEARTBEAT)
 			log_msg(LOG_WARN, "unexpected %s message from server", msg_names[m.type]);
 	}
-	return (-1);
 }
 
-/* One session of lt: look the server up anew, connect, ask for *port (becomes the one granted), serve. */
+/* A session of lt: resolve anew, connect, ask for *port (set to the port granted), serve. */
 static int
 run_session(struct local_tunnel *lt, uint16_t *port, int *opened)
 {
@@ -4478,7 +4176,8 @@ run_session(struct local_tunnel *lt, uint16_t *port, int *opened)
 	/* socks5://: we resolve the server's name, and ask the proxy for each address in turn. */
 	if (cli.proxy == PROXY_SOCKS5 && (dests = resolve(cli.to, cli.control_port)) == NULL)
 		return (fail(ECONNABORTED));
-	ai = cli.proxy ? resolve(cli.proxy_host, cli.proxy_port) : resolve(cli.to, cli.control_port);
+	ai = cli.proxy ? resolve(cli.proxy_host, cli.proxy_port) :
+	    resolve(cli.to, cli.control_port);
 	for (d = dests; ai != NULL; d = d->ai_next) {
 		o = open_control(ai, d ? d->ai_addr : NULL, &c) == 0 ? 0 : errno;
 		if (o != ECONNABORTED || d == NULL || d->ai_next == NULL)
@@ -4503,7 +4202,8 @@ run_session(struct local_tunnel *lt, uint16_t *port, int *opened)
 	log_msg(LOG_INFO, "connected to server");
 	log_msg(LOG_ALWAYS, "listening at %s", host_port(cli.to, got, where, sizeof(where)));
 	/* For scripts: the public address and the local one it serves, one line on stdout. */
-	dprintf(1, "%s %s\n", where, host_port(cli.local_host, lt->local_port, local, sizeof(local)));
+	host_port(cli.local_host, lt->local_port, local, sizeof(local));
+	dprintf(1, "%s %s\n", where, local);
 	/* From here on a lost tunnel is re-dialled, and what goes wrong is a warning. */
 	log_retrying = cli.reconnect;
 	pthread_mutex_lock(&lt->lock);
@@ -4512,7 +4212,6 @@ run_session(struct local_tunnel *lt, uint16_t *port, int *opened)
 	lt->since = time(NULL);
 	pthread_mutex_unlock(&lt->lock);
 	o = serve_session(lt, c, &route) == 0 ? 0 : errno;
-	spares_close(lt);
 	pthread_mutex_lock(&lt->lock);
 	lt->port = 0;
 	pthread_mutex_unlock(&lt->lock);
@@ -4524,7 +4223,7 @@ done:
 /* Exit status for a refusal no retry can change: EX_CONFIG, so a supervisor does not restart. */
 #define EXIT_REFUSED 78
 
-/* Open lt and re-dial it when lost, asking for the same port; 0 when stopped, EXIT_REFUSED, or 1. */
+/* Open lt, re-dialled when lost for the same port; 0 when stopped, EXIT_REFUSED, or 1. */
 static int
 run_client(struct local_tunnel *lt)
 {
@@ -4581,7 +4280,7 @@ tunnel_main(void *arg)
 
 /* ---- Client: status lines and signals ----------------------------- */
 
-/* SIGUSR1: a line per tunnel and one of totals, whatever BORE_LOG says, live relays' bytes included. */
+/* SIGUSR1: a line per tunnel and one of totals, live relays' bytes included, at any BORE_LOG. */
 static void
 log_client_status(void)
 {
@@ -4637,7 +4336,7 @@ static int
 run_tunnels(void)
 {
 	struct pollfd p = { .fd = pipes.signal[0], .events = POLLIN };
-	int i, open, status = 0, stopped = 0;
+	int i, open, wait, status = 0, stopped = 0;
 	int64_t drain_until = 0;  /* 0: not draining */
 	int sig;
 
@@ -4647,10 +4346,13 @@ run_tunnels(void)
 		    &client.tunnels[i])) != 0)
 			err(1, "could not start a thread");
 	while (!stopped && atomic_load(&client.threads) > 0) {
-		/* Visitor threads end on their own: while draining, poll briefly to see the count soon. */
-		if (drain_until != 0 && (atomic_load(&client.visitors) == 0 || now_ms() >= drain_until))
+		/* Visitor threads end unannounced: while draining, poll briefly to see them go. */
+		open = atomic_load(&client.visitors);
+		if (drain_until != 0 && (open == 0 || now_ms() >= drain_until))
 			break;
-		if (poll(&p, 1, drain_until != 0 ? 50 : -1) == -1 && errno != EINTR)
+		/* Woken too to log, with their count, the lines failing visitors held back. */
+		wait = drain_until != 0 ? 50 : log_limits_flush(logs.peer_lines, PL_KINDS);
+		if (poll(&p, 1, wait) == -1 && errno != EINTR)
 			err(1, "poll");
 		while (!stopped && (sig = next_signal()) != -1) {
 			if (sig == SIGUSR1) {
@@ -4696,7 +4398,7 @@ struct optdef {
 /* Options of `bore local`, by index into its values. */
 enum {
 	L_LOCAL_HOST, L_TO, L_PORT, L_SECRET, L_SECRET_FILE, L_CONTROL_PORT, L_NO_RECONNECT,
-	L_HEARTBEAT_TIMEOUT, L_DUMP, L_MAX_CONNS, L_PREWARM, L_PROXY, L_GRACE, L_COUNT
+	L_HEARTBEAT_TIMEOUT, L_DUMP, L_MAX_CONNS, L_PROXY, L_GRACE, L_COUNT
 };
 static const struct optdef local_opts[L_COUNT] = {
 	[L_LOCAL_HOST] = { "local-host", 'l', NULL, OPT_VALUE },
@@ -4709,7 +4411,6 @@ static const struct optdef local_opts[L_COUNT] = {
 	[L_HEARTBEAT_TIMEOUT] = { "heartbeat-timeout", 0, "BORE_HEARTBEAT_TIMEOUT", OPT_VALUE },
 	[L_DUMP] = { "dump", 0, NULL, OPT_FLAG },
 	[L_MAX_CONNS] = { "max-conns", 0, "BORE_MAX_CONNS", OPT_VALUE },
-	[L_PREWARM] = { "prewarm", 0, "BORE_PREWARM", OPT_VALUE },
 	[L_PROXY] = { "proxy", 0, "BORE_PROXY", OPT_VALUE },
 	[L_GRACE] = { "grace", 0, "BORE_GRACE", OPT_VALUE },
 };
@@ -4802,9 +4503,6 @@ static const struct command local_cmd = {
 	"                            and a summary line when it closes\n"
 	"      --max-conns <N>       Connections relayed at once; more are ignored\n"
 	"                            [env: BORE_MAX_CONNS] [default: 2048]\n"
-	"      --prewarm <N>         Data connections per tunnel kept open and authenticated\n"
-	"                            ahead of visitors, up to 16 [env: BORE_PREWARM]\n"
-	"                            [default: 0]\n"
 	"      --proxy <URL>         Reach the server through a proxy:\n"
 	"                            http://[USER:PASS@]HOST:PORT (CONNECT),\n"
 	"                            socks5://... (we resolve the server's name) or\n"
@@ -5193,18 +4891,16 @@ server_option(char *to, char *proxy)
 		usage_error(&local_cmd, "invalid value for '--to': too long a name for socks5h://");
 }
 
-/* Keep fds for each tunnel's control connection and up to twice --prewarm spares; fit --max-conns. */
+/* Keep fds for each tunnel's control connection; fit --max-conns in the rest. */
 static void
 client_fd_budget(int ntunnels, int max_conns_given)
 {
-	fds.reserve = FD_SPARE + ntunnels * (1 + 2 * cli.prewarm);
-	if (fds.limit - fds.reserve < 2)
-		errx(1, "%d tunnel%s with --prewarm %d need%s more fds than the %d free under "
-		    "ulimit -n: raise the limit, or lower --prewarm", ntunnels, ntunnels == 1 ? "" : "s",
-		    cli.prewarm, ntunnels == 1 ? "s" : "", fds.limit);
 	/* Each visitor takes two: its data connection and its local one. */
-	if (cli.max_conns > (fds.limit - fds.reserve) / 2) {
-		cli.max_conns = (fds.limit - fds.reserve) / 2;
+	int fit = (fds.limit - FD_SPARE - ntunnels) / 2;
+
+	fds.reserve = FD_SPARE + ntunnels;
+	if (cli.max_conns > fit) {
+		cli.max_conns = fit > 1 ? fit : 1;
 		log_msg(max_conns_given ? LOG_WARN : LOG_INFO, "at most %d connections "
 		    "relayed at once (--max-conns): %d fds free under ulimit -n", cli.max_conns, fds.limit);
 	}
@@ -5256,7 +4952,6 @@ main_local(int argc, char **argv)
 	cli.dump = vals[L_DUMP] != NULL;
 	cli.max_conns = count_option(&local_cmd, vals[L_MAX_CONNS], "--max-conns", 1, COUNT_MAX,
 	    DEFAULT_MAX_CONNS);
-	cli.prewarm = count_option(&local_cmd, vals[L_PREWARM], "--prewarm", 0, MAX_PREWARM, 0);
 	cli.grace_ms = 1000 * count_option(&local_cmd, vals[L_GRACE], "--grace", 0, COUNT_MAX, 5);
 	client_fd_budget(npos, vals[L_MAX_CONNS] != NULL);
 	cli.heartbeat_timeout_ms = 1000 * count_option(&local_cmd, vals[L_HEARTBEAT_TIMEOUT],

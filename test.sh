@@ -524,6 +524,7 @@ t_cli_bad_usage() {
 	expect_cli 2 "^bore: a subcommand is required" &&
 		expect_cli 2 "^bore: unrecognized subcommand 'serve'" serve &&
 		expect_cli 2 "^bore: unexpected argument '--frobnicate'" server --frobnicate &&
+		expect_cli 2 "^bore: unexpected argument '--prewarm'" local 80 --to 127.0.0.1 --prewarm 2 &&
 		expect_cli 2 "^bore: a value is required for '--to'" local 80 --to &&
 		expect_cli 2 "^bore: a value is required for '--min-port'" server --min-port &&
 		expect_cli 2 "^bore: the following required argument was not provided: --to" local 80 &&
@@ -577,8 +578,6 @@ t_cli_env_and_forms() {
 
 . tests/rotation_proxy.sh
 
-. tests/prewarm.sh
-
 . tests/trust_client.sh
 . tests/proxy.sh
 . tests/trust.sh
@@ -606,23 +605,21 @@ CASES=(
 )
 CASES+=(tunnels_two_ports tunnels_remote_ports tunnels_one_refused tunnels_server_restart tunnels_sigterm status_lines status_log_off)
 CASES+=(proxy_protocol proxy_header_bytes secret_rotation secret_reload reload_during_handshakes)
-CASES+=(prewarm_spares prewarm_long_link prewarm_shutdown prewarm_reconnect prewarm_spares_dropped prewarm_spares_kept_in_flood prewarm_secret_rotated \
-	prewarm_usage)
 CASES+=(closed_stdio secret_file_strict hostile_server_text no_challenge_words stop_mid_frame tunnels_few_fds)
-CASES+=(proxy_http_tunnel proxy_http_auth proxy_socks5_tunnel proxy_socks5_auth proxy_server_restart proxy_restart proxy_failures proxy_usage)
-CASES+=(log_flood_counted many_address_flood secret_revoked_closes spares_kept_in_churn spare_accept_lost spare_accept_unacked startup_counts)
+CASES+=(proxy_http_tunnel proxy_http_auth proxy_socks5_tunnel proxy_socks5_auth proxy_server_restart proxy_restart proxy_failures proxy_fails_visitors proxy_usage)
+CASES+=(log_flood_counted many_address_flood secret_revoked_closes visitors_kept_in_churn visitors_kept_in_flood startup_counts)
 CASES+=(hardened_build make_test_target systemd_units json_logs status_live_bytes local_drain readme_newcomer code_shape)
 # Not run again under the sanitizer passes: unit tests, cases that need a plain
 # build (an address-space limit, valgrind), and slow ones that add no new code path.
 ONCE_CASES=" hmac_vectors frame_parser liveness_options thread_failure valgrind_short_session "
 ONCE_CASES+="link_cut_frees_port reresolve_on_reconnect startup_checks "
 ONCE_CASES+="deps_install_decisions demo_clean man_page install_targets bash_completion "
-ONCE_CASES+="proxy_header_bytes prewarm_usage prewarm_long_link unclaimed_visitor "
+ONCE_CASES+="proxy_header_bytes unclaimed_visitor "
 ONCE_CASES+="proxy_usage "
-ONCE_CASES+="startup_counts spare_accept_unacked "
+ONCE_CASES+="startup_counts "
 ONCE_CASES+="hardened_build make_test_target systemd_units readme_newcomer code_shape "
 # Slow ones whose paths the plain pass and the TSan pass already take.
-ONCE_CASES+="slow_and_silent log_flood_counted spares_kept_in_churn proxy_server_restart "
+ONCE_CASES+="slow_and_silent log_flood_counted visitors_kept_in_churn proxy_server_restart "
 ONCE_CASES+="proxy_restart proxy_failures "
 # 2,000 visitors at once take 30 s under ASan; visitor_burst_few_fds and concurrent_200 take the path there.
 ONCE_CASES+="storms "
@@ -633,10 +630,9 @@ TSAN_CASES=(
 )
 TSAN_CASES+=(tunnels_two_ports tunnels_sigterm status_lines)
 TSAN_CASES+=(reload_during_handshakes)
-TSAN_CASES+=(prewarm_spares prewarm_shutdown prewarm_spares_dropped)
 TSAN_CASES+=(stop_mid_frame tunnels_few_fds)
-TSAN_CASES+=(proxy_http_tunnel)
-TSAN_CASES+=(log_flood_counted many_address_flood secret_revoked_closes spares_kept_in_churn spare_accept_lost)
+TSAN_CASES+=(proxy_http_tunnel proxy_fails_visitors)
+TSAN_CASES+=(log_flood_counted many_address_flood secret_revoked_closes visitors_kept_in_churn)
 TSAN_CASES+=(status_live_bytes local_drain)
 
 for name in "${CASES[@]}"; do

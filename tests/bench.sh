@@ -394,7 +394,6 @@ LINK_IDLE=4
 declare -A LINK=() # LINK[figure,config] = median ms, or empty when not measured
 declare -A LINK_NAME=([lone]="lone visitor after ${LINK_IDLE} s idle" [burstmax]="burst of 4: slowest"
 	[burstmed]="burst of 4: median")
-declare -A LINK_FLAGS=([plain]="" [prewarm]="--prewarm 4")
 
 # True once $2 s have passed since $1 (microseconds, as from EPOCHREALTIME).
 idle_since() { ((${EPOCHREALTIME//[!0-9]/} - $1 >= $2 * 1000000)); }
@@ -437,12 +436,12 @@ link_runs() {
 }
 
 # The long-link figures: a tcpkit churn 1024 service exposed by bore local, whose control
-# and data connections cross tcpkit delay, without and with spare data connections.
+# and data connections cross tcpkit delay.
 link_section() {
 	# Local, so the tunnels of the other figures keep their server and control port.
-	local CTL SRV CLI PUB ORIGIN secret service relay cfg p first=${#BORE_PROCS[@]} pids=()
-	# The relay stays up for the section (two configs, 2 x RUNS idle waits each), no longer.
-	local -x TCPKIT_TIMEOUT=$((30 + 20 * RUNS))
+	local CTL SRV CLI PUB ORIGIN secret service relay p first=${#BORE_PROCS[@]} pids=()
+	# The relay stays up for the section (2 x RUNS idle waits), no longer.
+	local -x TCPKIT_TIMEOUT=$((30 + 10 * RUNS))
 	secret="bench-$RANDOM$RANDOM$RANDOM"
 	if ! start_origin link-service churn 1024; then
 		note "long link (tcpkit churn service did not start: $WHY)"
@@ -461,19 +460,13 @@ link_section() {
 	fi
 	relay=$ORIGIN
 	pids+=("$LAST")
-	for cfg in plain prewarm; do
-		# shellcheck disable=SC2086
-		if start_client "client-link-$cfg" "$service" --control-port "$relay" \
-			--secret "$secret" ${LINK_FLAGS[$cfg]}; then
-			link_runs "$cfg" "$PUB"
-			check_bore "client-link-$cfg" "$CLI"
-			stop_one "$CLI"
-		elif [[ $cfg = prewarm && $WHY = "exited with status 2"* ]]; then
-			note "long link with --prewarm 4 (this bore local rejects the flag: ${WHY#*: })"
-		else
-			note "long link ($cfg): bore local did not open a tunnel ($WHY)"
-		fi
-	done
+	if start_client client-link-plain "$service" --control-port "$relay" --secret "$secret"; then
+		link_runs plain "$PUB"
+		check_bore client-link-plain "$CLI"
+		stop_one "$CLI"
+	else
+		note "long link: bore local did not open a tunnel ($WHY)"
+	fi
 	check_bore server-link "$SRV"
 	for p in "${pids[@]}"; do
 		stop_one "$p"
@@ -569,16 +562,16 @@ link_cell() {
 
 # The long-link table and what it measured.
 link_report() {
-	local fig fmt="%-34s %16s %16s\n"
-	printf "$fmt" "long link, first byte (ms  RTTs)" "bore local" "--prewarm 4"
+	local fig fmt="%-34s %16s\n"
+	printf "$fmt" "long link, first byte (ms  RTTs)" "bore local"
 	for fig in lone burstmax burstmed; do
-		printf "$fmt" "${LINK_NAME[$fig]}" "$(link_cell "$fig" plain)" "$(link_cell "$fig" prewarm)"
+		printf "$fmt" "${LINK_NAME[$fig]}" "$(link_cell "$fig" plain)"
 	done
 	echo
 	echo "long link: bore local reaches bore server --secret through tcpkit delay, $LINK_OW ms" \
 		"each way and $LINK_MS ms for each TCP handshake ($LINK_MS ms round trips, RTTs);"
 	echo "  visitors on loopback send 3 bytes to the public port and time the first byte of a" \
-		"1 KiB reply; model: 3.5 RTTs when a data connection must be opened, 2 with one ready"
+		"1 KiB reply; model: 3.5 RTTs, a data connection opened for each visitor"
 }
 
 # The notes, and how long the run took.

@@ -226,8 +226,6 @@ check_buffer(const struct conn *c, const uint8_t *s, size_t len, size_t off)
 	CHECK(c->len <= CONN_BUF, "frames: c->len over CONN_BUF");
 	CHECK(off <= len && c->len <= len - off, "frames: more buffered than was sent");
 	CHECK(memcmp(c->buf, s + off, c->len) == 0, "frames: buffer is not the next stream bytes");
-	CHECK(frame_buffered(c) == (memchr(c->buf, '\0', c->len) != NULL || c->len > BORE_MAX_FRAME),
-	    "frames: frame_buffered");
 }
 
 /* Compare one read_frame result with the model; advance *off past what it consumed. */

@@ -792,6 +792,57 @@ static int mode_delay(char **argv)
     serve_forever(listen_port_announce(host, port, strcmp(port, "0") != 0));
 }
 
+/* badproxy: how connections fail (502, close or reset), until SIGUSR1 heals the proxy. */
+static const char *g_fail;
+static volatile sig_atomic_t g_healed;
+static int g_proxied;
+
+static void on_heal(int sig)
+{
+    (void)sig;
+    g_healed = 1;
+}
+
+/* badproxy handler: read an HTTP request header; relay the first connection (all, once
+   healed) to the target, whatever it asked for; fail the others as g_fail says. */
+static void handle_badproxy(int fd)
+{
+    static const char ok[] = "HTTP/1.1 200 Connection established\r\n\r\n";
+    static const char bad[] = "HTTP/1.1 502 Bad Gateway\r\n\r\n";
+    int n = __atomic_add_fetch(&g_proxied, 1, __ATOMIC_RELAXED), state = 0;
+    char c, line[32];
+    /* The header ends at the first empty line. */
+    while (state < 4 && read_exact(fd, &c, 1) == 0)
+        state = c == "\r\n\r\n"[state] ? state + 1 : c == '\r';
+    snprintf(line, sizeof line, "conn %d\n", n);
+    if (write(1, line, strlen(line)) < 0 || state < 4)
+        return;
+    if (n == 1 || g_healed) {
+        if (write_all(fd, ok, sizeof ok - 1) == 0)
+            handle_delay(fd);
+    } else if (!strcmp(g_fail, "502")) {
+        (void)write_all(fd, bad, sizeof bad - 1);
+    } else if (!strcmp(g_fail, "reset")) {
+        struct linger lg = { 1, 0 };
+        setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
+    }
+}
+
+/* badproxy HOST PORT 502|close|reset: an HTTP CONNECT proxy on 127.0.0.1 (its port
+   printed) that relays its first connection to HOST PORT and fails every later one
+   until SIGUSR1; prints "conn N" as connection N's header is read. */
+static int mode_badproxy(char **argv)
+{
+    struct sigaction sa = { .sa_handler = on_heal };
+    if (strcmp(argv[2], "502") && strcmp(argv[2], "close") && strcmp(argv[2], "reset"))
+        die("badproxy: 502, close or reset, not '%s'", argv[2]);
+    g_fail = argv[2];
+    set_target(argv[0], argv[1]);
+    sigaction(SIGUSR1, &sa, NULL);
+    g_handler = handle_badproxy;
+    serve_forever(listen_and_announce("127.0.0.1"));
+}
+
 /* ---- bidirectional pump shared by roundtrip, many and stream ---- */
 
 /* One transfer: send random data (by size or until a time), read everything back until EOF. */
@@ -1731,101 +1782,6 @@ static int mode_hellorace(char **argv)
     return 1;
 }
 
-/* Accept a connection on lfd or die. */
-static int accept_or_die(int lfd)
-{
-    int fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
-    if (fd < 0)
-        die("accept: %s", strerror(errno));
-    return fd;
-}
-
-/* Connections of a fake server: slot 0 its listener. */
-struct fake_conns {
-    struct pollfd p[64];
-    nfds_t n;
-};
-
-/* The slot of a connection with bytes to read, after dropping those at EOF; new
-   connections join; 0 if none within ms. */
-static nfds_t next_readable(struct fake_conns *f, int ms)
-{
-    char c;
-    for (double give_up = now() + ms / 1000.0; now() < give_up;) {
-        if (poll(f->p, f->n, 50) < 0 && errno != EINTR)
-            die("poll: %s", strerror(errno));
-        if ((f->p[0].revents & POLLIN) && f->n < 64)
-            f->p[f->n++] = (struct pollfd){ .fd = accept_or_die(f->p[0].fd), .events = POLLIN };
-        for (nfds_t i = 1; i < f->n; i++) {
-            if (!f->p[i].revents)
-                continue;
-            if (recv(f->p[i].fd, &c, 1, MSG_PEEK) == 1)
-                return i;
-            close(f->p[i].fd);
-            f->p[i--] = f->p[--f->n];
-        }
-    }
-    return 0;
-}
-
-/* lostaccept BYTES: a bore server (no secret) that resets each data connection that
-   brings a visitor's first Accept with the Accept unread, as a server at its
-   --max-startups limit may drop one; a client claims such a visitor again, and BYTES
-   sent through that second claim must echo back, checked by hash. A visitor not
-   claimed again within a second is let go for another. Prints its port, then "ok". */
-static int mode_lostaccept(char **argv)
-{
-    size_t bytes = parse_size(argv[0]);
-    char frame[300], want[100], id[40];
-    struct fake_conns f = { .n = 1 };
-    nfds_t i;
-    int ctl, round, got, fd = -1;
-    f.p[0] = (struct pollfd){ .fd = listen_and_announce("127.0.0.1"), .events = POLLIN };
-    ctl = accept_or_die(f.p[0].fd);
-    if (read_frame0(ctl, frame, sizeof frame) < 0 || strncmp(frame, "{\"Hello\":", 9) != 0)
-        die("expected Hello");
-    if (write_all(ctl, "{\"Hello\":1}", 12) < 0)
-        die("send: %s", strerror(errno));
-    for (round = 1; round <= 20 && fd < 0; round++) {
-        sleep_ms(100);
-        snprintf(id, sizeof id, "6c6f7374-6163-6365-7074-%012d", round);
-        snprintf(want, sizeof want, "{\"Accept\":\"%s\"}", id);
-        int len = snprintf(frame, sizeof frame, "{\"Connection\":\"%s\"}%c", id, 0);
-        if (write_all(ctl, frame, (size_t)len) < 0)
-            die("send: %s", strerror(errno));
-        /* The first Accept is reset unread; a second one for the same visitor passes. */
-        for (got = 0; fd < 0 && (i = next_readable(&f, 1000)) != 0; got++) {
-            if (got > 0) {
-                if (read_frame0(f.p[i].fd, frame, sizeof frame) < 0 || strcmp(frame, want) != 0)
-                    die("expected %s again, got '%s'", want, frame);
-                fd = f.p[i].fd;
-                break;
-            }
-            ssize_t k = recv(f.p[i].fd, frame, sizeof frame - 1, MSG_PEEK);
-            frame[k > 0 ? k : 0] = '\0';
-            if (strncmp(frame, want, strlen(want)) != 0)
-                die("expected %s, got '%s'", want, frame);
-            close(f.p[i].fd);
-            f.p[i] = f.p[--f.n];
-        }
-    }
-    if (fd < 0)
-        die("no visitor was claimed again in 20 rounds");
-    make_pattern(bytes);
-    crypto_hash_sha256_state h;
-    unsigned char sent[32], sum[32];
-    crypto_hash_sha256(sent, g_pattern, bytes);
-    crypto_hash_sha256_init(&h);
-    if (write_all(fd, g_pattern, bytes) < 0 || shutdown(fd, SHUT_WR) < 0 ||
-        read_until(fd, 0, &h) != (long long)bytes)
-        die("echo through the claimed-again visitor failed");
-    crypto_hash_sha256_final(&h, sum);
-    if (memcmp(sent, sum, sizeof sum) != 0)
-        die("echo differs");
-    puts("ok");
-    return 0;
-}
-
 static const struct mode modes[] = {
     { "freeport", 2, 1, 0, mode_freeport, "LO HI" },
     { "hop", 1, 1, 0, mode_hop, "COUNT" },
@@ -1848,7 +1804,7 @@ static const struct mode modes[] = {
     { "manyaddr", 5, 1, 1, mode_manyaddr, "HOST PORT ADDRS HOLDMS SECONDS" },
     { "churncount", 5, 1, 1, mode_churncount, "HOST PORT COUNT PARALLEL N" },
     { "finrst", 2, 1, 1, mode_finrst, "HOST PORT" },
-    { "lostaccept", 1, 1, 0, mode_lostaccept, "BYTES" },
+    { "badproxy", 3, 0, 0, mode_badproxy, "HOST PORT 502|close|reset" },
     { "hellorace", 5, 1, 1, mode_hellorace, "HOST PORT COUNT FIRST ROUNDS" },
     { "firstbyte", 4, 1, 1, mode_firstbyte, "HOST PORT COUNT N" },
 };

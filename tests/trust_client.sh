@@ -146,17 +146,13 @@ t_stop_mid_frame() {
 	[ "$(grep -c . "$WORK/client2.log")" = 1 ] || { why "client2 said more than 'shutting down'"; return 1; }
 }
 
-# Many tunnels, few fds: what cannot fit is refused at start, in one line;
-# --max-conns lowered to what fits is said; a tunnel whose first connection
-# finds no fd (fds held by a parent, say) tries again rather than giving up.
+# Many tunnels, few fds: --max-conns lowered to what fits is said; a tunnel whose
+# first connection finds no fd (fds held by a parent, say) tries again rather
+# than giving up.
 t_tunnels_few_fds() {
 	local ports=() i out held
 	for ((i = 0; i < 64; i++)); do ports+=(9); done
-	out=$(prlimit --nofile=128 -- timeout 5 "$BORE" local "${ports[@]}" --prewarm 16 --to 127.0.0.1 \
-		--control-port "$(free_port)" 2>&1)
-	[ $? = 1 ] && grep -qxE "bore[a-z-]*: 64 tunnels with --prewarm 16 need more fds than the [0-9]+ free under ulimit -n: raise the limit, or lower --prewarm" <<<"$out" ||
-		{ why "64 tunnels, --prewarm 16, 128 fds: $(head -n 2 <<<"$out")"; return 1; }
-	out=$(prlimit --nofile=1024 -- timeout 5 "$BORE" local 9 9 9 9 --prewarm 16 --max-conns 1000 \
+	out=$(prlimit --nofile=1024 -- timeout 5 "$BORE" local 9 9 9 9 --max-conns 1000 \
 		--to 127.0.0.1 --control-port "$(free_port)" 2>&1)
 	grep -qE "WARN at most [0-9]+ connections relayed at once \(--max-conns\): [0-9]+ fds free under ulimit -n" <<<"$out" ||
 		{ why "--max-conns 1000 at 1024 fds: $(head -n 2 <<<"$out")"; return 1; }
@@ -173,28 +169,3 @@ t_tunnels_few_fds() {
 	alive "$CLI" || { why "client gone"; return 1; }
 }
 
-# A data connection the server drops with the visitor's Accept unread (a server
-# at its --max-startups limit may) ends at once: the visitor, still parked, is
-# claimed again on a fresh data connection rather than lost; a spare's, and a
-# fresh one's.
-t_spare_accept_lost() {
-	local how n=0
-	start_origin origin echo || return 1
-	for how in "--prewarm 1" ""; do
-		n=$((n + 1))
-		start "fake$n" "$TCPKIT" lostaccept 100000
-		wait_until 5 test -s "$WORK/fake$n.log" || return 1
-		# $how is one option and its value, or none.
-		# shellcheck disable=SC2086
-		BORE_LOG=debug start "client$n" "$BORE" local "$ORIGIN" --local-host 127.0.0.1 \
-			--to 127.0.0.1 --control-port "$(head -n 1 "$WORK/fake$n.log")" $how
-		wait_until 10 grep -qx ok "$WORK/fake$n.log" ||
-			{ why "with '$how': fake server: $(tail -n 1 "$WORK/fake$n.log")"; return 1; }
-		log_has "client$n" "data connection dropped before its accept was read" || return 1
-		[ -z "$how" ] || log_has "client$n" "claimed on a spare" || return 1
-	done
-}
-
-# What tells a spare closed with its Accept unread, or before the Accept
-# arrived, from one whose visitor came and went (tests/unit dropped).
-t_spare_accept_unacked() { unit_group dropped; }
