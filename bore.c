@@ -352,7 +352,7 @@ enum log_level { LOG_ALWAYS, LOG_ERROR, LOG_WARN, LOG_INFO, LOG_DEBUG, LOG_TRACE
 /* A limit that keeps biting is logged again after this long, not at every bite. */
 #define LIMIT_LOG_MS 5000
 
-/* A line a peer can cause over and over: logged `lines` times per LIMIT_LOG_MS, the rest counted. */
+/* A line a peer can cause again and again: logged `lines` times per LIMIT_LOG_MS, then counted. */
 struct log_limit {
 	int lines;       /* lines a window may log (0: one); set before threads start */
 	int used;        /* lines logged in this window */
@@ -363,7 +363,7 @@ struct log_limit {
 	char line[512];  /* the last line held back, for log_limits_flush */
 };
 
-/* Lines a peer can cause, each limited by logs.peer_lines[its kind]: the server's, then the client's. */
+/* Lines a peer can cause, each limited by logs.peer_lines[its kind]: server's, then client's. */
 enum peer_line {
 	PL_ALLOW_CONTROL, PL_STARTUPS, PL_HANDSHAKE, PL_FIRST, PL_UNEXPECTED, PL_MISSING,
 	PL_SESSIONS, PL_NO_PORT, PL_ALLOW, PL_MAX_CONNS, PL_ACCEPT, PL_VISITOR_IGNORED, PL_VISITOR,
@@ -398,7 +398,8 @@ log_msg(int level, const char *fmt, ...)
 {
 	static const char *const names[] = { "INFO", "ERROR", "WARN", "INFO", "DEBUG", "TRACE" };
 	static const int priorities[] = { 6, 3, 4, 6, 7, 7 };  /* info, err, warning, debug */
-	char msg[768], line[sizeof(msg) + 160];  /* room for msg and any prefix (JSON: most escapes) */
+	char msg[768], line[sizeof(msg) + 160];  /* msg and a prefix (JSON: most escapes) */
+	char when[32];
 	struct timespec ts;
 	struct tm tm;
 	va_list ap;
@@ -423,22 +424,22 @@ log_msg(int level, const char *fmt, ...)
 	}
 	clock_gettime(CLOCK_REALTIME, &ts);
 	gmtime_r(&ts.tv_sec, &tm);
+	strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%S", &tm);
 	/* snprintf and one write: dprintf would add an lseek and an fstat to every line. */
 	if (logs.json) {
-		k = (size_t)snprintf(line, sizeof(line), "{\"timestamp\":\"%04d-%02d-%02dT%02d:%02d:%02d."
-		    "%06ldZ\",\"level\":\"%s\",\"fields\":{\"message\":\"", tm.tm_year + 1900,
-		    tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, ts.tv_nsec / 1000,
-		    names[level]);
-		/* A message too long for the line is cut at a whole escape, so the line still parses. */
+		k = (size_t)snprintf(line, sizeof(line), "{\"timestamp\":\"%s.%06ldZ\",\"level\":"
+		    "\"%s\",\"fields\":{\"message\":\"", when, ts.tv_nsec / 1000, names[level]);
+		/* A message too long for the line is cut at a whole escape: it still parses. */
 		(void)json_escape(msg, line, sizeof(line) - 64, &k);
 		n = (int)k + snprintf(line + k, sizeof(line) - k, "\"},\"target\":\"%s\"}\n",
 		    logs.target);
-	} else if (logs.journal)
-		n = snprintf(line, sizeof(line), "<%d>%s %s\n", priorities[level], names[level], msg);
-	else
-		n = snprintf(line, sizeof(line), "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ %5s %s\n",
-		    tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
-		    ts.tv_nsec / 1000000, names[level], msg);
+	} else if (logs.journal) {
+		n = snprintf(line, sizeof(line), "<%d>%s %s\n", priorities[level], names[level],
+		    msg);
+	} else {
+		n = snprintf(line, sizeof(line), "%s.%03ldZ %5s %s\n", when, ts.tv_nsec / 1000000,
+		    names[level], msg);
+	}
 	(void)!write(2, line, (size_t)n);
 	errno = saved;
 }
@@ -4901,8 +4902,8 @@ client_fd_budget(int ntunnels, int max_conns_given)
 	fds.reserve = FD_SPARE + ntunnels;
 	if (cli.max_conns > fit) {
 		cli.max_conns = fit > 1 ? fit : 1;
-		log_msg(max_conns_given ? LOG_WARN : LOG_INFO, "at most %d connections "
-		    "relayed at once (--max-conns): %d fds free under ulimit -n", cli.max_conns, fds.limit);
+		log_msg(max_conns_given ? LOG_WARN : LOG_INFO, "at most %d connections relayed "
+		    "at once (--max-conns): %d fds free under ulimit -n", cli.max_conns, fds.limit);
 	}
 }
 
