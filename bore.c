@@ -2135,67 +2135,53 @@ bore_auth_verify(const uint8_t key[BORE_KEY_LEN], const uint8_t challenge[BORE_U
 	return (ok);
 }
 
-/*
- * A set of server keys, one per accepted secret: immutable once published,
- * shared by the handshakes that took a reference, freed (and wiped) by
- * whoever drops the last one.
- */
+/* A set of server keys, one per accepted secret. */
 struct keyset {
-	int refs;                      /* under keys.lock */
 	int n;
 	uint8_t key[][BORE_KEY_LEN];
 };
 
-/* The key set new handshakes use, replaced whole on SIGHUP; lock guards it and every set's refs. */
+/* The keys new handshakes use, replaced whole on SIGHUP; read only under lock or copied. */
 static struct {
 	pthread_mutex_t lock;
 	struct keyset *current;
 } keys = { PTHREAD_MUTEX_INITIALIZER, NULL };
 
-/* An empty key set for n keys, holding one reference for its maker; NULL if out of memory. */
+/* An empty key set for n keys; NULL if out of memory. */
 static struct keyset *
 keyset_new(int n)
 {
 	struct keyset *ks = calloc(1, sizeof(*ks) + (size_t)n * BORE_KEY_LEN);
 
-	if (ks != NULL) {
-		ks->refs = 1;
+	if (ks != NULL)
 		ks->n = n;
-	}
 	return (ks);
 }
 
-/* A reference to the current key set, safe to read until keyset_put. */
-static struct keyset *
-keyset_get(void)
-{
-	struct keyset *ks;
-
-	pthread_mutex_lock(&keys.lock);
-	if ((ks = keys.current) != NULL)
-		ks->refs++;
-	pthread_mutex_unlock(&keys.lock);
-	return (ks);
-}
-
-/* Drop a reference; the last one wipes and frees the set. */
+/* Wipe and free a key set. */
 static void
-keyset_put(struct keyset *ks)
+keyset_free(struct keyset *ks)
 {
-	int last;
-
 	if (ks == NULL)
 		return;
-	pthread_mutex_lock(&keys.lock);
-	last = --ks->refs == 0;
-	pthread_mutex_unlock(&keys.lock);
-	if (last) {
-		sodium_memzero(ks->key, (size_t)ks->n * BORE_KEY_LEN);
-		free(ks);
-	}
+	sodium_memzero(ks->key, (size_t)ks->n * BORE_KEY_LEN);
+	free(ks);
 }
 
-/* Make ks (whose reference the caller gives up) the current set; drop the old one's. */
+/* A copy of the current keys, the caller's to keyset_free; NULL if none or out of memory. */
+static struct keyset *
+keyset_copy(void)
+{
+	struct keyset *ks = NULL;
+
+	pthread_mutex_lock(&keys.lock);
+	if (keys.current != NULL && (ks = keyset_new(keys.current->n)) != NULL)
+		memcpy(ks->key, keys.current->key, (size_t)ks->n * BORE_KEY_LEN);
+	pthread_mutex_unlock(&keys.lock);
+	return (ks);
+}
+
+/* Make ks (the caller's no more) the current set; no one else holds the old one: free it. */
 static void
 keyset_publish(struct keyset *ks)
 {
@@ -2205,7 +2191,7 @@ keyset_publish(struct keyset *ks)
 	old = keys.current;
 	keys.current = ks;
 	pthread_mutex_unlock(&keys.lock);
-	keyset_put(old);
+	keyset_free(old);
 }
 
 /* Most bytes of a secret file: room for many secrets, one per line. */
@@ -2318,12 +2304,12 @@ err:
 static int
 key_revoked(const uint8_t key[BORE_KEY_LEN])
 {
-	struct keyset *ks = keyset_get();
 	int i, found = 0;
 
-	for (i = 0; ks != NULL && i < ks->n; i++)
-		found |= sodium_memcmp(ks->key[i], key, BORE_KEY_LEN) == 0;
-	keyset_put(ks);
+	pthread_mutex_lock(&keys.lock);
+	for (i = 0; keys.current != NULL && i < keys.current->n; i++)
+		found |= sodium_memcmp(keys.current->key[i], key, BORE_KEY_LEN) == 0;
+	pthread_mutex_unlock(&keys.lock);
 	return (!found);
 }
 
@@ -3358,11 +3344,11 @@ serve_control(void *arg)
 {
 	struct conn *c = arg;
 	struct bore_msg m;
-	struct keyset *ks = srv.has_secret ? keyset_get() : NULL;
+	struct keyset *ks = srv.has_secret ? keyset_copy() : NULL;
 	uint8_t key[BORE_KEY_LEN];  /* the key c proved, for its tunnel to check at reloads */
 	int r = -1, k = -1;
 
-	/* The set stays ours through the handshake, whatever a reload does meanwhile. */
+	/* A copy of its own: a reload meanwhile frees the set it was taken from. */
 	if (!srv.has_secret || (ks != NULL && (k = server_handshake(c, ks)) != -1)) {
 		if (k != -1)
 			memcpy(key, ks->key[k], sizeof(key));
@@ -3375,7 +3361,7 @@ serve_control(void *arg)
 		else if (r == 0)
 			log_msg(LOG_DEBUG, "%s: closed before its first message", c->peer);
 	}
-	keyset_put(ks);
+	keyset_free(ks);
 	startup_done(c);
 	if (r != 1)
 		goto done;
@@ -5074,7 +5060,7 @@ load_secret(const struct command *cmd, char *arg, char *file)
 	} else if (env_value("BORE_SECRET") != NULL) {
 		bore_auth_key(env_value("BORE_SECRET"), ks->key[0]);
 	} else {
-		keyset_put(ks);
+		keyset_free(ks);
 		ks = NULL;
 	}
 	return (ks);
@@ -5243,7 +5229,7 @@ main_local(int argc, char **argv)
 	if ((ks = load_secret(&local_cmd, vals[L_SECRET], vals[L_SECRET_FILE])) != NULL) {
 		cli.has_secret = 1;
 		memcpy(cli.key, ks->key[0], sizeof(cli.key));
-		keyset_put(ks);
+		keyset_free(ks);
 	}
 	vals[L_SECRET] = NULL;
 	apply_env(local_opts, L_COUNT, vals);
