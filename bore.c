@@ -857,27 +857,6 @@ connect_any(const struct addrinfo *ai)
 	return (-1);
 }
 
-/*
- * Accept a connection on lfd into *ss, named in addr (64 bytes); -1 if none
- * came, and if fds or memory ran short (said after `where`), *paused_until
- * is how long to leave lfd alone.
- */
-static int
-accept_peer(int lfd, const char *where, struct sockaddr_storage *ss, char *addr,
-    int64_t *paused_until)
-{
-	socklen_t len = sizeof(*ss);
-	int fd = counted(accept_nb(lfd, (struct sockaddr *)ss, &len));
-
-	if (fd != -1) {
-		addr_str((struct sockaddr *)ss, len, addr, 64);
-	} else if (short_of_resources(errno)) {
-		log_limited(&logs.peer_lines[PL_ACCEPT], LOG_WARN, "%saccept: %s", where, strerror(errno));
-		*paused_until = now_ms() + ACCEPT_BACKOFF_MS;
-	}
-	return (fd);
-}
-
 /* ---- Shared: lists and worker threads ----------------------------- */
 
 /* Stack of every worker thread: frames and libc; relay buffers live on the heap. */
@@ -1083,9 +1062,7 @@ struct conn {
 	size_t len;
 	char peer[64];
 	uint8_t src[16];       /* the server's: the peer's source, as startups compares them */
-	struct source *from;   /* the server's: its source while it holds a startup place */
-	int64_t since;         /* when it took that place */
-	struct ring idle;      /* in its source's startups that may be dropped, oldest first */
+	int place;             /* the server's: its startup place, or -1 */
 	char buf[CONN_BUF];
 };
 
@@ -1101,7 +1078,7 @@ conn_new(int fd, const char *peer)
 	}
 	c->fd = fd;
 	c->len = 0;
-	c->from = NULL;
+	c->place = -1;
 	snprintf(c->peer, sizeof(c->peer), "%s", peer);
 	return (c);
 }
@@ -2437,6 +2414,49 @@ cidr_allows(const struct cidr *list, int n, const struct sockaddr *sa)
 	return (0);
 }
 
+/*
+ * Accept a connection on lfd, the control port's or a public port's (named
+ * by where), into *ss, named in addr (64 bytes); -1 if none came or
+ * --allow-control or --allow refused it, and if fds or memory ran short,
+ * *paused_until is how long to leave lfd alone.
+ */
+static int
+accept_peer(int lfd, int control, const char *where, struct sockaddr_storage *ss, char *addr,
+    int64_t *paused_until)
+{
+	socklen_t len = sizeof(*ss);
+	int fd = counted(accept_nb(lfd, (struct sockaddr *)ss, &len));
+
+	if (fd == -1) {
+		if (short_of_resources(errno)) {
+			log_limited(&logs.peer_lines[PL_ACCEPT], LOG_WARN, "%saccept: %s", where,
+			    strerror(errno));
+			*paused_until = now_ms() + ACCEPT_BACKOFF_MS;
+		}
+		return (-1);
+	}
+	addr_str((struct sockaddr *)ss, len, addr, 64);
+	if (control ? cidr_allows(srv.allow_control, srv.nallow_control, (struct sockaddr *)ss) :
+	    cidr_allows(srv.allow, srv.nallow, (struct sockaddr *)ss))
+		return (fd);
+	log_limited(&logs.peer_lines[control ? PL_ALLOW_CONTROL : PL_ALLOW], LOG_WARN,
+	    "%srefused %s%s: not in --allow%s", where, control ? "control connection from " : "",
+	    addr, control ? "-control" : "");
+	close_fd(fd);
+	return (-1);
+}
+
+/* lfd, or -1 while it is left alone until paused_until; *wait (ms) cut to that. */
+static int
+unless_paused(int lfd, int64_t paused_until, int *wait)
+{
+	if (now_ms() >= paused_until)
+		return (lfd);
+	if (ms_until(paused_until) < *wait)
+		*wait = ms_until(paused_until);
+	return (-1);
+}
+
 /* ---- Server: tunnels and the visitors parked in them -------------- */
 
 /* A visitor accepted on a public port, parked until the client claims it with Accept. */
@@ -2827,14 +2847,8 @@ park_visitor(struct conn *c, struct tunnel *t, int lfd, int64_t *paused_until)
 		return (0);
 	}
 	snprintf(where, sizeof(where), "port %u: ", t->port);
-	if ((vfd = accept_peer(lfd, where, &ss, addr, paused_until)) == -1)
+	if ((vfd = accept_peer(lfd, 0, where, &ss, addr, paused_until)) == -1)
 		return (0);
-	if (!cidr_allows(srv.allow, srv.nallow, (struct sockaddr *)&ss)) {
-		log_limited(&logs.peer_lines[PL_ALLOW], LOG_WARN, "port %u: refused %s: not in --allow",
-		    t->port, addr);
-		close_fd(vfd);
-		return (0);
-	}
 	if (tunnel_add_conn(t) == -1) {
 		log_limited(&logs.peer_lines[PL_MAX_CONNS], LOG_WARN,
 		    "port %u: refused %s: too many connections (limit %d)", t->port, addr,
@@ -2878,9 +2892,10 @@ serve_tunnel(struct conn *c, struct tunnel *t, int lfd, const uint8_t *key)
 {
 	enum { POLL_CONTROL, POLL_PUBLIC, POLL_SLOTS };
 	struct pollfd pfd[POLL_SLOTS];
-	int64_t next_beat, paused_until = 0, wake;
+	int64_t next_beat, paused_until = 0;
 	char scratch[256];
 	ssize_t n;
+	int wait;
 
 	for (next_beat = now_ms();;) {
 		if (atomic_load(&server.stopping))
@@ -2895,14 +2910,11 @@ serve_tunnel(struct conn *c, struct tunnel *t, int lfd, const uint8_t *key)
 			pending_expire(t, now_ms());
 		}
 		pfd[POLL_CONTROL] = (struct pollfd){ .fd = c->fd, .events = POLLIN };
-		pfd[POLL_PUBLIC] = (struct pollfd){ .fd = lfd, .events = POLLIN };
-		wake = next_beat;
+		wait = ms_until(next_beat);
 		/* Out of fds, or after EMFILE and the like: leave the listener alone for a moment. */
-		if (now_ms() < paused_until) {
-			pfd[POLL_PUBLIC].fd = -1;
-			wake = paused_until < next_beat ? paused_until : next_beat;
-		}
-		if (poll(pfd, POLL_SLOTS, ms_until(wake)) == -1 && errno != EINTR)
+		pfd[POLL_PUBLIC] = (struct pollfd){ .fd = unless_paused(lfd, paused_until, &wait),
+		    .events = POLLIN };
+		if (poll(pfd, POLL_SLOTS, wait) == -1 && errno != EINTR)
 			return (strerror(errno));
 		/* The client sends nothing after Hello: readable means EOF, an error, or junk to drop. */
 		if (pfd[POLL_CONTROL].revents) {
@@ -3086,37 +3098,34 @@ forward_visitor(struct conn *c, const uint8_t id[BORE_UUID_LEN])
  * Connections to the control port from peers not yet known: until they
  * authenticate or, with no secret, until their Hello or Accept; after
  * OpenSSH's MaxStartups and PerSourceMaxStartups.  Past srv.max_startups,
- * a newcomer takes the place of the oldest idle one from the source address
- * that holds the most, so a flood from one place cannot lock out the rest.
- * A source is an IPv4 address or an IPv6 /64.  Sources are found by a keyed
- * hash and filed by how many places they hold, so choosing costs no scan.
+ * a newcomer takes the place of the oldest idle one from the source that
+ * holds the most, so a flood from one place cannot lock out the rest; with
+ * none that may go, it takes one of as many places again kept for bursts.
+ * A source is an IPv4 address or an IPv6 /64.  A flat array, scanned.
  */
-struct source {
-	uint8_t src[16];       /* source address (IPv4 as v4-mapped), IPv6 cut to /64 */
-	int n;                 /* places it holds, known ones too */
-	struct ring idle;      /* its conns that may be dropped, oldest first */
-	struct ring level;     /* in levels[n] by its oldest idle one's age; or in startups.free */
-	struct ring chain;     /* in its bucket */
+struct startup {
+	struct conn *c;   /* NULL: the place is free */
+	uint8_t src[16];  /* c's source */
+	int64_t since;    /* when c took the place */
+	int n;            /* places its source holds, known ones too */
+	int known;        /* from a source with a tunnel open */
+	int waiting;      /* its first frame was seen waiting: it is not idle */
 };
 
-/* Startup places; lock guards them and listed conns' startup fields (their fds stay open till taken off). */
+/*
+ * The places; lock guards them and conn.place.  A listed conn's fd stays open
+ * till its place is freed; the one pinned (looked at outside the lock by the
+ * accepting thread, the only one that drops) is not freed till unpinned.
+ */
 static struct {
 	pthread_mutex_t lock;
-	struct source *sources;  /* 2 * srv.max_startups: one per place at most */
-	struct ring free;        /* sources holding no place */
-	struct ring *buckets;    /* sources by a keyed hash of their address */
-	size_t mask;             /* buckets - 1 */
-	unsigned char key[crypto_shorthash_KEYBYTES];  /* peers cannot aim collisions */
-	struct ring *levels;     /* levels[n]: sources holding n places, some idle */
-	int top;                 /* no level above it holds a source */
-	int used;                /* places held */
-} startups = { .lock = PTHREAD_MUTEX_INITIALIZER };
+	pthread_cond_t unpinned;
+	struct startup *place;  /* 2 * srv.max_startups */
+	int pinned;             /* the place looked at, or -1 */
+	int used;               /* places taken */
+} startups = { PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, NULL, -1, 0 };
 
-/*
- * A startup younger than this is dropped only for a newcomer from a lighter
- * source: a client's own burst of data connections, each idle for a round
- * trip or so, must not drop its own.
- */
+/* A startup younger than this is dropped only for a newcomer from a lighter source. */
 #define STARTUP_GRACE_MS 250
 
 /* The source of an address, as startups compares them. */
@@ -3150,175 +3159,109 @@ frame_waiting(int fd)
 static int
 startups_init(int max)
 {
-	size_t i, places = 2 * (size_t)max;
+	startups.place = calloc(2 * (size_t)max, sizeof(*startups.place));
+	return (startups.place == NULL ? -1 : 0);
+}
 
-	for (startups.mask = 1; startups.mask < places; startups.mask <<= 1)
-		;
-	startups.sources = calloc(places, sizeof(*startups.sources));
-	startups.buckets = calloc(startups.mask, sizeof(*startups.buckets));
-	startups.mask--;
-	startups.levels = calloc(places + 1, sizeof(*startups.levels));
-	if (startups.sources == NULL || startups.buckets == NULL || startups.levels == NULL)
-		return (-1);
-	randombytes_buf(startups.key, sizeof(startups.key));
-	ring_init(&startups.free);
-	for (i = 0; i < places; i++) {
-		ring_init(&startups.sources[i].idle);
-		ring_put(&startups.free, &startups.sources[i].level);
+/* Add d to the count of every place src holds; how many it holds. */
+static int
+source_count(const uint8_t src[16], int d)
+{
+	int i, n = 0;
+
+	for (i = 0; i < 2 * srv.max_startups; i++)
+		if (startups.place[i].c != NULL && memcmp(startups.place[i].src, src, 16) == 0) {
+			startups.place[i].n += d;
+			n++;
+		}
+	return (n);
+}
+
+/*
+ * The per-source rules: true if startup e may be dropped at now for a
+ * newcomer from src whose source holds mine places with it (0: known).
+ * Known ones and those whose frame waits stay; a young one goes only for a
+ * newcomer of a lighter source not its own, so a client's burst keeps its own.
+ */
+static int
+startup_may_go(const struct startup *e, const uint8_t src[16], int mine, int64_t now)
+{
+	return (e->c != NULL && !e->known && !e->waiting && (now - e->since >= STARTUP_GRACE_MS ||
+	    (e->n > mine && memcmp(e->src, src, 16) != 0)));
+}
+
+/* The place to drop for a newcomer: the busiest source's oldest that may go; -1 if none. */
+static int
+startup_victim(const uint8_t src[16], int mine, int64_t now)
+{
+	const struct startup *e, *b;
+	int i, best = -1;
+
+	for (i = 0; i < 2 * srv.max_startups; i++) {
+		e = &startups.place[i];
+		b = &startups.place[best < 0 ? i : best];
+		if (startup_may_go(e, src, mine, now) &&
+		    (best == -1 || e->n > b->n || (e->n == b->n && e->since < b->since)))
+			best = i;
 	}
-	for (i = 0; i <= startups.mask; i++)
-		ring_init(&startups.buckets[i]);
-	for (i = 0; i <= places; i++)
-		ring_init(&startups.levels[i]);
+	return (best);
+}
+
+/* Free place i, whose conn leaves the startups. */
+static void
+startup_free(int i)
+{
+	startups.place[i].c->place = -1;
+	startups.place[i].c = NULL;
+	startups.used--;
+	(void)source_count(startups.place[i].src, -1);
+}
+
+/*
+ * Past srv.max_startups, drop the startup startup_victim picks for a newcomer
+ * from src (its thread sees EOF and ends); 1 if one went.  Its frame is looked
+ * for with the lock let go, the place pinned; one found waiting is kept.
+ */
+static int
+startup_drop(const uint8_t src[16], int known, int64_t now)
+{
+	int v, waiting;
+
+	while (startups.used >= srv.max_startups && (v = startup_victim(src,
+	    known ? 0 : source_count(src, 0) + 1, now)) != -1) {
+		startups.pinned = v;
+		pthread_mutex_unlock(&startups.lock);
+		if (!(waiting = frame_waiting(startups.place[v].c->fd)))
+			(void)shutdown(startups.place[v].c->fd, SHUT_RDWR);
+		pthread_mutex_lock(&startups.lock);
+		startups.pinned = -1;
+		pthread_cond_broadcast(&startups.unpinned);
+		if (!waiting) {
+			startup_free(v);
+			return (1);
+		}
+		startups.place[v].waiting = 1;
+	}
 	return (0);
 }
 
-/* The source holding places from src, NULL if none; *bucket the one it is or would be in. */
-static struct source *
-source_find(const uint8_t src[16], struct ring **bucket)
-{
-	struct ring *r;
-	uint64_t h;
-
-	crypto_shorthash((unsigned char *)&h, src, 16, startups.key);
-	*bucket = &startups.buckets[h & startups.mask];
-	for (r = (*bucket)->next; r != *bucket; r = r->next)
-		if (memcmp(RING_ITEM(r, struct source, chain)->src, src, 16) == 0)
-			return (RING_ITEM(r, struct source, chain));
-	return (NULL);
-}
-
-/* The oldest idle conn of s, which has one. */
-static struct conn *
-oldest_idle(const struct source *s)
-{
-	return (RING_ITEM(s->idle.next, struct conn, idle));
-}
-
-/* File s in levels[s->n] behind those whose oldest idle is no younger; nowhere if none is idle. */
-static void
-source_level(struct source *s)
-{
-	struct ring *at = &startups.levels[s->n];
-
-	ring_take(&s->level);
-	if (s->n == 0 || s->idle.next == &s->idle)
-		return;
-	while (at->prev != &startups.levels[s->n] &&
-	    oldest_idle(RING_ITEM(at->prev, struct source, level))->since > oldest_idle(s)->since)
-		at = at->prev;
-	ring_put(at, &s->level);
-	if (s->n > startups.top)
-		startups.top = s->n;
-}
-
-/* Take c off the startups; its source too with its last place. */
-static void
-startup_unlist(struct conn *c)
-{
-	struct source *s = c->from;
-
-	c->from = NULL;
-	ring_take(&c->idle);
-	startups.used--;
-	s->n--;
-	source_level(s);
-	if (s->n == 0) {
-		ring_take(&s->chain);
-		ring_put(&startups.free, &s->level);
-	}
-}
-
-/* s's oldest idle conn since limit or before, older than best, with no frame waiting; else best. */
-static struct conn *
-older_idle(const struct source *s, struct conn *best, int64_t limit)
-{
-	struct ring *r;
-	struct conn *c;
-
-	for (r = s->idle.next; r != &s->idle; r = r->next) {
-		c = RING_ITEM(r, struct conn, idle);
-		if (c->since > limit || (best != NULL && c->since >= best->since))
-			break;
-		if (!frame_waiting(c->fd))
-			return (c);
-	}
-	return (best);
-}
-
-/*
- * The startup to drop at now for a newcomer from src: the oldest of the
- * source that holds the most, passing over those from known sources, those
- * whose first frame already waits and, unless their source holds more than
- * the newcomer's, is the newcomer's, or the newcomer's source is known, those
- * younger than STARTUP_GRACE_MS.  NULL when none may go.  startups.lock is held.
- */
-static struct conn *
-startup_victim(const uint8_t src[16], int known, int64_t now)
-{
-	struct source *own, *s;
-	struct conn *best = NULL;
-	struct ring *r;
-	int64_t limit;
-	int k, mine;
-
-	own = source_find(src, &r);
-	mine = known ? 0 : (own != NULL ? own->n : 0) + 1;
-	while (startups.top > 0 && startups.levels[startups.top].next == &startups.levels[startups.top])
-		startups.top--;
-	for (k = startups.top; k > 0 && best == NULL; k--) {
-		limit = k > mine ? INT64_MAX : now - STARTUP_GRACE_MS;
-		/* By the age of their oldest: past one younger than limit or best, none has older. */
-		for (r = startups.levels[k].next; r != &startups.levels[k]; r = r->next) {
-			s = RING_ITEM(r, struct source, level);
-			if (oldest_idle(s)->since > limit ||
-			    (best != NULL && oldest_idle(s)->since >= best->since))
-				break;
-			best = older_idle(s, best, limit);
-		}
-		/* A source's newcomer may replace its own young ones: a flooder churns only itself. */
-		if (own != NULL && own->n == k)
-			best = older_idle(own, best, INT64_MAX);
-	}
-	return (best);
-}
-
-/*
- * List c, from a source known or not, as a startup at now.  Past
- * srv.max_startups, the startup startup_victim picks is shut down (its
- * thread sees EOF and ends) and *dropped set; with none to drop, c may still
- * take one of the places kept for a burst, up to twice the limit.  -1 if c
- * must be closed instead.
- */
+/* List c, from a source known or not, as a startup at now; -1 if c must be closed instead. */
 static int
 startup_add(struct conn *c, int known, int64_t now, int *dropped)
 {
-	struct source *s;
-	struct ring *bucket;
-	struct conn *v;
-	int r = -1;
+	struct startup *e;
+	int i, r = -1;
 
-	*dropped = 0;
 	pthread_mutex_lock(&startups.lock);
-	if (startups.used >= srv.max_startups && (v = startup_victim(c->src, known, now)) != NULL) {
-		(void)shutdown(v->fd, SHUT_RDWR);
-		startup_unlist(v);
-		*dropped = 1;
-	}
-	if (startups.used < 2 * srv.max_startups) {
-		if ((s = source_find(c->src, &bucket)) == NULL) {
-			s = RING_ITEM(startups.free.next, struct source, level);
-			ring_take(&s->level);
-			ring_put(bucket, &s->chain);
-			memcpy(s->src, c->src, 16);
-		}
-		c->from = s;
-		c->since = now;
-		ring_init(&c->idle);
-		if (!known)
-			ring_put(&s->idle, &c->idle);
-		s->n++;
-		source_level(s);
+	*dropped = startup_drop(c->src, known, now);
+	for (i = 0; i < 2 * srv.max_startups && startups.place[i].c != NULL; i++)
+		;
+	if (i < 2 * srv.max_startups) {
+		e = &startups.place[i];
+		*e = (struct startup){ .c = c, .since = now, .known = known,
+		    .n = source_count(c->src, 1) + 1 };
+		memcpy(e->src, c->src, 16);
+		c->place = i;
 		startups.used++;
 		r = 0;
 	}
@@ -3331,8 +3274,10 @@ static void
 startup_done(struct conn *c)
 {
 	pthread_mutex_lock(&startups.lock);
-	if (c->from != NULL)
-		startup_unlist(c);
+	while (c->place != -1 && c->place == startups.pinned)
+		pthread_cond_wait(&startups.unpinned, &startups.lock);
+	if (c->place != -1)
+		startup_free(c->place);
 	pthread_mutex_unlock(&startups.lock);
 }
 
@@ -3449,14 +3394,8 @@ accept_control(int lfd, int64_t *paused_until)
 	char addr[64];
 	int fd, dropped;
 
-	if ((fd = accept_peer(lfd, "", &ss, addr, paused_until)) == -1)
+	if ((fd = accept_peer(lfd, 1, "", &ss, addr, paused_until)) == -1)
 		return;
-	if (!cidr_allows(srv.allow_control, srv.nallow_control, (struct sockaddr *)&ss)) {
-		log_limited(&logs.peer_lines[PL_ALLOW_CONTROL], LOG_WARN,
-		    "refused control connection from %s: not in --allow-control", addr);
-		close_fd(fd);
-		return;
-	}
 	log_msg(LOG_DEBUG, "incoming connection from %s", addr);
 	if ((c = conn_new(fd, addr)) == NULL) {
 		close_fd(fd);
@@ -3509,9 +3448,7 @@ run_server(const struct sockaddr_storage *ctl, socklen_t ctl_len)
 		/* Wakes up to log what a flood held back once it stops. */
 		wait = log_limits_flush(logs.peer_lines, PL_KINDS);
 		/* After EMFILE and the like, leave the listener alone for a moment. */
-		pfd[POLL_LISTEN].fd = now_ms() < paused_until ? -1 : lfd;
-		if (pfd[POLL_LISTEN].fd == -1 && ms_until(paused_until) < wait)
-			wait = ms_until(paused_until);
+		pfd[POLL_LISTEN].fd = unless_paused(lfd, paused_until, &wait);
 		if (poll(pfd, POLL_SLOTS, wait) == -1) {
 			if (errno == EINTR)
 				continue;

@@ -611,6 +611,7 @@ CASES+=(prewarm_spares prewarm_long_link prewarm_shutdown prewarm_reconnect prew
 CASES+=(closed_stdio secret_file_strict hostile_server_text no_challenge_words stop_mid_frame tunnels_few_fds)
 CASES+=(proxy_http_tunnel proxy_http_auth proxy_socks5_tunnel proxy_socks5_auth proxy_server_restart proxy_restart proxy_failures proxy_usage)
 CASES+=(log_flood_counted many_address_flood secret_revoked_closes spares_kept_in_churn spare_accept_lost spare_accept_unacked startup_counts)
+CASES+=(startup_burst trust_boundary_size)
 CASES+=(hardened_build make_test_target systemd_units json_logs status_live_bytes local_drain readme_newcomer)
 # Not run again under the sanitizer passes: unit tests, cases that need a plain
 # build (an address-space limit, valgrind), and slow ones that add no new code path.
@@ -619,7 +620,7 @@ ONCE_CASES+="link_cut_frees_port reresolve_on_reconnect startup_checks "
 ONCE_CASES+="deps_install_decisions demo_clean man_page install_targets bash_completion "
 ONCE_CASES+="proxy_header_bytes prewarm_usage prewarm_long_link unclaimed_visitor "
 ONCE_CASES+="proxy_usage "
-ONCE_CASES+="startup_counts spare_accept_unacked "
+ONCE_CASES+="startup_counts spare_accept_unacked trust_boundary_size "
 ONCE_CASES+="hardened_build make_test_target systemd_units readme_newcomer "
 # Slow ones whose paths the plain pass and the TSan pass already take.
 ONCE_CASES+="slow_and_silent log_flood_counted spares_kept_in_churn proxy_server_restart "
@@ -637,7 +638,7 @@ TSAN_CASES+=(prewarm_spares prewarm_shutdown prewarm_spares_dropped)
 TSAN_CASES+=(stop_mid_frame tunnels_few_fds)
 TSAN_CASES+=(proxy_http_tunnel)
 TSAN_CASES+=(log_flood_counted many_address_flood secret_revoked_closes spares_kept_in_churn spare_accept_lost)
-TSAN_CASES+=(status_live_bytes local_drain)
+TSAN_CASES+=(status_live_bytes local_drain startup_burst)
 
 for name in "${CASES[@]}"; do
 	run "$name"

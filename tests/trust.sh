@@ -102,3 +102,12 @@ t_spares_kept_in_churn() {
 # Per-source counts of unauthenticated connections, kept as they come and go
 # (tests/unit startups; its speed is in make bench: tests/unit startupbench).
 t_startup_counts() { unit_group startups; }
+
+# A burst from one address: 150 control connections, made 0.1 s before, say
+# Hello for fixed ports at once, in three rounds 1.5 s apart, past the default
+# --max-startups 128; the places kept for a burst take it: each round opens all 150.
+t_startup_burst() {
+	start_server server || return 1
+	out=$("$TCPKIT" hellorace 127.0.0.1 "$CTL" 150 "$TUN_MIN" 3 1500 100) || { why "$out"; return 1; }
+	[ "$out" = "ok 450" ] || { why "$out"; return 1; }
+}
