@@ -2328,6 +2328,35 @@ server_handshake(struct conn *c, const struct keyset *ks)
 /* Server: control listener, tunnels, parked visitors                   */
 /* ==================================================================== */
 
+/*
+ * Trust boundary: in call order, every function an anonymous peer reaches
+ * (the control port before authentication; with no secret, a Hello's tunnel
+ * and an Accept's claim), with the bound it keeps.  relay, spawn and
+ * log_limited are bounded where entered; their insides are not listed.
+ *   run_server, unless_paused, log_limits_flush: one accept per wake; a pause after EMFILE
+ *   accept_control, accept_peer, accept_nb, counted, short_of_resources: an fd, counted
+ *   addr_str, sockaddr_ip, cidr_allows, close_fd, log_limited: 32 lines per kind per 5 s
+ *   conn_new, source_of, source_known, conn_free: CONN_BUF bytes per place
+ *   startup_add, startup_drop, startup_victim, startup_may_go: 2 x --max-startups places
+ *   source_count, frame_waiting, startup_free, startup_done: one scan, one peek; no call locked
+ *   spawn, serve_control, keyset_copy, keyset_new, keyset_free: a thread per place; keys wiped
+ *   server_handshake, bore_uuid_random, bore_auth_verify: one answer, checked in constant time
+ *   send_uuid_msg, send_port_msg, send_text_msg, send_error, send_msg: a frame within 3 s
+ *   bore_format_msg, json_escape, bore_uuid_format, uuid_hyphen_at: BORE_MAX_FRAME bytes
+ *   write_all, io_all, wait_fd: each by a deadline
+ *   read_first, read_frame, first_error, frame_error: one frame of BORE_MAX_FRAME, within 3 s
+ *   bore_parse_msg, utf8_valid, msg_type_named, json_ws, json_char, json_string: the frame
+ *   json_unicode, json_hex4, hex_digit, utf8_put, json_port, json_null, bore_uuid_parse: ditto
+ *   run_tunnel, bind_public, try_bind, set_port, listen_on, tcp_socket: --max-sessions ports
+ *   bind_error, tunnel_new, bound_port, tunnel_list, set_liveness: a tunnel while its client is up
+ *   serve_tunnel, park_visitor, visitor_share, fds_room, tunnel_conns: a share of the fds
+ *   tunnel_add_conn, pending_add, pending_bucket: --max-conns visitors, parked 10 s at most
+ *   pending_expire, pending_unlink, tunnel_unlist, tunnel_close, tunnel_put: all freed at its end
+ *   forward_visitor, pending_take, tunnel_track, tunnel_untrack: a claim per parked visitor
+ *   send_proxy_header, proxy_header, relay_after_frame, set_reset_on_close, relay, log_closed:
+ *     two fds and a thread per visitor, RELAY_BUF or a pipe each way
+ */
+
 /* ---- Server: settings and allow lists ----------------------------- */
 
 /* Most entries in one --allow or --allow-control list. */
