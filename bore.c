@@ -2078,6 +2078,9 @@ bore_parse_port(const char *s, unsigned min, uint16_t *out)
 /* Auth: HMAC-SHA256 challenge on every control-port connection          */
 /* ==================================================================== */
 
+/* A warning a peer caused, rate-limited by its kind k of logs.peer_lines. */
+#define PEER_WARN(k, ...) log_limited(&logs.peer_lines[k], LOG_WARN, __VA_ARGS__)
+
 void
 bore_auth_key(const char *secret, uint8_t key[BORE_KEY_LEN])
 {
@@ -2220,47 +2223,39 @@ read_secret_file(const char *path, int level, const char *then)
 {
 	char buf[SECRET_FILE_MAX + 1], *line;
 	struct keyset *ks = NULL;
+	const char *why = NULL;
 	struct stat st;
 	ssize_t n = 0;
 	size_t len = 0;
-	int fd, saved, count;
+	int fd, saved, count, reg;
 
 	/* Non-blocking: opening a FIFO for reading would wait for a writer. */
 	if ((fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY)) == -1)
 		goto err;
-	if (fstat(fd, &st) == 0 && !S_ISREG(st.st_mode)) {
-		close(fd);
-		log_msg(level, "secret file %s is not a regular file%s", path, then);
-		goto out;
-	}
+	reg = fstat(fd, &st) == -1 || S_ISREG(st.st_mode);
 	/* One byte more than the limit, to tell a full file from a longer one. */
-	while (len < sizeof(buf) && (n = read(fd, buf + len, sizeof(buf) - len)) != 0) {
-		if (n == -1 && errno == EINTR)
-			continue;
-		if (n == -1)
+	while (reg && len < sizeof(buf) && (n = read(fd, buf + len, sizeof(buf) - len)) != 0) {
+		if (n == -1 && errno != EINTR)
 			break;
-		len += (size_t)n;
+		len += n > 0 ? (size_t)n : 0;
 	}
 	saved = errno;
 	close(fd);
-	if (n == -1) {
-		errno = saved;
+	errno = saved;
+	if (n == -1)
 		goto err;
-	}
-	if (len > SECRET_FILE_MAX) {
-		log_msg(level, "secret file %s is longer than %d bytes%s", path, SECRET_FILE_MAX, then);
-		goto out;
-	}
-	if ((count = split_secret_lines(buf, len)) == -1) {
-		log_msg(level, "secret file %s holds binary data: a NUL or control byte%s", path, then);
-		goto out;
-	}
-	if (count == 0) {
-		log_msg(level, "secret file %s is empty%s", path, then);
-		goto out;
-	}
-	if ((ks = keyset_new(count)) == NULL) {
-		log_msg(level, "secret file %s: out of memory%s", path, then);
+	if (!reg)
+		why = " is not a regular file";
+	else if (len > SECRET_FILE_MAX)
+		why = " is longer than 4096 bytes";
+	else if ((count = split_secret_lines(buf, len)) == -1)
+		why = " holds binary data: a NUL or control byte";
+	else if (count == 0)
+		why = " is empty";
+	else if ((ks = keyset_new(count)) == NULL)
+		why = ": out of memory";
+	if (why != NULL) {
+		log_msg(level, "secret file %s%s%s", path, why, then);
 		goto out;
 	}
 	count = 0;
@@ -2317,10 +2312,10 @@ server_handshake(struct conn *c, const struct keyset *ks)
 			return (ok);
 		why = "invalid secret";
 	} else {
-		why = r == -1 ? first_error(errno) : "server requires secret, but no secret was provided";
+		why = r == -1 ? first_error(errno) :
+		    "server requires secret, but no secret was provided";
 	}
-	log_limited(&logs.peer_lines[PL_HANDSHAKE], LOG_WARN, "%s: server handshake failed: %s", c->peer,
-	    send_error(c->fd, why));
+	PEER_WARN(PL_HANDSHAKE, "%s: server handshake failed: %s", c->peer, send_error(c->fd, why));
 	return (-1);
 }
 
@@ -2374,7 +2369,7 @@ static struct {
 	uint16_t min_port, max_port;
 	int has_secret;                       /* the keys are in keys.current */
 	const char *secret_file;              /* --secret-file, re-read on SIGHUP (NULL: none) */
-	struct sockaddr_storage tunnel_addr;  /* --bind-tunnels; each bind sets the port on a copy */
+	struct sockaddr_storage tunnel_addr;  /* --bind-tunnels; binds set the port on a copy */
 	socklen_t tunnel_addr_len;
 	int max_sessions;                     /* tunnels open at once */
 	int max_conns;                        /* visitors per tunnel, parked or relayed */
@@ -2384,7 +2379,7 @@ static struct {
 	int nallow;
 	struct cidr allow_control[MAX_CIDRS]; /* control connections allowed (none: all) */
 	int nallow_control;
-	int proxy_protocol;                   /* PROXY protocol version sent to services (0: none) */
+	int proxy_protocol;                   /* PROXY header version sent to services (0: none) */
 } srv;
 
 /* Parse "IP" or "IP/BITS" (IPv4 or IPv6) into c; 0, or -1. */
@@ -2458,8 +2453,7 @@ accept_peer(int lfd, int control, const char *where, struct sockaddr_storage *ss
 
 	if (fd == -1) {
 		if (short_of_resources(errno)) {
-			log_limited(&logs.peer_lines[PL_ACCEPT], LOG_WARN, "%saccept: %s", where,
-			    strerror(errno));
+			PEER_WARN(PL_ACCEPT, "%saccept: %s", where, strerror(errno));
 			*paused_until = now_ms() + ACCEPT_BACKOFF_MS;
 		}
 		return (-1);
@@ -2468,9 +2462,8 @@ accept_peer(int lfd, int control, const char *where, struct sockaddr_storage *ss
 	if (control ? cidr_allows(srv.allow_control, srv.nallow_control, (struct sockaddr *)ss) :
 	    cidr_allows(srv.allow, srv.nallow, (struct sockaddr *)ss))
 		return (fd);
-	log_limited(&logs.peer_lines[control ? PL_ALLOW_CONTROL : PL_ALLOW], LOG_WARN,
-	    "%srefused %s%s: not in --allow%s", where, control ? "control connection from " : "",
-	    addr, control ? "-control" : "");
+	PEER_WARN(control ? PL_ALLOW_CONTROL : PL_ALLOW, "%srefused %s%s: not in --allow%s", where,
+	    control ? "control connection from " : "", addr, control ? "-control" : "");
 	close_fd(fd);
 	return (-1);
 }
@@ -2524,11 +2517,11 @@ struct tunnel {
 /* Buckets of the table of parked visitors by id (a power of two). */
 #define PENDING_BUCKETS 256
 
-/* Server state threads share; lock order: lock, then a tunnel's; pending_lock nests with neither. */
+/* State threads share; lock order: lock, then a tunnel's; pending_lock nests with neither. */
 static struct {
 	atomic_int tunnels;         /* tunnels open now, against srv.max_sessions */
 	atomic_int relays;          /* visitors being relayed now, waited for at shutdown */
-	atomic_int stopping;        /* SIGTERM/SIGINT came: tunnels say goodbye, relays may finish */
+	atomic_int stopping;        /* SIGTERM/SIGINT came: tunnels say goodbye, relays finish */
 	pthread_mutex_t lock;       /* guards open */
 	struct ring open;           /* tunnel.link of tunnels open now, for the status lines */
 	pthread_mutex_t pending_lock;  /* guards pending and every tunnel's parked queue */
@@ -2794,7 +2787,7 @@ pending_expire(struct tunnel *t, int64_t when)
 static int
 try_bind(uint16_t port)
 {
-	struct sockaddr_storage ss = srv.tunnel_addr;  /* settings are shared: set the port on a copy */
+	struct sockaddr_storage ss = srv.tunnel_addr;  /* settings are shared: port set on a copy */
 
 	set_port(&ss, port);
 	return (listen_on(&ss, srv.tunnel_addr_len));
@@ -2871,17 +2864,17 @@ park_visitor(struct conn *c, struct tunnel *t, int lfd, int64_t *paused_until)
 	/* The visitor's fd and its data connection's, above the control port's reserve. */
 	if (!room || tunnel_conns(t) >= share) {
 		*paused_until = now_ms() + VISITOR_WAIT_MS;
-		log_limited(&t->waits, LOG_WARN, "port %u: visitors wait: %s (limit %d fds)", t->port,
-		    room ? "tunnel holds its share of fds" : "out of fds for visitors", fds.limit);
+		log_limited(&t->waits, LOG_WARN, "port %u: visitors wait: %s (limit %d fds)",
+		    t->port, room ? "tunnel holds its share of fds" : "out of fds for visitors",
+		    fds.limit);
 		return (0);
 	}
 	snprintf(where, sizeof(where), "port %u: ", t->port);
 	if ((vfd = accept_peer(lfd, 0, where, &ss, addr, paused_until)) == -1)
 		return (0);
 	if (tunnel_add_conn(t) == -1) {
-		log_limited(&logs.peer_lines[PL_MAX_CONNS], LOG_WARN,
-		    "port %u: refused %s: too many connections (limit %d)", t->port, addr,
-		    srv.max_conns);
+		PEER_WARN(PL_MAX_CONNS, "port %u: refused %s: too many connections (limit %d)",
+		    t->port, addr, srv.max_conns);
 		close_fd(vfd);
 		return (0);
 	}
@@ -2940,12 +2933,12 @@ serve_tunnel(struct conn *c, struct tunnel *t, int lfd, const uint8_t *key)
 		}
 		pfd[POLL_CONTROL] = (struct pollfd){ .fd = c->fd, .events = POLLIN };
 		wait = ms_until(next_beat);
-		/* Out of fds, or after EMFILE and the like: leave the listener alone for a moment. */
+		/* Out of fds, or after EMFILE and the like: leave the listener alone a moment. */
 		pfd[POLL_PUBLIC] = (struct pollfd){ .fd = unless_paused(lfd, paused_until, &wait),
 		    .events = POLLIN };
 		if (poll(pfd, POLL_SLOTS, wait) == -1 && errno != EINTR)
 			return (strerror(errno));
-		/* The client sends nothing after Hello: readable means EOF, an error, or junk to drop. */
+		/* The client sends nothing after Hello: readable is EOF, an error, or junk. */
 		if (pfd[POLL_CONTROL].revents) {
 			if ((n = recv(c->fd, scratch, sizeof(scratch), 0)) == 0)
 				return ("client disconnected");
@@ -2967,18 +2960,16 @@ run_tunnel(struct conn *c, uint16_t want, const uint8_t *key)
 	int lfd;
 
 	if (atomic_fetch_add(&server.tunnels, 1) >= srv.max_sessions) {
-		log_limited(&logs.peer_lines[PL_SESSIONS], LOG_WARN, "%s: refused: %s (limit %d)", c->peer,
+		PEER_WARN(PL_SESSIONS, "%s: refused: %s (limit %d)", c->peer,
 		    send_error(c->fd, "too many tunnels"), srv.max_sessions);
 		goto err0;
 	}
 	if ((lfd = bind_public(want)) == -1) {
 		why = send_error(c->fd, bind_error(errno));
 		if (want == 0)
-			log_limited(&logs.peer_lines[PL_NO_PORT], LOG_WARN, "%s: could not open a port: %s",
-			    c->peer, why);
+			PEER_WARN(PL_NO_PORT, "%s: could not open a port: %s", c->peer, why);
 		else
-			log_limited(&logs.peer_lines[PL_NO_PORT], LOG_WARN,
-			    "%s: could not open port %u: %s", c->peer, want, why);
+			PEER_WARN(PL_NO_PORT, "%s: could not open port %u: %s", c->peer, want, why);
 		goto err0;
 	}
 	if ((t = tunnel_new()) == NULL)
@@ -3038,9 +3029,9 @@ proxy_header(const struct sockaddr *src, const struct sockaddr *dst, int version
 		if (alen == 0)
 			n = snprintf(out, cap, "PROXY UNKNOWN\r\n");
 		else
-			n = snprintf(out, cap, "PROXY %s %s %s %u %u\r\n", alen == 4 ? "TCP4" : "TCP6",
-			    inet_ntop(family, sp, sa, sizeof(sa)), inet_ntop(family, dp, da, sizeof(da)),
-			    ntohs(*sport), ntohs(*dport));
+			n = snprintf(out, cap, "PROXY %s %s %s %u %u\r\n",
+			    alen == 4 ? "TCP4" : "TCP6", inet_ntop(family, sp, sa, sizeof(sa)),
+			    inet_ntop(family, dp, da, sizeof(da)), ntohs(*sport), ntohs(*dport));
 		return (n < 0 || (size_t)n >= cap ? -1 : n);
 	}
 	/* v2: signature, version 2 + PROXY command, family + STREAM, length, then the addresses. */
@@ -3093,8 +3084,7 @@ forward_visitor(struct conn *c, const uint8_t id[BORE_UUID_LEN])
 
 	bore_uuid_format(id, ids);
 	if ((p = pending_take(id)) == NULL) {
-		log_limited(&logs.peer_lines[PL_MISSING], LOG_WARN, "%s: missing connection %s", c->peer,
-		    ids);
+		PEER_WARN(PL_MISSING, "%s: missing connection %s", c->peer, ids);
 		return;
 	}
 	/* The parked visitor's fd, place and tunnel reference are ours now. */
@@ -3112,7 +3102,7 @@ forward_visitor(struct conn *c, const uint8_t id[BORE_UUID_LEN])
 			set_reset_on_close(info.fd);
 			set_reset_on_close(c->fd);
 		}
-		/* The client's data connection is the relay's first socket: bytes[0] went to the visitor. */
+		/* The data connection is the relay's first socket: bytes[0] went to the visitor. */
 		log_closed(ids, 0, info.bytes[1], info.bytes[0], start);
 		tunnel_untrack(t, &info, info.bytes[1], info.bytes[0]);
 		atomic_fetch_sub(&server.relays, 1);
@@ -3326,12 +3316,11 @@ serve_control(void *arg)
 	if (!srv.has_secret || (ks != NULL && (k = server_handshake(c, ks)) != -1)) {
 		if (k != -1)
 			memcpy(key, ks->key[k], sizeof(key));
-		/* Known now, no anonymous peer: not to be dropped for one (a client's spare, say). */
+		/* Known now: not to be dropped for an anonymous peer (a client's spare, say). */
 		if (srv.has_secret)
 			startup_done(c);
 		if ((r = read_first(c, &m)) == -1)
-			log_limited(&logs.peer_lines[PL_FIRST], LOG_WARN, "%s: %s", c->peer,
-			    first_error(errno));
+			PEER_WARN(PL_FIRST, "%s: %s", c->peer, first_error(errno));
 		else if (r == 0)
 			log_msg(LOG_DEBUG, "%s: closed before its first message", c->peer);
 	}
@@ -3347,12 +3336,10 @@ serve_control(void *arg)
 		forward_visitor(c, m.uuid);
 		break;
 	case BORE_MSG_AUTHENTICATE:
-		log_limited(&logs.peer_lines[PL_UNEXPECTED], LOG_WARN, "%s: unexpected authenticate",
-		    c->peer);
+		PEER_WARN(PL_UNEXPECTED, "%s: unexpected authenticate", c->peer);
 		break;
 	default:
-		log_limited(&logs.peer_lines[PL_UNEXPECTED], LOG_WARN, "%s: unexpected %s message", c->peer,
-		    msg_names[m.type]);
+		PEER_WARN(PL_UNEXPECTED, "%s: unexpected %s message", c->peer, msg_names[m.type]);
 		break;
 	}
 done:
@@ -3395,7 +3382,8 @@ drain_and_exit(void)
 	tunnels = atomic_load(&server.tunnels);
 	relays = atomic_load(&server.relays);
 	log_msg(LOG_INFO, "shutting down: %d tunnel%s, %d connection%s; waiting up to %.1f s",
-	    tunnels, tunnels == 1 ? "" : "s", relays, relays == 1 ? "" : "s", srv.grace_ms / 1000.0);
+	    tunnels, tunnels == 1 ? "" : "s", relays, relays == 1 ? "" : "s",
+	    srv.grace_ms / 1000.0);
 	while ((atomic_load(&server.tunnels) > 0 || atomic_load(&server.relays) > 0) &&
 	    now_ms() < deadline) {
 		/* Tunnels notice within a heartbeat; poll briefly so the count is seen soon. */
@@ -3409,7 +3397,8 @@ drain_and_exit(void)
 		}
 	}
 	if ((relays = atomic_load(&server.relays)) > 0)
-		log_msg(LOG_WARN, "closing %d connection%s still open", relays, relays == 1 ? "" : "s");
+		log_msg(LOG_WARN, "closing %d connection%s still open", relays,
+		    relays == 1 ? "" : "s");
 	log_msg(LOG_INFO, "shut down");
 	return (0);
 }
@@ -3438,8 +3427,8 @@ accept_control(int lfd, int64_t *paused_until)
 		dropped = 1;
 	}
 	if (dropped)
-		log_limited(&logs.peer_lines[PL_STARTUPS], LOG_WARN, "too many connections before "
-		    "authentication (limit %d): dropped one from the busiest source", srv.max_startups);
+		PEER_WARN(PL_STARTUPS, "too many connections before authentication (limit %d): "
+		    "dropped one from the busiest source", srv.max_startups);
 	/* The thread owns c and its fd from here. */
 	if (c != NULL && spawn(serve_control, c) == -1) {
 		startup_done(c);
