@@ -2343,10 +2343,10 @@ server_handshake(struct conn *c, const struct keyset *ks)
  *   bore_parse_msg, utf8_valid, msg_type_named, json_ws, json_char, json_string: the frame
  *   json_unicode, json_hex4, hex_digit, utf8_put, json_port, json_null, bore_uuid_parse: ditto
  *   run_tunnel, bind_public, try_bind, set_port, listen_on, tcp_socket: --max-sessions ports
- *   bind_error, tunnel_new, bound_port, tunnel_list, set_liveness: a tunnel while its client is up
+ *   bind_error, tunnel_new, tunnel_list, set_liveness: a tunnel while its client is up
  *   serve_tunnel, park_visitor, visitor_share, fds_room, tunnel_conns: a share of the fds
- *   tunnel_add_conn, pending_add, pending_bucket: --max-conns visitors, parked 10 s at most
- *   pending_expire, pending_unlink, tunnel_unlist, tunnel_close, tunnel_put: all freed at its end
+ *   tunnel_add_conn, pending_add: --max-conns visitors, parked 10 s at most
+ *   pending_expire, pending_unlink, tunnel_close, tunnel_put: all freed at its end
  *   forward_visitor, pending_take, tunnel_track, tunnel_untrack: a claim per parked visitor
  *   send_proxy_header, proxy_header, relay_after_frame, set_reset_on_close, relay, log_closed:
  *     two fds and a thread per visitor, RELAY_BUF or a pipe each way
@@ -2514,8 +2514,9 @@ struct tunnel {
 	uint16_t port;
 };
 
-/* Buckets of the table of parked visitors by id (a power of two). */
+/* Buckets of the table of parked visitors by id; ids are random: the first byte picks one. */
 #define PENDING_BUCKETS 256
+#define PENDING_BUCKET(id) (&server.pending[(id)[0] % PENDING_BUCKETS])
 
 /* State threads share; lock order: lock, then a tunnel's; pending_lock nests with neither. */
 static struct {
@@ -2631,14 +2632,15 @@ tunnel_close(struct tunnel *t, int cut)
 	pthread_mutex_unlock(&t->lock);
 }
 
-/* List t among the open tunnels, from now on, for the status lines. */
+/* List t among the open tunnels (on), for the status lines, or take it off before it goes. */
 static void
-tunnel_list(struct tunnel *t)
+tunnel_list(struct tunnel *t, int on)
 {
-	t->since_ms = now_ms();
-	t->since = time(NULL);
 	pthread_mutex_lock(&server.lock);
-	ring_put(&server.open, &t->link);
+	if (on)
+		ring_put(&server.open, &t->link);
+	else
+		ring_take(&t->link);
 	pthread_mutex_unlock(&server.lock);
 }
 
@@ -2654,15 +2656,6 @@ source_known(const uint8_t src[16])
 		known = memcmp(RING_ITEM(r, struct tunnel, link)->src, src, 16) == 0;
 	pthread_mutex_unlock(&server.lock);
 	return (known);
-}
-
-/* Take t off the open tunnels, before its control thread lets it go. */
-static void
-tunnel_unlist(struct tunnel *t)
-{
-	pthread_mutex_lock(&server.lock);
-	ring_take(&t->link);
-	pthread_mutex_unlock(&server.lock);
 }
 
 /*
@@ -2697,13 +2690,6 @@ log_server_status(void)
 	    counts_str(&all, text, sizeof(text)));
 }
 
-/* The bucket for id: its bytes are random, so the first alone spreads ids over the buckets. */
-static struct ring *
-pending_bucket(const uint8_t id[BORE_UUID_LEN])
-{
-	return (&server.pending[id[0] % PENDING_BUCKETS]);
-}
-
 /* Take p out of the table and its tunnel's queue; pending_lock is held. */
 static void
 pending_unlink(struct pending *p)
@@ -2730,7 +2716,7 @@ pending_add(struct tunnel *t, int fd, const uint8_t id[BORE_UUID_LEN])
 	/* Its data connection will need an fd: promise it now. */
 	atomic_fetch_add(&fds.promised, 1);
 	pthread_mutex_lock(&server.pending_lock);
-	ring_put(pending_bucket(id), &p->chain);
+	ring_put(PENDING_BUCKET(id), &p->chain);
 	ring_put(&t->parked, &p->queue);
 	pthread_mutex_unlock(&server.pending_lock);
 	return (0);
@@ -2740,7 +2726,7 @@ pending_add(struct tunnel *t, int fd, const uint8_t id[BORE_UUID_LEN])
 static struct pending *
 pending_take(const uint8_t id[BORE_UUID_LEN])
 {
-	struct ring *bucket = pending_bucket(id), *r;
+	struct ring *bucket = PENDING_BUCKET(id), *r;
 	struct pending *p = NULL;
 
 	pthread_mutex_lock(&server.pending_lock);
@@ -2807,27 +2793,27 @@ bind_error(int err)
 #define REBIND_TRIES 10
 #define REBIND_WAIT_MS 50
 
-/* The public listener for a client that asked for port (0: any port in range); -1 (errno). */
+/* The public listener for a client that asked for *port (0: any in range), set to it; -1. */
 static int
-bind_public(uint16_t port)
+bind_public(uint16_t *port)
 {
 	uint32_t span = (uint32_t)srv.max_port - srv.min_port + 1;
 	int fd, i;
 
-	if (port != 0) {
-		if (port < srv.min_port || port > srv.max_port) {
+	if (*port != 0) {
+		if (*port < srv.min_port || *port > srv.max_port) {
 			errno = ERANGE;
 			return (-1);
 		}
 		/* The holder may be a tunnel whose client just died and that is closing now. */
-		for (i = 0; (fd = try_bind(port)) == -1 && errno == EADDRINUSE &&
+		for (i = 0; (fd = try_bind(*port)) == -1 && errno == EADDRINUSE &&
 		    i < REBIND_TRIES; i++)
 			(void)poll(NULL, 0, REBIND_WAIT_MS);
 		return (fd);
 	}
 	for (i = 0; i < BORE_PORT_TRIES; i++) {
-		port = (uint16_t)(srv.min_port + randombytes_uniform(span));
-		if ((fd = try_bind(port)) != -1)
+		*port = (uint16_t)(srv.min_port + randombytes_uniform(span));
+		if ((fd = try_bind(*port)) != -1)
 			return (fd);
 	}
 	errno = EAGAIN;
@@ -2893,21 +2879,6 @@ park_visitor(struct conn *c, struct tunnel *t, int lfd, int64_t *paused_until)
 	return (0);
 }
 
-/* The port a listener is bound to. */
-static uint16_t
-bound_port(int fd)
-{
-	struct sockaddr_storage ss;
-	socklen_t len = sizeof(ss);
-	const uint8_t *addr;
-	in_port_t *port;
-
-	if (getsockname(fd, (struct sockaddr *)&ss, &len) == -1 ||
-	    sockaddr_ip((struct sockaddr *)&ss, &addr, &port) == 0)
-		return (0);
-	return (ntohs(*port));
-}
-
 /* Heartbeat and announce visitors until the client leaves; why the tunnel ended. */
 static const char *
 serve_tunnel(struct conn *c, struct tunnel *t, int lfd, const uint8_t *key)
@@ -2957,6 +2928,7 @@ run_tunnel(struct conn *c, uint16_t want, const uint8_t *key)
 {
 	const char *why;
 	struct tunnel *t;
+	uint16_t port = want;
 	int lfd;
 
 	if (atomic_fetch_add(&server.tunnels, 1) >= srv.max_sessions) {
@@ -2964,7 +2936,7 @@ run_tunnel(struct conn *c, uint16_t want, const uint8_t *key)
 		    send_error(c->fd, "too many tunnels"), srv.max_sessions);
 		goto err0;
 	}
-	if ((lfd = bind_public(want)) == -1) {
+	if ((lfd = bind_public(&port)) == -1) {
 		why = send_error(c->fd, bind_error(errno));
 		if (want == 0)
 			PEER_WARN(PL_NO_PORT, "%s: could not open a port: %s", c->peer, why);
@@ -2974,10 +2946,12 @@ run_tunnel(struct conn *c, uint16_t want, const uint8_t *key)
 	}
 	if ((t = tunnel_new()) == NULL)
 		goto err1;
-	t->port = bound_port(lfd);
+	t->port = port;
+	t->since_ms = now_ms();
+	t->since = time(NULL);
 	snprintf(t->client, sizeof(t->client), "%s", c->peer);
 	memcpy(t->src, c->src, sizeof(t->src));
-	tunnel_list(t);
+	tunnel_list(t, 1);
 	set_liveness(c->fd);
 	if (send_port_msg(c->fd, BORE_MSG_HELLO, t->port) == -1)
 		goto err2;
@@ -2986,7 +2960,7 @@ run_tunnel(struct conn *c, uint16_t want, const uint8_t *key)
 	log_msg(LOG_INFO, "tunnel on port %u closed (%s)", t->port, why);
 
 err2:
-	tunnel_unlist(t);
+	tunnel_list(t, 0);
 	tunnel_close(t, !atomic_load(&server.stopping));
 	pending_expire(t, INT64_MAX);
 	tunnel_put(t, 0);
