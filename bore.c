@@ -2324,32 +2324,28 @@ server_handshake(struct conn *c, const struct keyset *ks)
 /* ==================================================================== */
 
 /*
- * Trust boundary: in call order, every function an anonymous peer reaches
- * (the control port before authentication; with no secret, a Hello's tunnel
- * and an Accept's claim), with the bound it keeps.  relay, spawn and
- * log_limited are bounded where entered; their insides are not listed.
- *   run_server, unless_paused, log_limits_flush: one accept per wake; a pause after EMFILE
- *   accept_control, accept_peer, accept_nb, counted, short_of_resources: an fd, counted
- *   addr_str, sockaddr_ip, cidr_allows, close_fd, log_limited: 32 lines per kind per 5 s
- *   conn_new, source_of, source_known, conn_free: CONN_BUF bytes per place
+ * Trust boundary: in call order, what an anonymous peer reaches (the control
+ * port before authentication; with no secret, a Hello's tunnel and an Accept's
+ * claim) and the bound each keeps; relay, spawn, log_limited: their insides.
+ *   run_server, unless_paused, log_limits_flush, accept_control: an accept per wake, paused
+ *   accept_peer, accept_nb, counted, short_of_resources, addr_str, sockaddr_ip: a counted fd
+ *   cidr_allows, close_fd, log_limited, conn_new, source_of, source_known: 32 lines per 5 s
  *   startup_add, startup_drop, startup_victim, startup_may_go: 2 x --max-startups places
- *   source_count, frame_waiting, startup_free, startup_done: one scan, one peek; no call locked
- *   spawn, serve_control, keyset_copy, keyset_new, keyset_free: a thread per place; keys wiped
- *   server_handshake, bore_uuid_random, bore_auth_verify: one answer, checked in constant time
- *   send_uuid_msg, send_port_msg, send_text_msg, send_error, send_msg: a frame within 3 s
- *   bore_format_msg, json_escape, bore_uuid_format, uuid_hyphen_at: BORE_MAX_FRAME bytes
- *   write_all, io_all, wait_fd: each by a deadline
- *   read_first, read_frame, first_error, frame_error: one frame of BORE_MAX_FRAME, within 3 s
- *   bore_parse_msg, utf8_valid, msg_type_named, json_ws, json_char, json_string: the frame
- *   json_unicode, json_hex4, hex_digit, utf8_put, json_port, json_null, bore_uuid_parse: ditto
+ *   source_count, frame_waiting, startup_free, startup_done: a scan, a peek; no call locked
+ *   spawn, serve_control, keyset_copy, keyset_new, keyset_free: a thread each; keys wiped
+ *   server_handshake, bore_uuid_random, bore_auth_verify: one answer, constant time
+ *   send_uuid_msg, send_port_msg, send_text_msg, send_error, send_msg, write_all: 3 s a frame
+ *   bore_format_msg, json_escape, bore_uuid_format, uuid_hyphen_at, io_all, wait_fd: ditto
+ *   read_first, read_frame, first_error, frame_error, bore_parse_msg: BORE_MAX_FRAME, 3 s
+ *   utf8_valid, msg_type_named, json_ws, json_char, json_string, json_unicode: the frame
+ *   json_hex4, hex_digit, utf8_put, json_port, json_null, bore_uuid_parse: the frame
  *   run_tunnel, bind_public, try_bind, set_port, listen_on, tcp_socket: --max-sessions ports
- *   bind_error, tunnel_new, tunnel_list, set_liveness: a tunnel while its client is up
- *   serve_tunnel, park_visitor, visitor_share, fds_room, tunnel_conns: a share of the fds
- *   tunnel_add_conn, pending_add: --max-conns visitors, parked 10 s at most
- *   pending_expire, pending_unlink, tunnel_close, tunnel_put: all freed at its end
- *   forward_visitor, pending_take, tunnel_track, tunnel_untrack: a claim per parked visitor
- *   send_proxy_header, proxy_header, relay_after_frame, set_reset_on_close, relay, log_closed:
- *     two fds and a thread per visitor, RELAY_BUF or a pipe each way
+ *   bind_error, tunnel_new, tunnel_list, set_liveness, conn_free: while its client is up
+ *   serve_tunnel, park_visitor, visitor_share, fds_room, tunnel_conns: its share of the fds
+ *   tunnel_add_conn, pending_add, pending_expire, pending_unlink: --max-conns, parked 10 s
+ *   tunnel_close, tunnel_put, forward_visitor, pending_take, tunnel_track: freed at the end
+ *   tunnel_untrack, send_proxy_header, proxy_header, relay_after_frame, set_reset_on_close,
+ *   relay, log_closed: two fds and a thread per visitor, RELAY_BUF or a pipe each way
  */
 
 /* ---- Server: settings and allow lists ----------------------------- */
@@ -3240,26 +3236,26 @@ startup_drop(const uint8_t src[16], int known, int64_t now)
 
 /* List c, from a source known or not, as a startup at now; -1 if c must be closed instead. */
 static int
-startup_add(struct conn *c, int known, int64_t now, int *dropped)
+startup_add(struct conn *c, int known, int64_t now)
 {
-	struct startup *e;
-	int i, r = -1;
+	int i, dropped;
 
 	pthread_mutex_lock(&startups.lock);
-	*dropped = startup_drop(c->src, known, now);
+	dropped = startup_drop(c->src, known, now);
 	for (i = 0; i < 2 * srv.max_startups && startups.place[i].c != NULL; i++)
 		;
 	if (i < 2 * srv.max_startups) {
-		e = &startups.place[i];
-		*e = (struct startup){ .c = c, .since = now, .known = known,
+		startups.place[i] = (struct startup){ .c = c, .since = now, .known = known,
 		    .n = source_count(c->src, 1) + 1 };
-		memcpy(e->src, c->src, 16);
+		memcpy(startups.place[i].src, c->src, 16);
 		c->place = i;
 		startups.used++;
-		r = 0;
 	}
 	pthread_mutex_unlock(&startups.lock);
-	return (r);
+	if (dropped || c->place == -1)
+		PEER_WARN(PL_STARTUPS, "too many connections before authentication (limit %d): "
+		    "dropped one from the busiest source", srv.max_startups);
+	return (c->place == -1 ? -1 : 0);
 }
 
 /* c has said what it is for, or failed to: take it off the list, if it is still there. */
@@ -3384,7 +3380,7 @@ accept_control(int lfd, int64_t *paused_until)
 	struct sockaddr_storage ss;
 	struct conn *c;
 	char addr[64];
-	int fd, dropped;
+	int fd;
 
 	if ((fd = accept_peer(lfd, 1, "", &ss, addr, paused_until)) == -1)
 		return;
@@ -3395,16 +3391,10 @@ accept_control(int lfd, int64_t *paused_until)
 	}
 	source_of((struct sockaddr *)&ss, c->src);
 	/* Accepted all the same, so the listen queue keeps moving for others in a flood. */
-	if (startup_add(c, source_known(c->src), now_ms(), &dropped) == -1) {
+	if (startup_add(c, source_known(c->src), now_ms()) == -1) {
 		conn_free(c);
-		c = NULL;
-		dropped = 1;
-	}
-	if (dropped)
-		PEER_WARN(PL_STARTUPS, "too many connections before authentication (limit %d): "
-		    "dropped one from the busiest source", srv.max_startups);
-	/* The thread owns c and its fd from here. */
-	if (c != NULL && spawn(serve_control, c) == -1) {
+	} else if (spawn(serve_control, c) == -1) {
+		/* c and its fd were to pass to the thread; not started, they are still ours. */
 		startup_done(c);
 		conn_free(c);
 	}
