@@ -2341,7 +2341,7 @@ server_handshake(struct conn *c, const struct keyset *ks)
  *   json_hex4, hex_digit, utf8_put, json_port, json_null, bore_uuid_parse: the frame
  *   run_tunnel, bind_public, try_bind, set_port, listen_on, tcp_socket: --max-sessions ports
  *   bind_error, tunnel_new, tunnel_list, set_liveness, conn_free: while its client is up
- *   serve_tunnel, park_visitor, visitor_share, fds_room, tunnel_conns: its share of the fds
+ *   serve_tunnel, park_visitor, fds_room, tunnel_conns: its share of the fds
  *   tunnel_add_conn, pending_add, pending_expire, pending_unlink: --max-conns, parked 10 s
  *   tunnel_close, tunnel_put, forward_visitor, pending_take, tunnel_track: freed at the end
  *   tunnel_untrack, send_proxy_header, proxy_header, relay_after_frame, set_reset_on_close,
@@ -2819,16 +2819,6 @@ bind_public(uint16_t *port)
 /* How long a public listener is left alone when visitors cannot be taken now. */
 #define VISITOR_WAIT_MS 10
 
-/* A tunnel's share of the fds visitors may use: each visitor takes two. */
-static int
-visitor_share(void)
-{
-	int tunnels = atomic_load(&server.tunnels);
-	int share = (fds.limit - fds.reserve) / 2 / (tunnels > 0 ? tunnels : 1);
-
-	return (share < 1 ? 1 : share);
-}
-
 /*
  * Accept one visitor on the public listener, park it, and tell the client;
  * -1 ends the tunnel.  When fds are short, or this tunnel holds its share of
@@ -2841,8 +2831,11 @@ park_visitor(struct conn *c, struct tunnel *t, int lfd, int64_t *paused_until)
 	struct sockaddr_storage ss;
 	uint8_t id[BORE_UUID_LEN];
 	char addr[64], where[16];
-	int vfd, share = visitor_share(), room = fds_room(2, fds.reserve);
+	int vfd, share, room = fds_room(2, fds.reserve);
 
+	/* A tunnel's share of the fds visitors may use (this one is counted): two a visitor. */
+	share = (fds.limit - fds.reserve) / 2 / atomic_load(&server.tunnels);
+	share = share < 1 ? 1 : share;
 	/* The visitor's fd and its data connection's, above the control port's reserve. */
 	if (!room || tunnel_conns(t) >= share) {
 		*paused_until = now_ms() + VISITOR_WAIT_MS;
@@ -3142,14 +3135,6 @@ frame_waiting(int fd)
 	ssize_t n = recv(fd, buf, sizeof(buf), MSG_PEEK | MSG_DONTWAIT);
 
 	return (n > 0 && memchr(buf, '\0', (size_t)n) != NULL);
-}
-
-/* Room for max startups, and as many again for bursts; -1 if out of memory. */
-static int
-startups_init(int max)
-{
-	startups.place = calloc(2 * (size_t)max, sizeof(*startups.place));
-	return (startups.place == NULL ? -1 : 0);
 }
 
 /* Add d to the count of every place src holds; how many it holds. */
@@ -5250,7 +5235,7 @@ main_server(int argc, char **argv)
 	fds.reserve = 2 * srv.max_startups + FD_SPARE;
 	for (i = 0; i < PL_KINDS; i++)
 		logs.peer_lines[i].lines = PEER_LINES;
-	if (startups_init(srv.max_startups) == -1)
+	if ((startups.place = calloc(2 * (size_t)srv.max_startups, sizeof(*startups.place))) == NULL)
 		errx(1, "out of memory");
 	srv.grace_ms = 1000 * count_option(&server_cmd, vals[S_GRACE], "--grace", 0, COUNT_MAX, 5);
 	srv.nallow = cidr_option(&server_cmd, vals[S_ALLOW], "--allow", srv.allow);
