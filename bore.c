@@ -2341,7 +2341,7 @@ server_handshake(struct conn *c, const struct keyset *ks)
  *   json_hex4, hex_digit, utf8_put, json_port, json_null, bore_uuid_parse: the frame
  *   run_tunnel, bind_public, try_bind, set_port, listen_on, tcp_socket: --max-sessions ports
  *   bind_error, tunnel_new, tunnel_list, set_liveness, conn_free: while its client is up
- *   serve_tunnel, park_visitor, fds_room, tunnel_conns: its share of the fds
+ *   serve_tunnel, park_visitor, fds_room: its share of the fds
  *   tunnel_add_conn, pending_add, pending_expire, pending_unlink: --max-conns, parked 10 s
  *   tunnel_close, tunnel_put, forward_visitor, pending_take, tunnel_track: freed at the end
  *   tunnel_untrack, send_proxy_header, proxy_header, relay_after_frame, set_reset_on_close,
@@ -2435,10 +2435,8 @@ cidr_allows(const struct cidr *list, int n, const struct sockaddr *sa)
 }
 
 /*
- * Accept a connection on lfd, the control port's or a public port's (named
- * by where), into *ss, named in addr (64 bytes); -1 if none came or
- * --allow-control or --allow refused it, and if fds or memory ran short,
- * *paused_until is how long to leave lfd alone.
+ * Accept on lfd, the control port's or the public port `where`, into *ss and addr (64 bytes);
+ * -1 if none came or --allow(-control) refused it, *paused_until set if fds or memory ran short.
  */
 static int
 accept_peer(int lfd, int control, const char *where, struct sockaddr_storage *ss, char *addr,
@@ -2496,7 +2494,7 @@ struct pending {
 struct tunnel {
 	pthread_mutex_t lock;
 	int refs;
-	int conns;          /* parked plus relayed visitors, against srv.max_conns */
+	atomic_int conns;   /* parked plus relayed visitors (vs srv.max_conns); set under lock */
 	int closing;        /* the control connection ended: no new relays */
 	struct ring live;   /* relay_info.link of the visitors being relayed */
 	struct ring parked; /* pending.queue, under server.pending_lock: oldest first */
@@ -2572,18 +2570,6 @@ tunnel_add_conn(struct tunnel *t)
 	}
 	pthread_mutex_unlock(&t->lock);
 	return (ok ? 0 : -1);
-}
-
-/* Visitors parked or relayed now. */
-static int
-tunnel_conns(struct tunnel *t)
-{
-	int n;
-
-	pthread_mutex_lock(&t->lock);
-	n = t->conns;
-	pthread_mutex_unlock(&t->lock);
-	return (n);
 }
 
 /* List a relayed visitor in its tunnel; -1 if the tunnel is already closing. */
@@ -2837,7 +2823,7 @@ park_visitor(struct conn *c, struct tunnel *t, int lfd, int64_t *paused_until)
 	share = (fds.limit - fds.reserve) / 2 / atomic_load(&server.tunnels);
 	share = share < 1 ? 1 : share;
 	/* The visitor's fd and its data connection's, above the control port's reserve. */
-	if (!room || tunnel_conns(t) >= share) {
+	if (!room || atomic_load(&t->conns) >= share) {
 		*paused_until = now_ms() + VISITOR_WAIT_MS;
 		log_limited(&t->waits, LOG_WARN, "port %u: visitors wait: %s (limit %d fds)",
 		    t->port, room ? "tunnel holds its share of fds" : "out of fds for visitors",
@@ -3077,13 +3063,11 @@ forward_visitor(struct conn *c, const uint8_t id[BORE_UUID_LEN])
 /* ---- Server: before authentication (--max-startups) -------------- */
 
 /*
- * Connections to the control port from peers not yet known: until they
- * authenticate or, with no secret, until their Hello or Accept; after
- * OpenSSH's MaxStartups and PerSourceMaxStartups.  Past srv.max_startups,
- * a newcomer takes the place of the oldest idle one from the source that
- * holds the most, so a flood from one place cannot lock out the rest; with
- * none that may go, it takes one of as many places again kept for bursts.
- * A source is an IPv4 address or an IPv6 /64.  A flat array, scanned.
+ * Control connections not yet known: until they authenticate or, with no
+ * secret, say Hello or Accept; after OpenSSH's MaxStartups and
+ * PerSourceMaxStartups.  Past srv.max_startups a newcomer takes the place of
+ * the busiest source's (IPv4 address, IPv6 /64) oldest idle one, so one place
+ * cannot lock out the rest; with none that may go, one of as many kept for bursts.
  */
 struct startup {
 	struct conn *c;   /* NULL: the place is free */
@@ -3095,9 +3079,9 @@ struct startup {
 };
 
 /*
- * The places; lock guards them and conn.place.  A listed conn's fd stays open
- * till its place is freed; the one pinned (looked at outside the lock by the
- * accepting thread, the only one that drops) is not freed till unpinned.
+ * The places, scanned; lock guards them and conn.place.  A listed conn's fd stays open till
+ * its place is freed; the pinned one (looked at unlocked by the accepting thread, the only
+ * one that drops) not till unpinned.
  */
 static struct {
 	pthread_mutex_t lock;
@@ -3192,9 +3176,8 @@ startup_free(int i)
 }
 
 /*
- * Past srv.max_startups, drop the startup startup_victim picks for a newcomer
- * from src (its thread sees EOF and ends); 1 if one went.  Its frame is looked
- * for with the lock let go, the place pinned; one found waiting is kept.
+ * Past srv.max_startups, drop startup_victim's pick for a newcomer from src; 1 if one went.
+ * Its frame is peeked at with the lock let go and its place pinned: one found waiting stays.
  */
 static int
 startup_drop(const uint8_t src[16], int known, int64_t now)
