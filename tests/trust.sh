@@ -99,8 +99,8 @@ t_spares_kept_in_churn() {
 	alive "$flood" || { why "the churn ended early: $(cat "$WORK/flood.log")"; return 1; }
 }
 
-# Per-source counts of unauthenticated connections, kept as they come and go
-# (tests/unit startups; its speed is in make bench: tests/unit startupbench).
+# Whom the per-source rules drop past --max-startups, scene by scene, and the
+# counts they keep (tests/unit startups; its speed: tests/unit startupbench).
 t_startup_counts() { unit_group startups; }
 
 # A burst from one address: 150 control connections, made 0.1 s before, say
