@@ -840,27 +840,6 @@ connect_any(const struct addrinfo *ai)
 	return (-1);
 }
 
-/*
- * Accept a connection on lfd into *ss, named in addr (64 bytes); -1 if none
- * came, and if fds or memory ran short (said after `where`), *paused_until
- * is how long to leave lfd alone.
- */
-static int
-accept_peer(int lfd, const char *where, struct sockaddr_storage *ss, char *addr,
-    int64_t *paused_until)
-{
-	socklen_t len = sizeof(*ss);
-	int fd = counted(accept_nb(lfd, (struct sockaddr *)ss, &len));
-
-	if (fd != -1) {
-		addr_str((struct sockaddr *)ss, len, addr, 64);
-	} else if (short_of_resources(errno)) {
-		log_limited(&logs.peer_lines[PL_ACCEPT], LOG_WARN, "%saccept: %s", where, strerror(errno));
-		*paused_until = now_ms() + ACCEPT_BACKOFF_MS;
-	}
-	return (fd);
-}
-
 /* ---- Shared: lists and worker threads ----------------------------- */
 
 /* Stack of every worker thread: frames and libc; relay buffers live on the heap. */
@@ -1066,9 +1045,7 @@ struct conn {
 	size_t len;
 	char peer[64];
 	uint8_t src[16];       /* the server's: the peer's source, as startups compares them */
-	struct source *from;   /* the server's: its source while it holds a startup place */
-	int64_t since;         /* when it took that place */
-	struct ring idle;      /* in its source's startups that may be dropped, oldest first */
+	int place;             /* the server's: its startup place, or -1 */
 	char buf[CONN_BUF];
 };
 
@@ -1084,7 +1061,7 @@ conn_new(int fd, const char *peer)
 	}
 	c->fd = fd;
 	c->len = 0;
-	c->from = NULL;
+	c->place = -1;
 	snprintf(c->peer, sizeof(c->peer), "%s", peer);
 	return (c);
 }
@@ -2057,6 +2034,9 @@ bore_parse_port(const char *s, unsigned min, uint16_t *out)
 /* Auth: HMAC-SHA256 challenge on every control-port connection          */
 /* ==================================================================== */
 
+/* A warning a peer caused, rate-limited by its kind k of logs.peer_lines. */
+#define PEER_WARN(k, ...) log_limited(&logs.peer_lines[k], LOG_WARN, __VA_ARGS__)
+
 void
 bore_auth_key(const char *secret, uint8_t key[BORE_KEY_LEN])
 {
@@ -2091,67 +2071,53 @@ bore_auth_verify(const uint8_t key[BORE_KEY_LEN], const uint8_t challenge[BORE_U
 	return (ok);
 }
 
-/*
- * A set of server keys, one per accepted secret: immutable once published,
- * shared by the handshakes that took a reference, freed (and wiped) by
- * whoever drops the last one.
- */
+/* A set of server keys, one per accepted secret. */
 struct keyset {
-	int refs;                      /* under keys.lock */
 	int n;
 	uint8_t key[][BORE_KEY_LEN];
 };
 
-/* The key set new handshakes use, replaced whole on SIGHUP; lock guards it and every set's refs. */
+/* The keys new handshakes use, replaced whole on SIGHUP; read only under lock or copied. */
 static struct {
 	pthread_mutex_t lock;
 	struct keyset *current;
 } keys = { PTHREAD_MUTEX_INITIALIZER, NULL };
 
-/* An empty key set for n keys, holding one reference for its maker; NULL if out of memory. */
+/* An empty key set for n keys; NULL if out of memory. */
 static struct keyset *
 keyset_new(int n)
 {
 	struct keyset *ks = calloc(1, sizeof(*ks) + (size_t)n * BORE_KEY_LEN);
 
-	if (ks != NULL) {
-		ks->refs = 1;
+	if (ks != NULL)
 		ks->n = n;
-	}
 	return (ks);
 }
 
-/* A reference to the current key set, safe to read until keyset_put. */
-static struct keyset *
-keyset_get(void)
-{
-	struct keyset *ks;
-
-	pthread_mutex_lock(&keys.lock);
-	if ((ks = keys.current) != NULL)
-		ks->refs++;
-	pthread_mutex_unlock(&keys.lock);
-	return (ks);
-}
-
-/* Drop a reference; the last one wipes and frees the set. */
+/* Wipe and free a key set. */
 static void
-keyset_put(struct keyset *ks)
+keyset_free(struct keyset *ks)
 {
-	int last;
-
 	if (ks == NULL)
 		return;
-	pthread_mutex_lock(&keys.lock);
-	last = --ks->refs == 0;
-	pthread_mutex_unlock(&keys.lock);
-	if (last) {
-		sodium_memzero(ks->key, (size_t)ks->n * BORE_KEY_LEN);
-		free(ks);
-	}
+	sodium_memzero(ks->key, (size_t)ks->n * BORE_KEY_LEN);
+	free(ks);
 }
 
-/* Make ks (whose reference the caller gives up) the current set; drop the old one's. */
+/* A copy of the current keys, the caller's to keyset_free; NULL if none or out of memory. */
+static struct keyset *
+keyset_copy(void)
+{
+	struct keyset *ks = NULL;
+
+	pthread_mutex_lock(&keys.lock);
+	if (keys.current != NULL && (ks = keyset_new(keys.current->n)) != NULL)
+		memcpy(ks->key, keys.current->key, (size_t)ks->n * BORE_KEY_LEN);
+	pthread_mutex_unlock(&keys.lock);
+	return (ks);
+}
+
+/* Make ks (the caller's no more) the current set; no one else holds the old one: free it. */
 static void
 keyset_publish(struct keyset *ks)
 {
@@ -2161,7 +2127,7 @@ keyset_publish(struct keyset *ks)
 	old = keys.current;
 	keys.current = ks;
 	pthread_mutex_unlock(&keys.lock);
-	keyset_put(old);
+	keyset_free(old);
 }
 
 /* Most bytes of a secret file: room for many secrets, one per line. */
@@ -2213,47 +2179,39 @@ read_secret_file(const char *path, int level, const char *then)
 {
 	char buf[SECRET_FILE_MAX + 1], *line;
 	struct keyset *ks = NULL;
+	const char *why = NULL;
 	struct stat st;
 	ssize_t n = 0;
 	size_t len = 0;
-	int fd, saved, count;
+	int fd, saved, count, reg;
 
 	/* Non-blocking: opening a FIFO for reading would wait for a writer. */
 	if ((fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY)) == -1)
 		goto err;
-	if (fstat(fd, &st) == 0 && !S_ISREG(st.st_mode)) {
-		close(fd);
-		log_msg(level, "secret file %s is not a regular file%s", path, then);
-		goto out;
-	}
+	reg = fstat(fd, &st) == -1 || S_ISREG(st.st_mode);
 	/* One byte more than the limit, to tell a full file from a longer one. */
-	while (len < sizeof(buf) && (n = read(fd, buf + len, sizeof(buf) - len)) != 0) {
-		if (n == -1 && errno == EINTR)
-			continue;
-		if (n == -1)
+	while (reg && len < sizeof(buf) && (n = read(fd, buf + len, sizeof(buf) - len)) != 0) {
+		if (n == -1 && errno != EINTR)
 			break;
-		len += (size_t)n;
+		len += n > 0 ? (size_t)n : 0;
 	}
 	saved = errno;
 	close(fd);
-	if (n == -1) {
-		errno = saved;
+	errno = saved;
+	if (n == -1)
 		goto err;
-	}
-	if (len > SECRET_FILE_MAX) {
-		log_msg(level, "secret file %s is longer than %d bytes%s", path, SECRET_FILE_MAX, then);
-		goto out;
-	}
-	if ((count = split_secret_lines(buf, len)) == -1) {
-		log_msg(level, "secret file %s holds binary data: a NUL or control byte%s", path, then);
-		goto out;
-	}
-	if (count == 0) {
-		log_msg(level, "secret file %s is empty%s", path, then);
-		goto out;
-	}
-	if ((ks = keyset_new(count)) == NULL) {
-		log_msg(level, "secret file %s: out of memory%s", path, then);
+	if (!reg)
+		why = " is not a regular file";
+	else if (len > SECRET_FILE_MAX)
+		why = " is longer than 4096 bytes";
+	else if ((count = split_secret_lines(buf, len)) == -1)
+		why = " holds binary data: a NUL or control byte";
+	else if (count == 0)
+		why = " is empty";
+	else if ((ks = keyset_new(count)) == NULL)
+		why = ": out of memory";
+	if (why != NULL) {
+		log_msg(level, "secret file %s%s%s", path, why, then);
 		goto out;
 	}
 	count = 0;
@@ -2274,12 +2232,12 @@ err:
 static int
 key_revoked(const uint8_t key[BORE_KEY_LEN])
 {
-	struct keyset *ks = keyset_get();
 	int i, found = 0;
 
-	for (i = 0; ks != NULL && i < ks->n; i++)
-		found |= sodium_memcmp(ks->key[i], key, BORE_KEY_LEN) == 0;
-	keyset_put(ks);
+	pthread_mutex_lock(&keys.lock);
+	for (i = 0; keys.current != NULL && i < keys.current->n; i++)
+		found |= sodium_memcmp(keys.current->key[i], key, BORE_KEY_LEN) == 0;
+	pthread_mutex_unlock(&keys.lock);
 	return (!found);
 }
 
@@ -2310,16 +2268,41 @@ server_handshake(struct conn *c, const struct keyset *ks)
 			return (ok);
 		why = "invalid secret";
 	} else {
-		why = r == -1 ? first_error(errno) : "server requires secret, but no secret was provided";
+		why = r == -1 ? first_error(errno) :
+		    "server requires secret, but no secret was provided";
 	}
-	log_limited(&logs.peer_lines[PL_HANDSHAKE], LOG_WARN, "%s: server handshake failed: %s", c->peer,
-	    send_error(c->fd, why));
+	PEER_WARN(PL_HANDSHAKE, "%s: server handshake failed: %s", c->peer, send_error(c->fd, why));
 	return (-1);
 }
 
 /* ==================================================================== */
 /* Server: control listener, tunnels, parked visitors                   */
 /* ==================================================================== */
+
+/*
+ * Trust boundary: in call order, what an anonymous peer reaches (the control
+ * port before authentication; with no secret, a Hello's tunnel and an Accept's
+ * claim) and the bound each keeps; relay, spawn, log_limited: their insides.
+ *   run_server, unless_paused, log_limits_flush, accept_control: an accept per wake, paused
+ *   accept_peer, accept_nb, counted, short_of_resources, addr_str, sockaddr_ip: a counted fd
+ *   cidr_allows, close_fd, log_limited, conn_new, source_of, source_known: 32 lines per 5 s
+ *   startup_add, startup_drop, startup_victim, startup_may_go: 2 x --max-startups places
+ *   source_count, frame_waiting, startup_free, startup_done: a scan, a peek; no call locked
+ *   spawn, serve_control, keyset_copy, keyset_new, keyset_free: a thread each; keys wiped
+ *   server_handshake, bore_uuid_random, bore_auth_verify: one answer, constant time
+ *   send_error, send_msg, write_all: 3 s a frame
+ *   bore_format_msg, json_escape, bore_uuid_format, uuid_hyphen_at, io_all, wait_fd: ditto
+ *   read_first, read_frame, first_error, frame_error, bore_parse_msg: BORE_MAX_FRAME, 3 s
+ *   utf8_valid, msg_type_named, json_ws, json_char, json_string, json_unicode: the frame
+ *   json_hex4, hex_digit, utf8_put, json_port, json_null, bore_uuid_parse: the frame
+ *   run_tunnel, bind_public, try_bind, set_port, listen_on, tcp_socket: --max-sessions ports
+ *   bind_error, tunnel_new, tunnel_list, set_liveness, conn_free: while its client is up
+ *   serve_tunnel, park_visitor, fds_room: its share of the fds
+ *   tunnel_add_conn, pending_add, pending_expire, pending_unlink: --max-conns, parked 10 s
+ *   tunnel_close, tunnel_put, forward_visitor, pending_take, tunnel_track: freed at the end
+ *   tunnel_untrack, send_proxy_header, proxy_header, relay_after_frame, set_reset_on_close,
+ *   relay, log_closed: two fds and a thread per visitor, RELAY_BUF or a pipe each way
+ */
 
 /* ---- Server: settings and allow lists ----------------------------- */
 
@@ -2338,7 +2321,7 @@ static struct {
 	uint16_t min_port, max_port;
 	int has_secret;                       /* the keys are in keys.current */
 	const char *secret_file;              /* --secret-file, re-read on SIGHUP (NULL: none) */
-	struct sockaddr_storage tunnel_addr;  /* --bind-tunnels; each bind sets the port on a copy */
+	struct sockaddr_storage tunnel_addr;  /* --bind-tunnels; binds set the port on a copy */
 	socklen_t tunnel_addr_len;
 	int max_sessions;                     /* tunnels open at once */
 	int max_conns;                        /* visitors per tunnel, parked or relayed */
@@ -2348,7 +2331,7 @@ static struct {
 	int nallow;
 	struct cidr allow_control[MAX_CIDRS]; /* control connections allowed (none: all) */
 	int nallow_control;
-	int proxy_protocol;                   /* PROXY protocol version sent to services (0: none) */
+	int proxy_protocol;                   /* PROXY header version sent to services (0: none) */
 } srv;
 
 /* Parse "IP" or "IP/BITS" (IPv4 or IPv6) into c; 0, or -1. */
@@ -2407,6 +2390,45 @@ cidr_allows(const struct cidr *list, int n, const struct sockaddr *sa)
 	return (0);
 }
 
+/*
+ * Accept on lfd, the control port's or the public port `where`, into *ss and addr (64 bytes);
+ * -1 if none came or --allow(-control) refused it, *paused_until set if fds or memory ran short.
+ */
+static int
+accept_peer(int lfd, int control, const char *where, struct sockaddr_storage *ss, char *addr,
+    int64_t *paused_until)
+{
+	socklen_t len = sizeof(*ss);
+	int fd = counted(accept_nb(lfd, (struct sockaddr *)ss, &len));
+
+	if (fd == -1) {
+		if (short_of_resources(errno)) {
+			PEER_WARN(PL_ACCEPT, "%saccept: %s", where, strerror(errno));
+			*paused_until = now_ms() + ACCEPT_BACKOFF_MS;
+		}
+		return (-1);
+	}
+	addr_str((struct sockaddr *)ss, len, addr, 64);
+	if (control ? cidr_allows(srv.allow_control, srv.nallow_control, (struct sockaddr *)ss) :
+	    cidr_allows(srv.allow, srv.nallow, (struct sockaddr *)ss))
+		return (fd);
+	PEER_WARN(control ? PL_ALLOW_CONTROL : PL_ALLOW, "%srefused %s%s: not in --allow%s", where,
+	    control ? "control connection from " : "", addr, control ? "-control" : "");
+	close_fd(fd);
+	return (-1);
+}
+
+/* lfd, or -1 while it is left alone until paused_until; *wait (ms) cut to that. */
+static int
+unless_paused(int lfd, int64_t paused_until, int *wait)
+{
+	if (now_ms() >= paused_until)
+		return (lfd);
+	if (ms_until(paused_until) < *wait)
+		*wait = ms_until(paused_until);
+	return (-1);
+}
+
 /* ---- Server: tunnels and the visitors parked in them -------------- */
 
 /* A visitor accepted on a public port, parked until the client claims it with Accept. */
@@ -2428,7 +2450,7 @@ struct pending {
 struct tunnel {
 	pthread_mutex_t lock;
 	int refs;
-	int conns;          /* parked plus relayed visitors, against srv.max_conns */
+	atomic_int conns;   /* parked plus relayed visitors (vs srv.max_conns); set under lock */
 	int closing;        /* the control connection ended: no new relays */
 	struct ring live;   /* relay_info.link of the visitors being relayed */
 	struct ring parked; /* pending.queue, under server.pending_lock: oldest first */
@@ -2442,14 +2464,15 @@ struct tunnel {
 	uint16_t port;
 };
 
-/* Buckets of the table of parked visitors by id (a power of two). */
+/* Buckets of the table of parked visitors by id; ids are random: the first byte picks one. */
 #define PENDING_BUCKETS 256
+#define PENDING_BUCKET(id) (&server.pending[(id)[0] % PENDING_BUCKETS])
 
-/* Server state threads share; lock order: lock, then a tunnel's; pending_lock nests with neither. */
+/* State threads share; lock order: lock, then a tunnel's; pending_lock nests with neither. */
 static struct {
 	atomic_int tunnels;         /* tunnels open now, against srv.max_sessions */
 	atomic_int relays;          /* visitors being relayed now, waited for at shutdown */
-	atomic_int stopping;        /* SIGTERM/SIGINT came: tunnels say goodbye, relays may finish */
+	atomic_int stopping;        /* SIGTERM/SIGINT came: tunnels say goodbye, relays finish */
 	pthread_mutex_t lock;       /* guards open */
 	struct ring open;           /* tunnel.link of tunnels open now, for the status lines */
 	pthread_mutex_t pending_lock;  /* guards pending and every tunnel's parked queue */
@@ -2505,18 +2528,6 @@ tunnel_add_conn(struct tunnel *t)
 	return (ok ? 0 : -1);
 }
 
-/* Visitors parked or relayed now. */
-static int
-tunnel_conns(struct tunnel *t)
-{
-	int n;
-
-	pthread_mutex_lock(&t->lock);
-	n = t->conns;
-	pthread_mutex_unlock(&t->lock);
-	return (n);
-}
-
 /* List a relayed visitor in its tunnel; -1 if the tunnel is already closing. */
 static int
 tunnel_track(struct tunnel *t, struct relay_info *r)
@@ -2559,14 +2570,15 @@ tunnel_close(struct tunnel *t, int cut)
 	pthread_mutex_unlock(&t->lock);
 }
 
-/* List t among the open tunnels, from now on, for the status lines. */
+/* List t among the open tunnels (on), for the status lines, or take it off before it goes. */
 static void
-tunnel_list(struct tunnel *t)
+tunnel_list(struct tunnel *t, int on)
 {
-	t->since_ms = now_ms();
-	t->since = time(NULL);
 	pthread_mutex_lock(&server.lock);
-	ring_put(&server.open, &t->link);
+	if (on)
+		ring_put(&server.open, &t->link);
+	else
+		ring_take(&t->link);
 	pthread_mutex_unlock(&server.lock);
 }
 
@@ -2582,15 +2594,6 @@ source_known(const uint8_t src[16])
 		known = memcmp(RING_ITEM(r, struct tunnel, link)->src, src, 16) == 0;
 	pthread_mutex_unlock(&server.lock);
 	return (known);
-}
-
-/* Take t off the open tunnels, before its control thread lets it go. */
-static void
-tunnel_unlist(struct tunnel *t)
-{
-	pthread_mutex_lock(&server.lock);
-	ring_take(&t->link);
-	pthread_mutex_unlock(&server.lock);
 }
 
 /*
@@ -2625,13 +2628,6 @@ log_server_status(void)
 	    counts_str(&all, text, sizeof(text)));
 }
 
-/* The bucket for id: its bytes are random, so the first alone spreads ids over the buckets. */
-static struct ring *
-pending_bucket(const uint8_t id[BORE_UUID_LEN])
-{
-	return (&server.pending[id[0] % PENDING_BUCKETS]);
-}
-
 /* Take p out of the table and its tunnel's queue; pending_lock is held. */
 static void
 pending_unlink(struct pending *p)
@@ -2658,7 +2654,7 @@ pending_add(struct tunnel *t, int fd, const uint8_t id[BORE_UUID_LEN])
 	/* Its data connection will need an fd: promise it now. */
 	atomic_fetch_add(&fds.promised, 1);
 	pthread_mutex_lock(&server.pending_lock);
-	ring_put(pending_bucket(id), &p->chain);
+	ring_put(PENDING_BUCKET(id), &p->chain);
 	ring_put(&t->parked, &p->queue);
 	pthread_mutex_unlock(&server.pending_lock);
 	return (0);
@@ -2668,7 +2664,7 @@ pending_add(struct tunnel *t, int fd, const uint8_t id[BORE_UUID_LEN])
 static struct pending *
 pending_take(const uint8_t id[BORE_UUID_LEN])
 {
-	struct ring *bucket = pending_bucket(id), *r;
+	struct ring *bucket = PENDING_BUCKET(id), *r;
 	struct pending *p = NULL;
 
 	pthread_mutex_lock(&server.pending_lock);
@@ -2715,7 +2711,7 @@ pending_expire(struct tunnel *t, int64_t when)
 static int
 try_bind(uint16_t port)
 {
-	struct sockaddr_storage ss = srv.tunnel_addr;  /* settings are shared: set the port on a copy */
+	struct sockaddr_storage ss = srv.tunnel_addr;  /* settings are shared: port set on a copy */
 
 	set_port(&ss, port);
 	return (listen_on(&ss, srv.tunnel_addr_len));
@@ -2735,27 +2731,27 @@ bind_error(int err)
 #define REBIND_TRIES 10
 #define REBIND_WAIT_MS 50
 
-/* The public listener for a client that asked for port (0: any port in range); -1 (errno). */
+/* The public listener for a client that asked for *port (0: any in range), set to it; -1. */
 static int
-bind_public(uint16_t port)
+bind_public(uint16_t *port)
 {
 	uint32_t span = (uint32_t)srv.max_port - srv.min_port + 1;
 	int fd, i;
 
-	if (port != 0) {
-		if (port < srv.min_port || port > srv.max_port) {
+	if (*port != 0) {
+		if (*port < srv.min_port || *port > srv.max_port) {
 			errno = ERANGE;
 			return (-1);
 		}
 		/* The holder may be a tunnel whose client just died and that is closing now. */
-		for (i = 0; (fd = try_bind(port)) == -1 && errno == EADDRINUSE &&
+		for (i = 0; (fd = try_bind(*port)) == -1 && errno == EADDRINUSE &&
 		    i < REBIND_TRIES; i++)
 			(void)poll(NULL, 0, REBIND_WAIT_MS);
 		return (fd);
 	}
 	for (i = 0; i < BORE_PORT_TRIES; i++) {
-		port = (uint16_t)(srv.min_port + randombytes_uniform(span));
-		if ((fd = try_bind(port)) != -1)
+		*port = (uint16_t)(srv.min_port + randombytes_uniform(span));
+		if ((fd = try_bind(*port)) != -1)
 			return (fd);
 	}
 	errno = EAGAIN;
@@ -2764,16 +2760,6 @@ bind_public(uint16_t port)
 
 /* How long a public listener is left alone when visitors cannot be taken now. */
 #define VISITOR_WAIT_MS 10
-
-/* A tunnel's share of the fds visitors may use: each visitor takes two. */
-static int
-visitor_share(void)
-{
-	int tunnels = atomic_load(&server.tunnels);
-	int share = (fds.limit - fds.reserve) / 2 / (tunnels > 0 ? tunnels : 1);
-
-	return (share < 1 ? 1 : share);
-}
 
 /*
  * Accept one visitor on the public listener, park it, and tell the client;
@@ -2787,28 +2773,25 @@ park_visitor(struct conn *c, struct tunnel *t, int lfd, int64_t *paused_until)
 	struct sockaddr_storage ss;
 	uint8_t id[BORE_UUID_LEN];
 	char addr[64], where[16];
-	int vfd, share = visitor_share(), room = fds_room(2, fds.reserve);
+	int vfd, share, room = fds_room(2, fds.reserve);
 
+	/* A tunnel's share of the fds visitors may use (this one is counted): two a visitor. */
+	share = (fds.limit - fds.reserve) / 2 / atomic_load(&server.tunnels);
+	share = share < 1 ? 1 : share;
 	/* The visitor's fd and its data connection's, above the control port's reserve. */
-	if (!room || tunnel_conns(t) >= share) {
+	if (!room || atomic_load(&t->conns) >= share) {
 		*paused_until = now_ms() + VISITOR_WAIT_MS;
-		log_limited(&t->waits, LOG_WARN, "port %u: visitors wait: %s (limit %d fds)", t->port,
-		    room ? "tunnel holds its share of fds" : "out of fds for visitors", fds.limit);
+		log_limited(&t->waits, LOG_WARN, "port %u: visitors wait: %s (limit %d fds)",
+		    t->port, room ? "tunnel holds its share of fds" : "out of fds for visitors",
+		    fds.limit);
 		return (0);
 	}
 	snprintf(where, sizeof(where), "port %u: ", t->port);
-	if ((vfd = accept_peer(lfd, where, &ss, addr, paused_until)) == -1)
+	if ((vfd = accept_peer(lfd, 0, where, &ss, addr, paused_until)) == -1)
 		return (0);
-	if (!cidr_allows(srv.allow, srv.nallow, (struct sockaddr *)&ss)) {
-		log_limited(&logs.peer_lines[PL_ALLOW], LOG_WARN, "port %u: refused %s: not in --allow",
-		    t->port, addr);
-		close_fd(vfd);
-		return (0);
-	}
 	if (tunnel_add_conn(t) == -1) {
-		log_limited(&logs.peer_lines[PL_MAX_CONNS], LOG_WARN,
-		    "port %u: refused %s: too many connections (limit %d)", t->port, addr,
-		    srv.max_conns);
+		PEER_WARN(PL_MAX_CONNS, "port %u: refused %s: too many connections (limit %d)",
+		    t->port, addr, srv.max_conns);
 		close_fd(vfd);
 		return (0);
 	}
@@ -2827,30 +2810,16 @@ park_visitor(struct conn *c, struct tunnel *t, int lfd, int64_t *paused_until)
 	return (0);
 }
 
-/* The port a listener is bound to. */
-static uint16_t
-bound_port(int fd)
-{
-	struct sockaddr_storage ss;
-	socklen_t len = sizeof(ss);
-	const uint8_t *addr;
-	in_port_t *port;
-
-	if (getsockname(fd, (struct sockaddr *)&ss, &len) == -1 ||
-	    sockaddr_ip((struct sockaddr *)&ss, &addr, &port) == 0)
-		return (0);
-	return (ntohs(*port));
-}
-
 /* Heartbeat and announce visitors until the client leaves; why the tunnel ended. */
 static const char *
 serve_tunnel(struct conn *c, struct tunnel *t, int lfd, const uint8_t *key)
 {
 	enum { POLL_CONTROL, POLL_PUBLIC, POLL_SLOTS };
 	struct pollfd pfd[POLL_SLOTS];
-	int64_t next_beat, paused_until = 0, wake;
+	int64_t next_beat, paused_until = 0;
 	char scratch[256];
 	ssize_t n;
+	int wait;
 
 	for (next_beat = now_ms();;) {
 		if (atomic_load(&server.stopping))
@@ -2865,16 +2834,13 @@ serve_tunnel(struct conn *c, struct tunnel *t, int lfd, const uint8_t *key)
 			pending_expire(t, now_ms());
 		}
 		pfd[POLL_CONTROL] = (struct pollfd){ .fd = c->fd, .events = POLLIN };
-		pfd[POLL_PUBLIC] = (struct pollfd){ .fd = lfd, .events = POLLIN };
-		wake = next_beat;
-		/* Out of fds, or after EMFILE and the like: leave the listener alone for a moment. */
-		if (now_ms() < paused_until) {
-			pfd[POLL_PUBLIC].fd = -1;
-			wake = paused_until < next_beat ? paused_until : next_beat;
-		}
-		if (poll(pfd, POLL_SLOTS, ms_until(wake)) == -1 && errno != EINTR)
+		wait = ms_until(next_beat);
+		/* Out of fds, or after EMFILE and the like: leave the listener alone a moment. */
+		pfd[POLL_PUBLIC] = (struct pollfd){ .fd = unless_paused(lfd, paused_until, &wait),
+		    .events = POLLIN };
+		if (poll(pfd, POLL_SLOTS, wait) == -1 && errno != EINTR)
 			return (strerror(errno));
-		/* The client sends nothing after Hello: readable means EOF, an error, or junk to drop. */
+		/* The client sends nothing after Hello: readable is EOF, an error, or junk. */
 		if (pfd[POLL_CONTROL].revents) {
 			if ((n = recv(c->fd, scratch, sizeof(scratch), 0)) == 0)
 				return ("client disconnected");
@@ -2893,29 +2859,30 @@ run_tunnel(struct conn *c, uint16_t want, const uint8_t *key)
 {
 	const char *why;
 	struct tunnel *t;
+	uint16_t port = want;
 	int lfd;
 
 	if (atomic_fetch_add(&server.tunnels, 1) >= srv.max_sessions) {
-		log_limited(&logs.peer_lines[PL_SESSIONS], LOG_WARN, "%s: refused: %s (limit %d)", c->peer,
+		PEER_WARN(PL_SESSIONS, "%s: refused: %s (limit %d)", c->peer,
 		    send_error(c->fd, "too many tunnels"), srv.max_sessions);
 		goto err0;
 	}
-	if ((lfd = bind_public(want)) == -1) {
+	if ((lfd = bind_public(&port)) == -1) {
 		why = send_error(c->fd, bind_error(errno));
 		if (want == 0)
-			log_limited(&logs.peer_lines[PL_NO_PORT], LOG_WARN, "%s: could not open a port: %s",
-			    c->peer, why);
+			PEER_WARN(PL_NO_PORT, "%s: could not open a port: %s", c->peer, why);
 		else
-			log_limited(&logs.peer_lines[PL_NO_PORT], LOG_WARN,
-			    "%s: could not open port %u: %s", c->peer, want, why);
+			PEER_WARN(PL_NO_PORT, "%s: could not open port %u: %s", c->peer, want, why);
 		goto err0;
 	}
 	if ((t = tunnel_new()) == NULL)
 		goto err1;
-	t->port = bound_port(lfd);
+	t->port = port;
+	t->since_ms = now_ms();
+	t->since = time(NULL);
 	snprintf(t->client, sizeof(t->client), "%s", c->peer);
 	memcpy(t->src, c->src, sizeof(t->src));
-	tunnel_list(t);
+	tunnel_list(t, 1);
 	set_liveness(c->fd);
 	if (send_msg(c->fd, BORE_MSG_HELLO, t->port, NULL) == -1)
 		goto err2;
@@ -2924,7 +2891,7 @@ run_tunnel(struct conn *c, uint16_t want, const uint8_t *key)
 	log_msg(LOG_INFO, "tunnel on port %u closed (%s)", t->port, why);
 
 err2:
-	tunnel_unlist(t);
+	tunnel_list(t, 0);
 	tunnel_close(t, !atomic_load(&server.stopping));
 	pending_expire(t, INT64_MAX);
 	tunnel_put(t, 0);
@@ -2967,9 +2934,9 @@ proxy_header(const struct sockaddr *src, const struct sockaddr *dst, int version
 		if (alen == 0)
 			n = snprintf(out, cap, "PROXY UNKNOWN\r\n");
 		else
-			n = snprintf(out, cap, "PROXY %s %s %s %u %u\r\n", alen == 4 ? "TCP4" : "TCP6",
-			    inet_ntop(family, sp, sa, sizeof(sa)), inet_ntop(family, dp, da, sizeof(da)),
-			    ntohs(*sport), ntohs(*dport));
+			n = snprintf(out, cap, "PROXY %s %s %s %u %u\r\n",
+			    alen == 4 ? "TCP4" : "TCP6", inet_ntop(family, sp, sa, sizeof(sa)),
+			    inet_ntop(family, dp, da, sizeof(da)), ntohs(*sport), ntohs(*dport));
 		return (n < 0 || (size_t)n >= cap ? -1 : n);
 	}
 	/* v2: signature, version 2 + PROXY command, family + STREAM, length, then the addresses. */
@@ -3022,8 +2989,7 @@ forward_visitor(struct conn *c, const uint8_t id[BORE_UUID_LEN])
 
 	bore_uuid_format(id, ids);
 	if ((p = pending_take(id)) == NULL) {
-		log_limited(&logs.peer_lines[PL_MISSING], LOG_WARN, "%s: missing connection %s", c->peer,
-		    ids);
+		PEER_WARN(PL_MISSING, "%s: missing connection %s", c->peer, ids);
 		return;
 	}
 	/* The parked visitor's fd, place and tunnel reference are ours now. */
@@ -3041,7 +3007,7 @@ forward_visitor(struct conn *c, const uint8_t id[BORE_UUID_LEN])
 			set_reset_on_close(info.fd);
 			set_reset_on_close(c->fd);
 		}
-		/* The client's data connection is the relay's first socket: bytes[0] went to the visitor. */
+		/* The data connection is the relay's first socket: bytes[0] went to the visitor. */
 		log_closed(ids, 0, info.bytes[1], info.bytes[0], start);
 		tunnel_untrack(t, &info, info.bytes[1], info.bytes[0]);
 		atomic_fetch_sub(&server.relays, 1);
@@ -3053,40 +3019,35 @@ forward_visitor(struct conn *c, const uint8_t id[BORE_UUID_LEN])
 /* ---- Server: before authentication (--max-startups) -------------- */
 
 /*
- * Connections to the control port from peers not yet known: until they
- * authenticate or, with no secret, until their Hello or Accept; after
- * OpenSSH's MaxStartups and PerSourceMaxStartups.  Past srv.max_startups,
- * a newcomer takes the place of the oldest idle one from the source address
- * that holds the most, so a flood from one place cannot lock out the rest.
- * A source is an IPv4 address or an IPv6 /64.  Sources are found by a keyed
- * hash and filed by how many places they hold, so choosing costs no scan.
+ * Control connections not yet known: until they authenticate or, with no
+ * secret, say Hello or Accept; after OpenSSH's MaxStartups and
+ * PerSourceMaxStartups.  Past srv.max_startups a newcomer takes the place of
+ * the busiest source's (IPv4 address, IPv6 /64) oldest idle one, so one place
+ * cannot lock out the rest; with none that may go, one of as many kept for bursts.
  */
-struct source {
-	uint8_t src[16];       /* source address (IPv4 as v4-mapped), IPv6 cut to /64 */
-	int n;                 /* places it holds, known ones too */
-	struct ring idle;      /* its conns that may be dropped, oldest first */
-	struct ring level;     /* in levels[n] by its oldest idle one's age; or in startups.free */
-	struct ring chain;     /* in its bucket */
+struct startup {
+	struct conn *c;   /* NULL: the place is free */
+	uint8_t src[16];  /* c's source */
+	int64_t since;    /* when c took the place */
+	int n;            /* places its source holds, known ones too */
+	int known;        /* from a source with a tunnel open */
+	int waiting;      /* its first frame was seen waiting: it is not idle */
 };
 
-/* Startup places; lock guards them and listed conns' startup fields (their fds stay open till taken off). */
+/*
+ * The places, scanned; lock guards them and conn.place.  A listed conn's fd stays open till
+ * its place is freed; the pinned one (looked at unlocked by the accepting thread, the only
+ * one that drops) not till unpinned.
+ */
 static struct {
 	pthread_mutex_t lock;
-	struct source *sources;  /* 2 * srv.max_startups: one per place at most */
-	struct ring free;        /* sources holding no place */
-	struct ring *buckets;    /* sources by a keyed hash of their address */
-	size_t mask;             /* buckets - 1 */
-	unsigned char key[crypto_shorthash_KEYBYTES];  /* peers cannot aim collisions */
-	struct ring *levels;     /* levels[n]: sources holding n places, some idle */
-	int top;                 /* no level above it holds a source */
-	int used;                /* places held */
-} startups = { .lock = PTHREAD_MUTEX_INITIALIZER };
+	pthread_cond_t unpinned;
+	struct startup *place;  /* 2 * srv.max_startups */
+	int pinned;             /* the place looked at, or -1 */
+	int used;               /* places taken */
+} startups = { PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, NULL, -1, 0 };
 
-/*
- * A startup younger than this is dropped only for a newcomer from a lighter
- * source: a client's own burst of data connections, each idle for a round
- * trip or so, must not drop its own.
- */
+/* A startup younger than this is dropped only for a newcomer from a lighter source. */
 #define STARTUP_GRACE_MS 250
 
 /* The source of an address, as startups compares them. */
@@ -3116,184 +3077,109 @@ frame_waiting(int fd)
 	return (n > 0 && memchr(buf, '\0', (size_t)n) != NULL);
 }
 
-/* Room for max startups, and as many again for bursts; -1 if out of memory. */
+/* Add d to the count of every place src holds; how many it holds. */
 static int
-startups_init(int max)
+source_count(const uint8_t src[16], int d)
 {
-	size_t i, places = 2 * (size_t)max;
+	int i, n = 0;
 
-	for (startups.mask = 1; startups.mask < places; startups.mask <<= 1)
-		;
-	startups.sources = calloc(places, sizeof(*startups.sources));
-	startups.buckets = calloc(startups.mask, sizeof(*startups.buckets));
-	startups.mask--;
-	startups.levels = calloc(places + 1, sizeof(*startups.levels));
-	if (startups.sources == NULL || startups.buckets == NULL || startups.levels == NULL)
-		return (-1);
-	randombytes_buf(startups.key, sizeof(startups.key));
-	ring_init(&startups.free);
-	for (i = 0; i < places; i++) {
-		ring_init(&startups.sources[i].idle);
-		ring_put(&startups.free, &startups.sources[i].level);
+	for (i = 0; i < 2 * srv.max_startups; i++)
+		if (startups.place[i].c != NULL && memcmp(startups.place[i].src, src, 16) == 0) {
+			startups.place[i].n += d;
+			n++;
+		}
+	return (n);
+}
+
+/*
+ * The per-source rules: true if startup e may be dropped at now for a
+ * newcomer from src whose source holds mine places with it (0: known).
+ * Known ones and those whose frame waits stay; a young one goes only for a
+ * newcomer of a lighter source not its own, so a client's burst keeps its own.
+ */
+static int
+startup_may_go(const struct startup *e, const uint8_t src[16], int mine, int64_t now)
+{
+	return (e->c != NULL && !e->known && !e->waiting && (now - e->since >= STARTUP_GRACE_MS ||
+	    (e->n > mine && memcmp(e->src, src, 16) != 0)));
+}
+
+/* The place to drop for a newcomer: the busiest source's oldest that may go; -1 if none. */
+static int
+startup_victim(const uint8_t src[16], int mine, int64_t now)
+{
+	const struct startup *e, *b;
+	int i, best = -1;
+
+	for (i = 0; i < 2 * srv.max_startups; i++) {
+		e = &startups.place[i];
+		b = &startups.place[best < 0 ? i : best];
+		if (startup_may_go(e, src, mine, now) &&
+		    (best == -1 || e->n > b->n || (e->n == b->n && e->since < b->since)))
+			best = i;
 	}
-	for (i = 0; i <= startups.mask; i++)
-		ring_init(&startups.buckets[i]);
-	for (i = 0; i <= places; i++)
-		ring_init(&startups.levels[i]);
+	return (best);
+}
+
+/* Free place i, whose conn leaves the startups. */
+static void
+startup_free(int i)
+{
+	startups.place[i].c->place = -1;
+	startups.place[i].c = NULL;
+	startups.used--;
+	(void)source_count(startups.place[i].src, -1);
+}
+
+/*
+ * Past srv.max_startups, drop startup_victim's pick for a newcomer from src; 1 if one went.
+ * Its frame is peeked at with the lock let go and its place pinned: one found waiting stays.
+ */
+static int
+startup_drop(const uint8_t src[16], int known, int64_t now)
+{
+	int v, waiting;
+
+	while (startups.used >= srv.max_startups && (v = startup_victim(src,
+	    known ? 0 : source_count(src, 0) + 1, now)) != -1) {
+		startups.pinned = v;
+		pthread_mutex_unlock(&startups.lock);
+		if (!(waiting = frame_waiting(startups.place[v].c->fd)))
+			(void)shutdown(startups.place[v].c->fd, SHUT_RDWR);
+		pthread_mutex_lock(&startups.lock);
+		startups.pinned = -1;
+		pthread_cond_broadcast(&startups.unpinned);
+		if (!waiting) {
+			startup_free(v);
+			return (1);
+		}
+		startups.place[v].waiting = 1;
+	}
 	return (0);
 }
 
-/* The source holding places from src, NULL if none; *bucket the one it is or would be in. */
-static struct source *
-source_find(const uint8_t src[16], struct ring **bucket)
-{
-	struct ring *r;
-	uint64_t h;
-
-	crypto_shorthash((unsigned char *)&h, src, 16, startups.key);
-	*bucket = &startups.buckets[h & startups.mask];
-	for (r = (*bucket)->next; r != *bucket; r = r->next)
-		if (memcmp(RING_ITEM(r, struct source, chain)->src, src, 16) == 0)
-			return (RING_ITEM(r, struct source, chain));
-	return (NULL);
-}
-
-/* The oldest idle conn of s, which has one. */
-static struct conn *
-oldest_idle(const struct source *s)
-{
-	return (RING_ITEM(s->idle.next, struct conn, idle));
-}
-
-/* File s in levels[s->n] behind those whose oldest idle is no younger; nowhere if none is idle. */
-static void
-source_level(struct source *s)
-{
-	struct ring *at = &startups.levels[s->n];
-
-	ring_take(&s->level);
-	if (s->n == 0 || s->idle.next == &s->idle)
-		return;
-	while (at->prev != &startups.levels[s->n] &&
-	    oldest_idle(RING_ITEM(at->prev, struct source, level))->since > oldest_idle(s)->since)
-		at = at->prev;
-	ring_put(at, &s->level);
-	if (s->n > startups.top)
-		startups.top = s->n;
-}
-
-/* Take c off the startups; its source too with its last place. */
-static void
-startup_unlist(struct conn *c)
-{
-	struct source *s = c->from;
-
-	c->from = NULL;
-	ring_take(&c->idle);
-	startups.used--;
-	s->n--;
-	source_level(s);
-	if (s->n == 0) {
-		ring_take(&s->chain);
-		ring_put(&startups.free, &s->level);
-	}
-}
-
-/* s's oldest idle conn since limit or before, older than best, with no frame waiting; else best. */
-static struct conn *
-older_idle(const struct source *s, struct conn *best, int64_t limit)
-{
-	struct ring *r;
-	struct conn *c;
-
-	for (r = s->idle.next; r != &s->idle; r = r->next) {
-		c = RING_ITEM(r, struct conn, idle);
-		if (c->since > limit || (best != NULL && c->since >= best->since))
-			break;
-		if (!frame_waiting(c->fd))
-			return (c);
-	}
-	return (best);
-}
-
-/*
- * The startup to drop at now for a newcomer from src: the oldest of the
- * source that holds the most, passing over those from known sources, those
- * whose first frame already waits and, unless their source holds more than
- * the newcomer's, is the newcomer's, or the newcomer's source is known, those
- * younger than STARTUP_GRACE_MS.  NULL when none may go.  startups.lock is held.
- */
-static struct conn *
-startup_victim(const uint8_t src[16], int known, int64_t now)
-{
-	struct source *own, *s;
-	struct conn *best = NULL;
-	struct ring *r;
-	int64_t limit;
-	int k, mine;
-
-	own = source_find(src, &r);
-	mine = known ? 0 : (own != NULL ? own->n : 0) + 1;
-	while (startups.top > 0 && startups.levels[startups.top].next == &startups.levels[startups.top])
-		startups.top--;
-	for (k = startups.top; k > 0 && best == NULL; k--) {
-		limit = k > mine ? INT64_MAX : now - STARTUP_GRACE_MS;
-		/* By the age of their oldest: past one younger than limit or best, none has older. */
-		for (r = startups.levels[k].next; r != &startups.levels[k]; r = r->next) {
-			s = RING_ITEM(r, struct source, level);
-			if (oldest_idle(s)->since > limit ||
-			    (best != NULL && oldest_idle(s)->since >= best->since))
-				break;
-			best = older_idle(s, best, limit);
-		}
-		/* A source's newcomer may replace its own young ones: a flooder churns only itself. */
-		if (own != NULL && own->n == k)
-			best = older_idle(own, best, INT64_MAX);
-	}
-	return (best);
-}
-
-/*
- * List c, from a source known or not, as a startup at now.  Past
- * srv.max_startups, the startup startup_victim picks is shut down (its
- * thread sees EOF and ends) and *dropped set; with none to drop, c may still
- * take one of the places kept for a burst, up to twice the limit.  -1 if c
- * must be closed instead.
- */
+/* List c, from a source known or not, as a startup at now; -1 if c must be closed instead. */
 static int
-startup_add(struct conn *c, int known, int64_t now, int *dropped)
+startup_add(struct conn *c, int known, int64_t now)
 {
-	struct source *s;
-	struct ring *bucket;
-	struct conn *v;
-	int r = -1;
+	int i, dropped;
 
-	*dropped = 0;
 	pthread_mutex_lock(&startups.lock);
-	if (startups.used >= srv.max_startups && (v = startup_victim(c->src, known, now)) != NULL) {
-		(void)shutdown(v->fd, SHUT_RDWR);
-		startup_unlist(v);
-		*dropped = 1;
-	}
-	if (startups.used < 2 * srv.max_startups) {
-		if ((s = source_find(c->src, &bucket)) == NULL) {
-			s = RING_ITEM(startups.free.next, struct source, level);
-			ring_take(&s->level);
-			ring_put(bucket, &s->chain);
-			memcpy(s->src, c->src, 16);
-		}
-		c->from = s;
-		c->since = now;
-		ring_init(&c->idle);
-		if (!known)
-			ring_put(&s->idle, &c->idle);
-		s->n++;
-		source_level(s);
+	dropped = startup_drop(c->src, known, now);
+	for (i = 0; i < 2 * srv.max_startups && startups.place[i].c != NULL; i++)
+		;
+	if (i < 2 * srv.max_startups) {
+		startups.place[i] = (struct startup){ .c = c, .since = now, .known = known,
+		    .n = source_count(c->src, 1) + 1 };
+		memcpy(startups.place[i].src, c->src, 16);
+		c->place = i;
 		startups.used++;
-		r = 0;
 	}
 	pthread_mutex_unlock(&startups.lock);
-	return (r);
+	if (dropped || c->place == -1)
+		PEER_WARN(PL_STARTUPS, "too many connections before authentication (limit %d): "
+		    "dropped one from the busiest source", srv.max_startups);
+	return (c->place == -1 ? -1 : 0);
 }
 
 /* c has said what it is for, or failed to: take it off the list, if it is still there. */
@@ -3301,8 +3187,10 @@ static void
 startup_done(struct conn *c)
 {
 	pthread_mutex_lock(&startups.lock);
-	if (c->from != NULL)
-		startup_unlist(c);
+	while (c->place != -1 && c->place == startups.pinned)
+		pthread_cond_wait(&startups.unpinned, &startups.lock);
+	if (c->place != -1)
+		startup_free(c->place);
 	pthread_mutex_unlock(&startups.lock);
 }
 
@@ -3314,24 +3202,23 @@ serve_control(void *arg)
 {
 	struct conn *c = arg;
 	struct bore_msg m;
-	struct keyset *ks = srv.has_secret ? keyset_get() : NULL;
+	struct keyset *ks = srv.has_secret ? keyset_copy() : NULL;
 	uint8_t key[BORE_KEY_LEN];  /* the key c proved, for its tunnel to check at reloads */
 	int r = -1, k = -1;
 
-	/* The set stays ours through the handshake, whatever a reload does meanwhile. */
+	/* A copy of its own: a reload meanwhile frees the set it was taken from. */
 	if (!srv.has_secret || (ks != NULL && (k = server_handshake(c, ks)) != -1)) {
 		if (k != -1)
 			memcpy(key, ks->key[k], sizeof(key));
-		/* Known now, no anonymous peer: not to be dropped for one (a client's spare, say). */
+		/* Known now: not to be dropped for an anonymous peer (a client's spare, say). */
 		if (srv.has_secret)
 			startup_done(c);
 		if ((r = read_first(c, &m)) == -1)
-			log_limited(&logs.peer_lines[PL_FIRST], LOG_WARN, "%s: %s", c->peer,
-			    first_error(errno));
+			PEER_WARN(PL_FIRST, "%s: %s", c->peer, first_error(errno));
 		else if (r == 0)
 			log_msg(LOG_DEBUG, "%s: closed before its first message", c->peer);
 	}
-	keyset_put(ks);
+	keyset_free(ks);
 	startup_done(c);
 	if (r != 1)
 		goto done;
@@ -3343,12 +3230,10 @@ serve_control(void *arg)
 		forward_visitor(c, m.uuid);
 		break;
 	case BORE_MSG_AUTHENTICATE:
-		log_limited(&logs.peer_lines[PL_UNEXPECTED], LOG_WARN, "%s: unexpected authenticate",
-		    c->peer);
+		PEER_WARN(PL_UNEXPECTED, "%s: unexpected authenticate", c->peer);
 		break;
 	default:
-		log_limited(&logs.peer_lines[PL_UNEXPECTED], LOG_WARN, "%s: unexpected %s message", c->peer,
-		    msg_names[m.type]);
+		PEER_WARN(PL_UNEXPECTED, "%s: unexpected %s message", c->peer, msg_names[m.type]);
 		break;
 	}
 done:
@@ -3391,7 +3276,8 @@ drain_and_exit(void)
 	tunnels = atomic_load(&server.tunnels);
 	relays = atomic_load(&server.relays);
 	log_msg(LOG_INFO, "shutting down: %d tunnel%s, %d connection%s; waiting up to %.1f s",
-	    tunnels, tunnels == 1 ? "" : "s", relays, relays == 1 ? "" : "s", srv.grace_ms / 1000.0);
+	    tunnels, tunnels == 1 ? "" : "s", relays, relays == 1 ? "" : "s",
+	    srv.grace_ms / 1000.0);
 	while ((atomic_load(&server.tunnels) > 0 || atomic_load(&server.relays) > 0) &&
 	    now_ms() < deadline) {
 		/* Tunnels notice within a heartbeat; poll briefly so the count is seen soon. */
@@ -3405,7 +3291,8 @@ drain_and_exit(void)
 		}
 	}
 	if ((relays = atomic_load(&server.relays)) > 0)
-		log_msg(LOG_WARN, "closing %d connection%s still open", relays, relays == 1 ? "" : "s");
+		log_msg(LOG_WARN, "closing %d connection%s still open", relays,
+		    relays == 1 ? "" : "s");
 	log_msg(LOG_INFO, "shut down");
 	return (0);
 }
@@ -3417,16 +3304,10 @@ accept_control(int lfd, int64_t *paused_until)
 	struct sockaddr_storage ss;
 	struct conn *c;
 	char addr[64];
-	int fd, dropped;
+	int fd;
 
-	if ((fd = accept_peer(lfd, "", &ss, addr, paused_until)) == -1)
+	if ((fd = accept_peer(lfd, 1, "", &ss, addr, paused_until)) == -1)
 		return;
-	if (!cidr_allows(srv.allow_control, srv.nallow_control, (struct sockaddr *)&ss)) {
-		log_limited(&logs.peer_lines[PL_ALLOW_CONTROL], LOG_WARN,
-		    "refused control connection from %s: not in --allow-control", addr);
-		close_fd(fd);
-		return;
-	}
 	log_msg(LOG_DEBUG, "incoming connection from %s", addr);
 	if ((c = conn_new(fd, addr)) == NULL) {
 		close_fd(fd);
@@ -3434,16 +3315,10 @@ accept_control(int lfd, int64_t *paused_until)
 	}
 	source_of((struct sockaddr *)&ss, c->src);
 	/* Accepted all the same, so the listen queue keeps moving for others in a flood. */
-	if (startup_add(c, source_known(c->src), now_ms(), &dropped) == -1) {
+	if (startup_add(c, source_known(c->src), now_ms()) == -1) {
 		conn_free(c);
-		c = NULL;
-		dropped = 1;
-	}
-	if (dropped)
-		log_limited(&logs.peer_lines[PL_STARTUPS], LOG_WARN, "too many connections before "
-		    "authentication (limit %d): dropped one from the busiest source", srv.max_startups);
-	/* The thread owns c and its fd from here. */
-	if (c != NULL && spawn(serve_control, c) == -1) {
+	} else if (spawn(serve_control, c) == -1) {
+		/* c and its fd were to pass to the thread; not started, they are still ours. */
 		startup_done(c);
 		conn_free(c);
 	}
@@ -3479,9 +3354,7 @@ run_server(const struct sockaddr_storage *ctl, socklen_t ctl_len)
 		/* Wakes up to log what a flood held back once it stops. */
 		wait = log_limits_flush(logs.peer_lines, PL_KINDS);
 		/* After EMFILE and the like, leave the listener alone for a moment. */
-		pfd[POLL_LISTEN].fd = now_ms() < paused_until ? -1 : lfd;
-		if (pfd[POLL_LISTEN].fd == -1 && ms_until(paused_until) < wait)
-			wait = ms_until(paused_until);
+		pfd[POLL_LISTEN].fd = unless_paused(lfd, paused_until, &wait);
 		if (poll(pfd, POLL_SLOTS, wait) == -1) {
 			if (errno == EINTR)
 				continue;
@@ -4756,7 +4629,7 @@ load_secret(const struct command *cmd, char *arg, char *file)
 	} else if (env_value("BORE_SECRET") != NULL) {
 		bore_auth_key(env_value("BORE_SECRET"), ks->key[0]);
 	} else {
-		keyset_put(ks);
+		keyset_free(ks);
 		ks = NULL;
 	}
 	return (ks);
@@ -4924,7 +4797,7 @@ main_local(int argc, char **argv)
 	if ((ks = load_secret(&local_cmd, vals[L_SECRET], vals[L_SECRET_FILE])) != NULL) {
 		cli.has_secret = 1;
 		memcpy(cli.key, ks->key[0], sizeof(cli.key));
-		keyset_put(ks);
+		keyset_free(ks);
 	}
 	vals[L_SECRET] = NULL;
 	apply_env(local_opts, L_COUNT, vals);
@@ -5026,7 +4899,7 @@ main_server(int argc, char **argv)
 	fds.reserve = 2 * srv.max_startups + FD_SPARE;
 	for (i = 0; i < PL_KINDS; i++)
 		logs.peer_lines[i].lines = PEER_LINES;
-	if (startups_init(srv.max_startups) == -1)
+	if ((startups.place = calloc(2 * (size_t)srv.max_startups, sizeof(*startups.place))) == NULL)
 		errx(1, "out of memory");
 	srv.grace_ms = 1000 * count_option(&server_cmd, vals[S_GRACE], "--grace", 0, COUNT_MAX, 5);
 	srv.nallow = cidr_option(&server_cmd, vals[S_ALLOW], "--allow", srv.allow);

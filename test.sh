@@ -609,6 +609,7 @@ CASES+=(closed_stdio secret_file_strict hostile_server_text no_challenge_words s
 CASES+=(proxy_http_tunnel proxy_http_auth proxy_socks5_tunnel proxy_socks5_auth proxy_server_restart proxy_restart proxy_failures proxy_fails_visitors proxy_usage)
 CASES+=(log_flood_counted many_address_flood secret_revoked_closes visitors_kept_in_churn visitors_kept_in_flood startup_counts)
 CASES+=(hardened_build make_test_target systemd_units json_logs status_live_bytes local_drain readme_newcomer code_shape)
+CASES+=(startup_burst trust_boundary_size)
 # Not run again under the sanitizer passes: unit tests, cases that need a plain
 # build (an address-space limit, valgrind), and slow ones that add no new code path.
 ONCE_CASES=" hmac_vectors frame_parser liveness_options thread_failure valgrind_short_session "
@@ -616,7 +617,7 @@ ONCE_CASES+="link_cut_frees_port reresolve_on_reconnect startup_checks "
 ONCE_CASES+="deps_install_decisions demo_clean man_page install_targets bash_completion "
 ONCE_CASES+="proxy_header_bytes unclaimed_visitor "
 ONCE_CASES+="proxy_usage "
-ONCE_CASES+="startup_counts "
+ONCE_CASES+="startup_counts trust_boundary_size "
 ONCE_CASES+="hardened_build make_test_target systemd_units readme_newcomer code_shape "
 # Slow ones whose paths the plain pass and the TSan pass already take.
 ONCE_CASES+="slow_and_silent log_flood_counted visitors_kept_in_churn proxy_server_restart "
@@ -633,7 +634,7 @@ TSAN_CASES+=(reload_during_handshakes)
 TSAN_CASES+=(stop_mid_frame tunnels_few_fds)
 TSAN_CASES+=(proxy_http_tunnel proxy_fails_visitors)
 TSAN_CASES+=(log_flood_counted many_address_flood secret_revoked_closes visitors_kept_in_churn)
-TSAN_CASES+=(status_live_bytes local_drain)
+TSAN_CASES+=(status_live_bytes local_drain startup_burst)
 
 for name in "${CASES[@]}"; do
 	run "$name"

@@ -343,7 +343,7 @@ t_preauth_flood() {
 # 150 clients ask for 150 fixed ports at the same moment, ten rounds: each gets its own.
 t_hello_race() {
 	start_server server --max-startups 1000 || return 1
-	out=$("$TCPKIT" hellorace 127.0.0.1 "$CTL" 150 "$TUN_MIN" 10) || { why "$out"; return 1; }
+	out=$("$TCPKIT" hellorace 127.0.0.1 "$CTL" 150 "$TUN_MIN" 10 300 0) || { why "$out"; return 1; }
 	[ "$out" = "ok 1500" ] || { why "$out"; return 1; }
 	! grep -q "port already in use" "$WORK/server.log" || { why "a port was refused as in use"; return 1; }
 }

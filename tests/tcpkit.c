@@ -1695,6 +1695,9 @@ static int read_frame0(int fd, char *buf, size_t cap)
     return -1;
 }
 
+/* How long hellorace's racers wait, all connected, before saying Hello. */
+static long g_hold_ms;
+
 /* An argument of a hellorace thread: the round and the racer's port. */
 struct racer {
     struct race *race;
@@ -1709,6 +1712,7 @@ static void *racer_thread(void *arg)
     char frame[300], want[64], err[400] = "";
     int fd = connect_target();
     pthread_barrier_wait(&r->start);
+    sleep_ms(g_hold_ms);
     if (fd < 0) {
         snprintf(err, sizeof err, "connect: %s", strerror(errno));
     } else {
@@ -1736,14 +1740,17 @@ static void *racer_thread(void *arg)
     return NULL;
 }
 
-/* hellorace HOST PORT COUNT FIRST ROUNDS: COUNT control connections say Hello for ports
-   FIRST..FIRST+COUNT-1 at the same moment, ROUNDS times; each must get its own port.
+/* hellorace HOST PORT COUNT FIRST ROUNDS GAPMS HOLDMS: COUNT control connections, all made
+   HOLDMS before, say Hello for ports FIRST..FIRST+COUNT-1 at the same moment, ROUNDS times
+   GAPMS apart; each must get its own port.
    Prints "ok COUNT*ROUNDS", else "granted G wrong W refused R: first error". */
 static int mode_hellorace(char **argv)
 {
     unsigned count = (unsigned)parse_num(argv[2], 1, 1000, "COUNT");
     unsigned first = (unsigned)parse_num(argv[3], 1, 65535, "FIRST");
     unsigned rounds = (unsigned)parse_num(argv[4], 1, 1000, "ROUNDS");
+    long gap = (long)parse_num(argv[5], 0, 60000, "GAPMS");
+    g_hold_ms = (long)parse_num(argv[6], 0, 60000, "HOLDMS");
     struct race r;
     struct racer *racers = calloc(count, sizeof *racers);
     pthread_t *t = calloc(count, sizeof *t);
@@ -1770,7 +1777,7 @@ static int mode_hellorace(char **argv)
         pthread_barrier_destroy(&r.start);
         pthread_mutex_destroy(&r.lock);
         /* The server closes each port once it sees its client gone; wait for that. */
-        sleep_ms(300);
+        sleep_ms(gap);
     }
     free(racers);
     free(t);
@@ -1805,7 +1812,7 @@ static const struct mode modes[] = {
     { "churncount", 5, 1, 1, mode_churncount, "HOST PORT COUNT PARALLEL N" },
     { "finrst", 2, 1, 1, mode_finrst, "HOST PORT" },
     { "badproxy", 3, 0, 0, mode_badproxy, "HOST PORT 502|close|reset" },
-    { "hellorace", 5, 1, 1, mode_hellorace, "HOST PORT COUNT FIRST ROUNDS" },
+    { "hellorace", 7, 1, 1, mode_hellorace, "HOST PORT COUNT FIRST ROUNDS GAPMS HOLDMS" },
     { "firstbyte", 4, 1, 1, mode_firstbyte, "HOST PORT COUNT N" },
 };
 

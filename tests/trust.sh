@@ -115,6 +115,34 @@ t_visitors_kept_in_flood() {
 	alive "$CLI"
 }
 
-# Per-source counts of unauthenticated connections, kept as they come and go
-# (tests/unit startups; its speed is in make bench: tests/unit startupbench).
+# Whom the per-source rules drop past --max-startups, scene by scene, and the
+# counts they keep (tests/unit startups; its speed: tests/unit startupbench).
 t_startup_counts() { unit_group startups; }
+
+# A burst from one address: 150 control connections, made 0.1 s before, say
+# Hello for fixed ports at once, in three rounds 1.5 s apart, past the default
+# --max-startups 128; the places kept for a burst take it: each round opens all 150.
+t_startup_burst() {
+	start_server server || return 1
+	out=$("$TCPKIT" hellorace 127.0.0.1 "$CTL" 150 "$TUN_MIN" 3 1500 100) || { why "$out"; return 1; }
+	[ "$out" = "ok 450" ] || { why "$out"; return 1; }
+}
+
+# The "Trust boundary" block at the top of the Server section names every
+# function an anonymous peer reaches: each is defined in bore.c, and their
+# bodies (after the opening { to the } at column 0) sum to at most 1,400 lines.
+t_trust_boundary_size() {
+	local names sum
+	names=$(awk '/^ \* Trust boundary/ { on = 1; next } on && /^ \*\// { exit }
+		on && /^ \*   [a-z_]/ { sub(/^ \*   /, ""); sub(/:.*/, ""); gsub(/,/, " "); print }' bore.c)
+	[ "$(wc -w <<<"$names")" -ge 20 ] || { why "no Trust boundary block in bore.c"; return 1; }
+	sum=$(awk -v names="$names" '
+		BEGIN { n = split(names, w, /[ \n]+/); for (i = 1; i <= n; i++) if (w[i] != "") want[w[i]] = 1 }
+		/^[a-z_][a-z0-9_]*\(/ { f = $0; sub(/\(.*/, "", f); pend = f; next }
+		pend != "" && /^\{/ { cur = pend; start = NR; pend = ""; next }
+		cur != "" && /^\}/ { if (cur in want) { sum += NR - start - 1; seen[cur] = 1 } cur = "" }
+		END { for (f in want) if (!(f in seen)) { print "undefined " f; exit 1 } print sum }' bore.c) ||
+		{ why "$sum"; return 1; }
+	why "trust boundary: $(wc -w <<<"$names") functions, $sum lines of function bodies"
+	[ "$sum" -le 1400 ] || { why "more than 1,400 lines"; return 1; }
+}

@@ -554,87 +554,136 @@ test_cli(void)
 
 /* ---- startups: per-source counts and whom to drop ------------------------ */
 
-#define TEST_CONNS 64
+#define TEST_CONNS 16
 
 static struct conn tconns[TEST_CONNS];
-static int64_t tsince[TEST_CONNS];   /* when each was listed, on the test's clock */
-static int tknown[TEST_CONNS];       /* listed as from a known source */
 static int tpeer[TEST_CONNS];        /* the other end of its socketpair */
 
-/* How many listed conns come from src. */
-static int
-listed_from(const uint8_t src[16])
-{
-	int i, n = 0;
-
-	for (i = 0; i < TEST_CONNS; i++)
-		n += tconns[i].from != NULL && memcmp(tconns[i].src, src, 16) == 0;
-	return (n);
-}
-
-/* True if the sources' counts, idle lists and levels agree with a recount of the listed conns. */
+/* True if every listed place's count is a recount of the places its source holds. */
 static int
 startup_counts_right(void)
 {
-	struct ring *r, *bucket;
-	struct source *s;
-	int i, k, n, idle, used = 0;
+	int i, k, n, used = 0;
 
-	for (i = 0; i < TEST_CONNS; i++) {
-		if ((s = tconns[i].from) == NULL)
+	for (i = 0; i < 2 * srv.max_startups; i++) {
+		if (startups.place[i].c == NULL)
 			continue;
 		used++;
-		for (idle = 0, k = 0; k < TEST_CONNS; k++)
-			idle += tconns[k].from != NULL && !tknown[k] &&
-			    memcmp(tconns[k].src, tconns[i].src, 16) == 0;
-		for (n = 0, r = s->idle.next; r != &s->idle; r = r->next)
-			n++;
-		if (memcmp(s->src, tconns[i].src, 16) != 0 || s->n != listed_from(s->src) ||
-		    n != idle || (idle > 0) != (s->level.next != &s->level) ||
-		    source_find(s->src, &bucket) != s)
+		for (n = 0, k = 0; k < 2 * srv.max_startups; k++)
+			n += startups.place[k].c != NULL &&
+			    memcmp(startups.place[k].src, startups.place[i].src, 16) == 0;
+		if (n != startups.place[i].n || startups.place[i].c->place != i)
 			return (0);
 	}
-	for (k = 1; k <= 2 * srv.max_startups; k++)
-		for (r = startups.levels[k].next; r != &startups.levels[k]; r = r->next) {
-			s = RING_ITEM(r, struct source, level);
-			if (s->n != k || (r->next != &startups.levels[k] && oldest_idle(s)->since >
-			    oldest_idle(RING_ITEM(r->next, struct source, level))->since))
-				return (0);
-		}
 	return (used == startups.used);
 }
 
-/* Whom the policy drops for a newcomer, by brute force over the listed conns: -1 if none. */
-static int
-reference_victim(const uint8_t src[16], int known, int64_t now)
+/* Take every test conn off the startups and close its socketpair. */
+static void
+startups_clear(void)
 {
-	int busy[TEST_CONNS], same[TEST_CONNS];
-	int i, best, mine = known ? 0 : listed_from(src) + 1;
+	int j;
 
-	for (i = 0; i < TEST_CONNS; i++) {
-		same[i] = listed_from(tconns[i].src);
-		busy[i] = tconns[i].from == NULL || tknown[i] || (tsince[i] > now - STARTUP_GRACE_MS &&
-		    same[i] <= mine && memcmp(tconns[i].src, src, 16) != 0);
-	}
-	for (;;) {
-		for (best = -1, i = 0; i < TEST_CONNS; i++)
-			if (!busy[i] && (best == -1 || same[i] > same[best] ||
-			    (same[i] == same[best] && tsince[i] < tsince[best])))
-				best = i;
-		if (best == -1 || !frame_waiting(tconns[best].fd))
-			return (best);
-		busy[best] = 1;
+	for (j = 0; j < TEST_CONNS; j++) {
+		startup_done(&tconns[j]);
+		(void)close(tconns[j].fd);
+		(void)close(tpeer[j]);
+		tconns[j].fd = tpeer[j] = -1;
 	}
 }
 
-/* Free what startups_init took. */
+/* List conn j from source s (known or not) at time `at`, its first frame waiting if frame. */
+static int
+tlist(int j, int s, int known, int64_t at, int frame)
+{
+	int sv[2];
+
+	tconns[j].place = -1;
+	if (socketpair(AF_UNIX, SOCK_STREAM, 0, sv) == -1)
+		return (-1);
+	tconns[j].fd = sv[0];
+	tpeer[j] = sv[1];
+	if (frame && write(tpeer[j], "{}", 3) != 3)
+		return (-1);
+	memset(tconns[j].src, 0, 16);
+	tconns[j].src[15] = (uint8_t)s;
+	return (startup_add(&tconns[j], known, at));
+}
+
+/* List the conns of spec ("source[k]time[w]" each, k known, w its frame waiting), from conn 0. */
+static void
+tfill(const char *const *spec, int n)
+{
+	int j;
+
+	for (j = 0; j < n; j++)
+		(void)tlist(j, spec[j][0] - '0', strchr(spec[j], 'k') != NULL, atoi(spec[j] + 1),
+		    strchr(spec[j], 'w') != NULL);
+}
+
+/*
+ * One scene of whom to drop (--max-startups 4, so 8 places): conns listed as
+ * spec says, then a newcomer (conn 15) from source s at 1000; the conn that
+ * must lose its place (-1: none), and whether the newcomer must get one.
+ */
+static void
+tscene(const char *what, const char *const *spec, int n, int s, int known, int gone, int in)
+{
+	int j, r, ok;
+
+	tfill(spec, n);
+	r = tlist(TEST_CONNS - 1, s, known, 1000, 0);
+	ok = (r == 0) == in && startup_counts_right();
+	for (j = 0; j < n; j++)
+		ok &= (tconns[j].place == -1) == (j == gone);
+	check(ok, "startups", what);
+	startups_clear();
+}
+
+/* Whom the per-source rules drop past --max-startups, and the counts they keep. */
+static void
+test_startups(void)
+{
+	static const char *const busiest[] = { "10", "210", "220", "230" };
+	static const char *const known[] = { "20k", "20k", "20k", "1500" };
+	static const char *const all_known[] = { "20k", "20k", "30k", "10k" };
+	static const char *const waits[] = { "110", "20w", "220", "230" };
+	static const char *const young[] = { "1900", "1910", "1920", "1930", "1940", "1950",
+		"1960" };
+	static const char *const full[] = { "1900", "1910", "1920", "1930", "1940", "1950", "1960",
+		"1970" };
+	static const char *const old[] = { "10", "120", "130", "140" };
+	static const char *const mixed[] = { "1900", "1910", "2900", "2910" };
+	int j;
+
+	srv.max_startups = 4;
+	startups.place = calloc(2 * (size_t)srv.max_startups, sizeof(*startups.place));
+	if (startups.place == NULL) {
+		check(0, "startups: init", NULL);
+		return;
+	}
+	for (j = 0; j < TEST_CONNS; j++) {
+		tconns[j].fd = tpeer[j] = -1;
+		tconns[j].place = -1;
+	}
+	tscene("the busiest source's oldest goes", busiest, 4, 3, 0, 1, 1);
+	tscene("known ones are never chosen", known, 4, 3, 0, 3, 1);
+	tscene("with all known, a burst place", all_known, 4, 3, 0, -1, 1);
+	tscene("one whose frame waits is never dropped", waits, 4, 3, 0, 2, 1);
+	tscene("a source's young ones stay for its own newcomer", young, 7, 1, 0, -1, 1);
+	tscene("past twice the limit a newcomer is closed", full, 8, 1, 0, -1, 0);
+	tscene("a lighter source's newcomer drops young ones", full, 8, 2, 0, 0, 1);
+	tscene("a source's old ones go for its own newcomer", old, 4, 1, 0, 0, 1);
+	tscene("a known newcomer drops young strangers elsewhere", mixed, 4, 1, 1, 2, 1);
+	check(startups.used == 0 && startup_counts_right(), "startups: all taken off", NULL);
+}
+
+/* Free the startups' places. */
 static void
 startups_free(void)
 {
-	free(startups.sources);
-	free(startups.buckets);
-	free(startups.levels);
-	startups.used = startups.top = 0;
+	free(startups.place);
+	startups.used = 0;
 }
 
 /* List n startups past max, each from its own source; seconds per startup_add. */
@@ -642,78 +691,15 @@ static double
 startups_fill(struct conn *conns, int n)
 {
 	int64_t t0 = now_us();
-	int i, dropped;
+	int i;
 
 	for (i = 0; i < n; i++) {
-		conns[i].fd = -1;
+		conns[i].fd = conns[i].place = -1;
 		memset(conns[i].src, 0, 16);
 		memcpy(conns[i].src, &i, sizeof(i));
-		(void)startup_add(&conns[i], 0, now_ms(), &dropped);
+		(void)startup_add(&conns[i], 0, now_ms() - STARTUP_GRACE_MS);
 	}
 	return ((now_us() - t0) / 1e6 / n);
-}
-
-/*
- * Startups come and go from a few sources, some known, some with a frame
- * waiting, some dropped, on a clock that makes some young: the counts stay
- * right and each choice of whom to drop is the brute-force policy's.
- */
-static void
-test_startups(void)
-{
-	int step, j, r, sv[2], dropped, right = 1, chose = 1, drops = 0, waits = 0;
-	int64_t now = 1000000;
-	struct conn *v;
-
-	srv.max_startups = 16;
-	if (startups_init(srv.max_startups) == -1) {
-		check(0, "startups: init", NULL);
-		return;
-	}
-	for (j = 0; j < TEST_CONNS; j++)
-		tconns[j].fd = tpeer[j] = -1;
-	srand(7);
-	for (step = 0; step < 20000 && right && chose; step++) {
-		j = rand() % TEST_CONNS;
-		now += rand() % 60;
-		if (tconns[j].from != NULL) {
-			startup_done(&tconns[j]);
-		} else {
-			(void)close(tconns[j].fd);
-			(void)close(tpeer[j]);
-			tconns[j].fd = tpeer[j] = -1;
-			if (socketpair(AF_UNIX, SOCK_STREAM, 0, sv) == 0) {
-				tconns[j].fd = sv[0];
-				tpeer[j] = sv[1];
-			}
-			/* Some have sent their first frame, which their thread has yet to read. */
-			if ((r = rand() % 5) == 0)
-				waits += write(tpeer[j], "{}", 3) == 3;
-			memset(tconns[j].src, 0, 16);
-			tconns[j].src[0] = (uint8_t)(rand() % 6);
-			tknown[j] = rand() % 10 == 0;
-			tsince[j] = now;
-			if (startups.used >= srv.max_startups) {
-				r = reference_victim(tconns[j].src, tknown[j], now);
-				v = startup_victim(tconns[j].src, tknown[j], now);
-				chose = r == -1 ? v == NULL : v != NULL && v->since == tsince[r] &&
-				    v->from->n == listed_from(tconns[r].src);
-				drops += v != NULL;
-			}
-			(void)startup_add(&tconns[j], tknown[j], now, &dropped);
-		}
-		right = startup_counts_right();
-	}
-	check(right, "startups: per-source counts after adds, drops and dones", NULL);
-	check(chose, "startups: whom to drop, as the policy by brute force", NULL);
-	check(drops > 1000 && waits > 1000, "startups: the random states drop and wait enough", NULL);
-	for (j = 0; j < TEST_CONNS; j++) {
-		startup_done(&tconns[j]);
-		(void)close(tconns[j].fd);
-		(void)close(tpeer[j]);
-	}
-	check(startups.used == 0 && startup_counts_right(), "startups: all taken off", NULL);
-	startups_free();
 }
 
 /* The cost of one accept past the limit at 2,500 startups, one per source (for make bench). */
@@ -723,7 +709,8 @@ bench_startups(void)
 	struct conn *conns = calloc(10000, sizeof(*conns));
 
 	srv.max_startups = 2500;
-	if (conns == NULL || startups_init(srv.max_startups) == -1)
+	startups.place = calloc(2 * (size_t)srv.max_startups, sizeof(*startups.place));
+	if (conns == NULL || startups.place == NULL)
 		return;
 	(void)startups_fill(conns, 5000);
 	printf("startups: %.1f us per accept past --max-startups 2500\n",
