@@ -551,6 +551,32 @@ next_signal(void)
 	return (read(pipes.signal[0], &sig, 1) == 1 ? sig : -1);
 }
 
+/*
+ * At a stop, wait up to grace_ms while *a or *b is above 0, polling briefly
+ * (threads end unannounced); SIGUSR1 calls status, a second SIGINT or SIGTERM
+ * ends the wait; then say how many of *b are closed while still open.
+ */
+static void
+drain(atomic_int *a, atomic_int *b, int grace_ms, void (*status)(void))
+{
+	struct pollfd p = { .fd = pipes.signal[0], .events = POLLIN };
+	int64_t deadline = now_ms() + grace_ms;
+	int n, sig;
+
+	while ((atomic_load(a) > 0 || atomic_load(b) > 0) && now_ms() < deadline) {
+		(void)poll(&p, 1, 50);
+		while ((sig = next_signal()) != -1 && sig != SIGINT && sig != SIGTERM)
+			if (sig == SIGUSR1)
+				status();
+		if (sig != -1) {
+			log_msg(LOG_INFO, "second signal: not waiting");
+			break;
+		}
+	}
+	if ((n = atomic_load(b)) > 0)
+		log_msg(LOG_WARN, "closing %d connection%s still open", n, n == 1 ? "" : "s");
+}
+
 /* Counted where made and closed, so admission is decided before an fd is taken, not at EMFILE. */
 static struct {
 	int limit;             /* fds this process may open after start-up ones */
@@ -3266,9 +3292,7 @@ reload_secrets(void)
 static int
 drain_and_exit(void)
 {
-	struct pollfd p = { .fd = pipes.signal[0], .events = POLLIN };
-	int64_t deadline = now_ms() + srv.grace_ms;
-	int tunnels, relays, sig;
+	int tunnels, relays;
 
 	while (next_signal() != -1)
 		continue;
@@ -3278,21 +3302,7 @@ drain_and_exit(void)
 	log_msg(LOG_INFO, "shutting down: %d tunnel%s, %d connection%s; waiting up to %.1f s",
 	    tunnels, tunnels == 1 ? "" : "s", relays, relays == 1 ? "" : "s",
 	    srv.grace_ms / 1000.0);
-	while ((atomic_load(&server.tunnels) > 0 || atomic_load(&server.relays) > 0) &&
-	    now_ms() < deadline) {
-		/* Tunnels notice within a heartbeat; poll briefly so the count is seen soon. */
-		(void)poll(&p, 1, 50);
-		/* SIGUSR1 and SIGHUP ask for something else: no reason to stop waiting. */
-		while ((sig = next_signal()) != -1 && sig != SIGINT && sig != SIGTERM)
-			continue;
-		if (sig != -1) {
-			log_msg(LOG_INFO, "second signal: not waiting");
-			break;
-		}
-	}
-	if ((relays = atomic_load(&server.relays)) > 0)
-		log_msg(LOG_WARN, "closing %d connection%s still open", relays,
-		    relays == 1 ? "" : "s");
+	drain(&server.tunnels, &server.relays, srv.grace_ms, log_server_status);
 	log_msg(LOG_INFO, "shut down");
 	return (0);
 }
@@ -4190,29 +4200,16 @@ log_client_status(void)
 	    client.ntunnels == 1 ? "" : "s", up, counts_str(&all, text, sizeof(text)));
 }
 
-/* A stop with visitors relayed: take no new ones, let these finish within --grace; the deadline. */
-static int64_t
-drain_visitors(void)
-{
-	int open = atomic_load(&client.visitors);
-
-	atomic_store(&client.draining, 1);
-	log_msg(LOG_INFO, "shutting down: %d connection%s; waiting up to %.1f s", open,
-	    open == 1 ? "" : "s", cli.grace_ms / 1000.0);
-	return (now_ms() + cli.grace_ms);
-}
-
 /*
- * Run each tunnel in a thread and handle signals; a stop drains (a second
- * ends it) and returns 0, else the tunnels' highest status once none goes on.
+ * Run each tunnel in a thread and handle signals; a stop lets the visitors
+ * relayed finish within --grace (no new ones are taken) and returns 0, else
+ * the tunnels' highest status once none goes on.
  */
 static int
 run_tunnels(void)
 {
 	struct pollfd p = { .fd = pipes.signal[0], .events = POLLIN };
-	int i, open, wait, status = 0, stopped = 0;
-	int64_t drain_until = 0;  /* 0: not draining */
-	int sig;
+	int i, open, sig, status = 0, stopped = 0;
 
 	atomic_store(&client.threads, client.ntunnels);
 	for (i = 0; i < client.ntunnels; i++)
@@ -4220,39 +4217,33 @@ run_tunnels(void)
 		    &client.tunnels[i])) != 0)
 			err(1, "could not start a thread");
 	while (!stopped && atomic_load(&client.threads) > 0) {
-		/* Visitor threads end unannounced: while draining, poll briefly to see them go. */
-		open = atomic_load(&client.visitors);
-		if (drain_until != 0 && (open == 0 || now_ms() >= drain_until))
-			break;
 		/* Woken too to log, with their count, the lines failing visitors held back. */
-		wait = drain_until != 0 ? 50 : log_limits_flush(logs.peer_lines, PL_KINDS);
-		if (poll(&p, 1, wait) == -1 && errno != EINTR)
+		if (poll(&p, 1, log_limits_flush(logs.peer_lines, PL_KINDS)) == -1 && errno != EINTR)
 			err(1, "poll");
 		while (!stopped && (sig = next_signal()) != -1) {
-			if (sig == SIGUSR1) {
+			if (sig == SIGUSR1)
 				log_client_status();
-			} else if (sig != 0 && drain_until != 0) {
-				log_msg(LOG_INFO, "second signal: not waiting");
+			else if (sig != 0)
 				stopped = 1;
-			} else if (sig != 0 && atomic_load(&client.visitors) > 0) {
-				drain_until = drain_visitors();
-			} else if (sig != 0) {
-				log_msg(LOG_INFO, "shutting down");
-				stopped = 1;
-			}
 		}
 	}
-	if (drain_until != 0 && (open = atomic_load(&client.visitors)) > 0)
-		log_msg(LOG_WARN, "closing %d connection%s still open", open, open == 1 ? "" : "s");
+	if (stopped && (open = atomic_load(&client.visitors)) > 0) {
+		atomic_store(&client.draining, 1);
+		log_msg(LOG_INFO, "shutting down: %d connection%s; waiting up to %.1f s", open,
+		    open == 1 ? "" : "s", cli.grace_ms / 1000.0);
+		drain(&client.visitors, &client.visitors, cli.grace_ms, log_client_status);
+	} else if (stopped) {
+		log_msg(LOG_INFO, "shutting down");
+	}
 	/* Every tunnel thread polls stop_pipe: its POLLHUP wakes them all. */
-	if (stopped || drain_until != 0)
+	if (stopped)
 		close(pipes.stop[1]);
 	for (i = 0; i < client.ntunnels; i++) {
 		pthread_join(client.tunnels[i].thread, NULL);
 		if (client.tunnels[i].status > status)
 			status = client.tunnels[i].status;
 	}
-	return (stopped || drain_until != 0 ? 0 : status);
+	return (stopped ? 0 : status);
 }
 
 /* ==================================================================== */
@@ -4899,7 +4890,8 @@ main_server(int argc, char **argv)
 	fds.reserve = 2 * srv.max_startups + FD_SPARE;
 	for (i = 0; i < PL_KINDS; i++)
 		logs.peer_lines[i].lines = PEER_LINES;
-	if ((startups.place = calloc(2 * (size_t)srv.max_startups, sizeof(*startups.place))) == NULL)
+	startups.place = calloc(2 * (size_t)srv.max_startups, sizeof(*startups.place));
+	if (startups.place == NULL)
 		errx(1, "out of memory");
 	srv.grace_ms = 1000 * count_option(&server_cmd, vals[S_GRACE], "--grace", 0, COUNT_MAX, 5);
 	srv.nallow = cidr_option(&server_cmd, vals[S_ALLOW], "--allow", srv.allow);
