@@ -283,43 +283,13 @@ heap_trim(void)
 #endif
 }
 
-/*
- * Timed waits on a condition variable use the monotonic clock, like every
- * other deadline here, where the system lets a condition variable say so;
- * elsewhere (macOS) the wall clock.
- */
-#if defined(_POSIX_CLOCK_SELECTION) && _POSIX_CLOCK_SELECTION >= 0
-#define COND_CLOCK CLOCK_MONOTONIC
-#else
-#define COND_CLOCK CLOCK_REALTIME
-#endif
-
-/* Initialise a condition variable whose timed waits count on COND_CLOCK. */
-static int
-cond_init(pthread_cond_t *cond)
-{
-#if defined(_POSIX_CLOCK_SELECTION) && _POSIX_CLOCK_SELECTION >= 0
-	pthread_condattr_t attr;
-	int rc;
-
-	if ((rc = pthread_condattr_init(&attr)) != 0)
-		return (rc);
-	if ((rc = pthread_condattr_setclock(&attr, COND_CLOCK)) == 0)
-		rc = pthread_cond_init(cond, &attr);
-	pthread_condattr_destroy(&attr);
-	return (rc);
-#else
-	return (pthread_cond_init(cond, NULL));
-#endif
-}
-
-/* The COND_CLOCK time ms from now, for pthread_cond_timedwait. */
+/* The wall-clock time ms from now, for an idle worker's pthread_cond_timedwait. */
 static struct timespec
 cond_deadline(int ms)
 {
 	struct timespec ts;
 
-	clock_gettime(COND_CLOCK, &ts);
+	clock_gettime(CLOCK_REALTIME, &ts);
 	ts.tv_sec += ms / 1000;
 	ts.tv_nsec += (long)(ms % 1000) * 1000000;
 	if (ts.tv_nsec >= 1000000000) {
@@ -1038,7 +1008,7 @@ spawn(void *(*fn)(void *), void *arg)
 	if ((w = malloc(sizeof(*w))) == NULL)
 		goto err0;
 	*w = (struct worker){ .fn = fn, .arg = arg };
-	if ((rc = cond_init(&w->wake)) != 0)
+	if ((rc = pthread_cond_init(&w->wake, NULL)) != 0)
 		goto err1;
 	w->stack = mmap(NULL, guard + THREAD_STACK, PROT_READ | PROT_WRITE,
 	    MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
@@ -1275,17 +1245,15 @@ struct flow {
 	int want_pipe;    /* a read filled buf: make the pipe once it is written */
 	size_t off, len;  /* waiting bytes: buf[off .. off + len), or len in the pipe */
 	size_t cap;       /* size of buf */
-	uint64_t total;   /* bytes read from `from` */
-	struct relay_info *info;  /* its relay's dump number, and the counts total adds to */
+	struct relay_info *info;  /* its relay's dump number, and the count its reads add to */
 	int side;         /* its index in info's counts and dump_dirs */
 	char *buf;        /* copy path: cap bytes; while lazy, only between read and write */
 };
 
-/* What a relay moved, and whether to dump it; moved: stored relaxed by its thread alone, no lock. */
+/* What a relay moved, and whether to dump it; bytes: written by its thread alone, read live. */
 struct relay_info {
 	int dump_id;         /* connection number for --dump output; 0: no dump */
-	uint64_t bytes[2];   /* bytes from the first socket to the second, and back */
-	_Atomic uint64_t moved[2];  /* bytes so far, each way, published as they go */
+	_Atomic uint64_t bytes[2];  /* bytes from the first socket to the second, and back */
 	struct ring link;    /* in its tunnel's list of live relays, under the tunnel's lock */
 	int fd;              /* the server's: the visitor, shut down when its client is cut */
 };
@@ -1316,8 +1284,8 @@ counts_add_live(struct counts *c, struct ring *live, int in)
 
 	for (r = live->next; r != live; r = r->next) {
 		ri = RING_ITEM(r, struct relay_info, link);
-		c->in += atomic_load_explicit(&ri->moved[in], memory_order_relaxed);
-		c->out += atomic_load_explicit(&ri->moved[!in], memory_order_relaxed);
+		c->in += atomic_load_explicit(&ri->bytes[in], memory_order_relaxed);
+		c->out += atomic_load_explicit(&ri->bytes[!in], memory_order_relaxed);
 	}
 }
 
@@ -1463,9 +1431,7 @@ flow_fill(struct flow *f)
 	if (n > 0) {
 		f->off = 0;
 		f->len = (size_t)n;
-		f->total += (uint64_t)n;
-		atomic_store_explicit(&f->info->moved[f->side], f->info->bytes[f->side] + f->total,
-		    memory_order_relaxed);
+		atomic_fetch_add_explicit(&f->info->bytes[f->side], (uint64_t)n, memory_order_relaxed);
 		f->want_pipe = f->lazy && (size_t)n == f->cap;
 		if (f->info->dump_id != 0)
 			dump_bytes(f->info->dump_id, dump_dirs[f->side], (const unsigned char *)f->buf,
@@ -1486,7 +1452,6 @@ flow_open(struct flow *f, int from, int to, struct relay_info *info, int s)
 {
 	*f = (struct flow){ .from = from, .to = to, .pipe = { -1, -1 },
 	    .lazy = relaying.splice && info->dump_id == 0, .info = info, .side = s };
-	atomic_store_explicit(&info->moved[s], info->bytes[s], memory_order_relaxed);
 	return (f->lazy ? 0 : flow_use_copy(f));
 }
 
@@ -1605,10 +1570,8 @@ relay(int a, int b, struct relay_info *info)
 			break;
 	}
 done:
-	for (s = 0; s < SIDES; s++) {
+	for (s = 0; s < SIDES; s++)
 		flow_close(&flows[s]);
-		info->bytes[s] += flows[s].total;
-	}
 	return (rc);
 }
 
@@ -4220,7 +4183,6 @@ proxy_visitor(void *arg)
 			break;
 		pause = CLAIM_PAUSE_MS;
 		info.bytes[1] = 0;
-		atomic_store_explicit(&info.moved[1], 0, memory_order_relaxed);
 	}
 	if (dropped)
 		log_msg(LOG_WARN, "connection %s: the server kept dropping its data connection", ids);
