@@ -56,7 +56,7 @@
 #include <malloc.h>
 #endif
 
-/* A send to a peer that left must not raise SIGPIPE; it is ignored anyway where there is no flag. */
+/* A send to a peer that left must not raise SIGPIPE; where no flag says so, it is ignored. */
 #ifndef MSG_NOSIGNAL
 #define MSG_NOSIGNAL 0
 #endif
@@ -1235,7 +1235,7 @@ send_error(int fd, const char *why)
 /* A flow copies reads that fit in this much, and makes a pipe once one does not. */
 #define SMALL_READ 4096
 
-/* One direction of a relay; it starts lazy, so short exchanges cost no pipe, idle ones no buffer. */
+/* One direction of a relay; lazy at first: short exchanges cost no pipe, idle ones no buffer. */
 struct flow {
 	int from, to;
 	int eof;          /* `from` sent FIN; passed on once nothing waits */
@@ -1275,7 +1275,7 @@ counts_add(struct counts *sum, const struct counts *c)
 	sum->out += c->out;
 }
 
-/* Add the bytes the relays listed in live moved so far into *c; their side `in` reads from visitors. */
+/* Add what the relays in live moved so far into *c; their side `in` reads from visitors. */
 static void
 counts_add_live(struct counts *c, struct ring *live, int in)
 {
@@ -1314,22 +1314,23 @@ static const char *const dump_dirs[2] = { "visitor->service", "service->visitor"
 
 /* How relays run, set before threads start, and the lock that keeps --dump output apart. */
 static struct {
-	int splice;                 /* splice() through pipes (1) or copy through user-space buffers (0) */
+	int splice;                 /* splice() through pipes (1) or copy through buffers (0) */
 	pthread_mutex_t dump_lock;
 } relaying = { HAVE_SPLICE, PTHREAD_MUTEX_INITIALIZER };
 
 /* Hex digits, lower case first: the first 16 are written, all 22 read. */
 static const char hex_digits[] = "0123456789abcdefABCDEF";
 
-/* Print bytes that crossed connection id in direction dir as offset, hex and ASCII. */
+/* Print bytes that crossed connection id from side as offset, hex and ASCII. */
 static void
-dump_bytes(int id, const char *dir, const unsigned char *p, size_t n)
+dump_bytes(int id, int side, const void *buf, size_t n)
 {
+	const unsigned char *p = buf;
 	char out[4096];
 	size_t i, k, len = 0;
 
 	pthread_mutex_lock(&relaying.dump_lock);
-	dprintf(2, "> conn %d %s %zu bytes\n", id, dir, n);
+	dprintf(2, "> conn %d %s %zu bytes\n", id, dump_dirs[side], n);
 	for (i = 0; i < n; i += 16) {
 		len += (size_t)snprintf(out + len, sizeof(out) - len, "%06zx ", i);
 		for (k = 0; k < 16; k++) {
@@ -1431,11 +1432,10 @@ flow_fill(struct flow *f)
 	if (n > 0) {
 		f->off = 0;
 		f->len = (size_t)n;
-		atomic_fetch_add_explicit(&f->info->bytes[f->side], (uint64_t)n, memory_order_relaxed);
+		atomic_fetch_add_explicit(&f->info->bytes[f->side], f->len, memory_order_relaxed);
 		f->want_pipe = f->lazy && (size_t)n == f->cap;
 		if (f->info->dump_id != 0)
-			dump_bytes(f->info->dump_id, dump_dirs[f->side], (const unsigned char *)f->buf,
-			    (size_t)n);
+			dump_bytes(f->info->dump_id, f->side, f->buf, f->len);
 	} else if (n == 0) {
 		f->eof = 1;
 	} else if (errno == EINTR || errno == EAGAIN || errno == EWOULDBLOCK) {
@@ -1509,7 +1509,7 @@ relay_events(const struct flow *flows, struct pollfd *pfd)
 		/* Bytes from the other side wait to be written to side s. */
 		if (flows[!s].len > 0)
 			pfd[s].events |= POLLOUT;
-		/* An idle socket stays in for its reset (POLLERR); shut both ways, its POLLHUP would spin. */
+		/* An idle socket stays in for its reset (POLLERR); shut both ways, POLLHUP would spin. */
 		pfd[s].fd = pfd[s].events || !flows[!s].fin_sent ? flows[s].from : -1;
 		pfd[s].revents = 0;
 	}
@@ -1530,7 +1530,7 @@ relay_ready(struct flow *flows, const struct pollfd *pfd)
 			errno = ECONNRESET;
 			return (-1);
 		}
-		/* POLLERR, and POLLHUP without POLLIN, go to send() or recv(), which report their cause. */
+		/* POLLERR, and POLLHUP without POLLIN, go to send() or recv(), which tell the cause. */
 		if ((pfd[s].events & POLLOUT) && (pfd[s].revents & (POLLOUT | POLLERR | POLLHUP)) &&
 		    flow_flush(&flows[!s]) == -1)
 			return (-1);
@@ -1608,7 +1608,7 @@ relay_after_frame(struct conn *c, int other, struct relay_info *info)
 	set_nodelay(other);
 	if (c->len > 0) {
 		if (info->dump_id != 0)
-			dump_bytes(info->dump_id, dump_dirs[0], (const unsigned char *)c->buf, c->len);
+			dump_bytes(info->dump_id, 0, c->buf, c->len);
 		info->bytes[0] += c->len;
 		if (write_all(other, c->buf, c->len, now_ms() + BORE_NETWORK_TIMEOUT_MS) == -1)
 			return (-1);
