@@ -283,22 +283,6 @@ heap_trim(void)
 #endif
 }
 
-/* The wall-clock time ms from now, for an idle worker's pthread_cond_timedwait. */
-static struct timespec
-cond_deadline(int ms)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_REALTIME, &ts);
-	ts.tv_sec += ms / 1000;
-	ts.tv_nsec += (long)(ms % 1000) * 1000000;
-	if (ts.tv_nsec >= 1000000000) {
-		ts.tv_sec++;
-		ts.tv_nsec -= 1000000000;
-	}
-	return (ts);
-}
-
 /* ==================================================================== */
 /* Shared: time, logging, fds, sockets, lists, worker threads, frames   */
 /* ==================================================================== */
@@ -856,7 +840,7 @@ accept_peer(int lfd, const char *where, struct sockaddr_storage *ss, char *addr,
 #endif
 
 /* A worker that finished its connection waits this long for another, as starting one costs more. */
-#define IDLE_WORKER_MS 2000
+#define IDLE_WORKER_S 2
 
 /* Most worker threads kept waiting for a connection. */
 #define IDLE_WORKERS_MAX 32
@@ -932,7 +916,7 @@ reap_last_worker(void)
 	reap_worker(pool.last_ended);
 }
 
-/* Run jobs until none comes within IDLE_WORKER_MS, or enough others are idle. */
+/* Run jobs until none comes within IDLE_WORKER_S, or enough others are idle. */
 static void *
 worker_main(void *arg)
 {
@@ -948,7 +932,9 @@ worker_main(void *arg)
 		w->fn = NULL;
 		ring_put(pool.idle.next, &w->link);
 		pool.idle_count++;
-		until = cond_deadline(IDLE_WORKER_MS);
+		/* The wall clock: a jump only ends one idle wait early or late. */
+		clock_gettime(CLOCK_REALTIME, &until);
+		until.tv_sec += IDLE_WORKER_S;
 		while (w->fn == NULL &&
 		    pthread_cond_timedwait(&w->wake, &pool.lock, &until) != ETIMEDOUT)
 			;
@@ -956,7 +942,7 @@ worker_main(void *arg)
 		if (w->fn == NULL) {
 			ring_take(&w->link);
 			pool.idle_count--;
-			/* The last idle worker: no job came for IDLE_WORKER_MS, a burst is over. */
+			/* The last idle worker: no job came for IDLE_WORKER_S, a burst is over. */
 			quiet = pool.idle_count == 0;
 			break;
 		}
@@ -1358,10 +1344,7 @@ dump_bytes(int id, int side, const void *buf, size_t n)
 static int
 flow_use_copy(struct flow *f)
 {
-	f->cap = RELAY_BUF;
-	if ((f->buf = malloc(f->cap)) == NULL)
-		return (-1);
-	return (0);
+	return ((f->buf = malloc(f->cap = RELAY_BUF)) == NULL ? -1 : 0);
 }
 
 /* Give f a pipe worth splicing through; else it copies through a buffer for good. */
@@ -1420,11 +1403,8 @@ flow_fill(struct flow *f)
 {
 	ssize_t n;
 
-	if (f->lazy && f->buf == NULL) {
-		f->cap = SMALL_READ;
-		if ((f->buf = malloc(f->cap)) == NULL)
-			return (-1);
-	}
+	if (f->lazy && f->buf == NULL && (f->buf = malloc(f->cap = SMALL_READ)) == NULL)
+		return (-1);
 	if (f->pipe[0] != -1)
 		n = splice_nb(f->from, f->pipe[1], SPLICE_CHUNK);
 	else
