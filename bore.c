@@ -1489,7 +1489,7 @@ relay_events(const struct flow *flows, struct pollfd *pfd)
 		/* Bytes from the other side wait to be written to side s. */
 		if (flows[!s].len > 0)
 			pfd[s].events |= POLLOUT;
-		/* An idle socket stays in for its reset (POLLERR); shut both ways, POLLHUP would spin. */
+		/* Idle, a socket stays in for a reset (POLLERR); shut both ways, POLLHUP spins. */
 		pfd[s].fd = pfd[s].events || !flows[!s].fin_sent ? flows[s].from : -1;
 		pfd[s].revents = 0;
 	}
@@ -1510,7 +1510,7 @@ relay_ready(struct flow *flows, const struct pollfd *pfd)
 			errno = ECONNRESET;
 			return (-1);
 		}
-		/* POLLERR, and POLLHUP without POLLIN, go to send() or recv(), which tell the cause. */
+		/* POLLERR, and POLLHUP without POLLIN, go to send() or recv() to say the cause. */
 		if ((pfd[s].events & POLLOUT) && (pfd[s].revents & (POLLOUT | POLLERR | POLLHUP)) &&
 		    flow_flush(&flows[!s]) == -1)
 			return (-1);
