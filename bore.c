@@ -954,7 +954,6 @@ worker_main(void *arg)
 	pool.last_ended = w;
 	pthread_mutex_unlock(&pool.lock);
 	reap_worker(prev);
-	/* Give the heap the burst left free back to the system. */
 	if (quiet)
 		heap_trim();
 	return (NULL);
@@ -1931,17 +1930,12 @@ bore_uuid_parse(const char *s, size_t len, uint8_t u[BORE_UUID_LEN])
 int
 bore_parse_port(const char *s, unsigned min, uint16_t *out)
 {
-	unsigned long v = 0;
-	size_t i;
+	unsigned long v;
+	size_t k;
 
-	if (s == NULL || s[0] == '\0' || strlen(s) > 5)
+	if (s == NULL || (k = strlen(s)) == 0 || k > 5 || strspn(s, "0123456789") != k)
 		return (-1);
-	for (i = 0; s[i] != '\0'; i++) {
-		if (s[i] < '0' || s[i] > '9')
-			return (-1);
-		v = v * 10 + (unsigned long)(s[i] - '0');
-	}
-	if (v < min || v > 65535)
+	if ((v = strtoul(s, NULL, 10)) < min || v > 65535)
 		return (-1);
 	*out = (uint16_t)v;
 	return (0);
