@@ -56,7 +56,7 @@
 #include <malloc.h>
 #endif
 
-/* A send to a peer that left must not raise SIGPIPE; it is ignored anyway where there is no flag. */
+/* A send to a peer that left must not raise SIGPIPE; where no flag says so, it is ignored. */
 #ifndef MSG_NOSIGNAL
 #define MSG_NOSIGNAL 0
 #endif
@@ -251,52 +251,6 @@ heap_trim(void)
 #ifdef __GLIBC__
 	malloc_trim(0);
 #endif
-}
-
-/*
- * Timed waits on a condition variable use the monotonic clock, like every
- * other deadline here, where the system lets a condition variable say so;
- * elsewhere (macOS) the wall clock.
- */
-#if defined(_POSIX_CLOCK_SELECTION) && _POSIX_CLOCK_SELECTION >= 0
-#define COND_CLOCK CLOCK_MONOTONIC
-#else
-#define COND_CLOCK CLOCK_REALTIME
-#endif
-
-/* Initialise a condition variable whose timed waits count on COND_CLOCK. */
-static int
-cond_init(pthread_cond_t *cond)
-{
-#if defined(_POSIX_CLOCK_SELECTION) && _POSIX_CLOCK_SELECTION >= 0
-	pthread_condattr_t attr;
-	int rc;
-
-	if ((rc = pthread_condattr_init(&attr)) != 0)
-		return (rc);
-	if ((rc = pthread_condattr_setclock(&attr, COND_CLOCK)) == 0)
-		rc = pthread_cond_init(cond, &attr);
-	pthread_condattr_destroy(&attr);
-	return (rc);
-#else
-	return (pthread_cond_init(cond, NULL));
-#endif
-}
-
-/* The COND_CLOCK time ms from now, for pthread_cond_timedwait. */
-static struct timespec
-cond_deadline(int ms)
-{
-	struct timespec ts;
-
-	clock_gettime(COND_CLOCK, &ts);
-	ts.tv_sec += ms / 1000;
-	ts.tv_nsec += (long)(ms % 1000) * 1000000;
-	if (ts.tv_nsec >= 1000000000) {
-		ts.tv_sec++;
-		ts.tv_nsec -= 1000000000;
-	}
-	return (ts);
 }
 
 /* ==================================================================== */
@@ -874,7 +828,7 @@ connect_any(const struct addrinfo *ai)
 #endif
 
 /* A worker that finished its connection waits this long for another, as starting one costs more. */
-#define IDLE_WORKER_MS 2000
+#define IDLE_WORKER_S 2
 
 /* Most worker threads kept waiting for a connection. */
 #define IDLE_WORKERS_MAX 32
@@ -950,7 +904,7 @@ reap_last_worker(void)
 	reap_worker(pool.last_ended);
 }
 
-/* Run jobs until none comes within IDLE_WORKER_MS, or enough others are idle. */
+/* Run jobs until none comes within IDLE_WORKER_S, or enough others are idle. */
 static void *
 worker_main(void *arg)
 {
@@ -966,7 +920,9 @@ worker_main(void *arg)
 		w->fn = NULL;
 		ring_put(pool.idle.next, &w->link);
 		pool.idle_count++;
-		until = cond_deadline(IDLE_WORKER_MS);
+		/* The wall clock: a jump only ends one idle wait early or late. */
+		clock_gettime(CLOCK_REALTIME, &until);
+		until.tv_sec += IDLE_WORKER_S;
 		while (w->fn == NULL &&
 		    pthread_cond_timedwait(&w->wake, &pool.lock, &until) != ETIMEDOUT)
 			;
@@ -974,7 +930,7 @@ worker_main(void *arg)
 		if (w->fn == NULL) {
 			ring_take(&w->link);
 			pool.idle_count--;
-			/* The last idle worker: no job came for IDLE_WORKER_MS, a burst is over. */
+			/* The last idle worker: no job came for IDLE_WORKER_S, a burst is over. */
 			quiet = pool.idle_count == 0;
 			break;
 		}
@@ -986,7 +942,6 @@ worker_main(void *arg)
 	pool.last_ended = w;
 	pthread_mutex_unlock(&pool.lock);
 	reap_worker(prev);
-	/* Give the heap the burst left free back to the system. */
 	if (quiet)
 		heap_trim();
 	return (NULL);
@@ -1026,7 +981,7 @@ spawn(void *(*fn)(void *), void *arg)
 	if ((w = malloc(sizeof(*w))) == NULL)
 		goto err0;
 	*w = (struct worker){ .fn = fn, .arg = arg };
-	if ((rc = cond_init(&w->wake)) != 0)
+	if ((rc = pthread_cond_init(&w->wake, NULL)) != 0)
 		goto err1;
 	w->stack = mmap(NULL, guard + THREAD_STACK, PROT_READ | PROT_WRITE,
 	    MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
@@ -1088,7 +1043,9 @@ conn_new(int fd, const char *peer)
 	c->fd = fd;
 	c->len = 0;
 	c->place = -1;
-	snprintf(c->peer, sizeof(c->peer), "%s", peer);
+	/* Not snprintf, whose frame would take a visitor thread a stack page deeper. */
+	if (memccpy(c->peer, peer, '\0', sizeof(c->peer)) == NULL)
+		c->peer[sizeof(c->peer) - 1] = '\0';
 	return (c);
 }
 
@@ -1222,7 +1179,7 @@ send_error(int fd, const char *why)
 /* A flow copies reads that fit in this much, and makes a pipe once one does not. */
 #define SMALL_READ 4096
 
-/* One direction of a relay; it starts lazy, so short exchanges cost no pipe, idle ones no buffer. */
+/* One direction of a relay; lazy at first: short exchanges cost no pipe, idle ones no buffer. */
 struct flow {
 	int from, to;
 	int eof;          /* `from` sent FIN; passed on once nothing waits */
@@ -1232,17 +1189,15 @@ struct flow {
 	int want_pipe;    /* a read filled buf: make the pipe once it is written */
 	size_t off, len;  /* waiting bytes: buf[off .. off + len), or len in the pipe */
 	size_t cap;       /* size of buf */
-	uint64_t total;   /* bytes read from `from` */
-	struct relay_info *info;  /* its relay's dump number, and the counts total adds to */
+	struct relay_info *info;  /* its relay's dump number, and the count its reads add to */
 	int side;         /* its index in info's counts and dump_dirs */
 	char *buf;        /* copy path: cap bytes; while lazy, only between read and write */
 };
 
-/* What a relay moved, and whether to dump it; moved: stored relaxed by its thread alone, no lock. */
+/* What a relay moved, and whether to dump it; bytes: written by its thread alone, read live. */
 struct relay_info {
 	int dump_id;         /* connection number for --dump output; 0: no dump */
-	uint64_t bytes[2];   /* bytes from the first socket to the second, and back */
-	_Atomic uint64_t moved[2];  /* bytes so far, each way, published as they go */
+	_Atomic uint64_t bytes[2];  /* bytes from the first socket to the second, and back */
 	struct ring link;    /* in its tunnel's list of live relays, under the tunnel's lock */
 	int fd;              /* the server's: the visitor, shut down when its client is cut */
 };
@@ -1264,7 +1219,7 @@ counts_add(struct counts *sum, const struct counts *c)
 	sum->out += c->out;
 }
 
-/* Add the bytes the relays listed in live moved so far into *c; their side `in` reads from visitors. */
+/* Add what the relays in live moved so far into *c; their side `in` reads from visitors. */
 static void
 counts_add_live(struct counts *c, struct ring *live, int in)
 {
@@ -1273,8 +1228,8 @@ counts_add_live(struct counts *c, struct ring *live, int in)
 
 	for (r = live->next; r != live; r = r->next) {
 		ri = RING_ITEM(r, struct relay_info, link);
-		c->in += atomic_load_explicit(&ri->moved[in], memory_order_relaxed);
-		c->out += atomic_load_explicit(&ri->moved[!in], memory_order_relaxed);
+		c->in += atomic_load_explicit(&ri->bytes[in], memory_order_relaxed);
+		c->out += atomic_load_explicit(&ri->bytes[!in], memory_order_relaxed);
 	}
 }
 
@@ -1303,26 +1258,29 @@ static const char *const dump_dirs[2] = { "visitor->service", "service->visitor"
 
 /* How relays run, set before threads start, and the lock that keeps --dump output apart. */
 static struct {
-	int splice;                 /* splice() through pipes (1) or copy through user-space buffers (0) */
+	int splice;                 /* splice() through pipes (1) or copy through buffers (0) */
 	pthread_mutex_t dump_lock;
 } relaying = { HAVE_SPLICE, PTHREAD_MUTEX_INITIALIZER };
 
-/* Print bytes that crossed connection id in direction dir as offset, hex and ASCII. */
+/* Hex digits, lower case first: the first 16 are written, all 22 read. */
+static const char hex_digits[] = "0123456789abcdefABCDEF";
+
+/* Print bytes that crossed connection id from side as offset, hex and ASCII. */
 static void
-dump_bytes(int id, const char *dir, const unsigned char *p, size_t n)
+dump_bytes(int id, int side, const void *buf, size_t n)
 {
-	static const char hex[] = "0123456789abcdef";
+	const unsigned char *p = buf;
 	char out[4096];
 	size_t i, k, len = 0;
 
 	pthread_mutex_lock(&relaying.dump_lock);
-	dprintf(2, "> conn %d %s %zu bytes\n", id, dir, n);
+	dprintf(2, "> conn %d %s %zu bytes\n", id, dump_dirs[side], n);
 	for (i = 0; i < n; i += 16) {
 		len += (size_t)snprintf(out + len, sizeof(out) - len, "%06zx ", i);
 		for (k = 0; k < 16; k++) {
 			out[len++] = ' ';
-			out[len++] = i + k < n ? hex[p[i + k] >> 4] : ' ';
-			out[len++] = i + k < n ? hex[p[i + k] & 0xf] : ' ';
+			out[len++] = i + k < n ? hex_digits[p[i + k] >> 4] : ' ';
+			out[len++] = i + k < n ? hex_digits[p[i + k] & 0xf] : ' ';
 		}
 		out[len++] = ' ';
 		out[len++] = ' ';
@@ -1344,10 +1302,7 @@ dump_bytes(int id, const char *dir, const unsigned char *p, size_t n)
 static int
 flow_use_copy(struct flow *f)
 {
-	f->cap = RELAY_BUF;
-	if ((f->buf = malloc(f->cap)) == NULL)
-		return (-1);
-	return (0);
+	return ((f->buf = malloc(f->cap = RELAY_BUF)) == NULL ? -1 : 0);
 }
 
 /* Give f a pipe worth splicing through; else it copies through a buffer for good. */
@@ -1406,11 +1361,8 @@ flow_fill(struct flow *f)
 {
 	ssize_t n;
 
-	if (f->lazy && f->buf == NULL) {
-		f->cap = SMALL_READ;
-		if ((f->buf = malloc(f->cap)) == NULL)
-			return (-1);
-	}
+	if (f->lazy && f->buf == NULL && (f->buf = malloc(f->cap = SMALL_READ)) == NULL)
+		return (-1);
 	if (f->pipe[0] != -1)
 		n = splice_nb(f->from, f->pipe[1], SPLICE_CHUNK);
 	else
@@ -1418,13 +1370,10 @@ flow_fill(struct flow *f)
 	if (n > 0) {
 		f->off = 0;
 		f->len = (size_t)n;
-		f->total += (uint64_t)n;
-		atomic_store_explicit(&f->info->moved[f->side], f->info->bytes[f->side] + f->total,
-		    memory_order_relaxed);
+		atomic_fetch_add_explicit(&f->info->bytes[f->side], f->len, memory_order_relaxed);
 		f->want_pipe = f->lazy && (size_t)n == f->cap;
 		if (f->info->dump_id != 0)
-			dump_bytes(f->info->dump_id, dump_dirs[f->side], (const unsigned char *)f->buf,
-			    (size_t)n);
+			dump_bytes(f->info->dump_id, f->side, f->buf, f->len);
 	} else if (n == 0) {
 		f->eof = 1;
 	} else if (errno == EINTR || errno == EAGAIN || errno == EWOULDBLOCK) {
@@ -1441,7 +1390,6 @@ flow_open(struct flow *f, int from, int to, struct relay_info *info, int s)
 {
 	*f = (struct flow){ .from = from, .to = to, .pipe = { -1, -1 },
 	    .lazy = relaying.splice && info->dump_id == 0, .info = info, .side = s };
-	atomic_store_explicit(&info->moved[s], info->bytes[s], memory_order_relaxed);
 	return (f->lazy ? 0 : flow_use_copy(f));
 }
 
@@ -1499,7 +1447,7 @@ relay_events(const struct flow *flows, struct pollfd *pfd)
 		/* Bytes from the other side wait to be written to side s. */
 		if (flows[!s].len > 0)
 			pfd[s].events |= POLLOUT;
-		/* An idle socket stays in for its reset (POLLERR); shut both ways, its POLLHUP would spin. */
+		/* Idle, a socket stays in for a reset (POLLERR); shut both ways, POLLHUP spins. */
 		pfd[s].fd = pfd[s].events || !flows[!s].fin_sent ? flows[s].from : -1;
 		pfd[s].revents = 0;
 	}
@@ -1520,7 +1468,7 @@ relay_ready(struct flow *flows, const struct pollfd *pfd)
 			errno = ECONNRESET;
 			return (-1);
 		}
-		/* POLLERR, and POLLHUP without POLLIN, go to send() or recv(), which report their cause. */
+		/* POLLERR, and POLLHUP without POLLIN, go to send() or recv() to say the cause. */
 		if ((pfd[s].events & POLLOUT) && (pfd[s].revents & (POLLOUT | POLLERR | POLLHUP)) &&
 		    flow_flush(&flows[!s]) == -1)
 			return (-1);
@@ -1560,10 +1508,8 @@ relay(int a, int b, struct relay_info *info)
 			break;
 	}
 done:
-	for (s = 0; s < SIDES; s++) {
+	for (s = 0; s < SIDES; s++)
 		flow_close(&flows[s]);
-		info->bytes[s] += flows[s].total;
-	}
 	return (rc);
 }
 
@@ -1600,7 +1546,7 @@ relay_after_frame(struct conn *c, int other, struct relay_info *info)
 	set_nodelay(other);
 	if (c->len > 0) {
 		if (info->dump_id != 0)
-			dump_bytes(info->dump_id, dump_dirs[0], (const unsigned char *)c->buf, c->len);
+			dump_bytes(info->dump_id, 0, c->buf, c->len);
 		info->bytes[0] += c->len;
 		if (write_all(other, c->buf, c->len, now_ms() + BORE_NETWORK_TIMEOUT_MS) == -1)
 			return (-1);
@@ -1624,6 +1570,9 @@ static const char *const msg_names[] = {
 	[BORE_MSG_ERROR] = "Error",
 };
 
+/* JSON's two-character escapes as (letter, byte) pairs; serde_json writes all but \/. */
+static const char json_esc[] = "\"\"\\\\b\bf\fn\nr\rt\t//";
+
 /* A cursor over the bytes of one frame. */
 struct json {
 	const unsigned char *p, *end;
@@ -1633,19 +1582,20 @@ struct json {
 static void
 json_ws(struct json *j)
 {
-	while (j->p < j->end &&
-	    (*j->p == ' ' || *j->p == '\t' || *j->p == '\n' || *j->p == '\r'))
+	while (j->p < j->end && memchr(" \t\n\r", *j->p, 4) != NULL)
 		j->p++;
 }
 
-/* Consume the character c after optional whitespace; 0, or -1. */
+/* Consume the literal lit after optional whitespace; 0, or -1. */
 static int
-json_char(struct json *j, char c)
+json_lit(struct json *j, const char *lit)
 {
+	size_t k = strlen(lit);
+
 	json_ws(j);
-	if (j->p >= j->end || *j->p != (unsigned char)c)
+	if ((size_t)(j->end - j->p) < k || memcmp(j->p, lit, k) != 0)
 		return (-1);
-	j->p++;
+	j->p += k;
 	return (0);
 }
 
@@ -1653,61 +1603,34 @@ json_char(struct json *j, char c)
 static int
 hex_digit(int c)
 {
-	if (c >= '0' && c <= '9')
-		return (c - '0');
-	if (c >= 'a' && c <= 'f')
-		return (c - 'a' + 10);
-	if (c >= 'A' && c <= 'F')
-		return (c - 'A' + 10);
-	return (-1);
+	const char *h = c != '\0' ? strchr(hex_digits, c) : NULL;
+
+	return (h == NULL ? -1 : (int)(h - hex_digits) - (h - hex_digits > 15) * 6);
 }
 
-/* Consume four hex digits of a \u escape. */
+/* The k hex digits at s, before end, as a number in *v; -1 if there are not k. */
 static int
-json_hex4(struct json *j, uint32_t *out)
+hex_value(const unsigned char *s, const unsigned char *end, int k, uint32_t *v)
 {
-	int i, d;
+	int d;
 
-	if (j->end - j->p < 4)
+	if (end - s < k)
 		return (-1);
-	for (*out = 0, i = 0; i < 4; i++) {
-		if ((d = hex_digit(*j->p++)) == -1)
+	for (*v = 0; k-- > 0; *v = *v << 4 | (uint32_t)d)
+		if ((d = hex_digit(*s++)) == -1)
 			return (-1);
-		*out = *out << 4 | (uint32_t)d;
-	}
 	return (0);
 }
 
-/* Append code point cp as UTF-8 to out at *n, keeping room for a NUL. */
+/* Append the k bytes at s to out at *n, NUL-terminated; -1 if they do not fit. */
 static int
-utf8_put(char *out, size_t cap, size_t *n, uint32_t cp)
+json_put(char *out, size_t cap, size_t *n, const char *s, size_t k)
 {
-	unsigned char b[4];
-	size_t k;
-
-	if (cp < 0x80) {
-		b[0] = (unsigned char)cp;
-		k = 1;
-	} else if (cp < 0x800) {
-		b[0] = (unsigned char)(0xc0 | cp >> 6);
-		b[1] = (unsigned char)(0x80 | (cp & 0x3f));
-		k = 2;
-	} else if (cp < 0x10000) {
-		b[0] = (unsigned char)(0xe0 | cp >> 12);
-		b[1] = (unsigned char)(0x80 | (cp >> 6 & 0x3f));
-		b[2] = (unsigned char)(0x80 | (cp & 0x3f));
-		k = 3;
-	} else {
-		b[0] = (unsigned char)(0xf0 | cp >> 18);
-		b[1] = (unsigned char)(0x80 | (cp >> 12 & 0x3f));
-		b[2] = (unsigned char)(0x80 | (cp >> 6 & 0x3f));
-		b[3] = (unsigned char)(0x80 | (cp & 0x3f));
-		k = 4;
-	}
 	if (*n + k >= cap)
 		return (-1);
-	memcpy(out + *n, b, k);
+	memcpy(out + *n, s, k);
 	*n += k;
+	out[*n] = '\0';
 	return (0);
 }
 
@@ -1716,63 +1639,57 @@ static int
 json_unicode(struct json *j, char *out, size_t cap, size_t *n)
 {
 	uint32_t cp, lo;
+	char b[4];
+	size_t k, i;
 
-	if (json_hex4(j, &cp) == -1)
+	if (hex_value(j->p, j->end, 4, &cp) == -1 || (cp >= 0xdc00 && cp <= 0xdfff))
 		return (-1);
-	if (cp >= 0xdc00 && cp <= 0xdfff)
-		return (-1);
+	j->p += 4;
 	if (cp >= 0xd800 && cp <= 0xdbff) {
-		if (j->end - j->p < 2 || j->p[0] != '\\' || j->p[1] != 'u')
+		if (j->end - j->p < 2 || j->p[0] != '\\' || j->p[1] != 'u' ||
+		    hex_value(j->p + 2, j->end, 4, &lo) == -1 || lo < 0xdc00 || lo > 0xdfff)
 			return (-1);
-		j->p += 2;
-		if (json_hex4(j, &lo) == -1 || lo < 0xdc00 || lo > 0xdfff)
-			return (-1);
+		j->p += 6;
 		cp = 0x10000 + ((cp - 0xd800) << 10) + (lo - 0xdc00);
 	}
-	return (utf8_put(out, cap, n, cp));
+	k = cp < 0x80 ? 1 : cp < 0x800 ? 2 : cp < 0x10000 ? 3 : 4;
+	for (i = k; i-- > 1; cp >>= 6)
+		b[i] = (char)(0x80 | (cp & 0x3f));
+	b[0] = (char)(k == 1 ? cp : (0xf00u >> k & 0xf0) | cp);
+	return (json_put(out, cap, n, b, k));
 }
 
 /* Consume a JSON string, decoding escapes into out (NUL-terminated); its length in *len. */
 static int
 json_string(struct json *j, char *out, size_t cap, size_t *len)
 {
+	const char *e;
 	size_t n = 0;
-	int c;
+	char c = '\0';
 
-	if (json_char(j, '"') == -1)
+	if (json_lit(j, "\"") == -1)
 		return (-1);
-	while (j->p < j->end) {
-		c = *j->p++;
-		if (c == '"') {
-			out[n] = '\0';
-			*len = n;
-			return (0);
-		}
-		if (c < 0x20)
+	while (j->p < j->end && (c = (char)*j->p++) != '"') {
+		if ((unsigned char)c < 0x20 || (c == '\\' && j->p == j->end))
 			return (-1);
-		if (c == '\\') {
-			if (j->p >= j->end)
+		if (c == '\\' && *j->p == 'u') {
+			j->p++;
+			if (json_unicode(j, out, cap, &n) == -1)
 				return (-1);
-			switch (c = *j->p++) {
-			case '"': case '\\': case '/': break;
-			case 'b': c = '\b'; break;
-			case 'f': c = '\f'; break;
-			case 'n': c = '\n'; break;
-			case 'r': c = '\r'; break;
-			case 't': c = '\t'; break;
-			case 'u':
-				if (json_unicode(j, out, cap, &n) == -1)
-					return (-1);
-				continue;
-			default:
-				return (-1);
-			}
+			continue;
 		}
-		if (n + 1 >= cap)
+		/* A match at an odd place is a raw control byte, not an escape letter. */
+		if (c == '\\' && ((e = memchr(json_esc, *j->p++, sizeof(json_esc) - 1)) == NULL ||
+		    (e - json_esc) % 2 != 0))
 			return (-1);
-		out[n++] = (char)c;
+		if (json_put(out, cap, &n, c == '\\' ? e + 1 : &c, 1) == -1)
+			return (-1);
 	}
-	return (-1);
+	if (c != '"')
+		return (-1);
+	out[n] = '\0';
+	*len = n;
+	return (0);
 }
 
 /* Consume a port: a plain JSON integer 0-65535 (no sign, fraction, exponent or leading zero). */
@@ -1794,52 +1711,26 @@ json_port(struct json *j, uint16_t *out)
 	return (0);
 }
 
-/* Consume the literal null. */
-static int
-json_null(struct json *j)
-{
-	json_ws(j);
-	if (j->end - j->p < 4 || memcmp(j->p, "null", 4) != 0)
-		return (-1);
-	j->p += 4;
-	return (0);
-}
-
 /* True if s[0..len) is well-formed UTF-8 (no overlongs, surrogates or values past U+10FFFF). */
 static int
 utf8_valid(const unsigned char *s, size_t len)
 {
-	size_t i = 0, k, need;
+	size_t i, k, need;
 	uint32_t cp;
 
-	while (i < len) {
-		if (s[i] < 0x80) {
-			i++;
-			continue;
-		}
-		if (s[i] >= 0xc2 && s[i] <= 0xdf) {
-			need = 1;
-			cp = s[i] & 0x1f;
-		} else if (s[i] >= 0xe0 && s[i] <= 0xef) {
-			need = 2;
-			cp = s[i] & 0x0f;
-		} else if (s[i] >= 0xf0 && s[i] <= 0xf4) {
-			need = 3;
-			cp = s[i] & 0x07;
-		} else {
+	for (i = 0; i < len; i += need + 1) {
+		need = s[i] < 0x80 ? 0 : s[i] < 0xc2 ? 4 : s[i] < 0xe0 ? 1 : s[i] < 0xf0 ? 2 :
+		    s[i] < 0xf5 ? 3 : 4;
+		if (need == 4 || len - i <= need)
 			return (0);
-		}
-		if (len - i <= need)
-			return (0);
-		for (k = 1; k <= need; k++) {
+		for (cp = s[i] & (0x7fu >> need), k = 1; k <= need; k++) {
 			if ((s[i + k] & 0xc0) != 0x80)
 				return (0);
 			cp = cp << 6 | (s[i + k] & 0x3f);
 		}
-		if ((need == 2 && (cp < 0x800 || (cp >= 0xd800 && cp <= 0xdfff))) ||
-		    (need == 3 && (cp < 0x10000 || cp > 0x10ffff)))
+		if ((need > 1 && cp < 1u << (5 * need + 1)) || (cp >= 0xd800 && cp <= 0xdfff) ||
+		    cp > 0x10ffff)
 			return (0);
-		i += need + 1;
 	}
 	return (1);
 }
@@ -1871,39 +1762,22 @@ bore_parse_msg(const char *frame, size_t len, struct bore_msg *m)
 	if (j.p < j.end && *j.p == '"') {
 		/* A unit variant travels as a bare string. */
 		if (json_string(&j, name, sizeof(name), &n) == -1 ||
-		    msg_type_named(name, n) != BORE_MSG_HEARTBEAT)
+		    (type = msg_type_named(name, n)) != BORE_MSG_HEARTBEAT)
 			return (-1);
-		type = BORE_MSG_HEARTBEAT;
 	} else {
-		if (json_char(&j, '{') == -1 || json_string(&j, name, sizeof(name), &n) == -1 ||
-		    json_char(&j, ':') == -1)
+		if (json_lit(&j, "{") == -1 || json_string(&j, name, sizeof(name), &n) == -1 ||
+		    json_lit(&j, ":") == -1)
 			return (-1);
-		switch (type = msg_type_named(name, n)) {
-		case BORE_MSG_HELLO:
-			if (json_port(&j, &m->port) == -1)
-				return (-1);
-			break;
-		case BORE_MSG_AUTHENTICATE:
-		case BORE_MSG_ERROR:
-			if (json_string(&j, m->text, sizeof(m->text), &m->text_len) == -1)
-				return (-1);
-			break;
-		case BORE_MSG_ACCEPT:
-		case BORE_MSG_CHALLENGE:
-		case BORE_MSG_CONNECTION:
-			if (json_string(&j, name, sizeof(name), &n) == -1 ||
-			    bore_uuid_parse(name, n, m->uuid) == -1)
-				return (-1);
-			break;
-		case BORE_MSG_HEARTBEAT:
-			/* serde also takes {"Heartbeat":null} for a unit variant. */
-			if (json_null(&j) == -1)
-				return (-1);
-			break;
-		default:
+		type = msg_type_named(name, n);
+		if (type == BORE_MSG_HELLO ? json_port(&j, &m->port) == -1 :
+		    type == BORE_MSG_AUTHENTICATE || type == BORE_MSG_ERROR ?
+		    json_string(&j, m->text, sizeof(m->text), &m->text_len) == -1 :
+		    /* serde also takes {"Heartbeat":null} for a unit variant. */
+		    type == BORE_MSG_HEARTBEAT ? json_lit(&j, "null") == -1 :
+		    type == BORE_MSG_NONE || json_string(&j, name, sizeof(name), &n) == -1 ||
+		    bore_uuid_parse(name, n, m->uuid) == -1)
 			return (-1);
-		}
-		if (json_char(&j, '}') == -1)
+		if (json_lit(&j, "}") == -1)
 			return (-1);
 	}
 	json_ws(&j);
@@ -1913,73 +1787,55 @@ bore_parse_msg(const char *frame, size_t len, struct bore_msg *m)
 	return (0);
 }
 
-/* Append text as a JSON string body (serde_json's escapes) to out at *n. */
+/* Append text as a JSON string body (serde_json's escapes) to out at *n, whole escapes only. */
 static int
 json_escape(const char *text, char *out, size_t cap, size_t *n)
 {
 	const unsigned char *s;
-	char esc[8];
-	size_t k;
+	const char *e;
+	char u[] = "\\u00xx";
+	int r;
 
 	for (s = (const unsigned char *)text; *s != '\0'; s++) {
-		switch (*s) {
-		case '"': memcpy(esc, "\\\"", k = 2); break;
-		case '\\': memcpy(esc, "\\\\", k = 2); break;
-		case '\b': memcpy(esc, "\\b", k = 2); break;
-		case '\f': memcpy(esc, "\\f", k = 2); break;
-		case '\n': memcpy(esc, "\\n", k = 2); break;
-		case '\r': memcpy(esc, "\\r", k = 2); break;
-		case '\t': memcpy(esc, "\\t", k = 2); break;
-		default:
-			if (*s < 0x20)
-				k = (size_t)snprintf(esc, sizeof(esc), "\\u%04x", *s);
-			else
-				esc[0] = (char)*s, k = 1;
-		}
-		if (*n + k >= cap)
+		u[4] = hex_digits[*s >> 4];
+		u[5] = hex_digits[*s & 0xf];
+		if (*s >= 0x20 && *s != '"' && *s != '\\')
+			r = json_put(out, cap, n, (const char *)s, 1);
+		else if ((e = memchr(json_esc, *s, sizeof(json_esc) - 1)) != NULL)
+			r = json_put(out, cap, n, (char[]){ '\\', e[-((e - json_esc) % 2)] }, 2);
+		else
+			r = json_put(out, cap, n, u, 6);
+		if (r == -1)
 			return (-1);
-		memcpy(out + *n, esc, k);
-		*n += k;
 	}
 	return (0);
 }
 
+/* No snprintf for Accept: its vfprintf frame would take a visitor thread a stack page deeper. */
 int
 bore_format_msg(const struct bore_msg *m, char *out, size_t cap)
 {
 	char id[BORE_UUID_STRLEN + 1];
-	size_t n;
-	int r;
+	const char *v = id;
+	size_t n = 0, q = 1;
 
-	switch (m->type) {
-	case BORE_MSG_HEARTBEAT:
-		r = snprintf(out, cap, "\"Heartbeat\"");
-		break;
-	case BORE_MSG_HELLO:
-		r = snprintf(out, cap, "{\"Hello\":%u}", (unsigned)m->port);
-		break;
-	case BORE_MSG_ACCEPT:
-	case BORE_MSG_CHALLENGE:
-	case BORE_MSG_CONNECTION:
+	if (m->type == BORE_MSG_HEARTBEAT)
+		return (json_put(out, cap, &n, "\"Heartbeat\"", 11) == -1 ? -1 : 11);
+	if (m->type == BORE_MSG_HELLO)
+		q = 0, snprintf(id, sizeof(id), "%u", (unsigned)m->port);
+	else if (m->type == BORE_MSG_AUTHENTICATE || m->type == BORE_MSG_ERROR)
+		v = m->text;
+	else if (m->type == BORE_MSG_ACCEPT || m->type == BORE_MSG_CHALLENGE ||
+	    m->type == BORE_MSG_CONNECTION)
 		bore_uuid_format(m->uuid, id);
-		r = snprintf(out, cap, "{\"%s\":\"%s\"}", msg_names[m->type], id);
-		break;
-	case BORE_MSG_AUTHENTICATE:
-	case BORE_MSG_ERROR:
-		r = snprintf(out, cap, "{\"%s\":\"", msg_names[m->type]);
-		if (r < 0 || (size_t)r >= cap)
-			return (-1);
-		n = (size_t)r;
-		if (json_escape(m->text, out, cap, &n) == -1 || n + 2 >= cap)
-			return (-1);
-		memcpy(out + n, "\"}", 3);
-		return ((int)n + 2);
-	default:
+	else
 		return (-1);
-	}
-	if (r < 0 || (size_t)r >= cap)
+	if (json_put(out, cap, &n, "{\"", 2) == -1 ||
+	    json_escape(msg_names[m->type], out, cap, &n) == -1 ||
+	    json_put(out, cap, &n, "\":\"", 2 + q) == -1 || json_escape(v, out, cap, &n) == -1 ||
+	    json_put(out, cap, &n, &"\"}"[!q], 1 + q) == -1)
 		return (-1);
-	return (r);
+	return ((int)n);
 }
 
 void
@@ -2000,39 +1856,32 @@ uuid_hyphen_at(size_t i)
 void
 bore_uuid_format(const uint8_t u[BORE_UUID_LEN], char out[BORE_UUID_STRLEN + 1])
 {
-	static const char hex[] = "0123456789abcdef";
-	size_t i, b = 0;
+	size_t i = 0, b;
 
-	for (i = 0; i < BORE_UUID_STRLEN; i++) {
-		if (uuid_hyphen_at(i)) {
-			out[i] = '-';
-			continue;
-		}
-		out[i] = hex[(b % 2) ? u[b / 2] & 0x0f : u[b / 2] >> 4];
-		b++;
+	for (b = 0; b < BORE_UUID_LEN; b++) {
+		if (uuid_hyphen_at(i))
+			out[i++] = '-';
+		out[i++] = hex_digits[u[b] >> 4];
+		out[i++] = hex_digits[u[b] & 0xf];
 	}
-	out[BORE_UUID_STRLEN] = '\0';
+	out[i] = '\0';
 }
 
 int
 bore_uuid_parse(const char *s, size_t len, uint8_t u[BORE_UUID_LEN])
 {
-	size_t i, b = 0;
-	int d;
+	const unsigned char *p = (const unsigned char *)s, *end = p + len;
+	uint32_t v;
+	size_t b;
 
 	if (len != BORE_UUID_STRLEN)
 		return (-1);
-	memset(u, 0, BORE_UUID_LEN);
-	for (i = 0; i < len; i++) {
-		if (uuid_hyphen_at(i)) {
-			if (s[i] != '-')
-				return (-1);
-			continue;
-		}
-		if ((d = hex_digit((unsigned char)s[i])) == -1)
+	for (b = 0; b < BORE_UUID_LEN; b++, p += 2) {
+		if (uuid_hyphen_at((size_t)(p - (const unsigned char *)s)) && *p++ != '-')
 			return (-1);
-		u[b / 2] = (uint8_t)(u[b / 2] | (b % 2 ? d : d << 4));
-		b++;
+		if (hex_value(p, end, 2, &v) == -1)
+			return (-1);
+		u[b] = (uint8_t)v;
 	}
 	return (0);
 }
@@ -2040,17 +1889,12 @@ bore_uuid_parse(const char *s, size_t len, uint8_t u[BORE_UUID_LEN])
 int
 bore_parse_port(const char *s, unsigned min, uint16_t *out)
 {
-	unsigned long v = 0;
-	size_t i;
+	unsigned long v;
+	size_t k;
 
-	if (s == NULL || s[0] == '\0' || strlen(s) > 5)
+	if (s == NULL || (k = strlen(s)) == 0 || k > 5 || strspn(s, "0123456789") != k)
 		return (-1);
-	for (i = 0; s[i] != '\0'; i++) {
-		if (s[i] < '0' || s[i] > '9')
-			return (-1);
-		v = v * 10 + (unsigned long)(s[i] - '0');
-	}
-	if (v < min || v > 65535)
+	if ((v = strtoul(s, NULL, 10)) < min || v > 65535)
 		return (-1);
 	*out = (uint16_t)v;
 	return (0);
@@ -2319,8 +2163,8 @@ server_handshake(struct conn *c, const struct keyset *ks)
  *   send_error, send_msg, write_all: 3 s a frame
  *   bore_format_msg, json_escape, bore_uuid_format, uuid_hyphen_at, io_all, wait_fd: ditto
  *   read_first, read_frame, first_error, frame_error, bore_parse_msg: BORE_MAX_FRAME, 3 s
- *   utf8_valid, msg_type_named, json_ws, json_char, json_string, json_unicode: the frame
- *   json_hex4, hex_digit, utf8_put, json_port, json_null, bore_uuid_parse: the frame
+ *   utf8_valid, msg_type_named, json_ws, json_lit, json_string, json_unicode: the frame
+ *   json_put, hex_value, hex_digit, json_port, bore_uuid_parse: the frame
  *   run_tunnel, bind_public, try_bind, set_port, listen_on, tcp_socket: --max-sessions ports
  *   bind_error, tunnel_new, tunnel_list, set_liveness, conn_free: while its client is up
  *   serve_tunnel, park_visitor, fds_room: its share of the fds
