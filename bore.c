@@ -344,38 +344,18 @@ static int json_escape(const char *text, char *out, size_t cap, size_t *n);
 static void log_limited(struct log_limit *l, int level, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
-/* One log line to stderr in one write: time (journal: <priority>), level, message; or --json's. */
-static void log_msg(int level, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
-static void
-log_msg(int level, const char *fmt, ...)
+/* msg as one line to stderr in one write: time (journal: <priority>), level; or --json's. */
+static void __attribute__((noinline))
+log_line(int level, const char *msg)
 {
 	static const char *const names[] = { "INFO", "ERROR", "WARN", "INFO", "DEBUG", "TRACE" };
 	static const int priorities[] = { 6, 3, 4, 6, 7, 7 };  /* info, err, warning, debug */
-	char msg[768], line[sizeof(msg) + 160];  /* msg and a prefix (JSON: most escapes) */
-	char when[32];
+	char line[768 + 160], when[32];  /* a message and a prefix (JSON: most escapes) */
 	struct timespec ts;
 	struct tm tm;
-	va_list ap;
-	const char *ids;
 	size_t k;
-	int n, saved = errno;
+	int n;
 
-	if (level == LOG_ERROR && log_retrying)
-		level = LOG_WARN;
-	if (level > logs.level)
-		return;
-	va_start(ap, fmt);
-	vsnprintf(msg, sizeof(msg), fmt, ap);
-	va_end(ap);
-	if (log_visitor != NULL && (level == LOG_ERROR || level == LOG_WARN)) {
-		ids = log_visitor;
-		log_visitor = NULL;
-		log_limited(&logs.peer_lines[PL_VISITOR], level, "connection %s: %s", ids, msg);
-		log_visitor = ids;
-		errno = saved;
-		return;
-	}
 	clock_gettime(CLOCK_REALTIME, &ts);
 	gmtime_r(&ts.tv_sec, &tm);
 	strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%S", &tm);
@@ -395,6 +375,34 @@ log_msg(int level, const char *fmt, ...)
 		    names[level], msg);
 	}
 	(void)!write(2, line, (size_t)n);
+}
+
+/* Log a line at level, if shown; a visitor thread's errors and warnings go through PL_VISITOR. */
+static void log_msg(int level, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+static void
+log_msg(int level, const char *fmt, ...)
+{
+	char msg[768];
+	const char *ids;
+	va_list ap;
+	int saved = errno;
+
+	if (level == LOG_ERROR && log_retrying)
+		level = LOG_WARN;
+	if (level > logs.level)
+		return;
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	if (log_visitor != NULL && (level == LOG_ERROR || level == LOG_WARN)) {
+		ids = log_visitor;
+		log_visitor = NULL;
+		log_limited(&logs.peer_lines[PL_VISITOR], level, "connection %s: %s", ids, msg);
+		log_visitor = ids;
+	} else {
+		log_line(level, msg);
+	}
 	errno = saved;
 }
 
