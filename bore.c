@@ -1412,6 +1412,32 @@ flow_close(struct flow *f)
 	free(f->buf);
 }
 
+/* A relay wait shorter than this (microseconds) is short; spinning lasts at most this long. */
+#define SPIN_US 100
+
+/* Short waits in a row after which a relay spins before it sleeps. */
+#define SPIN_AFTER 4
+
+/* poll() that spins a while after SPIN_AFTER short waits: a wake-up costs about a loopback hop. */
+static int
+poll_relay(struct pollfd *pfd, nfds_t n, int *short_waits)
+{
+	int64_t start = now_us();
+	int r = 0;
+
+	if (*short_waits >= SPIN_AFTER) {
+		while ((r = poll(pfd, n, 0)) == 0 && now_us() - start < SPIN_US)
+			sched_yield();
+	}
+	if (r == 0)
+		r = poll(pfd, n, -1);
+	if (now_us() - start >= SPIN_US)
+		*short_waits = 0;
+	else if (*short_waits < SPIN_AFTER)
+		(*short_waits)++;
+	return (r);
+}
+
 /* Poll slots and flows of a relay: one per socket, each flow reading from its own side. */
 enum { SIDE_A, SIDE_B, SIDES };
 
@@ -1467,7 +1493,7 @@ relay(int a, int b, struct relay_info *info)
 {
 	struct flow flows[SIDES];
 	struct pollfd pfd[SIDES];
-	int s, n, rc = -1;
+	int s, n, rc = -1, short_waits = 0;
 
 	flows[SIDE_B] = (struct flow){ .pipe = { -1, -1 } };
 	if (flow_open(&flows[SIDE_A], a, b, info, SIDE_A) == -1 ||
@@ -1482,7 +1508,7 @@ relay(int a, int b, struct relay_info *info)
 			break;
 		}
 		relay_events(flows, pfd);
-		n = poll(pfd, SIDES, -1);
+		n = poll_relay(pfd, SIDES, &short_waits);
 		/* EINTR: a signal for the main thread; just poll again. */
 		if (n == -1 && errno == EINTR)
 			continue;
