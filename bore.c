@@ -4061,7 +4061,7 @@ static int
 run_tunnels(void)
 {
 	struct pollfd p = { .fd = pipes.signal[0], .events = POLLIN };
-	int i, open, sig, status = 0, stopped = 0;
+	int i, n, open, sig, status = 0, stopped = 0;
 
 	atomic_store(&client.threads, client.ntunnels);
 	for (i = 0; i < client.ntunnels; i++)
@@ -4070,7 +4070,8 @@ run_tunnels(void)
 			err(1, "could not start a thread");
 	while (!stopped && atomic_load(&client.threads) > 0) {
 		/* Woken too to log, with their count, the lines failing visitors held back. */
-		if (poll(&p, 1, log_limits_flush(logs.peer_lines, PL_KINDS)) == -1 && errno != EINTR)
+		n = log_limits_flush(logs.peer_lines, PL_KINDS);
+		if (poll(&p, 1, n) == -1 && errno != EINTR)
 			err(1, "poll");
 		while (!stopped && (sig = next_signal()) != -1) {
 			if (sig == SIGUSR1)
