@@ -519,7 +519,7 @@ next_signal(void)
  * ends the wait; then say how many of *b are closed while still open.
  */
 static void
-drain(atomic_int *a, atomic_int *b, int grace_ms, void (*status)(void))
+wait_drained(atomic_int *a, atomic_int *b, int grace_ms, void (*status)(void))
 {
 	struct pollfd p = { .fd = pipes.signal[0], .events = POLLIN };
 	int64_t deadline = now_ms() + grace_ms;
@@ -3154,7 +3154,7 @@ drain_and_exit(void)
 	log_msg(LOG_INFO, "shutting down: %d tunnel%s, %d connection%s; waiting up to %.1f s",
 	    tunnels, tunnels == 1 ? "" : "s", relays, relays == 1 ? "" : "s",
 	    srv.grace_ms / 1000.0);
-	drain(&server.tunnels, &server.relays, srv.grace_ms, log_server_status);
+	wait_drained(&server.tunnels, &server.relays, srv.grace_ms, log_server_status);
 	log_msg(LOG_INFO, "shut down");
 	return (0);
 }
@@ -4084,7 +4084,7 @@ run_tunnels(void)
 		atomic_store(&client.draining, 1);
 		log_msg(LOG_INFO, "shutting down: %d connection%s; waiting up to %.1f s", open,
 		    open == 1 ? "" : "s", cli.grace_ms / 1000.0);
-		drain(&client.visitors, &client.visitors, cli.grace_ms, log_client_status);
+		wait_drained(&client.visitors, &client.visitors, cli.grace_ms, log_client_status);
 	} else if (stopped) {
 		log_msg(LOG_INFO, "shutting down");
 	}
