@@ -3468,6 +3468,7 @@ back_off_ms(int first, int failures, int max)
 /*
  * A step of the client returns 0, or -1 with errno saying what comes next:
  * ECANCELED, a stop (exit 0); EPERM, a refusal no retry mends (exit 78);
+ * EACCES, the proxy's refusal: as EPERM at the first connection, later as ECONNABORTED;
  * EADDRINUSE, the port asked for again is not to be had (ask for any);
  * EMFILE, no fd or memory here (retry, even a first connection);
  * ECONNABORTED, lost (retry if allowed).
@@ -3792,7 +3793,7 @@ open_control(const struct addrinfo *ai, const struct sockaddr *dest, struct conn
 	if (cli.proxy != PROXY_NONE && (cli.proxy == PROXY_HTTP ?
 	    http_connect(fd, now_ms() + BORE_NETWORK_TIMEOUT_MS) :
 	    socks5_connect(fd, dest, now_ms() + BORE_NETWORK_TIMEOUT_MS)) == -1) {
-		e = errno;
+		e = errno == EPERM ? EACCES : errno;
 		close_fd(fd);
 		return (fail(e));
 	}
@@ -4125,6 +4126,8 @@ run_client(struct local_tunnel *lt)
 			ever_opened = 1;
 			attempt = 0;
 		}
+		if (e == EACCES)
+			e = ever_opened ? ECONNABORTED : EPERM;
 		if (e == EADDRINUSE) {
 			log_msg(LOG_WARN, "port %u is not to be had; asking for any port", port);
 			port = 0;

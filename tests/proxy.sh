@@ -327,3 +327,27 @@ t_proxy_http_lenient() {
 		--proxy "http://127.0.0.1:$PROXY"
 }
 
+# A proxy's refusal is final at the first connection (exit 78); once the tunnel has
+# been up, it is retried with the reconnect back-off like a lost server, each a warning,
+# and the tunnel comes back on its port when the proxy lets it through again.
+t_proxy_refusal_later() {
+	local first
+	start_server server || return 1
+	start_fake_proxy refusing "$(hex_of %s "HTTP/1.1 407 Proxy Authentication Required")0d0a0d0a" ||
+		return 1
+	client_fails 78 "authentication required: 407" --proxy "http://127.0.0.1:$PROXY" || return 1
+	start origin_proxy "$TCPKIT" badproxy 127.0.0.1 "$CTL" 407
+	local bp=$LAST
+	wait_until 5 test -s "$WORK/origin_proxy.log" || return 1
+	start_origin origin echo &&
+		start_client client "$ORIGIN" --proxy "http://127.0.0.1:$(head -n 1 "$WORK/origin_proxy.log")" ||
+		return 1
+	first=$PUB
+	{ kill -9 "$SRV"; wait "$SRV"; } 2>/dev/null
+	KEEP_PORTS=1 start_server server2 || return 1
+	wait_until 10 log_count_is client "WARN proxy 127.0.0.1:" 2 ||
+		{ why "refusals not retried: $(cat "$WORK/client.log")"; return 1; }
+	grep -q "reconnecting in" "$WORK/client.log" && alive "$CLI" || { why "client gave up"; return 1; }
+	kill -USR1 "$bp"
+	back_on_port "$first"
+}
