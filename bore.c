@@ -406,26 +406,28 @@ log_msg(int level, const char *fmt, ...)
 	errno = saved;
 }
 
-/* Peer-supplied UTF-8 in out, with '?' for what a terminal acts on, so a log line stays one. */
+static int utf8_valid(const unsigned char *s, size_t len);
+
+/* Peer text in out: well-formed UTF-8, with '?' for any other byte and what a terminal acts on. */
 static const char *
 printable(const char *in, char *out, size_t cap)
 {
 	const unsigned char *s = (const unsigned char *)in;
-	size_t i = 0, len;
+	size_t i = 0, n, m;
+	int ok, bad;
 
-	while (*s != '\0' && i + 1 < cap) {
-		/* U+0080-U+009F is C2 80-9F; U+2028-U+202E, E2 80 A8-AE; U+2066-U+2069, E2 81 A6-A9. */
-		if (s[0] == 0xc2 && s[1] >= 0x80 && s[1] <= 0x9f)
-			len = 2;
-		else if (s[0] == 0xe2 && ((s[1] == 0x80 && s[2] >= 0xa8 && s[2] <= 0xae) ||
-		    (s[1] == 0x81 && s[2] >= 0xa6 && s[2] <= 0xa9)))
-			len = 3;
-		else if (s[0] < 0x20 || s[0] == 0x7f)
-			len = 1;
-		else
-			len = 0;
-		out[i++] = len > 0 ? '?' : (char)*s;
-		s += len > 0 ? len : 1;
+	while (*s != '\0') {
+		n = *s < 0x80 ? 1 : *s < 0xe0 ? 2 : *s < 0xf0 ? 3 : 4;
+		ok = strnlen((const char *)s, n) == n && utf8_valid(s, n);
+		/* C0, DEL; C1: C2 80-9F; U+2028-202E: E2 80 A8-AE; U+2066-2069: E2 81 A6-A9. */
+		bad = !ok || *s < 0x20 || *s == 0x7f || (s[0] == 0xc2 && s[1] <= 0x9f) ||
+		    (s[0] == 0xe2 && s[1] == 0x80 && s[2] >= 0xa8 && s[2] <= 0xae) ||
+		    (s[0] == 0xe2 && s[1] == 0x81 && s[2] >= 0xa6 && s[2] <= 0xa9);
+		if (i + (m = bad ? 1 : n) >= cap)
+			break;
+		memcpy(out + i, bad ? "?" : (const char *)s, m);
+		i += m;
+		s += ok ? n : 1;
 	}
 	out[i] = '\0';
 	return (out);
@@ -3318,6 +3320,7 @@ back_off_ms(int first, int failures, int max)
 /*
  * A step of the client returns 0, or -1 with errno saying what comes next:
  * ECANCELED, a stop (exit 0); EPERM, a refusal no retry mends (exit 78);
+ * EACCES, the proxy's refusal: as EPERM at the first connection, later as ECONNABORTED;
  * EADDRINUSE, the port asked for again is not to be had (ask for any);
  * EMFILE, no fd or memory here (retry, even a first connection);
  * ECONNABORTED, lost (retry if allowed).
@@ -3405,8 +3408,9 @@ client_handshake(struct conn *c)
 	}
 	/* A close at once is a refusal; a late one, a server that waited for a Hello. */
 	if (r == 0 && now_ms() - start < BORE_NETWORK_TIMEOUT_MS / 2)
-		log_msg(LOG_ERROR, "server closed the connection before the authentication challenge: "
-		    "refused, or at its limit of connections not yet authenticated (--max-startups)");
+		log_msg(LOG_ERROR, "server closed the connection before the authentication "
+		    "challenge: refused, or at its limit of connections not yet authenticated "
+		    "(--max-startups)");
 	else if (r == 0 || errno == ETIMEDOUT)
 		log_msg(LOG_ERROR, "timed out waiting for authentication challenge "
 		    "(a server without a secret sends none)");
@@ -3436,6 +3440,9 @@ proxy_lost(int r)
 {
 	char where[300];
 
+	/* A stop (ECANCELED) ends the step without a word. */
+	if (r == -1 && errno == ECANCELED)
+		return (-1);
 	host_port(cli.proxy_host, cli.proxy_port, where, sizeof(where));
 	if (r == 0)
 		log_msg(LOG_ERROR, "proxy %s closed the connection", where);
@@ -3444,33 +3451,24 @@ proxy_lost(int r)
 	return (fail(ECONNABORTED));
 }
 
-/* Read an HTTP proxy's reply header into head (HTTP_HEADER_MAX + 1): 1, 0 at EOF, -1 (EMSGSIZE). */
+/*
+ * Read an HTTP proxy's reply header into head (HTTP_HEADER_MAX + 1), a byte at a time so the
+ * server's bytes after it stay in the socket; lines may end in a bare LF (RFC 9112).
+ * 1, 0 at EOF, or -1 (EMSGSIZE: too long).
+ */
 static int
 http_header(int fd, char *head, int64_t deadline)
 {
-	size_t have = 0, from, take;
-	ssize_t n;
-	char *end;
+	size_t n = 0;
+	int r;
 
-	while (have < HTTP_HEADER_MAX) {
-		if (wait_fd(fd, POLLIN, deadline) == -1)
-			return (-1);
-		/* Peek, so the server's first bytes after the header stay in the socket. */
-		n = recv(fd, head + have, HTTP_HEADER_MAX - have, MSG_PEEK);
-		if (n == -1 && (errno == EINTR || errno == EAGAIN || errno == EWOULDBLOCK))
-			continue;
-		if (n <= 0)
-			return ((int)n);
-		from = have > 3 ? have - 3 : 0;
-		end = memmem(head + from, have + (size_t)n - from, "\r\n\r\n", 4);
-		take = end != NULL ? (size_t)(end + 4 - (head + have)) : (size_t)n;
-		if (recv(fd, head + have, take, 0) != (ssize_t)take)
-			return (-1);
-		have += take;
-		if (end != NULL) {
-			head[have] = '\0';
+	while (n < HTTP_HEADER_MAX) {
+		if ((r = read_full(fd, head + n++, 1, deadline)) != 1)
+			return (r);
+		head[n] = '\0';
+		if (n > 1 && head[n - 1] == '\n' && (head[n - 2] == '\n' ||
+		    (n > 2 && head[n - 2] == '\r' && head[n - 3] == '\n')))
 			return (1);
-		}
 	}
 	errno = EMSGSIZE;
 	return (-1);
@@ -3481,7 +3479,7 @@ static int
 http_connect(int fd, int64_t deadline)
 {
 	char req[2048], head[HTTP_HEADER_MAX + 1], target[300], where[300], status[100];
-	int len, r, code;
+	int len, r, code = 100, i;
 
 	host_port(cli.to, cli.control_port, target, sizeof(target));
 	host_port(cli.proxy_host, cli.proxy_port, where, sizeof(where));
@@ -3490,20 +3488,23 @@ http_connect(int fd, int64_t deadline)
 	    cli.proxy_basic, cli.proxy_basic[0] ? "\r\n" : "");
 	r = write_all(fd, req, (size_t)len, deadline);
 	sodium_memzero(req, sizeof(req));
-	if (r == -1 || (r = http_header(fd, head, deadline)) == 0 ||
-	    (r == -1 && errno != EMSGSIZE))
-		return (proxy_lost(r));
-	if (r == -1) {
-		log_msg(LOG_ERROR, "proxy %s sent a reply header over %d bytes", where,
-		    HTTP_HEADER_MAX);
-		return (fail(EPERM));
-	}
-	/* HTTP/1.x NNN reason */
-	if (strncmp(head, "HTTP/1.", 7) != 0 || head[8] != ' ' ||
-	    sscanf(head + 9, "%3d", &code) != 1 || code < 100 ||
-	    (head[12] != ' ' && head[12] != '\r')) {
-		log_msg(LOG_ERROR, "proxy %s sent a malformed reply", where);
-		return (fail(EPERM));
+	/* Interim replies (1xx) come before the final one: a few are skipped. */
+	for (i = 0; code / 100 == 1 && i < 4; i++) {
+		if (r == -1 || (r = http_header(fd, head, deadline)) == 0 ||
+		    (r == -1 && errno != EMSGSIZE))
+			return (proxy_lost(r));
+		if (r == -1) {
+			log_msg(LOG_ERROR, "proxy %s sent a reply header over %d bytes", where,
+			    HTTP_HEADER_MAX);
+			return (fail(EPERM));
+		}
+		/* HTTP/1.x NNN reason */
+		if (strncmp(head, "HTTP/1.", 7) != 0 || head[8] != ' ' ||
+		    strspn(head + 9, "0123456789") != 3 || (code = atoi(head + 9)) < 100 ||
+		    code > 599 || memchr(" \r\n", head[12], 3) == NULL) {
+			log_msg(LOG_ERROR, "proxy %s sent a malformed reply", where);
+			return (fail(EPERM));
+		}
 	}
 	head[strcspn(head, "\r\n")] = '\0';
 	printable(head + 9, status, sizeof(status));
@@ -3513,10 +3514,9 @@ http_connect(int fd, int64_t deadline)
 	if (code == 407 || code == 401)
 		log_msg(LOG_ERROR, "proxy %s: %s: %s", where, cli.proxy_basic[0] ?
 		    "authentication failed" : "authentication required", status);
-	else if (code / 100 == 4)
-		log_msg(LOG_ERROR, "proxy %s refused the connection to %s: %s", where, target, status);
 	else
-		log_msg(LOG_ERROR, "proxy %s could not connect to %s: %s", where, target, status);
+		log_msg(LOG_ERROR, "proxy %s %s the connection to %s: %s", where,
+		    code / 100 == 4 ? "refused" : "could not make", target, status);
 	/* The proxy's own refusals stand; its failures to reach the server may pass. */
 	return (fail(code / 100 == 4 ? EPERM : ECONNABORTED));
 }
@@ -3527,7 +3527,7 @@ static const char *const socks5_replies[] = {
 	"network unreachable", "host unreachable", "connection refused", "TTL expired",
 	"command not supported", "address type not supported",
 };
-#define SOCKS5_FINAL(code) ((code) == 2 || (code) >= 7)
+#define SOCKS_FINAL(code) ((code) == 2 || (code) >= 7)
 
 /* Greet the SOCKS5 proxy on fd (proxy named `where`), and log in if it asks (RFC 1929). */
 static int
@@ -3540,7 +3540,7 @@ socks5_greet(int fd, const char *where, int64_t deadline)
 	/* Methods offered: none, and username/password when we have them. */
 	memcpy(b, "\5\2\0\2", 4);
 	b[1] = ul > 0 ? 2 : 1;
-	if (write_all(fd, b, ul > 0 ? 4 : 3, deadline) == -1 || (r = read_full(fd, b, 2, deadline)) != 1)
+	if (write_all(fd, b, 2 + b[1], deadline) == -1 || (r = read_full(fd, b, 2, deadline)) != 1)
 		return (proxy_lost(r));
 	if (b[0] != 5 || (b[1] != 0 && b[1] != 0xff && !(b[1] == 2 && ul > 0))) {
 		log_msg(LOG_ERROR, "proxy %s sent a malformed reply", where);
@@ -3612,9 +3612,9 @@ socks5_connect(int fd, const struct sockaddr *dest, int64_t deadline)
 	}
 	if (b[1] != 0) {
 		log_msg(LOG_ERROR, "proxy %s %s the connection to %s: %s", where,
-		    SOCKS5_FINAL(b[1]) ? "refused" : "could not make", target, socks5_replies[b[1]]);
+		    SOCKS_FINAL(b[1]) ? "refused" : "could not make", target, socks5_replies[b[1]]);
 		/* Not allowed, or not understood: the proxy's answer stands. */
-		return (fail(SOCKS5_FINAL(b[1]) ? EPERM : ECONNABORTED));
+		return (fail(SOCKS_FINAL(b[1]) ? EPERM : ECONNABORTED));
 	}
 	/* The bound address and port, of no use to us; a name's comes after its length. */
 	n = b[3] == 1 ? 4 + 2 : b[3] == 4 ? 16 + 2 : 1;
@@ -3624,7 +3624,7 @@ socks5_connect(int fd, const struct sockaddr *dest, int64_t deadline)
 	return (0);
 }
 
-/* Connect and authenticate to the server at ai, or through the proxy at ai asking for dest or name. */
+/* Connect and authenticate to the server at ai, or via the proxy at ai asking for dest or name. */
 static int
 open_control(const struct addrinfo *ai, const struct sockaddr *dest, struct conn **out)
 {
@@ -3637,15 +3637,15 @@ open_control(const struct addrinfo *ai, const struct sockaddr *dest, struct conn
 		short_here = short_of_resources(errno);
 		if (errno != ECANCELED)
 			log_msg(short_here ? LOG_WARN : LOG_ERROR, "could not connect to %s%s: %s",
-			    cli.proxy ? "proxy " : "", cli.proxy ?
-			    host_port(cli.proxy_host, cli.proxy_port, where, sizeof(where)) :
-			    host_port(cli.to, cli.control_port, where, sizeof(where)), strerror(errno));
+			    cli.proxy ? "proxy " : "", host_port(cli.proxy ? cli.proxy_host :
+			    cli.to, cli.proxy ? cli.proxy_port : cli.control_port, where,
+			    sizeof(where)), strerror(errno));
 		return (fail(short_here ? EMFILE : ECONNABORTED));
 	}
 	if (cli.proxy != PROXY_NONE && (cli.proxy == PROXY_HTTP ?
 	    http_connect(fd, now_ms() + BORE_NETWORK_TIMEOUT_MS) :
 	    socks5_connect(fd, dest, now_ms() + BORE_NETWORK_TIMEOUT_MS)) == -1) {
-		e = errno;
+		e = errno == EPERM ? EACCES : errno;
 		close_fd(fd);
 		return (fail(e));
 	}
@@ -3831,7 +3831,7 @@ err0:
 
 /* ---- Client: a session, and reconnects ---------------------------- */
 
-/* Ask for port want (kept as for error_outcome) and wait for the server's Hello, whose port goes to *got. */
+/* Ask for port want (kept: as for error_outcome); the port of the server's Hello goes to *got. */
 static int
 send_hello(struct conn *c, uint16_t want, int kept, uint16_t *got)
 {
@@ -3844,7 +3844,8 @@ send_hello(struct conn *c, uint16_t want, int kept, uint16_t *got)
 	}
 	if ((r = read_first(c, &m)) != 1) {
 		if (r == 0 || errno != ECANCELED)
-			log_msg(LOG_ERROR, "%s", r == 0 ? "unexpected EOF from server" : first_error(errno));
+			log_msg(LOG_ERROR, "%s", r == 0 ? "unexpected EOF from server" :
+			    first_error(errno));
 		return (fail(ECONNABORTED));
 	}
 	switch (m.type) {
@@ -3854,7 +3855,8 @@ send_hello(struct conn *c, uint16_t want, int kept, uint16_t *got)
 	case BORE_MSG_ERROR:
 		return (server_error(&m, kept));
 	case BORE_MSG_CHALLENGE:
-		log_msg(LOG_ERROR, "server requires authentication, but no client secret was provided");
+		log_msg(LOG_ERROR, "server requires authentication, but no client secret was "
+		    "provided");
 		return (fail(EPERM));
 	default:
 		log_msg(LOG_ERROR, "unexpected initial non-hello message");
@@ -3929,7 +3931,8 @@ run_session(struct local_tunnel *lt, uint16_t *port, int *opened)
 		freeaddrinfo(dests);
 	if (o != 0)
 		return (fail(o));
-	if ((o = send_hello(c, *port, *port != lt->want, &got) == 0 ? 0 : errno) != 0)
+	/* Kept: a port other than the one asked for, from an earlier tunnel (any port never is). */
+	if ((o = send_hello(c, *port, *port != 0 && *port != lt->want, &got) == 0 ? 0 : errno) != 0)
 		goto done;
 	if (*port != 0 && got != *port)
 		log_msg(LOG_WARN, "public port changed from %u to %u", *port, got);
@@ -3975,10 +3978,11 @@ run_client(struct local_tunnel *lt)
 			ever_opened = 1;
 			attempt = 0;
 		}
+		if (e == EACCES)
+			e = ever_opened ? ECONNABORTED : EPERM;
 		if (e == EADDRINUSE) {
 			log_msg(LOG_WARN, "port %u is not to be had; asking for any port", port);
 			port = 0;
-			continue;
 		}
 		if (e == EPERM) {
 			if (log_retrying) {

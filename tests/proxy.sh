@@ -203,7 +203,7 @@ t_proxy_failures() {
 		return 1
 	# ... and one that cannot reach the server answers 5xx: retryable.
 	start_tinyproxy anyport any || return
-	CTL=$(free_port) client_fails 1 "could not connect to 127.0.0.1:" --proxy "http://127.0.0.1:$PROXY" ||
+	CTL=$(free_port) client_fails 1 "could not make the connection to 127.0.0.1:" --proxy "http://127.0.0.1:$PROXY" ||
 		return 1
 	# The web's proxy variables are not read: with them naming a dead proxy, bore goes straight.
 	start_origin origin echo || return 1
@@ -261,4 +261,93 @@ t_proxy_usage() {
 		! grep -q topsecret <<<"$out" || { why "'$v' repeated: $out"; return 1; }
 		grep -q "invalid value.*'--proxy'" <<<"$out" || { why "'$v': $out"; return 1; }
 	done
+}
+
+# A proxy's reason text reaches the log as well-formed UTF-8: a raw C1 byte (0x9b), bytes
+# that are not UTF-8 (a stray, an overlong, a surrogate, a cut sequence) and a bidi
+# override are each '?'; other UTF-8 stays; a --json line is valid UTF-8 JSON.
+t_proxy_raw_text() {
+	local hex
+	start_server server || return 1
+	hex="$(hex_of %s "HTTP/1.1 403 ")9b33316d20ff20c0af20eda08020e280ae20636166c3a9e2820d0a0d0a"
+	start_fake_proxy rawtext "$hex" || return 1
+	client_fails 78 "refused the connection to 127.0.0.1:$CTL: 403 ?31m ? ?? ??? ? café??" \
+		--proxy "http://127.0.0.1:$PROXY" || return 1
+	client_fails 78 "refused the connection" --json --proxy "http://127.0.0.1:$PROXY" || return 1
+	python3 -c '
+import json, sys
+line = open(sys.argv[1], "rb").read().decode("utf-8")
+assert "403 ?31m ? ?? ??? ? caf\u00e9??" in json.dumps(json.loads(line), ensure_ascii=False)
+' "$WORK/failing.log" || { why "not valid UTF-8 JSON: $(od -c "$WORK/failing.log" | head)"; return 1; }
+}
+
+# SIGTERM while a CONNECT or a SOCKS5 exchange waits on the proxy ends it at once,
+# with exit 0 and no word but "shutting down".
+t_proxy_stop_silent() {
+	local how t0
+	for how in http socks5; do
+		start "half$how" "$TCPKIT" serve say "$([ $how = http ] && echo "HTTP/1.1 2" || echo $'\x05')"
+		wait_until 5 test -s "$WORK/half$how.log" || return 1
+		start "client$how" "$BORE" local 9 --to 127.0.0.1 --control-port 1 \
+			--proxy "$how://127.0.0.1:$(head -n 1 "$WORK/half$how.log")"
+		CLI=$LAST
+		wait_until 5 log_count_is "half$how" "conn 1" 1 || { why "$how: no connection"; return 1; }
+		t0=$(date +%s%N)
+		kill -TERM "$CLI"
+		wait_exit "$CLI" 5 || { why "$how: still running 5 s after SIGTERM"; return 1; }
+		[ "$RC" = 0 ] || { why "$how: exit status $RC"; return 1; }
+		[ $(($(date +%s%N) - t0)) -lt 1000000000 ] || { why "$how: slow to stop"; return 1; }
+		[ "$(grep -c . "$WORK/client$how.log")" = 1 ] && log_has "client$how" "shutting down" ||
+			{ why "$how: $(cat "$WORK/client$how.log")"; return 1; }
+	done
+}
+
+# HTTP proxies' replies as RFC 9112 allows them: bare LFs, and interim 1xx replies
+# before the 200, pass; a status outside 100-599 is malformed (exit 78); endless 1xx
+# replies end the attempt after a few.
+t_proxy_http_lenient() {
+	local reply hello cont i=0
+	hello=$(hex_of %s '{"Hello":2000}')00
+	cont=$(hex_of %s "HTTP/1.1 100 Continue")0d0a0d0a
+	for reply in "$(hex_of %s "HTTP/1.1 200 OK")0a0a" \
+		"${cont}$(hex_of %s "HTTP/1.1 102 Processing")0a0d0a$(hex_of %s "HTTP/1.1 200 OK")0d0a0d0a"; do
+		i=$((i + 1))
+		start_fake_proxy "lenient$i" "$reply$hello" || return 1
+		start "client$i" "$BORE" local 9 --to 127.0.0.1 --control-port 1 \
+			--proxy "http://127.0.0.1:$PROXY"
+		wait_until 5 grep -q "listening at 127.0.0.1:2000" "$WORK/client$i.log" ||
+			{ why "reply $i: $(cat "$WORK/client$i.log")"; return 1; }
+		kill "$LAST"
+	done
+	local CTL=1
+	start_fake_proxy status999 "$(hex_of %s "HTTP/1.1 999 Odd")0d0a0d0a" || return 1
+	client_fails 78 "sent a malformed reply" --proxy "http://127.0.0.1:$PROXY" || return 1
+	start_fake_proxy endless1xx "$cont$cont$cont$cont$cont" || return 1
+	client_fails 1 "could not make the connection to 127.0.0.1:1: 100 Continue" \
+		--proxy "http://127.0.0.1:$PROXY"
+}
+
+# A proxy's refusal is final at the first connection (exit 78); once the tunnel has
+# been up, it is retried with the reconnect back-off like a lost server, each a warning,
+# and the tunnel comes back on its port when the proxy lets it through again.
+t_proxy_refusal_later() {
+	local first
+	start_server server || return 1
+	start_fake_proxy refusing "$(hex_of %s "HTTP/1.1 407 Proxy Authentication Required")0d0a0d0a" ||
+		return 1
+	client_fails 78 "authentication required: 407" --proxy "http://127.0.0.1:$PROXY" || return 1
+	start origin_proxy "$TCPKIT" badproxy 127.0.0.1 "$CTL" 407
+	local bp=$LAST
+	wait_until 5 test -s "$WORK/origin_proxy.log" || return 1
+	start_origin origin echo &&
+		start_client client "$ORIGIN" --proxy "http://127.0.0.1:$(head -n 1 "$WORK/origin_proxy.log")" ||
+		return 1
+	first=$PUB
+	{ kill -9 "$SRV"; wait "$SRV"; } 2>/dev/null
+	KEEP_PORTS=1 start_server server2 || return 1
+	wait_until 10 log_count_is client "WARN proxy 127.0.0.1:" 2 ||
+		{ why "refusals not retried: $(cat "$WORK/client.log")"; return 1; }
+	grep -q "reconnecting in" "$WORK/client.log" && alive "$CLI" || { why "client gave up"; return 1; }
+	kill -USR1 "$bp"
+	back_on_port "$first"
 }

@@ -429,17 +429,42 @@ static void handle_close(int fd)
     (void)fd;
 }
 
+/* Say's text for connections after the first, from TCPKIT_SAY_LATER (unset: the same). */
+static unsigned char *g_later;
+static size_t g_later_len;
+static int g_said;
+
+/* TEXT with each \0 in it a NUL byte, into *out; its length. */
+static size_t unescape_nul(const char *arg, unsigned char **out)
+{
+    size_t n = 0;
+    if ((*out = (unsigned char *)strdup(arg)) == NULL)
+        die("out of memory");
+    for (size_t i = 0; arg[i] != '\0'; i++)
+        if (arg[i] == '\\' && arg[i + 1] == '0')
+            (*out)[n++] = '\0', i++;
+        else
+            (*out)[n++] = (unsigned char)arg[i];
+    return n;
+}
+
 /* Say: send TEXT, each \0 in it as a NUL byte ending a write, 100 ms apart, then be mute
-   (a fake bore server). */
+   (a fake bore server); prints "conn N" as connection N comes. */
 static void handle_say(int fd)
 {
-    size_t at = 0, n;
-    while (at < g_pattern_len) {
-        unsigned char *nul = memchr(g_pattern + at, '\0', g_pattern_len - at);
-        n = nul ? (size_t)(nul - (g_pattern + at)) + 1 : g_pattern_len - at;
+    int k = __atomic_add_fetch(&g_said, 1, __ATOMIC_RELAXED);
+    const unsigned char *p = k > 1 && g_later ? g_later : g_pattern;
+    size_t at = 0, n, len = k > 1 && g_later ? g_later_len : g_pattern_len;
+    char line[32];
+    snprintf(line, sizeof line, "conn %d\n", k);
+    if (write(1, line, strlen(line)) < 0)
+        return;
+    while (at < len) {
+        const unsigned char *nul = memchr(p + at, '\0', len - at);
+        n = nul ? (size_t)(nul - (p + at)) + 1 : len - at;
         if (at > 0)
             sleep_ms(100);
-        if (write_all(fd, g_pattern + at, n) != 0)
+        if (write_all(fd, p + at, n) != 0)
             return;
         at += n;
     }
@@ -462,13 +487,9 @@ static void setup_handler(const char *mode, const char *arg)
         g_handler = handle_close;
     else if (!strcmp(mode, "say")) {
         g_handler = handle_say;
-        if ((g_pattern = (unsigned char *)strdup(arg)) == NULL)
-            die("out of memory");
-        for (size_t i = 0; arg[i] != '\0'; i++)
-            if (arg[i] == '\\' && arg[i + 1] == '0')
-                g_pattern[g_pattern_len++] = '\0', i++;
-            else
-                g_pattern[g_pattern_len++] = (unsigned char)arg[i];
+        g_pattern_len = unescape_nul(arg, &g_pattern);
+        if (getenv("TCPKIT_SAY_LATER"))
+            g_later_len = unescape_nul(getenv("TCPKIT_SAY_LATER"), &g_later);
     }
     else if (!strcmp(mode, "proxyhdr"))
         g_handler = handle_proxyhdr;
@@ -792,7 +813,7 @@ static int mode_delay(char **argv)
     serve_forever(listen_port_announce(host, port, strcmp(port, "0") != 0));
 }
 
-/* badproxy: how connections fail (502, close or reset), until SIGUSR1 heals the proxy. */
+/* badproxy: how connections fail (502, 407, close or reset), until SIGUSR1 heals the proxy. */
 static const char *g_fail;
 static volatile sig_atomic_t g_healed;
 static int g_proxied;
@@ -809,6 +830,7 @@ static void handle_badproxy(int fd)
 {
     static const char ok[] = "HTTP/1.1 200 Connection established\r\n\r\n";
     static const char bad[] = "HTTP/1.1 502 Bad Gateway\r\n\r\n";
+    static const char auth[] = "HTTP/1.1 407 Proxy Authentication Required\r\n\r\n";
     int n = __atomic_add_fetch(&g_proxied, 1, __ATOMIC_RELAXED), state = 0;
     char c, line[32];
     /* The header ends at the first empty line. */
@@ -822,20 +844,23 @@ static void handle_badproxy(int fd)
             handle_delay(fd);
     } else if (!strcmp(g_fail, "502")) {
         (void)write_all(fd, bad, sizeof bad - 1);
+    } else if (!strcmp(g_fail, "407")) {
+        (void)write_all(fd, auth, sizeof auth - 1);
     } else if (!strcmp(g_fail, "reset")) {
         struct linger lg = { 1, 0 };
         setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
     }
 }
 
-/* badproxy HOST PORT 502|close|reset: an HTTP CONNECT proxy on 127.0.0.1 (its port
+/* badproxy HOST PORT 502|407|close|reset: an HTTP CONNECT proxy on 127.0.0.1 (its port
    printed) that relays its first connection to HOST PORT and fails every later one
    until SIGUSR1; prints "conn N" as connection N's header is read. */
 static int mode_badproxy(char **argv)
 {
     struct sigaction sa = { .sa_handler = on_heal };
-    if (strcmp(argv[2], "502") && strcmp(argv[2], "close") && strcmp(argv[2], "reset"))
-        die("badproxy: 502, close or reset, not '%s'", argv[2]);
+    if (strcmp(argv[2], "502") && strcmp(argv[2], "407") && strcmp(argv[2], "close") &&
+        strcmp(argv[2], "reset"))
+        die("badproxy: 502, 407, close or reset, not '%s'", argv[2]);
     g_fail = argv[2];
     set_target(argv[0], argv[1]);
     sigaction(SIGUSR1, &sa, NULL);
@@ -1811,7 +1836,7 @@ static const struct mode modes[] = {
     { "manyaddr", 5, 1, 1, mode_manyaddr, "HOST PORT ADDRS HOLDMS SECONDS" },
     { "churncount", 5, 1, 1, mode_churncount, "HOST PORT COUNT PARALLEL N" },
     { "finrst", 2, 1, 1, mode_finrst, "HOST PORT" },
-    { "badproxy", 3, 0, 0, mode_badproxy, "HOST PORT 502|close|reset" },
+    { "badproxy", 3, 0, 0, mode_badproxy, "HOST PORT 502|407|close|reset" },
     { "hellorace", 7, 1, 1, mode_hellorace, "HOST PORT COUNT FIRST ROUNDS GAPMS HOLDMS" },
     { "firstbyte", 4, 1, 1, mode_firstbyte, "HOST PORT COUNT N" },
 };

@@ -169,3 +169,23 @@ t_tunnels_few_fds() {
 	alive "$CLI" || { why "client gone"; return 1; }
 }
 
+
+# A server (or a man in the middle) that grants a port, drops the tunnel, then answers
+# every Hello with "port already in use" does not drive the client: the port kept is
+# given up once, any port is never "kept", and every retry backs off (4 connections
+# take over 1.5 s).
+t_redial_backs_off() {
+	local t0 ms
+	TCPKIT_SAY_LATER='{"Error":"port already in use"}\0' \
+		start fake "$TCPKIT" serve say '{"Hello":2000}\0{"Error":"gone"}\0'
+	wait_until 5 test -s "$WORK/fake.log" || return 1
+	t0=$(date +%s%N)
+	start client "$BORE" local 9 --to 127.0.0.1 --control-port "$(head -n 1 "$WORK/fake.log")"
+	CLI=$LAST
+	wait_until 10 log_count_is fake "conn 4" 1 || { why "$(count_in_log fake conn) connections"; return 1; }
+	ms=$((($(date +%s%N) - t0) / 1000000))
+	[ "$ms" -ge 1500 ] || { why "4 connections in $ms ms"; return 1; }
+	log_count_is client "port 2000 is not to be had" 1 || { why "$(cat "$WORK/client.log")"; return 1; }
+	! grep -q "port 0 is not" "$WORK/client.log" || { why "port 0 was kept"; return 1; }
+	alive "$CLI"
+}
