@@ -3317,20 +3317,16 @@ back_off_ms(int first, int failures, int max)
 	return (ms < max ? (int)ms : max);
 }
 
-/*
- * A step of the client returns 0, or -1 with errno saying what comes next:
- * ECANCELED, a stop (exit 0); EPERM, a refusal no retry mends (exit 78);
- * EACCES, the proxy's refusal: as EPERM at the first connection, later as ECONNABORTED;
- * EADDRINUSE, the port asked for again is not to be had (ask for any);
- * EMFILE, no fd or memory here (retry, even a first connection);
- * ECONNABORTED, lost (retry if allowed).
- */
-static int
-fail(int e)
-{
-	errno = e;
-	return (-1);
-}
+/* What a step of the client came to, said once where it went wrong; so what comes next. */
+enum step {
+	STEP_OK,
+	STEP_STOPPED,        /* cut short by a stop, without a word: exit 0 */
+	STEP_REFUSED,        /* the server's refusal, which no retry mends: exit 78 */
+	STEP_PROXY_REFUSED,  /* the proxy's: final at the first connection, later as lost */
+	STEP_PORT_GONE,      /* the port asked for again is not to be had: ask for any */
+	STEP_SHORT,          /* no fd or memory here: retry, even at the first connection */
+	STEP_LOST,           /* lost: retry if allowed */
+};
 
 /* ---- Client: the server's errors and the handshake ---------------- */
 
@@ -3361,8 +3357,8 @@ in_list(const char *text, const char *const *list, size_t n)
 	return (0);
 }
 
-/* Fail as a server's Error means; kept: the port asked for was kept from an earlier tunnel. */
-static int
+/* What a server's Error means; kept: the port asked for was kept from an earlier tunnel. */
+static enum step
 error_outcome(const char *text, int kept)
 {
 	static const char *const port_errors[] = {
@@ -3376,12 +3372,12 @@ error_outcome(const char *text, int kept)
 
 	/* A port the user did not choose, kept from an earlier tunnel, can be given up. */
 	if (kept && in_list(text, port_errors, 4))
-		return (fail(EADDRINUSE));
-	return (fail(in_list(text, refusals, 4) ? EPERM : ECONNABORTED));
+		return (STEP_PORT_GONE);
+	return (in_list(text, refusals, 4) ? STEP_REFUSED : STEP_LOST);
 }
 
-/* Log a server's Error frame, and fail as it means (kept as for error_outcome). */
-static int
+/* Log a server's Error frame; what it means (kept as for error_outcome). */
+static enum step
 server_error(const struct bore_msg *m, int kept)
 {
 	char text[BORE_MAX_FRAME + 1];
@@ -3391,7 +3387,7 @@ server_error(const struct bore_msg *m, int kept)
 }
 
 /* Answer the server's challenge. */
-static int
+static enum step
 client_handshake(struct conn *c)
 {
 	char tag[BORE_TAG_HEXLEN + 1];
@@ -3404,7 +3400,7 @@ client_handshake(struct conn *c)
 		return (server_error(&m, 0));
 	if (r == 1 && m.type != BORE_MSG_CHALLENGE) {
 		log_msg(LOG_ERROR, "expected authentication challenge, but no secret was required");
-		return (fail(EPERM));
+		return (STEP_REFUSED);
 	}
 	/* A close at once is a refusal; a late one, a server that waited for a Hello. */
 	if (r == 0 && now_ms() - start < BORE_NETWORK_TIMEOUT_MS / 2)
@@ -3418,15 +3414,15 @@ client_handshake(struct conn *c)
 		log_msg(LOG_ERROR, "connection lost before the authentication challenge: %s",
 		    first_error(errno));
 	if (r != 1)
-		return (fail(ECONNABORTED));
+		return (r == -1 && errno == ECANCELED ? STEP_STOPPED : STEP_LOST);
 	bore_auth_tag(cli.key, m.uuid, tag);
 	r = send_msg(c->fd, BORE_MSG_AUTHENTICATE, 0, tag);
 	sodium_memzero(tag, sizeof(tag));
 	if (r == -1) {
 		log_msg(LOG_ERROR, "could not send authentication: %s", strerror(errno));
-		return (fail(ECONNABORTED));
+		return (STEP_LOST);
 	}
-	return (0);
+	return (STEP_OK);
 }
 
 /* ---- Client: proxies, and the connections to the server ----------- */
@@ -3434,21 +3430,21 @@ client_handshake(struct conn *c)
 /* Largest reply header taken from an HTTP proxy. */
 #define HTTP_HEADER_MAX 4096
 
-/* Log that the proxy's reply broke off: at EOF (r 0), or on errno; fail as lost. */
-static int
+/* Log that the proxy's reply broke off: at EOF (r 0), or on errno; lost, or stopped. */
+static enum step
 proxy_lost(int r)
 {
 	char where[300];
 
 	/* A stop (ECANCELED) ends the step without a word. */
 	if (r == -1 && errno == ECANCELED)
-		return (-1);
+		return (STEP_STOPPED);
 	host_port(cli.proxy_host, cli.proxy_port, where, sizeof(where));
 	if (r == 0)
 		log_msg(LOG_ERROR, "proxy %s closed the connection", where);
 	else
 		log_msg(LOG_ERROR, "proxy %s: %s", where, strerror(errno));
-	return (fail(ECONNABORTED));
+	return (STEP_LOST);
 }
 
 /*
@@ -3475,7 +3471,7 @@ http_header(int fd, char *head, int64_t deadline)
 }
 
 /* Ask the HTTP proxy on fd to CONNECT to the server, by name. */
-static int
+static enum step
 http_connect(int fd, int64_t deadline)
 {
 	char req[2048], head[HTTP_HEADER_MAX + 1], target[300], where[300], status[100];
@@ -3496,20 +3492,20 @@ http_connect(int fd, int64_t deadline)
 		if (r == -1) {
 			log_msg(LOG_ERROR, "proxy %s sent a reply header over %d bytes", where,
 			    HTTP_HEADER_MAX);
-			return (fail(EPERM));
+			return (STEP_PROXY_REFUSED);
 		}
 		/* HTTP/1.x NNN reason */
 		if (strncmp(head, "HTTP/1.", 7) != 0 || head[8] != ' ' ||
 		    strspn(head + 9, "0123456789") != 3 || (code = atoi(head + 9)) < 100 ||
 		    code > 599 || memchr(" \r\n", head[12], 3) == NULL) {
 			log_msg(LOG_ERROR, "proxy %s sent a malformed reply", where);
-			return (fail(EPERM));
+			return (STEP_PROXY_REFUSED);
 		}
 	}
 	head[strcspn(head, "\r\n")] = '\0';
 	printable(head + 9, status, sizeof(status));
 	if (code / 100 == 2)
-		return (0);
+		return (STEP_OK);
 	/* 407, or 401 as tinyproxy answers wrong credentials. */
 	if (code == 407 || code == 401)
 		log_msg(LOG_ERROR, "proxy %s: %s: %s", where, cli.proxy_basic[0] ?
@@ -3518,7 +3514,7 @@ http_connect(int fd, int64_t deadline)
 		log_msg(LOG_ERROR, "proxy %s %s the connection to %s: %s", where,
 		    code / 100 == 4 ? "refused" : "could not make", target, status);
 	/* The proxy's own refusals stand; its failures to reach the server may pass. */
-	return (fail(code / 100 == 4 ? EPERM : ECONNABORTED));
+	return (code / 100 == 4 ? STEP_PROXY_REFUSED : STEP_LOST);
 }
 
 /* SOCKS5 replies by code, and whether that code is a refusal no retry mends. */
@@ -3530,7 +3526,7 @@ static const char *const socks5_replies[] = {
 #define SOCKS_FINAL(code) ((code) == 2 || (code) >= 7)
 
 /* Greet the SOCKS5 proxy on fd (proxy named `where`), and log in if it asks (RFC 1929). */
-static int
+static enum step
 socks5_greet(int fd, const char *where, int64_t deadline)
 {
 	unsigned char b[3 + 2 * 255];
@@ -3544,15 +3540,15 @@ socks5_greet(int fd, const char *where, int64_t deadline)
 		return (proxy_lost(r));
 	if (b[0] != 5 || (b[1] != 0 && b[1] != 0xff && !(b[1] == 2 && ul > 0))) {
 		log_msg(LOG_ERROR, "proxy %s sent a malformed reply", where);
-		return (fail(EPERM));
+		return (STEP_PROXY_REFUSED);
 	}
 	if (b[1] == 0xff) {
 		log_msg(LOG_ERROR, "proxy %s: %s", where, ul > 0 ?
 		    "no acceptable authentication method" : "authentication required");
-		return (fail(EPERM));
+		return (STEP_PROXY_REFUSED);
 	}
 	if (b[1] == 0)
-		return (0);
+		return (STEP_OK);
 	b[0] = 1;
 	b[1] = (unsigned char)ul;
 	memcpy(b + 2, cli.proxy_user, ul);
@@ -3564,13 +3560,13 @@ socks5_greet(int fd, const char *where, int64_t deadline)
 		return (proxy_lost(r));
 	if (b[1] != 0) {
 		log_msg(LOG_ERROR, "proxy %s: authentication failed", where);
-		return (fail(EPERM));
+		return (STEP_PROXY_REFUSED);
 	}
-	return (0);
+	return (STEP_OK);
 }
 
 /* Ask the SOCKS5 proxy on fd for the server: at dest, else by name (socks5h://). */
-static int
+static enum step
 socks5_connect(int fd, const struct sockaddr *dest, int64_t deadline)
 {
 	unsigned char b[4 + 1 + 255 + 2];
@@ -3579,13 +3575,14 @@ socks5_connect(int fd, const struct sockaddr *dest, int64_t deadline)
 	socklen_t lit_len;
 	const uint8_t *addr;
 	in_port_t *port;
+	enum step st;
 	size_t n;
 	int r = -1;
 
 	host_port(cli.to, cli.control_port, target, sizeof(target));
 	host_port(cli.proxy_host, cli.proxy_port, where, sizeof(where));
-	if (socks5_greet(fd, where, deadline) == -1)
-		return (-1);
+	if ((st = socks5_greet(fd, where, deadline)) != STEP_OK)
+		return (st);
 	/* CONNECT to an IPv4 or IPv6 address, or to a name the proxy resolves. */
 	memcpy(b, "\5\1\0", 3);
 	if (dest == NULL && parse_ip(cli.to, cli.control_port, &lit, &lit_len) == 0)
@@ -3608,29 +3605,30 @@ socks5_connect(int fd, const struct sockaddr *dest, int64_t deadline)
 	if (b[0] != 5 || b[1] >= sizeof(socks5_replies) / sizeof(socks5_replies[0]) ||
 	    (b[1] == 0 && b[3] != 1 && b[3] != 3 && b[3] != 4)) {
 		log_msg(LOG_ERROR, "proxy %s sent a malformed reply", where);
-		return (fail(EPERM));
+		return (STEP_PROXY_REFUSED);
 	}
 	if (b[1] != 0) {
 		log_msg(LOG_ERROR, "proxy %s %s the connection to %s: %s", where,
 		    SOCKS_FINAL(b[1]) ? "refused" : "could not make", target, socks5_replies[b[1]]);
 		/* Not allowed, or not understood: the proxy's answer stands. */
-		return (fail(SOCKS_FINAL(b[1]) ? EPERM : ECONNABORTED));
+		return (SOCKS_FINAL(b[1]) ? STEP_PROXY_REFUSED : STEP_LOST);
 	}
 	/* The bound address and port, of no use to us; a name's comes after its length. */
 	n = b[3] == 1 ? 4 + 2 : b[3] == 4 ? 16 + 2 : 1;
 	if ((r = read_full(fd, b, n, deadline)) != 1 ||
 	    (n == 1 && (r = read_full(fd, b, (size_t)b[0] + 2, deadline)) != 1))
 		return (proxy_lost(r));
-	return (0);
+	return (STEP_OK);
 }
 
 /* Connect and authenticate to the server at ai, or via the proxy at ai asking for dest or name. */
-static int
+static enum step
 open_control(const struct addrinfo *ai, const struct sockaddr *dest, struct conn **out)
 {
 	char where[300];
 	struct conn *c;
-	int fd, short_here, e;
+	enum step st;
+	int fd, short_here;
 
 	/* Cut short by a stop (ECANCELED), a step ends without a word. */
 	if ((fd = connect_any(ai)) == -1) {
@@ -3640,27 +3638,26 @@ open_control(const struct addrinfo *ai, const struct sockaddr *dest, struct conn
 			    cli.proxy ? "proxy " : "", host_port(cli.proxy ? cli.proxy_host :
 			    cli.to, cli.proxy ? cli.proxy_port : cli.control_port, where,
 			    sizeof(where)), strerror(errno));
-		return (fail(short_here ? EMFILE : ECONNABORTED));
+		return (short_here ? STEP_SHORT : STEP_LOST);
 	}
-	if (cli.proxy != PROXY_NONE && (cli.proxy == PROXY_HTTP ?
+	st = cli.proxy == PROXY_NONE ? STEP_OK : cli.proxy == PROXY_HTTP ?
 	    http_connect(fd, now_ms() + BORE_NETWORK_TIMEOUT_MS) :
-	    socks5_connect(fd, dest, now_ms() + BORE_NETWORK_TIMEOUT_MS)) == -1) {
-		e = errno == EPERM ? EACCES : errno;
+	    socks5_connect(fd, dest, now_ms() + BORE_NETWORK_TIMEOUT_MS);
+	if (st != STEP_OK) {
 		close_fd(fd);
-		return (fail(e));
+		return (st);
 	}
 	if ((c = conn_new(fd, "server")) == NULL) {
 		close_fd(fd);
-		return (fail(ECONNABORTED));
+		return (STEP_LOST);
 	}
 	/* c owns fd from here. */
-	if (cli.has_secret && client_handshake(c) == -1) {
-		e = errno;
+	if (cli.has_secret && (st = client_handshake(c)) != STEP_OK) {
 		conn_free(c);
-		return (fail(e));
+		return (st);
 	}
 	*out = c;
-	return (0);
+	return (STEP_OK);
 }
 
 /* ---- Client: data connections ------------------------------------- */
@@ -3681,28 +3678,26 @@ struct visitor_job {
 };
 
 /* Open a data connection along r as open_control does, once one of OPENING_MAX places is free. */
-static int
+static enum step
 open_data(const struct route *r, struct conn **out)
 {
 	struct addrinfo hop = {
 		.ai_family = r->hop.ss_family, .ai_socktype = SOCK_STREAM,
 		.ai_addr = (struct sockaddr *)&r->hop, .ai_addrlen = r->hop_len,
 	};
-	int rc, saved;
+	enum step st;
 
 	pthread_mutex_lock(&client.opening_lock);
 	while (client.opening >= OPENING_MAX)
 		pthread_cond_wait(&client.opening_done, &client.opening_lock);
 	client.opening++;
 	pthread_mutex_unlock(&client.opening_lock);
-	rc = open_control(&hop, r->dest_len ? (const struct sockaddr *)&r->dest : NULL, out);
-	saved = errno;
+	st = open_control(&hop, r->dest_len ? (const struct sockaddr *)&r->dest : NULL, out);
 	pthread_mutex_lock(&client.opening_lock);
 	client.opening--;
 	pthread_cond_signal(&client.opening_done);
 	pthread_mutex_unlock(&client.opening_lock);
-	errno = saved;
-	return (rc);
+	return (st);
 }
 
 /* ---- Client: visitors --------------------------------------------- */
@@ -3729,7 +3724,7 @@ serve_visitor(const struct visitor_job *job, struct relay_info *info, const char
 	struct conn *c;
 	int lfd;
 
-	if (open_data(&job->route, &c) == -1)
+	if (open_data(&job->route, &c) != STEP_OK)
 		return (-1);
 	if (send_msg(c->fd, BORE_MSG_ACCEPT, 0, job->id) == -1) {
 		log_msg(LOG_WARN, "could not send accept: %s", strerror(errno));
@@ -3832,7 +3827,7 @@ err0:
 /* ---- Client: a session, and reconnects ---------------------------- */
 
 /* Ask for port want (kept: as for error_outcome); the port of the server's Hello goes to *got. */
-static int
+static enum step
 send_hello(struct conn *c, uint16_t want, int kept, uint16_t *got)
 {
 	struct bore_msg m;
@@ -3840,32 +3835,32 @@ send_hello(struct conn *c, uint16_t want, int kept, uint16_t *got)
 
 	if (send_msg(c->fd, BORE_MSG_HELLO, want, NULL) == -1) {
 		log_msg(LOG_ERROR, "could not send hello: %s", strerror(errno));
-		return (fail(ECONNABORTED));
+		return (STEP_LOST);
 	}
 	if ((r = read_first(c, &m)) != 1) {
 		if (r == 0 || errno != ECANCELED)
 			log_msg(LOG_ERROR, "%s", r == 0 ? "unexpected EOF from server" :
 			    first_error(errno));
-		return (fail(ECONNABORTED));
+		return (r == 0 || errno != ECANCELED ? STEP_LOST : STEP_STOPPED);
 	}
 	switch (m.type) {
 	case BORE_MSG_HELLO:
 		*got = m.port;
-		return (0);
+		return (STEP_OK);
 	case BORE_MSG_ERROR:
 		return (server_error(&m, kept));
 	case BORE_MSG_CHALLENGE:
 		log_msg(LOG_ERROR, "server requires authentication, but no client secret was "
 		    "provided");
-		return (fail(EPERM));
+		return (STEP_REFUSED);
 	default:
 		log_msg(LOG_ERROR, "unexpected initial non-hello message");
-		return (fail(EPERM));
+		return (STEP_REFUSED);
 	}
 }
 
 /* Read frames from the server and start visitors of tunnel lt until it ends. */
-static int
+static enum step
 serve_session(struct local_tunnel *lt, struct conn *c, struct route *route)
 {
 	struct bore_msg m;
@@ -3875,12 +3870,12 @@ serve_session(struct local_tunnel *lt, struct conn *c, struct route *route)
 	route->hop_len = sizeof(route->hop);
 	if (getpeername(c->fd, (struct sockaddr *)&route->hop, &route->hop_len) == -1) {
 		log_msg(LOG_ERROR, "connection to server lost: %s", strerror(errno));
-		return (fail(ECONNABORTED));
+		return (STEP_LOST);
 	}
 	for (;;) {
 		r = read_frame(c, &m, now_ms() + cli.heartbeat_timeout_ms);
 		if (r == -1 && errno == ECANCELED)
-			return (-1);
+			return (STEP_STOPPED);
 		if (r == 0)
 			log_msg(LOG_ERROR, "server closed the connection");
 		else if (r == -1 && errno == ETIMEDOUT)
@@ -3889,7 +3884,7 @@ serve_session(struct local_tunnel *lt, struct conn *c, struct route *route)
 		else if (r == -1)
 			log_msg(LOG_ERROR, "connection to server lost: %s", frame_error(errno));
 		if (r != 1)
-			return (fail(ECONNABORTED));
+			return (STEP_LOST);
 		if (m.type == BORE_MSG_CONNECTION)
 			start_visitor(lt, m.uuid, route);
 		else if (m.type == BORE_MSG_ERROR)
@@ -3900,12 +3895,12 @@ serve_session(struct local_tunnel *lt, struct conn *c, struct route *route)
 }
 
 /* A session of lt: resolve anew, connect, ask for *port (set to the port granted), serve. */
-static int
+static enum step
 run_session(struct local_tunnel *lt, uint16_t *port, int *opened)
 {
 	struct addrinfo *ai, *dests = NULL, *d;
 	struct route route = { .dest_len = 0 };
-	int o = ECONNABORTED;  /* 0, or errno as a step fails */
+	enum step o = STEP_LOST;
 	char where[300], local[300];
 	struct conn *c;
 	uint16_t got = 0;
@@ -3913,15 +3908,15 @@ run_session(struct local_tunnel *lt, uint16_t *port, int *opened)
 	*opened = 0;
 	/* socks5://: we resolve the server's name, and ask the proxy for each address in turn. */
 	if (cli.proxy == PROXY_SOCKS5 && (dests = resolve(cli.to, cli.control_port)) == NULL)
-		return (fail(ECONNABORTED));
+		return (STEP_LOST);
 	ai = cli.proxy ? resolve(cli.proxy_host, cli.proxy_port) :
 	    resolve(cli.to, cli.control_port);
 	for (d = dests; ai != NULL; d = d->ai_next) {
-		o = open_control(ai, d ? d->ai_addr : NULL, &c) == 0 ? 0 : errno;
-		if (o != ECONNABORTED || d == NULL || d->ai_next == NULL)
+		o = open_control(ai, d ? d->ai_addr : NULL, &c);
+		if (o != STEP_LOST || d == NULL || d->ai_next == NULL)
 			break;
 	}
-	if (ai != NULL && o == 0 && d != NULL) {
+	if (ai != NULL && o == STEP_OK && d != NULL) {
 		memcpy(&route.dest, d->ai_addr, d->ai_addrlen);
 		route.dest_len = d->ai_addrlen;
 	}
@@ -3929,10 +3924,10 @@ run_session(struct local_tunnel *lt, uint16_t *port, int *opened)
 		freeaddrinfo(ai);
 	if (dests != NULL)
 		freeaddrinfo(dests);
-	if (o != 0)
-		return (fail(o));
+	if (o != STEP_OK)
+		return (o);
 	/* Kept: a port other than the one asked for, from an earlier tunnel (any port never is). */
-	if ((o = send_hello(c, *port, *port != 0 && *port != lt->want, &got) == 0 ? 0 : errno) != 0)
+	if ((o = send_hello(c, *port, *port != 0 && *port != lt->want, &got)) != STEP_OK)
 		goto done;
 	if (*port != 0 && got != *port)
 		log_msg(LOG_WARN, "public port changed from %u to %u", *port, got);
@@ -3950,13 +3945,13 @@ run_session(struct local_tunnel *lt, uint16_t *port, int *opened)
 	lt->since_ms = now_ms();
 	lt->since = time(NULL);
 	pthread_mutex_unlock(&lt->lock);
-	o = serve_session(lt, c, &route) == 0 ? 0 : errno;
+	o = serve_session(lt, c, &route);
 	pthread_mutex_lock(&lt->lock);
 	lt->port = 0;
 	pthread_mutex_unlock(&lt->lock);
 done:
 	conn_free(c);
-	return (o == 0 ? 0 : fail(o));
+	return (o);
 }
 
 /* Exit status for a refusal no retry can change: EX_CONFIG, so a supervisor does not restart. */
@@ -3967,24 +3962,25 @@ static int
 run_client(struct local_tunnel *lt)
 {
 	uint16_t port = lt->want;
-	int attempt = 0, ever_opened = 0, opened, delay, e;
+	int attempt = 0, ever_opened = 0, opened, delay;
+	enum step e;
 
 	for (;;) {
-		e = run_session(lt, &port, &opened) == 0 ? 0 : errno;
-		/* A step the stop cut short ends as lost: no retry is worth announcing. */
-		if (e == ECANCELED || sleep_or_signal(0))
+		e = run_session(lt, &port, &opened);
+		/* A step the stop cut short may end as lost: no retry is worth announcing. */
+		if (e == STEP_STOPPED || sleep_or_signal(0))
 			return (0);
 		if (opened) {
 			ever_opened = 1;
 			attempt = 0;
 		}
-		if (e == EACCES)
-			e = ever_opened ? ECONNABORTED : EPERM;
-		if (e == EADDRINUSE) {
+		if (e == STEP_PROXY_REFUSED)
+			e = ever_opened ? STEP_LOST : STEP_REFUSED;
+		if (e == STEP_PORT_GONE) {
 			log_msg(LOG_WARN, "port %u is not to be had; asking for any port", port);
 			port = 0;
 		}
-		if (e == EPERM) {
+		if (e == STEP_REFUSED) {
 			if (log_retrying) {
 				log_retrying = 0;
 				log_msg(LOG_ERROR, "giving up: retrying cannot mend that");
@@ -3992,7 +3988,7 @@ run_client(struct local_tunnel *lt)
 			return (EXIT_REFUSED);
 		}
 		/* The first connection's errors are shown and final: they are usually settings. */
-		if (e != EMFILE && (!ever_opened || !cli.reconnect))
+		if (e != STEP_SHORT && (!ever_opened || !cli.reconnect))
 			return (1);
 		delay = back_off_ms(RECONNECT_MIN_MS, attempt, RECONNECT_MAX_MS);
 		/* Jitter: anywhere in the upper half, so many clients do not re-dial in step. */
