@@ -976,7 +976,7 @@ hand_to_idle(void *(*fn)(void *), void *arg)
 	return (w != NULL);
 }
 
-/* Run fn(arg) on an idle worker, else on a new one with a small stack; -1 if neither. */
+/* Run fn(arg) on an idle worker, else a new one with a small stack; fn owns arg; -1 if neither. */
 static int
 spawn(void *(*fn)(void *), void *arg)
 {
@@ -1040,7 +1040,7 @@ struct conn {
 	char buf[CONN_BUF];
 };
 
-/* Allocate a conn for fd from peer, as logs name it; NULL (fd untouched) on failure. */
+/* A conn that owns fd from peer, as logs name it; NULL (fd still the caller's) on failure. */
 static struct conn *
 conn_new(int fd, const char *peer)
 {
@@ -3621,7 +3621,7 @@ socks5_connect(int fd, const struct sockaddr *dest, int64_t deadline)
 	return (STEP_OK);
 }
 
-/* Connect and authenticate to the server at ai, or via the proxy at ai asking for dest or name. */
+/* Connect and authenticate to the server at ai, or via the proxy at ai; *out is the caller's. */
 static enum step
 open_control(const struct addrinfo *ai, const struct sockaddr *dest, struct conn **out)
 {
