@@ -351,7 +351,7 @@ fuzz_client(struct conn *c, int peer, const uint8_t *s, size_t len)
 	ok = e.r == 1 && e.m.type == BORE_MSG_CHALLENGE;
 
 	rc = client_handshake(c);
-	CHECK(ok ? rc == 0 : rc == -1, "client: handshake result");
+	CHECK(ok ? rc == STEP_OK : rc != STEP_OK, "client: handshake result");
 
 	if (ok) {
 		crypto_auth_hmacsha256(mac, e.m.uuid, BORE_UUID_LEN, fuzz_key);
