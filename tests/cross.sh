@@ -76,13 +76,13 @@ apt_scratch() {
 
 # libsodium's Debian source package, unpacked and its configure made once: sets SODIUM_SRC.
 sodium_source() {
-	SODIUM_SRC=$(find "$CACHE/src" -maxdepth 1 -type d -name 'libsodium-*' 2>/dev/null | head -n 1)
+	mkdir -p "$CACHE/src"
+	SODIUM_SRC=$(find "$CACHE/src" -maxdepth 1 -type d -name 'libsodium-*' | head -n 1)
 	[ -n "$SODIUM_SRC" ] && [ -x "$SODIUM_SRC/configure" ] && return 0
 	if [ -z "$SODIUM_SRC" ]; then
 		say "fetching libsodium's Debian source package into $CACHE/src"
 		apt_scratch
 		apt-get -qq "${APT_OPTS[@]}" update
-		mkdir -p "$CACHE/src"
 		(cd "$CACHE/src" && apt-get -qq "${APT_OPTS[@]}" source libsodium)
 		SODIUM_SRC=$(find "$CACHE/src" -maxdepth 1 -type d -name 'libsodium-*' | head -n 1)
 	fi
