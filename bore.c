@@ -2160,13 +2160,15 @@ server_handshake(struct conn *c, const struct keyset *ks)
 /*
  * Trust boundary: in call order, what an anonymous peer reaches (the control
  * port before authentication; with no secret, a Hello's tunnel and an Accept's
- * claim) and the bound each keeps; relay, spawn, log_limited: their insides.
+ * claim) and the bound each keeps.
  *   run_server, unless_paused, log_limits_flush, accept_control: an accept per wake, paused
- *   accept_peer, accept_nb, counted, short_of_resources, addr_str, sockaddr_ip: a counted fd
- *   cidr_allows, close_fd, log_limited, conn_new, source_of, source_known: 32 lines per 5 s
+ *   accept_peer, accept_nb, nonblock_cloexec, counted, short_of_resources: a counted fd
+ *   addr_str, sockaddr_ip, cidr_allows, close_fd, conn_new, source_of, source_known: per fd
+ *   log_limited, log_msg, log_line, printable, now_ms, now_us, ms_until: 32 lines per 5 s
  *   startup_add, startup_drop, startup_victim, startup_may_go: 2 x --max-startups places
  *   source_count, frame_waiting, startup_free, startup_done: a scan, a peek; no call locked
- *   spawn, serve_control, keyset_copy, keyset_new, keyset_free: a thread each; keys wiped
+ *   spawn, worker_main, hand_to_idle, reap_worker, heap_trim: a thread each, idle ones reused
+ *   serve_control, keyset_copy, keyset_new, keyset_free: keys wiped
  *   server_handshake, bore_uuid_random, bore_auth_verify: one answer, constant time
  *   send_error, send_msg, write_all: 3 s a frame
  *   bore_format_msg, json_escape, bore_uuid_format, uuid_hyphen_at, io_all, wait_fd: ditto
@@ -2179,7 +2181,10 @@ server_handshake(struct conn *c, const struct keyset *ks)
  *   tunnel_add_conn, pending_add, pending_expire, pending_unlink: --max-conns, parked 10 s
  *   tunnel_close, tunnel_put, forward_visitor, pending_take, tunnel_track: freed at the end
  *   tunnel_untrack, send_proxy_header, proxy_header, relay_after_frame, set_reset_on_close,
- *   relay, log_closed: two fds and a thread per visitor, RELAY_BUF or a pipe each way
+ *   relay, log_closed, ring_init, ring_put, ring_take: two fds and a thread per visitor
+ *   poll_relay, relay_events, relay_ready, set_nodelay: RELAY_BUF or a pipe each way
+ *   flow_use_copy, flow_make_pipe, relay_pipe, pipe_nb, flow_open, flow_close: ditto
+ *   flow_fill, flow_flush, splice_nb: ditto
  */
 
 /* ---- Server: settings and allow lists ----------------------------- */
