@@ -2162,26 +2162,30 @@ server_handshake(struct conn *c, const struct keyset *ks)
 /*
  * Trust boundary: in call order, what an anonymous peer reaches (the control
  * port before authentication; with no secret, a Hello's tunnel and an Accept's
- * claim) and the bound each keeps; relay, spawn, log_limited: their insides.
+ * claim) and the bound each keeps.
  *   run_server, unless_paused, log_limits_flush, accept_control: an accept per wake, paused
- *   accept_peer, accept_nb, counted, short_of_resources, addr_str, sockaddr_ip: a counted fd
- *   cidr_allows, close_fd, log_limited, conn_new, source_of, source_known: 32 lines per 5 s
- *   startup_add, startup_drop, startup_victim, startup_may_go: 2 x --max-startups places
- *   source_count, frame_waiting, startup_free, startup_done: a scan, a peek; no call locked
- *   spawn, serve_control, keyset_copy, keyset_new, keyset_free: a thread each; keys wiped
+ *   accept_peer, accept_nb, nonblock_cloexec, counted, short_of_resources, addr_str, sockaddr_ip,
+ *   cidr_allows, close_fd, conn_new, source_of, source_known: a counted fd
+ *   log_limited, log_msg, log_line, printable, now_ms, now_us, ms_until: 32 lines per 5 s
+ *   startup_add, startup_drop, startup_victim, startup_may_go, source_count, frame_waiting,
+ *   startup_free, startup_done: 2 x --max-startups places, a scan, a peek; no call locked
+ *   spawn, worker_main, hand_to_idle, reap_worker, heap_trim, ring_init, ring_put, ring_take,
+ *   serve_control, keyset_copy, keyset_new, keyset_free: a thread each; keys wiped
  *   server_handshake, bore_uuid_random, bore_auth_verify: one answer, constant time
- *   send_error, send_msg, write_all: 3 s a frame
- *   bore_format_msg, json_escape, bore_uuid_format, uuid_hyphen_at, io_all, wait_fd: ditto
- *   read_first, read_frame, first_error, frame_error, bore_parse_msg: BORE_MAX_FRAME, 3 s
- *   utf8_valid, msg_type_named, json_ws, json_lit, json_string, json_unicode: the frame
- *   json_put, hex_value, hex_digit, json_port, bore_uuid_parse: the frame
- *   run_tunnel, bind_public, try_bind, set_port, listen_on, tcp_socket: --max-sessions ports
- *   bind_error, tunnel_new, tunnel_list, set_liveness, conn_free: while its client is up
- *   serve_tunnel, park_visitor, fds_room: its share of the fds
- *   tunnel_add_conn, pending_add, pending_expire, pending_unlink: --max-conns, parked 10 s
- *   tunnel_close, tunnel_put, forward_visitor, pending_take, tunnel_track: freed at the end
- *   tunnel_untrack, send_proxy_header, proxy_header, relay_after_frame, set_reset_on_close,
- *   relay, log_closed: two fds and a thread per visitor, RELAY_BUF or a pipe each way
+ *   send_error, send_msg, write_all, bore_format_msg, json_escape, bore_uuid_format,
+ *   uuid_hyphen_at, io_all, wait_fd: 3 s a frame
+ *   read_first, read_frame, first_error, frame_error, bore_parse_msg, utf8_valid, msg_type_named,
+ *   json_ws, json_lit, json_string, json_unicode, json_put, hex_value, hex_digit, json_port,
+ *   bore_uuid_parse: BORE_MAX_FRAME, 3 s
+ *   run_tunnel, bind_public, try_bind, set_port, listen_on, tcp_socket, bind_error, tunnel_new,
+ *   tunnel_list, set_liveness, conn_free: --max-sessions ports while the client is up
+ *   serve_tunnel, park_visitor, fds_room, tunnel_add_conn, pending_add, pending_expire,
+ *   pending_unlink, tunnel_close, tunnel_put, forward_visitor, pending_take, tunnel_track,
+ *   tunnel_untrack: --max-conns and a share of the fds, parked 10 s
+ *   send_proxy_header, proxy_header, relay_after_frame, set_reset_on_close, relay, log_closed,
+ *   poll_relay, relay_events, relay_ready, set_nodelay, flow_use_copy, flow_make_pipe, relay_pipe,
+ *   pipe_nb, flow_open, flow_close, flow_fill, flow_flush,
+ *   splice_nb: two fds and a thread per visitor, RELAY_BUF or a pipe each way
  */
 
 /* ---- Server: settings and allow lists ----------------------------- */
