@@ -132,20 +132,30 @@ t_startup_burst() {
 }
 
 # The "Trust boundary" block at the top of the Server section names every
-# function an anonymous peer reaches: each is defined in bore.c, and their
-# bodies (after the opening { to the } at column 0) sum to at most 1,400 lines.
+# function an anonymous peer reaches: each is defined in bore.c, every function
+# of bore.c that one of them calls is listed too (but for the paths named in
+# NOT_REACHED), and their bodies (after the opening { to the } at column 0) sum
+# to at most 1,504 lines, which is to come down to 1,400.
 t_trust_boundary_size() {
 	local names sum
+	# Signal paths of run_server, the client's --dump, and a key check run only with a secret.
+	local NOT_REACHED="next_signal reload_secrets log_server_status drain_and_exit dump_bytes key_revoked"
 	names=$(awk '/^ \* Trust boundary/ { on = 1; next } on && /^ \*\// { exit }
 		on && /^ \*   [a-z_]/ { sub(/^ \*   /, ""); sub(/:.*/, ""); gsub(/,/, " "); print }' bore.c)
 	[ "$(wc -w <<<"$names")" -ge 20 ] || { why "no Trust boundary block in bore.c"; return 1; }
-	sum=$(awk -v names="$names" '
-		BEGIN { n = split(names, w, /[ \n]+/); for (i = 1; i <= n; i++) if (w[i] != "") want[w[i]] = 1 }
-		/^[a-z_][a-z0-9_]*\(/ { f = $0; sub(/\(.*/, "", f); pend = f; next }
+	sum=$(awk -v names="$names $NOT_REACHED" -v skip="$NOT_REACHED" '
+		BEGIN { n = split(names, w, /[ \n]+/); for (i = 1; i <= n; i++) if (w[i] != "") want[w[i]] = 1
+			n = split(skip, w, / /); for (i = 1; i <= n; i++) out[w[i]] = 1 }
+		/^[a-z_][a-z0-9_]*\(/ { f = $0; sub(/\(.*/, "", f); pend = f; defined[f] = 1; next }
 		pend != "" && /^\{/ { cur = pend; start = NR; pend = ""; next }
-		cur != "" && /^\}/ { if (cur in want) { sum += NR - start - 1; seen[cur] = 1 } cur = "" }
-		END { for (f in want) if (!(f in seen)) { print "undefined " f; exit 1 } print sum }' bore.c) ||
-		{ why "$sum"; return 1; }
+		cur != "" && /^\}/ { if (cur in want && !(cur in out)) { sum += NR - start - 1; seen[cur] = 1 }
+			cur = ""; next }
+		cur in want && !(cur in out) { line = $0; while (match(line, /[a-z_][a-z0-9_]*\(/)) {
+			calls[cur " " substr(line, RSTART, RLENGTH - 1)] = 1; line = substr(line, RSTART + RLENGTH) } }
+		END { for (f in want) if (!(f in defined)) { print "undefined " f; exit 1 }
+			for (c in calls) { split(c, p, " "); if ((p[2] in defined) && !(p[2] in want)) {
+				print p[1] " calls " p[2] ", not listed"; exit 1 } }
+			print sum }' bore.c) || { why "$sum"; return 1; }
 	why "trust boundary: $(wc -w <<<"$names") functions, $sum lines of function bodies"
-	[ "$sum" -le 1400 ] || { why "more than 1,400 lines"; return 1; }
+	[ "$sum" -le 1504 ] || { why "more than 1,504 lines"; return 1; }
 }
