@@ -515,24 +515,39 @@ next_signal(void)
 	return (read(pipes.signal[0], &sig, 1) == 1 ? sig : -1);
 }
 
+/* Act on the signals that came: SIGUSR1 calls status, SIGHUP reload if any; 1 at a stop. */
+static int
+take_signals(void (*status)(void), void (*reload)(void))
+{
+	int sig;
+
+	while ((sig = next_signal()) != -1) {
+		if (sig == SIGUSR1)
+			status();
+		else if (sig == SIGHUP && reload != NULL)
+			reload();
+		else if (sig != 0)
+			return (1);
+	}
+	return (0);
+}
+
 /*
  * At a stop, wait up to grace_ms while *a or *b is above 0, polling briefly
- * (threads end unannounced); SIGUSR1 calls status, a second SIGINT or SIGTERM
+ * (threads end unannounced); SIGUSR1 calls status, a second stop signal
  * ends the wait; then say how many of *b are closed while still open.
  */
 static void
-wait_drained(atomic_int *a, atomic_int *b, int grace_ms, void (*status)(void))
+wait_drained(atomic_int *a, atomic_int *b, int grace_ms, void (*status)(void),
+    void (*reload)(void))
 {
 	struct pollfd p = { .fd = pipes.signal[0], .events = POLLIN };
 	int64_t deadline = now_ms() + grace_ms;
-	int n, sig;
+	int n;
 
 	while ((atomic_load(a) > 0 || atomic_load(b) > 0) && now_ms() < deadline) {
 		(void)poll(&p, 1, 50);
-		while ((sig = next_signal()) != -1 && sig != SIGINT && sig != SIGTERM)
-			if (sig == SIGUSR1)
-				status();
-		if (sig != -1) {
+		if (take_signals(status, reload)) {
 			log_msg(LOG_INFO, "second signal: not waiting");
 			break;
 		}
@@ -693,23 +708,17 @@ sockaddr_ip(const struct sockaddr *sa, const uint8_t **addr, in_port_t **port)
 static const char *
 addr_str(const struct sockaddr *sa, socklen_t len, char *out, size_t cap)
 {
-	char host[INET6_ADDRSTRLEN], serv[8];
-	struct sockaddr_in sin = { .sin_family = AF_INET };
+	char host[INET6_ADDRSTRLEN + 16];  /* and an IPv6 scope */
 	const uint8_t *addr;
 	in_port_t *port;
+	size_t n = sockaddr_ip(sa, &addr, &port);
 
-	if (sa->sa_family == AF_INET6 && sockaddr_ip(sa, &addr, &port) == 4) {
-		sin.sin_port = *port;
-		memcpy(&sin.sin_addr, addr, 4);
-		sa = (const struct sockaddr *)&sin;
-		len = sizeof(sin);
-	}
-	if (getnameinfo(sa, len, host, sizeof(host), serv, sizeof(serv),
-	    NI_NUMERICHOST | NI_NUMERICSERV) != 0) {
+	/* getnameinfo for IPv6, which adds a link-local address's scope. */
+	if (n == 0 || (n == 4 ? inet_ntop(AF_INET, addr, host, sizeof(host)) == NULL :
+	    getnameinfo(sa, len, host, sizeof(host), NULL, 0, NI_NUMERICHOST) != 0))
 		snprintf(out, cap, "?");
-		return (out);
-	}
-	snprintf(out, cap, strchr(host, ':') ? "[%s]:%s" : "%s:%s", host, serv);
+	else
+		snprintf(out, cap, n == 16 ? "[%s]:%u" : "%s:%u", host, ntohs(*port));
 	return (out);
 }
 
@@ -1114,14 +1123,10 @@ read_frame(struct conn *c, struct bore_msg *m, int64_t deadline)
 		if (n > 0) {
 			c->len += (size_t)n;
 		} else if (n == 0) {
-			if (c->len == 0)
-				return (0);
 			errno = EPROTO;
-			return (-1);
-		} else if (errno == EAGAIN || errno == EWOULDBLOCK) {
-			if (wait_fd(c->fd, POLLIN, deadline) == -1)
-				return (-1);
-		} else if (errno != EINTR) {
+			return (c->len == 0 ? 0 : -1);
+		} else if (errno != EINTR && ((errno != EAGAIN && errno != EWOULDBLOCK) ||
+		    wait_fd(c->fd, POLLIN, deadline) == -1)) {
 			return (-1);
 		}
 	}
@@ -2180,8 +2185,8 @@ server_handshake(struct conn *c, const struct keyset *ks)
  *   run_tunnel, bind_public, try_bind, set_port, listen_on, tcp_socket, bind_error, tunnel_new,
  *   tunnel_list, set_liveness, conn_free: --max-sessions ports while the client is up
  *   serve_tunnel, park_visitor, fds_room, tunnel_add_conn, pending_add, pending_expire,
- *   pending_unlink, tunnel_close, tunnel_put, forward_visitor, pending_take, tunnel_track,
- *   tunnel_untrack: --max-conns and a share of the fds, parked 10 s
+ *   pending_unlink, tunnel_close, tunnel_put, forward_visitor, pending_take,
+ *   tunnel_track: --max-conns and a share of the fds, parked 10 s
  *   send_proxy_header, proxy_header, relay_after_frame, set_reset_on_close, relay, log_closed,
  *   poll_relay, relay_events, relay_ready, set_nodelay, flow_use_copy, flow_make_pipe, relay_pipe,
  *   pipe_nb, flow_open, flow_close, flow_fill, flow_flush,
@@ -2412,28 +2417,25 @@ tunnel_add_conn(struct tunnel *t)
 	return (ok ? 0 : -1);
 }
 
-/* List a relayed visitor in its tunnel; -1 if the tunnel is already closing. */
+/*
+ * List a relayed visitor in its tunnel (on), -1 if the tunnel is closing; or take it
+ * off, before its fd is closed, and count its bytes (bytes[0] went to the visitor).
+ */
 static int
-tunnel_track(struct tunnel *t, struct relay_info *r)
+tunnel_track(struct tunnel *t, struct relay_info *r, int on)
 {
-	int ok;
+	int ok = 1;
 
 	pthread_mutex_lock(&t->lock);
-	if ((ok = !t->closing))
+	if (on && (ok = !t->closing))
 		ring_put(&t->live, &r->link);
+	if (!on) {
+		t->counts.in += r->bytes[1];
+		t->counts.out += r->bytes[0];
+		ring_take(&r->link);
+	}
 	pthread_mutex_unlock(&t->lock);
 	return (ok ? 0 : -1);
-}
-
-/* Take a relayed visitor off its tunnel's list, before its fd is closed, and count its bytes. */
-static void
-tunnel_untrack(struct tunnel *t, struct relay_info *r, uint64_t in, uint64_t out)
-{
-	pthread_mutex_lock(&t->lock);
-	t->counts.in += in;
-	t->counts.out += out;
-	ring_take(&r->link);
-	pthread_mutex_unlock(&t->lock);
 }
 
 /*
@@ -2881,7 +2883,7 @@ forward_visitor(struct conn *c, const uint8_t id[BORE_UUID_LEN])
 	info.fd = p->fd;
 	free(p);
 	log_msg(LOG_DEBUG, "forwarding connection %s", ids);
-	if (tunnel_track(t, &info) == 0) {
+	if (tunnel_track(t, &info, 1) == 0) {
 		atomic_fetch_add(&server.relays, 1);
 		/* The header goes first, so the service reads it before any visitor byte. */
 		if ((srv.proxy_protocol && send_proxy_header(c->fd, info.fd) == -1) ||
@@ -2893,7 +2895,7 @@ forward_visitor(struct conn *c, const uint8_t id[BORE_UUID_LEN])
 		}
 		/* The data connection is the relay's first socket: bytes[0] went to the visitor. */
 		log_closed(ids, 0, info.bytes[1], info.bytes[0], start);
-		tunnel_untrack(t, &info, info.bytes[1], info.bytes[0]);
+		(void)tunnel_track(t, &info, 0);
 		atomic_fetch_sub(&server.relays, 1);
 	}
 	close_fd(info.fd);
@@ -3104,23 +3106,14 @@ serve_control(void *arg)
 	}
 	keyset_free(ks);
 	startup_done(c);
-	if (r != 1)
-		goto done;
-	switch (m.type) {
-	case BORE_MSG_HELLO:
+	if (r == 1 && m.type == BORE_MSG_HELLO)
 		run_tunnel(c, m.port, k != -1 ? key : NULL);
-		break;
-	case BORE_MSG_ACCEPT:
+	else if (r == 1 && m.type == BORE_MSG_ACCEPT)
 		forward_visitor(c, m.uuid);
-		break;
-	case BORE_MSG_AUTHENTICATE:
+	else if (r == 1 && m.type == BORE_MSG_AUTHENTICATE)
 		PEER_WARN(PL_UNEXPECTED, "%s: unexpected authenticate", c->peer);
-		break;
-	default:
+	else if (r == 1)
 		PEER_WARN(PL_UNEXPECTED, "%s: unexpected %s message", c->peer, msg_names[m.type]);
-		break;
-	}
-done:
 	sodium_memzero(key, sizeof(key));
 	conn_free(c);
 	return (NULL);
@@ -3160,7 +3153,8 @@ drain_and_exit(void)
 	log_msg(LOG_INFO, "shutting down: %d tunnel%s, %d connection%s; waiting up to %.1f s",
 	    tunnels, tunnels == 1 ? "" : "s", relays, relays == 1 ? "" : "s",
 	    srv.grace_ms / 1000.0);
-	wait_drained(&server.tunnels, &server.relays, srv.grace_ms, log_server_status);
+	wait_drained(&server.tunnels, &server.relays, srv.grace_ms, log_server_status,
+	    reload_secrets);
 	log_msg(LOG_INFO, "shut down");
 	return (0);
 }
@@ -3192,15 +3186,12 @@ accept_control(int lfd, int64_t *paused_until)
 	}
 }
 
-/* Accept control connections until SIGINT/SIGTERM, a thread each; SIGUSR1 logs the status. */
+/* Set up the server's tables and listen on the control port, saying where; -1 if it cannot. */
 static int
-run_server(const struct sockaddr_storage *ctl, socklen_t ctl_len)
+start_server(const struct sockaddr_storage *ctl, socklen_t ctl_len)
 {
-	enum { POLL_LISTEN, POLL_SIGNAL, POLL_SLOTS };
-	struct pollfd pfd[POLL_SLOTS];
 	char addr[64], tun[64], *p;
-	int64_t paused_until = 0;
-	int i, lfd, sig, wait;
+	int i, lfd;
 
 	ring_init(&server.open);
 	for (i = 0; i < PENDING_BUCKETS; i++)
@@ -3212,32 +3203,36 @@ run_server(const struct sockaddr_storage *ctl, socklen_t ctl_len)
 	addr_str((const struct sockaddr *)ctl, ctl_len, addr, sizeof(addr));
 	if ((lfd = listen_on(ctl, ctl_len)) == -1) {
 		log_msg(LOG_ERROR, "could not listen on %s: %s", addr, strerror(errno));
-		return (1);
+		return (-1);
 	}
 	log_msg(LOG_INFO, "server listening on %s; tunnels on %s, ports %u-%u; %s", addr, tun,
 	    srv.min_port, srv.max_port, srv.has_secret ? "secret required" : "no secret required");
-	pfd[POLL_LISTEN] = (struct pollfd){ .fd = lfd, .events = POLLIN };
+	return (lfd);
+}
+
+/* Accept control connections on lfd until SIGINT/SIGTERM, a thread each; exit status. */
+static int
+run_server(int lfd)
+{
+	enum { POLL_LISTEN, POLL_SIGNAL, POLL_SLOTS };
+	struct pollfd pfd[POLL_SLOTS];
+	int64_t paused_until = 0;
+	int wait;
+
 	pfd[POLL_SIGNAL] = (struct pollfd){ .fd = pipes.signal[0], .events = POLLIN };
 	for (;;) {
 		/* Wakes up to log what a flood held back once it stops. */
 		wait = log_limits_flush(logs.peer_lines, PL_KINDS);
 		/* After EMFILE and the like, leave the listener alone for a moment. */
-		pfd[POLL_LISTEN].fd = unless_paused(lfd, paused_until, &wait);
-		if (poll(pfd, POLL_SLOTS, wait) == -1) {
-			if (errno == EINTR)
-				continue;
+		pfd[POLL_LISTEN] = (struct pollfd){ .fd = unless_paused(lfd, paused_until, &wait),
+		    .events = POLLIN };
+		if (poll(pfd, POLL_SLOTS, wait) == -1 && errno != EINTR) {
 			log_msg(LOG_ERROR, "poll: %s", strerror(errno));
 			return (1);
 		}
-		while ((sig = next_signal()) != -1) {
-			if (sig == SIGHUP) {
-				reload_secrets();
-			} else if (sig == SIGUSR1) {
-				log_server_status();
-			} else {
-				close_fd(lfd);
-				return (drain_and_exit());
-			}
+		if (take_signals(log_server_status, reload_secrets)) {
+			close_fd(lfd);
+			return (drain_and_exit());
 		}
 		if (pfd[POLL_LISTEN].revents & POLLIN)
 			accept_control(lfd, &paused_until);
@@ -4065,7 +4060,7 @@ static int
 run_tunnels(void)
 {
 	struct pollfd p = { .fd = pipes.signal[0], .events = POLLIN };
-	int i, n, open, sig, status = 0, stopped = 0;
+	int i, n, open, status = 0, stopped = 0;
 
 	atomic_store(&client.threads, client.ntunnels);
 	for (i = 0; i < client.ntunnels; i++)
@@ -4077,18 +4072,14 @@ run_tunnels(void)
 		n = log_limits_flush(logs.peer_lines, PL_KINDS);
 		if (poll(&p, 1, n) == -1 && errno != EINTR)
 			err(1, "poll");
-		while (!stopped && (sig = next_signal()) != -1) {
-			if (sig == SIGUSR1)
-				log_client_status();
-			else if (sig != 0)
-				stopped = 1;
-		}
+		stopped = take_signals(log_client_status, NULL);
 	}
 	if (stopped && (open = atomic_load(&client.visitors)) > 0) {
 		atomic_store(&client.draining, 1);
 		log_msg(LOG_INFO, "shutting down: %d connection%s; waiting up to %.1f s", open,
 		    open == 1 ? "" : "s", cli.grace_ms / 1000.0);
-		wait_drained(&client.visitors, &client.visitors, cli.grace_ms, log_client_status);
+		wait_drained(&client.visitors, &client.visitors, cli.grace_ms, log_client_status,
+		    NULL);
 	} else if (stopped) {
 		log_msg(LOG_INFO, "shutting down");
 	}
@@ -4722,7 +4713,7 @@ main_server(int argc, char **argv)
 	const char *pos[1];
 	struct sockaddr_storage ctl;
 	socklen_t ctl_len;
-	int i;
+	int i, fd;
 
 	parse_options(&server_cmd, server_opts, S_COUNT, argc, argv, vals, pos, 0);
 	/* Published before any thread starts; SIGHUP replaces it when it came from a file. */
@@ -4765,7 +4756,7 @@ main_server(int argc, char **argv)
 			usage_error(&server_cmd, "invalid value '%s' for '--proxy-protocol': "
 			    "use v1 or v2", vals[S_PROXY_PROTOCOL]);
 	}
-	return (run_server(&ctl, ctl_len));
+	return ((fd = start_server(&ctl, ctl_len)) == -1 ? 1 : run_server(fd));
 }
 
 /* ---- Main: log level, signals, fds, and start --------------------- */
