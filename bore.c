@@ -189,6 +189,13 @@ relay_pipe(int p[2])
 }
 #endif
 
+/* Set an int socket option; -1 (errno) if refused. */
+static int
+set_opt(int fd, int level, int name, int value)
+{
+	return (setsockopt(fd, level, name, &value, sizeof(value)));
+}
+
 /* Notice a vanished peer within about USER_TIMEOUT_MS, not after TCP's minutes. */
 #define KEEPALIVE_IDLE_S 10
 #define KEEPALIVE_INTERVAL_S 5
@@ -204,27 +211,20 @@ relay_pipe(int p[2])
 static void
 set_liveness(int fd)
 {
-	int one = 1, idle = KEEPALIVE_IDLE_S, intvl = KEEPALIVE_INTERVAL_S;
-	int cnt = KEEPALIVE_COUNT;
-
-	(void)setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof(one));
+	(void)set_opt(fd, SOL_SOCKET, SO_KEEPALIVE, 1);
 #if defined(TCP_KEEPIDLE)
-	(void)setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof(idle));
+	(void)set_opt(fd, IPPROTO_TCP, TCP_KEEPIDLE, KEEPALIVE_IDLE_S);
 #elif defined(TCP_KEEPALIVE)
-	(void)setsockopt(fd, IPPROTO_TCP, TCP_KEEPALIVE, &idle, sizeof(idle));
+	(void)set_opt(fd, IPPROTO_TCP, TCP_KEEPALIVE, KEEPALIVE_IDLE_S);
 #endif
 #if defined(TCP_KEEPINTVL) && defined(TCP_KEEPCNT)
-	(void)setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &intvl, sizeof(intvl));
-	(void)setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &cnt, sizeof(cnt));
+	(void)set_opt(fd, IPPROTO_TCP, TCP_KEEPINTVL, KEEPALIVE_INTERVAL_S);
+	(void)set_opt(fd, IPPROTO_TCP, TCP_KEEPCNT, KEEPALIVE_COUNT);
 #endif
 #if defined(TCP_USER_TIMEOUT)
-	int user = USER_TIMEOUT_MS;
-
-	(void)setsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &user, sizeof(user));
+	(void)set_opt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, USER_TIMEOUT_MS);
 #elif defined(TCP_RXT_CONNDROPTIME)
-	int user = USER_TIMEOUT_MS / 1000;
-
-	(void)setsockopt(fd, IPPROTO_TCP, TCP_RXT_CONNDROPTIME, &user, sizeof(user));
+	(void)set_opt(fd, IPPROTO_TCP, TCP_RXT_CONNDROPTIME, USER_TIMEOUT_MS / 1000);
 #endif
 }
 
@@ -578,12 +578,15 @@ short_of_resources(int err)
 	return (err == EMFILE || err == ENFILE || err == ENOBUFS || err == ENOMEM);
 }
 
-/* Close a counted socket or pipe end. */
+/* Close a counted socket or pipe end; errno stays as it was, for the caller to report. */
 static void
 close_fd(int fd)
 {
+	int saved = errno;
+
 	close(fd);
 	atomic_fetch_sub(&fds.open, 1);
+	errno = saved;
 }
 
 /* Count an fd that a call just returned, passing the result on. */
@@ -669,15 +672,6 @@ static int
 read_full(int fd, void *buf, size_t len, int64_t deadline)
 {
 	return (io_all(fd, buf, len, deadline, 0));
-}
-
-/* Relayed sockets send small writes at once: interactive traffic must not wait for Nagle. */
-static void
-set_nodelay(int fd)
-{
-	int one = 1;
-
-	(void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 }
 
 /* Where sa keeps its address and port; the address's length: 4 (v4-mapped too), 16, or 0. */
@@ -781,28 +775,20 @@ parse_ip(const char *s, uint16_t port, struct sockaddr_storage *ss, socklen_t *l
 static int
 listen_on(const struct sockaddr_storage *ss, socklen_t len)
 {
-	int fd, one = 1, zero = 0, saved;
+	int fd;
 
 	if ((fd = counted(tcp_socket(ss->ss_family))) == -1)
 		return (-1);
-	/* A fixed port can be taken again at once after its previous owner died. */
-	if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) == -1)
-		goto err1;
 	/* "::" serves IPv4 too. */
 	if (ss->ss_family == AF_INET6)
-		(void)setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &zero, sizeof(zero));
-	if (bind(fd, (const struct sockaddr *)ss, len) == -1)
-		goto err1;
-	if (listen(fd, LISTEN_BACKLOG) == -1)
-		goto err1;
-
+		(void)set_opt(fd, IPPROTO_IPV6, IPV6_V6ONLY, 0);
+	/* A fixed port can be taken again at once after its previous owner died. */
+	if (set_opt(fd, SOL_SOCKET, SO_REUSEADDR, 1) == -1 ||
+	    bind(fd, (const struct sockaddr *)ss, len) == -1 || listen(fd, LISTEN_BACKLOG) == -1) {
+		close_fd(fd);
+		return (-1);
+	}
 	return (fd);
-
-err1:
-	saved = errno;
-	close_fd(fd);
-	errno = saved;
-	return (-1);
 }
 
 /* Connect to the first address in ai that answers within the network timeout. */
@@ -1092,33 +1078,12 @@ frame_error(int err)
 static int
 read_frame(struct conn *c, struct bore_msg *m, int64_t deadline)
 {
-	char *nul;
+	char text[BORE_MAX_FRAME + 1], *nul;
 	size_t flen;
 	ssize_t n;
 	int rc;
 
-	for (;;) {
-		nul = memchr(c->buf, '\0', c->len);
-		/* Too long whether it ended or not. */
-		if ((nul != NULL ? (size_t)(nul - c->buf) : c->len) > BORE_MAX_FRAME) {
-			errno = EMSGSIZE;
-			return (-1);
-		}
-		if (nul != NULL) {
-			flen = (size_t)(nul - c->buf);
-			rc = bore_parse_msg(c->buf, flen, m);
-			if (rc == 0 && logs.level >= LOG_TRACE) {
-				char text[BORE_MAX_FRAME + 1];
-
-				log_msg(LOG_TRACE, "%s: received %s", c->peer,
-				    printable(c->buf, text, sizeof(text)));
-			}
-			c->len -= flen + 1;
-			memmove(c->buf, nul + 1, c->len);
-			if (rc == -1)
-				errno = EBADMSG;
-			return (rc == -1 ? -1 : 1);
-		}
+	while ((nul = memchr(c->buf, '\0', c->len)) == NULL && c->len <= BORE_MAX_FRAME) {
 		n = recv(c->fd, c->buf + c->len, sizeof(c->buf) - c->len, 0);
 		if (n > 0) {
 			c->len += (size_t)n;
@@ -1130,6 +1095,18 @@ read_frame(struct conn *c, struct bore_msg *m, int64_t deadline)
 			return (-1);
 		}
 	}
+	/* Too long whether it ended or not. */
+	if ((flen = nul != NULL ? (size_t)(nul - c->buf) : c->len) > BORE_MAX_FRAME) {
+		errno = EMSGSIZE;
+		return (-1);
+	}
+	if ((rc = bore_parse_msg(c->buf, flen, m)) == -1)
+		errno = EBADMSG;
+	else if (logs.level >= LOG_TRACE)
+		log_msg(LOG_TRACE, "%s: received %s", c->peer, printable(c->buf, text, sizeof(text)));
+	c->len -= flen + 1;
+	memmove(c->buf, nul + 1, c->len);
+	return (rc == -1 ? -1 : 1);
 }
 
 /* Read a connection's first message within the network timeout: 1, 0 at EOF, or -1 (errno). */
@@ -1557,8 +1534,9 @@ set_reset_on_close(int fd)
 static int
 relay_after_frame(struct conn *c, int other, struct relay_info *info)
 {
-	set_nodelay(c->fd);
-	set_nodelay(other);
+	/* Small writes go at once: interactive traffic must not wait for Nagle. */
+	(void)set_opt(c->fd, IPPROTO_TCP, TCP_NODELAY, 1);
+	(void)set_opt(other, IPPROTO_TCP, TCP_NODELAY, 1);
 	if (c->len > 0) {
 		if (info->dump_id != 0)
 			dump_bytes(info->dump_id, 0, c->buf, c->len);
@@ -2182,13 +2160,13 @@ server_handshake(struct conn *c, const struct keyset *ks)
  *   read_first, read_frame, first_error, frame_error, bore_parse_msg, utf8_valid, msg_type_named,
  *   json_ws, json_lit, json_string, json_unicode, json_put, hex_value, hex_digit, json_port,
  *   bore_uuid_parse: BORE_MAX_FRAME, 3 s
- *   run_tunnel, bind_public, try_bind, set_port, listen_on, tcp_socket, bind_error, tunnel_new,
+ *   run_tunnel, bind_public, try_bind, set_port, listen_on, set_opt, tcp_socket, bind_error, tunnel_new,
  *   tunnel_list, set_liveness, conn_free: --max-sessions ports while the client is up
  *   serve_tunnel, park_visitor, fds_room, tunnel_add_conn, pending_add, pending_expire,
  *   pending_unlink, tunnel_close, tunnel_put, forward_visitor, pending_take,
  *   tunnel_track: --max-conns and a share of the fds, parked 10 s
  *   send_proxy_header, proxy_header, relay_after_frame, set_reset_on_close, relay, log_closed,
- *   poll_relay, relay_events, relay_ready, set_nodelay, flow_use_copy, flow_make_pipe, relay_pipe,
+ *   poll_relay, relay_events, relay_ready, flow_use_copy, flow_make_pipe, relay_pipe,
  *   pipe_nb, flow_open, flow_close, flow_fill, flow_flush,
  *   splice_nb: two fds and a thread per visitor, RELAY_BUF or a pipe each way
  */
@@ -2663,9 +2641,8 @@ park_visitor(struct conn *c, struct tunnel *t, int lfd, int64_t *paused_until)
 
 	/* A tunnel's share of the fds visitors may use (this one is counted): two a visitor. */
 	share = (fds.limit - fds.reserve) / 2 / atomic_load(&server.tunnels);
-	share = share < 1 ? 1 : share;
 	/* The visitor's fd and its data connection's, above the control port's reserve. */
-	if (!room || atomic_load(&t->conns) >= share) {
+	if (!room || atomic_load(&t->conns) >= (share > 1 ? share : 1)) {
 		*paused_until = now_ms() + VISITOR_WAIT_MS;
 		log_limited(&t->waits, LOG_WARN, "port %u: visitors wait: %s (limit %d fds)",
 		    t->port, room ? "tunnel holds its share of fds" : "out of fds for visitors",
@@ -2800,8 +2777,8 @@ static const uint8_t proxy_v2_sig[12] = {
 /*
  * The HAProxy PROXY protocol header (version 1, text, or 2, binary) that
  * tells a service the visitor src reached the public address dst; its
- * length, or -1 if cap is too small.  Addresses of mixed or other families
- * give the spec's "unknown" form.
+ * length, or -1 if cap is too small or the two are not of one IP family
+ * (the two ends of a TCP socket always are).
  */
 static int
 proxy_header(const struct sockaddr *src, const struct sockaddr *dst, int version, char *out,
@@ -2811,35 +2788,28 @@ proxy_header(const struct sockaddr *src, const struct sockaddr *dst, int version
 	const uint8_t *sp, *dp;
 	in_port_t *sport, *dport;
 	size_t alen = sockaddr_ip(src, &sp, &sport);
-	int family, n;
+	int family = alen == 4 ? AF_INET : AF_INET6, n = (int)(2 * alen + 4);
 
 	if (alen == 0 || sockaddr_ip(dst, &dp, &dport) != alen)
-		alen = 0;
-	family = alen == 4 ? AF_INET : alen == 16 ? AF_INET6 : AF_UNSPEC;
+		return (-1);
 	if (version == 1) {
-		if (alen == 0)
-			n = snprintf(out, cap, "PROXY UNKNOWN\r\n");
-		else
-			n = snprintf(out, cap, "PROXY %s %s %s %u %u\r\n",
-			    alen == 4 ? "TCP4" : "TCP6", inet_ntop(family, sp, sa, sizeof(sa)),
-			    inet_ntop(family, dp, da, sizeof(da)), ntohs(*sport), ntohs(*dport));
+		n = snprintf(out, cap, "PROXY TCP%c %s %s %u %u\r\n", alen == 4 ? '4' : '6',
+		    inet_ntop(family, sp, sa, sizeof(sa)), inet_ntop(family, dp, da, sizeof(da)),
+		    ntohs(*sport), ntohs(*dport));
 		return (n < 0 || (size_t)n >= cap ? -1 : n);
 	}
 	/* v2: signature, version 2 + PROXY command, family + STREAM, length, then the addresses. */
-	if (cap < 16 + 2 * alen + (alen ? 4 : 0))
+	if (cap < 16 + (size_t)n)
 		return (-1);
 	memcpy(out, proxy_v2_sig, sizeof(proxy_v2_sig));
 	out[12] = 0x21;
-	out[13] = alen == 4 ? 0x11 : alen == 16 ? 0x21 : 0x00;
-	n = alen ? (int)(2 * alen + 4) : 0;
-	out[14] = (char)(n >> 8);
-	out[15] = (char)(n & 0xff);
-	if (alen) {
-		memcpy(out + 16, sp, alen);
-		memcpy(out + 16 + alen, dp, alen);
-		memcpy(out + 16 + 2 * alen, sport, 2);
-		memcpy(out + 18 + 2 * alen, dport, 2);
-	}
+	out[13] = alen == 4 ? 0x11 : 0x21;
+	out[14] = 0;
+	out[15] = (char)n;
+	memcpy(out + 16, sp, alen);
+	memcpy(out + 16 + alen, dp, alen);
+	memcpy(out + 16 + 2 * alen, sport, 2);
+	memcpy(out + 18 + 2 * alen, dport, 2);
 	return (16 + n);
 }
 
