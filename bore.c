@@ -312,9 +312,7 @@ struct log_limit {
 	int used;        /* lines logged in this window */
 	int64_t next;    /* the next window starts then */
 	int64_t last;    /* when the last line was logged */
-	int held;        /* lines held back since then */
-	int level;       /* of the last line held back */
-	char line[512];  /* the last line held back, for log_limits_flush */
+	int held;        /* lines held back since then: the next line logged says how many */
 };
 
 /* Lines a peer can cause, each limited by logs.peer_lines[its kind]: server's, then client's. */
@@ -437,7 +435,7 @@ printable(const char *in, char *out, size_t cap)
 static void
 log_limited(struct log_limit *l, int level, const char *fmt, ...)
 {
-	char line[sizeof(l->line)];
+	char line[512];
 	int64_t now = now_ms(), since = 0;
 	int held = -1;
 	va_list ap;
@@ -452,8 +450,6 @@ log_limited(struct log_limit *l, int level, const char *fmt, ...)
 	}
 	if (l->used >= (l->lines > 0 ? l->lines : 1)) {
 		l->held++;
-		l->level = level;
-		memcpy(l->line, line, sizeof(line));
 	} else {
 		held = l->held;
 		since = now - l->last;
@@ -466,33 +462,6 @@ log_limited(struct log_limit *l, int level, const char *fmt, ...)
 		log_msg(level, "%s", line);
 	else if (held > 0)
 		log_msg(level, "%s (and %d more in %.0f s)", line, held, since / 1000.0);
-}
-
-/* Log the last line each of n limits held back once due; ms until one is due or worth a look. */
-static int
-log_limits_flush(struct log_limit *l, int n)
-{
-	char line[sizeof(l->line)];
-	int64_t now = now_ms(), wait = LIMIT_LOG_MS / 5;
-	int i, level;
-
-	for (i = 0; i < n; i++) {
-		pthread_mutex_lock(&logs.limits_lock);
-		if (l[i].held > 0 && now >= l[i].next) {
-			/* The last held-back line is logged itself, so it leaves the count. */
-			l[i].held--;
-			l[i].next = 0;
-			level = l[i].level;
-			memcpy(line, l[i].line, sizeof(line));
-			pthread_mutex_unlock(&logs.limits_lock);
-			log_limited(&l[i], level, "%s", line);
-			continue;
-		}
-		if (l[i].held > 0 && l[i].next - now < wait)
-			wait = l[i].next - now;
-		pthread_mutex_unlock(&logs.limits_lock);
-	}
-	return ((int)wait);
 }
 
 /* Lines of each kind in peer_lines logged per LIMIT_LOG_MS before they are counted instead. */
@@ -617,23 +586,19 @@ wait_fd(int fd, short events, int64_t deadline)
 	};
 	int n;
 
-	for (;;) {
+	while ((n = poll(p, POLL_SLOTS, ms_until(deadline))) <= 0) {
+		if (n == -1 && errno != EINTR)
+			return (-1);
 		if (now_ms() >= deadline) {
 			errno = ETIMEDOUT;
 			return (-1);
 		}
-		n = poll(p, POLL_SLOTS, ms_until(deadline));
-		/* The write end closed: the client is stopping. */
-		if (n > 0 && p[POLL_STOP].revents) {
-			errno = ECANCELED;
-			return (-1);
-		}
-		/* POLLERR and POLLHUP count as ready: the next read or write reports them. */
-		if (n > 0)
-			return (0);
-		if (n == -1 && errno != EINTR)
-			return (-1);
 	}
+	/* The write end closed: the client is stopping. */
+	if (p[POLL_STOP].revents)
+		errno = ECANCELED;
+	/* POLLERR and POLLHUP count as ready: the next read or write reports them. */
+	return (p[POLL_STOP].revents ? -1 : 0);
 }
 
 /* Send (out) or receive len bytes of buf on non-blocking fd by deadline: 1, 0 at EOF, or -1. */
@@ -952,25 +917,6 @@ worker_main(void *arg)
 	return (NULL);
 }
 
-/* Hand fn(arg) to an idle worker; 0 if there was none. */
-static int
-hand_to_idle(void *(*fn)(void *), void *arg)
-{
-	struct worker *w = NULL;
-
-	pthread_mutex_lock(&pool.lock);
-	if (pool.idle.next != &pool.idle) {
-		w = RING_ITEM(pool.idle.next, struct worker, link);
-		ring_take(&w->link);
-		pool.idle_count--;
-		w->fn = fn;
-		w->arg = arg;
-		pthread_cond_signal(&w->wake);
-	}
-	pthread_mutex_unlock(&pool.lock);
-	return (w != NULL);
-}
-
 /* Run fn(arg) on an idle worker, else a new one with a small stack; fn owns arg; -1 if neither. */
 static int
 spawn(void *(*fn)(void *), void *arg)
@@ -981,7 +927,17 @@ spawn(void *(*fn)(void *), void *arg)
 	pthread_t t;
 	int rc = ENOMEM;
 
-	if (hand_to_idle(fn, arg))
+	pthread_mutex_lock(&pool.lock);
+	w = pool.idle_count > 0 ? RING_ITEM(pool.idle.next, struct worker, link) : NULL;
+	if (w != NULL) {
+		ring_take(&w->link);
+		pool.idle_count--;
+		w->fn = fn;
+		w->arg = arg;
+		pthread_cond_signal(&w->wake);
+	}
+	pthread_mutex_unlock(&pool.lock);
+	if (w != NULL)
 		return (0);
 	if ((w = malloc(sizeof(*w))) == NULL)
 		goto err0;
@@ -1103,7 +1059,8 @@ read_frame(struct conn *c, struct bore_msg *m, int64_t deadline)
 	if ((rc = bore_parse_msg(c->buf, flen, m)) == -1)
 		errno = EBADMSG;
 	else if (logs.level >= LOG_TRACE)
-		log_msg(LOG_TRACE, "%s: received %s", c->peer, printable(c->buf, text, sizeof(text)));
+		log_msg(LOG_TRACE, "%s: received %s", c->peer,
+		    printable(c->buf, text, sizeof(text)));
 	c->len -= flen + 1;
 	memmove(c->buf, nul + 1, c->len);
 	return (rc == -1 ? -1 : 1);
@@ -1318,10 +1275,8 @@ flow_flush(struct flow *f)
 	ssize_t n;
 
 	while (f->len > 0) {
-		if (f->pipe[0] != -1)
-			n = splice_nb(f->pipe[0], f->to, f->len);
-		else
-			n = send(f->to, f->buf + f->off, f->len, MSG_NOSIGNAL);
+		n = f->pipe[0] != -1 ? splice_nb(f->pipe[0], f->to, f->len) :
+		    send(f->to, f->buf + f->off, f->len, MSG_NOSIGNAL);
 		if (n > 0) {
 			f->off += (size_t)n;
 			f->len -= (size_t)n;
@@ -1355,10 +1310,8 @@ flow_fill(struct flow *f)
 
 	if (f->lazy && f->buf == NULL && (f->buf = malloc(f->cap = SMALL_READ)) == NULL)
 		return (-1);
-	if (f->pipe[0] != -1)
-		n = splice_nb(f->from, f->pipe[1], SPLICE_CHUNK);
-	else
-		n = recv(f->from, f->buf, f->cap, 0);
+	n = f->pipe[0] != -1 ? splice_nb(f->from, f->pipe[1], SPLICE_CHUNK) :
+	    recv(f->from, f->buf, f->cap, 0);
 	if (n > 0) {
 		f->off = 0;
 		f->len = (size_t)n;
@@ -2146,22 +2099,23 @@ server_handshake(struct conn *c, const struct keyset *ks)
  * Trust boundary: in call order, what an anonymous peer reaches (the control
  * port before authentication; with no secret, a Hello's tunnel and an Accept's
  * claim) and the bound each keeps.
- *   run_server, unless_paused, log_limits_flush, accept_control: an accept per wake, paused
- *   accept_peer, accept_nb, nonblock_cloexec, counted, short_of_resources, addr_str, sockaddr_ip,
- *   cidr_allows, close_fd, conn_new, source_of, source_known: a counted fd
- *   log_limited, log_msg, log_line, printable, now_ms, now_us, ms_until: 32 lines per 5 s
+ *   run_server, unless_paused, accept_control: an accept per wake, paused
+ *   accept_peer, accept_nb, nonblock_cloexec, counted, short_of_resources, addr_str,
+ *   sockaddr_ip, cidr_allows, close_fd, conn_new, source_of, source_known: a counted fd
+ *   log_limited, log_msg, log_line, printable, now_ms, now_us,
+ *   ms_until: 32 lines of a kind per 5 s, the next one counting the rest
  *   startup_add, startup_drop, startup_victim, startup_may_go, source_count, frame_waiting,
  *   startup_free, startup_done: 2 x --max-startups places, a scan, a peek; no call locked
- *   spawn, worker_main, hand_to_idle, reap_worker, heap_trim, ring_init, ring_put, ring_take,
+ *   spawn, worker_main, reap_worker, heap_trim, ring_init, ring_put, ring_take,
  *   serve_control, keyset_copy, keyset_new, keyset_free: a thread each; keys wiped
  *   server_handshake, bore_uuid_random, bore_auth_verify: one answer, constant time
  *   send_error, send_msg, write_all, bore_format_msg, json_escape, bore_uuid_format,
  *   uuid_hyphen_at, io_all, wait_fd: 3 s a frame
- *   read_first, read_frame, first_error, frame_error, bore_parse_msg, utf8_valid, msg_type_named,
- *   json_ws, json_lit, json_string, json_unicode, json_put, hex_value, hex_digit, json_port,
- *   bore_uuid_parse: BORE_MAX_FRAME, 3 s
- *   run_tunnel, bind_public, try_bind, set_port, listen_on, set_opt, tcp_socket, bind_error, tunnel_new,
- *   tunnel_list, set_liveness, conn_free: --max-sessions ports while the client is up
+ *   read_first, read_frame, first_error, frame_error, bore_parse_msg, utf8_valid,
+ *   msg_type_named, json_ws, json_lit, json_string, json_unicode, json_put, hex_value,
+ *   hex_digit, json_port, bore_uuid_parse: BORE_MAX_FRAME, 3 s
+ *   run_tunnel, bind_public, try_bind, set_port, listen_on, set_opt, tcp_socket, bind_error,
+ *   tunnel_new, tunnel_list, set_liveness, conn_free: --max-sessions ports while up
  *   serve_tunnel, park_visitor, fds_room, tunnel_add_conn, pending_add, pending_expire,
  *   pending_unlink, tunnel_close, tunnel_put, forward_visitor, pending_take,
  *   tunnel_track: --max-conns and a share of the fds, parked 10 s
@@ -2704,12 +2658,11 @@ serve_tunnel(struct conn *c, struct tunnel *t, int lfd, const uint8_t *key)
 		if (poll(pfd, POLL_SLOTS, wait) == -1 && errno != EINTR)
 			return (strerror(errno));
 		/* The client sends nothing after Hello: readable is EOF, an error, or junk. */
-		if (pfd[POLL_CONTROL].revents) {
-			if ((n = recv(c->fd, scratch, sizeof(scratch), 0)) == 0)
-				return ("client disconnected");
-			if (n == -1 && errno != EINTR && errno != EAGAIN)
-				return (strerror(errno));
-		}
+		n = pfd[POLL_CONTROL].revents ? recv(c->fd, scratch, sizeof(scratch), 0) : 1;
+		if (n == 0)
+			return ("client disconnected");
+		if (n == -1 && errno != EINTR && errno != EAGAIN)
+			return (strerror(errno));
 		if ((pfd[POLL_PUBLIC].revents & POLLIN) &&
 		    park_visitor(c, t, lfd, &paused_until) == -1)
 			return ("client unreachable");
@@ -3191,9 +3144,8 @@ run_server(int lfd)
 
 	pfd[POLL_SIGNAL] = (struct pollfd){ .fd = pipes.signal[0], .events = POLLIN };
 	for (;;) {
-		/* Wakes up to log what a flood held back once it stops. */
-		wait = log_limits_flush(logs.peer_lines, PL_KINDS);
 		/* After EMFILE and the like, leave the listener alone for a moment. */
+		wait = INT_MAX;
 		pfd[POLL_LISTEN] = (struct pollfd){ .fd = unless_paused(lfd, paused_until, &wait),
 		    .events = POLLIN };
 		if (poll(pfd, POLL_SLOTS, wait) == -1 && errno != EINTR) {
@@ -4030,7 +3982,7 @@ static int
 run_tunnels(void)
 {
 	struct pollfd p = { .fd = pipes.signal[0], .events = POLLIN };
-	int i, n, open, status = 0, stopped = 0;
+	int i, open, status = 0, stopped = 0;
 
 	atomic_store(&client.threads, client.ntunnels);
 	for (i = 0; i < client.ntunnels; i++)
@@ -4038,9 +3990,7 @@ run_tunnels(void)
 		    &client.tunnels[i])) != 0)
 			err(1, "could not start a thread");
 	while (!stopped && atomic_load(&client.threads) > 0) {
-		/* Woken too to log, with their count, the lines failing visitors held back. */
-		n = log_limits_flush(logs.peer_lines, PL_KINDS);
-		if (poll(&p, 1, n) == -1 && errno != EINTR)
+		if (poll(&p, 1, -1) == -1 && errno != EINTR)
 			err(1, "poll");
 		stopped = take_signals(log_client_status, NULL);
 	}

@@ -148,8 +148,9 @@ t_slow_and_silent() {
 	wait_exit "$dripping" 12 && [ "$RC" = 0 ] ||
 		{ why "dripping peers: tcpkit slow ${RC:-still running}"; return 1; }
 	h_slow_all_dropped silent && h_slow_all_dropped dripping || return 1
-	# Rate-limited lines: they and the counts they carry add up, once the last 5 s are over.
-	wait_until 8 lines_counted_at_least server "timed out waiting for initial message" 520 ||
+	# Rate-limited lines: they and the counts they carry add up, once a line after them counts.
+	counted_after_more lines_counted_at_least server "timed out waiting for initial message" 520 \
+		"$TCPKIT" slow 127.0.0.1 "$CTL" 1 0 5 ||
 		{ why "only $(lines_counted server "timed out waiting for initial message") timeouts logged"; return 1; }
 	wait_until 5 fds_threads_are "$SRV" "$base" || { why "server fds/threads $base -> $(fds_threads "$SRV")"; return 1; }
 	alive "$CLI" || { why "client died"; return 1; }

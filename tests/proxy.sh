@@ -215,8 +215,8 @@ t_proxy_failures() {
 
 # A proxy that passes the control connection but fails every data connection (a 502,
 # a close, a reset) does not drive the client: 30 visitors cost 30 proxy connections,
-# and at most two lines that name a visitor, the second counting the rest; once the
-# proxy heals, visitors pass.
+# and at most two lines that name a visitor; the next one, 5 s on, counts the rest; once
+# the proxy heals, visitors pass.
 t_proxy_fails_visitors() {
 	local how n
 	local -A bad=() pub=()
@@ -240,7 +240,8 @@ t_proxy_fails_visitors() {
 	for how in 502 close reset; do
 		n=$(grep -cE " (ERROR|WARN) " "$WORK/client$how.log")
 		[ "$n" -le 2 ] || { why "$how: $n error lines: $(head -n 3 "$WORK/client$how.log")"; return 1; }
-		wait_until 8 lines_counted_are "client$how" "proxy 127.0.0.1:" 30 ||
+		counted_after_more lines_counted_are "client$how" "proxy 127.0.0.1:" 30 \
+			"$TCPKIT" storm 127.0.0.1 "${pub[$how]}" 1 1 ||
 			{ why "$how: $(lines_counted "client$how" "proxy 127.0.0.1:") failures counted"; return 1; }
 		grep -qE " (ERROR|WARN) connection [0-9a-f-]{36}: proxy 127.0.0.1:" "$WORK/client$how.log" ||
 			{ why "$how: no line names the visitor: $(cat "$WORK/client$how.log")"; return 1; }
