@@ -34,7 +34,7 @@ FUZZ_CC ?= clang
 FUZZ_SECONDS ?= 60
 
 .PHONY: all check test install install-strip install-systemd uninstall clean bench demo asan tsan \
-	fuzz sodium static portable-check
+	fuzz sodium static portable-check interop
 
 all: bore
 
@@ -101,6 +101,10 @@ demo:
 
 bench: all tests/tcpkit
 	./tests/bench.sh
+
+# The four pairings with the Rust bore: make interop BORE_RS=/path/to/its/binary
+interop: all tests/tcpkit
+	./tests/interop.sh
 
 install: bore
 	$(INSTALL) -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(MANDIR)/man1 $(DESTDIR)$(BASHCOMPDIR)

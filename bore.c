@@ -196,6 +196,17 @@ set_opt(int fd, int level, int name, int value)
 	return (setsockopt(fd, level, name, &value, sizeof(value)));
 }
 
+/* Acknowledge what comes next on fd at once (Linux): a proxy between holds a small write
+ * until the one before is acknowledged (Nagle), which a delayed ACK makes 40 ms. */
+static void
+ack_at_once(int fd)
+{
+#ifdef TCP_QUICKACK
+	(void)set_opt(fd, IPPROTO_TCP, TCP_QUICKACK, 1);
+#endif
+	(void)fd;
+}
+
 /* Notice a vanished peer within about USER_TIMEOUT_MS, not after TCP's minutes. */
 #define KEEPALIVE_IDLE_S 10
 #define KEEPALIVE_INTERVAL_S 5
@@ -1514,6 +1525,9 @@ static const char *const msg_names[] = {
 	[BORE_MSG_HEARTBEAT] = "Heartbeat",
 	[BORE_MSG_CONNECTION] = "Connection",
 	[BORE_MSG_ERROR] = "Error",
+	[BORE_MSG_POOL] = "Pool",
+	[BORE_MSG_SPARE] = "Spare",
+	[BORE_MSG_JOIN] = "Join",
 };
 
 /* JSON's two-character escapes as (letter, byte) pairs; serde_json writes all but \/. */
@@ -1687,7 +1701,7 @@ msg_type_named(const char *name, size_t len)
 {
 	size_t t;
 
-	for (t = BORE_MSG_HELLO; t <= BORE_MSG_ERROR; t++)
+	for (t = BORE_MSG_HELLO; t <= BORE_MSG_JOIN; t++)
 		if (strlen(msg_names[t]) == len && memcmp(msg_names[t], name, len) == 0)
 			return ((enum bore_msg_type)t);
 	return (BORE_MSG_NONE);
@@ -1715,7 +1729,8 @@ bore_parse_msg(const char *frame, size_t len, struct bore_msg *m)
 		    json_lit(&j, ":") == -1)
 			return (-1);
 		type = msg_type_named(name, n);
-		if (type == BORE_MSG_HELLO ? json_port(&j, &m->port) == -1 :
+		if (type == BORE_MSG_HELLO || type == BORE_MSG_POOL ?
+		    json_port(&j, &m->port) == -1 :
 		    type == BORE_MSG_AUTHENTICATE || type == BORE_MSG_ERROR ?
 		    json_string(&j, m->text, sizeof(m->text), &m->text_len) == -1 :
 		    /* serde also takes {"Heartbeat":null} for a unit variant. */
@@ -1767,12 +1782,11 @@ bore_format_msg(const struct bore_msg *m, char *out, size_t cap)
 
 	if (m->type == BORE_MSG_HEARTBEAT)
 		return (json_put(out, cap, &n, "\"Heartbeat\"", 11) == -1 ? -1 : 11);
-	if (m->type == BORE_MSG_HELLO)
+	if (m->type == BORE_MSG_HELLO || m->type == BORE_MSG_POOL)
 		q = 0, snprintf(id, sizeof(id), "%u", (unsigned)m->port);
 	else if (m->type == BORE_MSG_AUTHENTICATE || m->type == BORE_MSG_ERROR)
 		v = m->text;
-	else if (m->type == BORE_MSG_ACCEPT || m->type == BORE_MSG_CHALLENGE ||
-	    m->type == BORE_MSG_CONNECTION)
+	else if (m->type != BORE_MSG_NONE && m->type <= BORE_MSG_JOIN)
 		bore_uuid_format(m->uuid, id);
 	else
 		return (-1);
@@ -2119,6 +2133,8 @@ server_handshake(struct conn *c, const struct keyset *ks)
  *   serve_tunnel, park_visitor, fds_room, tunnel_add_conn, pending_add, pending_expire,
  *   pending_unlink, tunnel_close, tunnel_put, forward_visitor, pending_take,
  *   tunnel_track: --max-conns and a share of the fds, parked 10 s
+ *   pool_tick, pool_drop, pool_join, pool_hand,
+ *   serve_handoff: POOL_MAX places a tunnel, in --max-conns; a token joins once, within 10 s
  *   send_proxy_header, proxy_header, relay_after_frame, set_reset_on_close, relay, log_closed,
  *   poll_relay, relay_events, relay_ready, flow_use_copy, flow_make_pipe, relay_pipe,
  *   pipe_nb, flow_open, flow_close, flow_fill, flow_flush,
@@ -2262,6 +2278,17 @@ struct pending {
 	uint8_t id[BORE_UUID_LEN];
 };
 
+/* Most pooled connections a tunnel keeps: a client that asks for more gets this many. */
+#define POOL_MAX 16
+
+/* A place in a tunnel's visitor pool: free, offered (its token sent in a Spare), or joined. */
+struct place {
+	uint8_t token[BORE_UUID_LEN];
+	int offered;
+	int64_t until;      /* offered: free again then; free: not offered again before then */
+	struct conn *c;     /* joined: an idle pooled connection, the tunnel thread's to close */
+};
+
 /*
  * One client's public port.  Its control thread holds one reference and
  * every parked or relayed visitor another; the last to let go frees it.
@@ -2283,6 +2310,9 @@ struct tunnel {
 	char client[64];
 	uint8_t src[16];      /* the client's source, as startups compares them */
 	uint16_t port;
+	int pool;             /* places its client asked for (0: none), fixed once it is listed */
+	int pooled;           /* places offered or joined, under lock; with conns, in max_conns */
+	struct place places[POOL_MAX];  /* under lock */
 };
 
 /* Buckets of the table of parked visitors by id; ids are random: the first byte picks one. */
@@ -2523,6 +2553,90 @@ pending_expire(struct tunnel *t, int64_t when)
 	}
 }
 
+/* ---- Server: visitor pools ---------------------------------------- */
+
+/* A place lost or refused is offered again (a client's failed one taken again) after this. */
+#define POOL_HOLDOFF_MS BORE_PENDING_TIMEOUT_MS
+
+/* Empty t's place i, closing its pooled connection; offered again after POOL_HOLDOFF_MS. */
+static void
+pool_drop(struct tunnel *t, int i)
+{
+	struct conn *c;
+
+	pthread_mutex_lock(&t->lock);
+	c = t->places[i].c;
+	t->pooled -= c != NULL || t->places[i].offered;
+	t->places[i] = (struct place){ .until = now_ms() + POOL_HOLDOFF_MS };
+	pthread_mutex_unlock(&t->lock);
+	conn_free(c);
+}
+
+/* Offer t's free places (and those not joined in 10 s) in Spares on c, fresh tokens, while
+ * they fit in --max-conns beside the visitors; at a heartbeat (beat) beat on the pooled
+ * connections, or close one when fds are short (then none is offered).  -1 if c failed. */
+static int
+pool_tick(struct conn *c, struct tunnel *t, int64_t now, int beat)
+{
+	uint8_t token[BORE_UUID_LEN];
+	int i, fd, offer, room = fds_room(2, fds.reserve), shrink = beat && !room;
+	struct place *p;
+
+	for (i = 0; i < t->pool; i++) {
+		p = &t->places[i];
+		pthread_mutex_lock(&t->lock);
+		fd = p->c != NULL ? p->c->fd : -1;
+		if ((offer = fd == -1 && p->until <= now && room &&
+		    (p->offered || t->conns + t->pooled < srv.max_conns))) {
+			t->pooled += !p->offered;
+			p->offered = 1;
+			p->until = now + BORE_PENDING_TIMEOUT_MS;
+			bore_uuid_random(p->token);
+			memcpy(token, p->token, sizeof(token));
+		}
+		pthread_mutex_unlock(&t->lock);
+		if (fd != -1 && beat &&
+		    (shrink || send_msg(fd, BORE_MSG_HEARTBEAT, 0, NULL) == -1)) {
+			pool_drop(t, i);
+			shrink = 0;
+		}
+		if (offer && send_msg(c->fd, BORE_MSG_SPARE, 0, token) == -1)
+			return (-1);
+	}
+	return (0);
+}
+
+/* Make c, which said Join(token), the pooled connection of the place offered with token; -1. */
+static int
+pool_join(struct conn *c, const uint8_t token[BORE_UUID_LEN])
+{
+	struct place *p = NULL;
+	struct tunnel *t;
+	struct ring *r;
+	int i;
+
+	set_liveness(c->fd);
+	pthread_mutex_lock(&server.lock);
+	for (r = server.open.next; r != &server.open && p == NULL; r = r->next) {
+		t = RING_ITEM(r, struct tunnel, link);
+		pthread_mutex_lock(&t->lock);
+		for (i = 0; i < t->pool && p == NULL; i++)
+			if (t->places[i].offered &&
+			    sodium_memcmp(t->places[i].token, token, BORE_UUID_LEN) == 0)
+				p = &t->places[i];
+		/* A token is good for one join: a replay finds no place. */
+		if (p != NULL) {
+			p->offered = 0;
+			p->c = c;
+		}
+		pthread_mutex_unlock(&t->lock);
+	}
+	pthread_mutex_unlock(&server.lock);
+	if (p == NULL)
+		PEER_WARN(PL_MISSING, "%s: invalid pool token", c->peer);
+	return (p == NULL ? -1 : 0);
+}
+
 /* ---- Server: public ports and a tunnel's loop --------------------- */
 
 /* Listen on one public port; -1 (errno). */
@@ -2576,6 +2690,8 @@ bind_public(uint16_t *port)
 	return (-1);
 }
 
+static int pool_hand(struct tunnel *t, const uint8_t id[BORE_UUID_LEN]);
+
 /* How long a public listener is left alone when visitors cannot be taken now. */
 #define VISITOR_WAIT_MS 10
 
@@ -2620,7 +2736,7 @@ park_visitor(struct conn *c, struct tunnel *t, int lfd, int64_t *paused_until)
 		return (0);
 	}
 	/* The table owns vfd now; it is closed by Accept, expiry, or the tunnel's end. */
-	if (send_msg(c->fd, BORE_MSG_CONNECTION, 0, id) == -1) {
+	if (pool_hand(t, id) == -1 && send_msg(c->fd, BORE_MSG_CONNECTION, 0, id) == -1) {
 		log_msg(LOG_INFO, "port %u: could not reach client: %s", t->port, strerror(errno));
 		return (-1);
 	}
@@ -2631,17 +2747,17 @@ park_visitor(struct conn *c, struct tunnel *t, int lfd, int64_t *paused_until)
 static const char *
 serve_tunnel(struct conn *c, struct tunnel *t, int lfd, const uint8_t *key)
 {
-	enum { POLL_CONTROL, POLL_PUBLIC, POLL_SLOTS };
-	struct pollfd pfd[POLL_SLOTS];
+	enum { POLL_CONTROL, POLL_PUBLIC, POLL_POOL };
+	struct pollfd pfd[POLL_POOL + POOL_MAX];
 	int64_t next_beat, paused_until = 0;
 	char scratch[256];
 	ssize_t n;
-	int wait;
+	int i, wait, beat;
 
 	for (next_beat = now_ms();;) {
 		if (atomic_load(&server.stopping))
 			return (send_error(c->fd, "server shutting down"));
-		if (now_ms() >= next_beat) {
+		if ((beat = now_ms() >= next_beat)) {
 			/* No zombie: its data connections could no longer authenticate. */
 			if (key != NULL && key_revoked(key))
 				return (send_error(c->fd, "secret revoked"));
@@ -2650,12 +2766,21 @@ serve_tunnel(struct conn *c, struct tunnel *t, int lfd, const uint8_t *key)
 			next_beat = now_ms() + BORE_HEARTBEAT_MS;
 			pending_expire(t, now_ms());
 		}
+		/* Places used are offered again at once, so a pool refills between visitors. */
+		if (pool_tick(c, t, now_ms(), beat) == -1)
+			return (strerror(errno));
 		pfd[POLL_CONTROL] = (struct pollfd){ .fd = c->fd, .events = POLLIN };
 		wait = ms_until(next_beat);
 		/* Out of fds, or after EMFILE and the like: leave the listener alone a moment. */
 		pfd[POLL_PUBLIC] = (struct pollfd){ .fd = unless_paused(lfd, paused_until, &wait),
 		    .events = POLLIN };
-		if (poll(pfd, POLL_SLOTS, wait) == -1 && errno != EINTR)
+		/* Only this thread takes pooled connections out, so those polled stay open. */
+		pthread_mutex_lock(&t->lock);
+		for (i = 0; i < t->pool; i++)
+			pfd[POLL_POOL + i] = (struct pollfd){ .events = POLLIN,
+			    .fd = t->places[i].c != NULL ? t->places[i].c->fd : -1 };
+		pthread_mutex_unlock(&t->lock);
+		if (poll(pfd, (nfds_t)(POLL_POOL + t->pool), wait) == -1 && errno != EINTR)
 			return (strerror(errno));
 		/* The client sends nothing after Hello: readable is EOF, an error, or junk. */
 		n = pfd[POLL_CONTROL].revents ? recv(c->fd, scratch, sizeof(scratch), 0) : 1;
@@ -2663,6 +2788,10 @@ serve_tunnel(struct conn *c, struct tunnel *t, int lfd, const uint8_t *key)
 			return ("client disconnected");
 		if (n == -1 && errno != EINTR && errno != EAGAIN)
 			return (strerror(errno));
+		/* Nor on a pooled connection, which goes then. */
+		for (i = 0; i < t->pool; i++)
+			if (pfd[POLL_POOL + i].revents)
+				pool_drop(t, i);
 		if ((pfd[POLL_PUBLIC].revents & POLLIN) &&
 		    park_visitor(c, t, lfd, &paused_until) == -1)
 			return ("client unreachable");
@@ -2671,12 +2800,12 @@ serve_tunnel(struct conn *c, struct tunnel *t, int lfd, const uint8_t *key)
 
 /* Open a tunnel for a client that asked for port `want`, serve it, and clean up after it. */
 static void
-run_tunnel(struct conn *c, uint16_t want, const uint8_t *key)
+run_tunnel(struct conn *c, uint16_t want, const uint8_t *key, int pool)
 {
 	const char *why;
 	struct tunnel *t;
 	uint16_t port = want;
-	int lfd;
+	int i, lfd;
 
 	if (atomic_fetch_add(&server.tunnels, 1) >= srv.max_sessions) {
 		PEER_WARN(PL_SESSIONS, "%s: refused: %s (limit %d)", c->peer,
@@ -2694,6 +2823,7 @@ run_tunnel(struct conn *c, uint16_t want, const uint8_t *key)
 	if ((t = tunnel_new()) == NULL)
 		goto err1;
 	t->port = port;
+	t->pool = pool < POOL_MAX ? pool : POOL_MAX;
 	t->since_ms = now_ms();
 	t->since = time(NULL);
 	snprintf(t->client, sizeof(t->client), "%s", c->peer);
@@ -2709,6 +2839,8 @@ run_tunnel(struct conn *c, uint16_t want, const uint8_t *key)
 err2:
 	tunnel_list(t, 0);
 	tunnel_close(t, !atomic_load(&server.stopping));
+	for (i = 0; i < t->pool; i++)
+		pool_drop(t, i);
 	pending_expire(t, INT64_MAX);
 	tunnel_put(t, 0);
 err1:
@@ -2823,6 +2955,54 @@ forward_visitor(struct conn *c, const uint8_t id[BORE_UUID_LEN])
 	}
 	close_fd(info.fd);
 	tunnel_put(t, 1);
+}
+
+/* A visitor parked under id, for the pooled connection c that claims it. */
+struct handoff {
+	struct conn *c;
+	uint8_t id[BORE_UUID_LEN];
+};
+
+/* Thread for a pooled connection told of a visitor: claim it, as an Accept would, and relay. */
+static void *
+serve_handoff(void *arg)
+{
+	struct handoff *h = arg;
+
+	forward_visitor(h->c, h->id);
+	conn_free(h->c);
+	free(h);
+	return (NULL);
+}
+
+/* Tell one of t's pooled connections that it carries the visitor parked under id; -1 if none. */
+static int
+pool_hand(struct tunnel *t, const uint8_t id[BORE_UUID_LEN])
+{
+	struct handoff *h = NULL;
+	struct conn *c;
+	int i;
+
+	for (i = 0; i < t->pool; i++) {
+		pthread_mutex_lock(&t->lock);
+		if ((c = t->places[i].c) != NULL) {
+			t->places[i].c = NULL;
+			t->places[i].until = 0;
+			t->pooled--;
+		}
+		pthread_mutex_unlock(&t->lock);
+		if (c != NULL && send_msg(c->fd, BORE_MSG_CONNECTION, 0, id) == 0 &&
+		    (h = malloc(sizeof(*h))) != NULL) {
+			h->c = c;
+			memcpy(h->id, id, BORE_UUID_LEN);
+			/* c is the thread's now. */
+			if (spawn(serve_handoff, h) == 0)
+				return (0);
+			free(h);
+		}
+		conn_free(c);
+	}
+	return (-1);
 }
 
 /* ---- Server: before authentication (--max-startups) -------------- */
@@ -3013,7 +3193,7 @@ serve_control(void *arg)
 	struct bore_msg m;
 	struct keyset *ks = srv.has_secret ? keyset_copy() : NULL;
 	uint8_t key[BORE_KEY_LEN];  /* the key c proved, for its tunnel to check at reloads */
-	int r = -1, k = -1;
+	int r = -1, k = -1, places = 0;
 
 	/* A copy of its own: a reload meanwhile frees the set it was taken from. */
 	if (!srv.has_secret || (ks != NULL && (k = server_handshake(c, ks)) != -1)) {
@@ -3022,7 +3202,12 @@ serve_control(void *arg)
 		/* Known now: not to be dropped for an anonymous peer (a client's spare, say). */
 		if (srv.has_secret)
 			startup_done(c);
-		if ((r = read_first(c, &m)) == -1)
+		/* A C client asks for a pool just before its Hello. */
+		if ((r = read_first(c, &m)) == 1 && m.type == BORE_MSG_POOL) {
+			places = m.port;
+			r = read_first(c, &m);
+		}
+		if (r == -1)
 			PEER_WARN(PL_FIRST, "%s: %s", c->peer, first_error(errno));
 		else if (r == 0)
 			log_msg(LOG_DEBUG, "%s: closed before its first message", c->peer);
@@ -3030,9 +3215,11 @@ serve_control(void *arg)
 	keyset_free(ks);
 	startup_done(c);
 	if (r == 1 && m.type == BORE_MSG_HELLO)
-		run_tunnel(c, m.port, k != -1 ? key : NULL);
+		run_tunnel(c, m.port, k != -1 ? key : NULL, places);
 	else if (r == 1 && m.type == BORE_MSG_ACCEPT)
 		forward_visitor(c, m.uuid);
+	else if (r == 1 && m.type == BORE_MSG_JOIN && pool_join(c, m.uuid) == 0)
+		c = NULL;  /* the tunnel's now */
 	else if (r == 1 && m.type == BORE_MSG_AUTHENTICATE)
 		PEER_WARN(PL_UNEXPECTED, "%s: unexpected authenticate", c->peer);
 	else if (r == 1)
@@ -3179,6 +3366,7 @@ static struct {
 	int reconnect;                          /* re-dial when the tunnel is lost */
 	int heartbeat_timeout_ms;               /* silence that means the server is gone */
 	int dump;                               /* hex-dump every proxied connection */
+	int pool;                               /* pooled connections asked for a tunnel */
 	int max_conns;                          /* visitors relayed at once */
 	enum proxy_kind proxy;                  /* --proxy's scheme */
 	char proxy_host[256];                   /* --proxy's host, as given */
@@ -3207,6 +3395,7 @@ struct local_tunnel {
 	time_t since;
 	struct counts counts;      /* visitors proxied, and their bytes */
 	struct ring live;          /* relays running now, for their bytes so far */
+	atomic_int members;        /* pooled connections opening or waiting, against cli.pool */
 };
 
 /* Data connections being opened at once: a burst must not look like a flood to --max-startups. */
@@ -3220,6 +3409,7 @@ static struct {
 	atomic_int visitors;           /* visitor threads running now, against cli.max_conns */
 	atomic_int seen;               /* visitors proxied so far; numbers --dump's connections */
 	atomic_int draining;           /* set at a stop while visitors finish: no new ones */
+	atomic_int no_pools;           /* the server closed at a Pool: ask for none again */
 	pthread_mutex_t opening_lock;
 	pthread_cond_t opening_done;
 	int opening;                   /* data connections being opened, up to OPENING_MAX */
@@ -3247,6 +3437,7 @@ enum step {
 	STEP_PORT_GONE,      /* the port asked for again is not to be had: ask for any */
 	STEP_SHORT,          /* no fd or memory here: retry, even at the first connection */
 	STEP_LOST,           /* lost: retry if allowed */
+	STEP_NO_POOL,        /* the server closed at our Pool: ask again at once, without */
 };
 
 /* ---- Client: the server's errors and the handshake ---------------- */
@@ -3591,11 +3782,12 @@ struct route {
 	socklen_t dest_len;  /* 0: ask by name */
 };
 
-/* A visitor to claim. */
+/* A visitor to claim, one a pooled connection c carries, or (pooled) a token to join with. */
 struct visitor_job {
 	uint8_t id[BORE_UUID_LEN];
 	struct local_tunnel *lt;
 	struct route route;
+	struct conn *c;
 };
 
 /* Open a data connection along r as open_control does, once one of OPENING_MAX places is free. */
@@ -3637,17 +3829,18 @@ sleep_or_signal(int ms)
 	return (0);
 }
 
-/* Claim job's visitor on a new data connection, and relay it and the local service; -1 if not. */
+/* Claim job's visitor on a new data connection, or its pooled job->c (used up), and relay it
+ * and the local service; -1 if not. */
 static int
 serve_visitor(const struct visitor_job *job, struct relay_info *info, const char *ids)
 {
+	struct conn *c = job->c;
 	char where[300];
-	struct conn *c;
 	int lfd;
 
-	if (open_data(&job->route, &c) != STEP_OK)
+	if (c == NULL && open_data(&job->route, &c) != STEP_OK)
 		return (-1);
-	if (send_msg(c->fd, BORE_MSG_ACCEPT, 0, job->id) == -1) {
+	if (job->c == NULL && send_msg(c->fd, BORE_MSG_ACCEPT, 0, job->id) == -1) {
 		log_msg(LOG_WARN, "could not send accept: %s", strerror(errno));
 		goto err1;
 	}
@@ -3708,29 +3901,75 @@ proxy_visitor(void *arg)
 	return (NULL);
 }
 
-/* Start a thread for the visitor the server announced, unless cli.max_conns are being relayed. */
-static void
-start_visitor(struct local_tunnel *lt, const uint8_t id[BORE_UUID_LEN],
-    const struct route *route)
+/* Log the visitor the server announced, and count it unless cli.max_conns are relayed; 0 if not. */
+static int
+visitor_admitted(const uint8_t id[BORE_UUID_LEN])
 {
 	char ids[BORE_UUID_STRLEN + 1];
-	struct visitor_job *job;
 
-	/* Logged here, not in the visitor's thread, whose stack would grow by the call. */
 	bore_uuid_format(id, ids);
 	log_msg(LOG_INFO, "new connection %s", ids);
 	/* Draining for a stop: ignored like one over the limit below. */
 	if (atomic_load(&client.draining)) {
 		log_msg(LOG_DEBUG, "visitor ignored: shutting down");
-		return;
+		return (0);
 	}
 	/* Ignored, the visitor waits out the server's pending timeout and is closed. */
 	if (atomic_fetch_add(&client.visitors, 1) >= cli.max_conns) {
 		log_limited(&logs.peer_lines[PL_VISITOR_IGNORED], LOG_WARN,
 		    "visitor ignored: too many connections (limit %d)", cli.max_conns);
-		goto err0;
+		atomic_fetch_sub(&client.visitors, 1);
+		return (0);
 	}
-	if ((job = malloc(sizeof(*job))) == NULL) {
+	return (1);
+}
+
+/* Thread for a pooled connection: join with job's token, wait for a visitor, serve it; one
+ * that fails holds its place a while, so a server cannot make the client re-dial at will. */
+static void *
+pool_member(void *arg)
+{
+	struct visitor_job *job = arg;
+	int r = -1, carried;
+	struct bore_msg m;
+
+	/* Its failures are rate-limited with the visitors': a failing proxy cannot flood. */
+	log_visitor = "for the pool";
+	if (open_data(&job->route, &job->c) == STEP_OK &&
+	    send_msg(job->c->fd, BORE_MSG_JOIN, 0, job->id) == 0) {
+		set_liveness(job->c->fd);
+		/* Connection(id) and the visitor's first bytes follow each other closely. */
+		do
+			ack_at_once(job->c->fd);
+		while ((r = read_frame(job->c, &m, now_ms() + cli.heartbeat_timeout_ms)) == 1 &&
+		    m.type == BORE_MSG_HEARTBEAT);
+	}
+	carried = r == 1 && m.type == BORE_MSG_CONNECTION;
+	/* Failed, and not at a stop: it keeps its place a while. */
+	if (!carried && !(r == -1 && errno == ECANCELED))
+		(void)sleep_or_signal(POOL_HOLDOFF_MS);
+	atomic_fetch_sub(&job->lt->members, 1);
+	log_visitor = NULL;
+	if (carried && visitor_admitted(memcpy(job->id, m.uuid, BORE_UUID_LEN)))
+		return (proxy_visitor(job));
+	conn_free(job->c);
+	free(job);
+	return (NULL);
+}
+
+/* Start a thread for the visitor the server announced, or (pooled) for a Spare's token. */
+static void
+start_visitor(struct local_tunnel *lt, const uint8_t id[BORE_UUID_LEN],
+    const struct route *route, int pooled)
+{
+	struct visitor_job *job;
+
+	if (!pooled && !visitor_admitted(id))
+		return;
+	/* Room for Spares while members of a session before, or yet to read a visitor, count. */
+	if (pooled && atomic_fetch_add(&lt->members, 1) >= cli.pool + POOL_MAX)
+		goto err0;
+	if ((job = calloc(1, sizeof(*job))) == NULL) {
 		log_msg(LOG_WARN, "out of memory");
 		goto err0;
 	}
@@ -3738,11 +3977,11 @@ start_visitor(struct local_tunnel *lt, const uint8_t id[BORE_UUID_LEN],
 	job->lt = lt;
 	job->route = *route;
 	/* The thread owns job from here. */
-	if (spawn(proxy_visitor, job) == 0)
+	if (spawn(pooled ? pool_member : proxy_visitor, job) == 0)
 		return;
 	free(job);
 err0:
-	atomic_fetch_sub(&client.visitors, 1);
+	atomic_fetch_sub(pooled ? &lt->members : &client.visitors, 1);
 }
 
 /* ---- Client: a session, and reconnects ---------------------------- */
@@ -3751,14 +3990,34 @@ err0:
 static enum step
 send_hello(struct conn *c, uint16_t want, int kept, uint16_t *got)
 {
-	struct bore_msg m;
-	int r;
+	int r, pool = cli.pool && !atomic_load(&client.no_pools);
+	struct bore_msg m = { .type = BORE_MSG_POOL, .port = (uint16_t)cli.pool };
+	char frames[64];
+	size_t n = 0, k;
 
-	if (send_msg(c->fd, BORE_MSG_HELLO, want, NULL) == -1) {
+	/* Pool goes first, in one write with the Hello: a refused secret still reads as one. */
+	if (pool) {
+		n = (size_t)bore_format_msg(&m, frames, sizeof(frames));
+		frames[n++] = '\0';
+	}
+	m = (struct bore_msg){ .type = BORE_MSG_HELLO, .port = want };
+	k = (size_t)bore_format_msg(&m, frames + n, sizeof(frames) - n - 1);
+	frames[n + k] = '\0';
+	if (pool)
+		log_msg(LOG_TRACE, "fd %d: sending %s", c->fd, frames);
+	log_msg(LOG_TRACE, "fd %d: sending %s", c->fd, frames + n);
+	if (write_all(c->fd, frames, n + k + 1, now_ms() + BORE_NETWORK_TIMEOUT_MS) == -1) {
 		log_msg(LOG_ERROR, "could not send hello: %s", strerror(errno));
 		return (STEP_LOST);
 	}
-	if ((r = read_first(c, &m)) != 1) {
+	/* One that does not (the Rust bore, say) closes, with or without a reset. */
+	if ((r = read_first(c, &m)) != 1 && pool && (r == 0 || errno == ECONNRESET)) {
+		atomic_store(&client.no_pools, 1);
+		log_msg(LOG_INFO, "server has no visitor pools: each visitor takes a round trip "
+		    "more");
+		return (STEP_NO_POOL);
+	}
+	if (r != 1) {
 		if (r == 0 || errno != ECANCELED)
 			log_msg(LOG_ERROR, "%s", r == 0 ? "unexpected EOF from server" :
 			    first_error(errno));
@@ -3806,8 +4065,8 @@ serve_session(struct local_tunnel *lt, struct conn *c, struct route *route)
 			log_msg(LOG_ERROR, "connection to server lost: %s", frame_error(errno));
 		if (r != 1)
 			return (STEP_LOST);
-		if (m.type == BORE_MSG_CONNECTION)
-			start_visitor(lt, m.uuid, route);
+		if (m.type == BORE_MSG_CONNECTION || (m.type == BORE_MSG_SPARE && cli.pool))
+			start_visitor(lt, m.uuid, route, m.type == BORE_MSG_SPARE);
 		else if (m.type == BORE_MSG_ERROR)
 			return (server_error(&m, 0));
 		else if (m.type != BORE_MSG_HEARTBEAT)
@@ -3887,7 +4146,9 @@ run_client(struct local_tunnel *lt)
 	enum step e;
 
 	for (;;) {
-		e = run_session(lt, &port, &opened);
+		/* Asked again at once without a Pool: no retry, no back-off. */
+		while ((e = run_session(lt, &port, &opened)) == STEP_NO_POOL)
+			continue;
 		/* A step the stop cut short may end as lost: no retry is worth announcing. */
 		if (e == STEP_STOPPED || sleep_or_signal(0))
 			return (0);
@@ -4031,7 +4292,7 @@ struct optdef {
 /* Options of `bore local`, by index into its values. */
 enum {
 	L_LOCAL_HOST, L_TO, L_PORT, L_SECRET, L_SECRET_FILE, L_CONTROL_PORT, L_NO_RECONNECT,
-	L_HEARTBEAT_TIMEOUT, L_DUMP, L_MAX_CONNS, L_PROXY, L_GRACE, L_COUNT
+	L_HEARTBEAT_TIMEOUT, L_DUMP, L_MAX_CONNS, L_PROXY, L_GRACE, L_POOL, L_COUNT
 };
 static const struct optdef local_opts[L_COUNT] = {
 	[L_LOCAL_HOST] = { "local-host", 'l', NULL, OPT_VALUE },
@@ -4046,6 +4307,7 @@ static const struct optdef local_opts[L_COUNT] = {
 	[L_MAX_CONNS] = { "max-conns", 0, "BORE_MAX_CONNS", OPT_VALUE },
 	[L_PROXY] = { "proxy", 0, "BORE_PROXY", OPT_VALUE },
 	[L_GRACE] = { "grace", 0, "BORE_GRACE", OPT_VALUE },
+	[L_POOL] = { "pool", 0, "BORE_POOL", OPT_VALUE },
 };
 
 /* Options of `bore server`, by index into its values. */
@@ -4074,6 +4336,9 @@ static const struct optdef server_opts[S_COUNT] = {
 /* The server's default limits: tunnels, visitors per tunnel, unauthenticated connections. */
 #define DEFAULT_MAX_SESSIONS 256
 #define DEFAULT_MAX_CONNS 2048
+
+/* Pooled connections a client keeps: a browser opens six to a host at once. */
+#define DEFAULT_POOL 6
 #define DEFAULT_MAX_STARTUPS 128
 
 /* Fds kept beyond the startups' for new tunnels' listeners and the like. */
@@ -4142,6 +4407,9 @@ static const struct command local_cmd = {
 	"                            socks5h://... (the proxy does) [env: BORE_PROXY]\n"
 	"      --grace <SECONDS>     At SIGTERM, how long open connections may finish\n"
 	"                            [env: BORE_GRACE] [default: 5]\n"
+	"      --pool <N>            Connections kept open for the next visitors, so each\n"
+	"                            reaches the service in one round trip; a bore server\n"
+	"                            in C only, 0: none [env: BORE_POOL] [default: 6]\n"
 	"      --json                Output logs in machine-readable JSON format\n"
 	"  -h, --help                Print help\n",
 };
@@ -4528,10 +4796,10 @@ server_option(char *to, char *proxy)
 static void
 client_fd_budget(int ntunnels, int max_conns_given)
 {
-	/* Each visitor takes two: its data connection and its local one. */
-	int fit = (fds.limit - FD_SPARE - ntunnels) / 2;
+	/* Each visitor takes two: its data connection and its local one; pools their own. */
+	int fit = (fds.limit - FD_SPARE - ntunnels * (1 + cli.pool)) / 2;
 
-	fds.reserve = FD_SPARE + ntunnels;
+	fds.reserve = FD_SPARE + ntunnels * (1 + cli.pool);
 	if (cli.max_conns > fit) {
 		cli.max_conns = fit > 1 ? fit : 1;
 		log_msg(max_conns_given ? LOG_WARN : LOG_INFO, "at most %d connections relayed "
@@ -4586,6 +4854,7 @@ main_local(int argc, char **argv)
 	cli.max_conns = count_option(&local_cmd, vals[L_MAX_CONNS], "--max-conns", 1, COUNT_MAX,
 	    DEFAULT_MAX_CONNS);
 	cli.grace_ms = 1000 * count_option(&local_cmd, vals[L_GRACE], "--grace", 0, COUNT_MAX, 5);
+	cli.pool = count_option(&local_cmd, vals[L_POOL], "--pool", 0, POOL_MAX, DEFAULT_POOL);
 	client_fd_budget(npos, vals[L_MAX_CONNS] != NULL);
 	cli.heartbeat_timeout_ms = 1000 * count_option(&local_cmd, vals[L_HEARTBEAT_TIMEOUT],
 	    "--heartbeat-timeout", 1, HEARTBEAT_TIMEOUT_MAX, BORE_HEARTBEAT_TIMEOUT_MS / 1000);

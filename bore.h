@@ -58,14 +58,18 @@ enum bore_msg_type {
 	BORE_MSG_CHALLENGE,    /* server: random UUID to authenticate against */
 	BORE_MSG_HEARTBEAT,    /* server: keep-alive, no reply */
 	BORE_MSG_CONNECTION,   /* server: a visitor arrived, open a data connection */
-	BORE_MSG_ERROR         /* server: fatal error text, then close */
+	BORE_MSG_ERROR,        /* server: fatal error text, then close */
+	/* Visitor pools, between C peers only: see README, "Visitor pools". */
+	BORE_MSG_POOL,         /* client, before its Hello: pooled connections wanted */
+	BORE_MSG_SPARE,        /* server: a token for one pooled connection to join with */
+	BORE_MSG_JOIN          /* client, on a new connection: joins the pool with a token */
 };
 
 /* One decoded control message. */
 struct bore_msg {
 	enum bore_msg_type type;
-	uint16_t port;                  /* Hello */
-	uint8_t uuid[BORE_UUID_LEN];    /* Accept, Challenge, Connection */
+	uint16_t port;                  /* Hello; Pool: how many */
+	uint8_t uuid[BORE_UUID_LEN];    /* Accept, Challenge, Connection; Spare, Join: token */
 	size_t text_len;                /* Authenticate, Error: decoded length */
 	char text[BORE_MAX_FRAME + 1];  /* Authenticate, Error: UTF-8, NUL-terminated */
 };

@@ -113,7 +113,17 @@ start_client() {
 	CLI=$LAST
 	wait_until 5 grep -q "listening at" "$WORK/$name.log" || return 1
 	PUB=$(public_port "$name")
+	# Its pool's connections are opened just after: let its fds settle for a baseline.
+	FDS_BEFORE=
+	wait_until 2 fds_settled "$CLI"
 	[ -n "$PUB" ]
+}
+
+# True when process $1 has as many fds as at the last call (FDS_BEFORE).
+fds_settled() {
+	local before=$FDS_BEFORE
+	FDS_BEFORE=$(ls /proc/"$1"/fd 2>/dev/null | wc -l)
+	[ "$before" = "$FDS_BEFORE" ]
 }
 
 # A tcpkit service on a kernel-chosen port (WRAP as for start_server): sets ORIGIN.
@@ -156,8 +166,14 @@ fds_threads() {
 	echo "$(ls /proc/"$1"/fd | wc -l) $threads"
 }
 
-# True when process $1 has exactly the fds and threads $2 (re-read on every poll).
-fds_threads_are() { [ "$(fds_threads "$1")" = "$2" ]; }
+# True when process $1 has exactly the fds $2 has ("fds threads"), and no more threads
+# (re-read on every poll): workers that handled a pool's joins may idle in a baseline, and
+# end before a later look.
+fds_threads_are() {
+	local now
+	now=$(fds_threads "$1")
+	[ "${now% *}" = "${2% *}" ] && [ "${now#* }" -le "${2#* }" ]
+}
 
 # Say why a case failed (shown under its FAIL line).
 why() { echo "    $*" >>"$WORK/why"; }
@@ -582,6 +598,7 @@ t_cli_env_and_forms() {
 . tests/proxy.sh
 . tests/trust.sh
 . tests/eco.sh
+. tests/pool.sh
 SELECTED=("$@")
 
 # Every case, in order; those that drive ./bore run again under the sanitizer pass.
@@ -610,6 +627,7 @@ CASES+=(proxy_http_tunnel proxy_http_auth proxy_socks5_tunnel proxy_socks5_auth 
 CASES+=(log_flood_counted many_address_flood secret_revoked_closes visitors_kept_in_churn visitors_kept_in_flood startup_counts)
 CASES+=(hardened_build make_test_target systemd_units json_logs status_live_bytes local_drain readme_newcomer code_shape)
 CASES+=(startup_burst trust_boundary_size)
+CASES+=(pool_serves_visitors pool_tokens_refused pool_fallback)
 # Not run again under the sanitizer passes: unit tests, cases that need a plain
 # build (an address-space limit, valgrind), and slow ones that add no new code path.
 ONCE_CASES=" hmac_vectors frame_parser liveness_options thread_failure valgrind_short_session "
@@ -635,6 +653,7 @@ TSAN_CASES+=(stop_mid_frame tunnels_few_fds)
 TSAN_CASES+=(proxy_http_tunnel proxy_fails_visitors)
 TSAN_CASES+=(log_flood_counted many_address_flood secret_revoked_closes visitors_kept_in_churn)
 TSAN_CASES+=(status_live_bytes local_drain startup_burst)
+TSAN_CASES+=(pool_serves_visitors pool_tokens_refused)
 
 for name in "${CASES[@]}"; do
 	run "$name"

@@ -435,13 +435,23 @@ link_runs() {
 		"(${reason:-no reason given})"
 }
 
+# Connections to the control port (server log $1) while the tunnel idles LINK_QUIET s.
+LINK_QUIET=20
+link_idle_opens() {
+	local before
+	before=$(grep -c "incoming connection" "$WORK/$1.log")
+	sleep "$LINK_QUIET"
+	LINK_OPENS=$(($(grep -c "incoming connection" "$WORK/$1.log") - before))
+}
+
 # The long-link figures: a tcpkit churn 1024 service exposed by bore local, whose control
 # and data connections cross tcpkit delay.
 link_section() {
 	# Local, so the tunnels of the other figures keep their server and control port.
 	local CTL SRV CLI PUB ORIGIN secret service relay p first=${#BORE_PROCS[@]} pids=()
-	# The relay stays up for the section (2 x RUNS idle waits), no longer.
-	local -x TCPKIT_TIMEOUT=$((30 + 10 * RUNS))
+	# The relay stays up for the section (two configs of 2 x RUNS idle waits, and the quiet
+	# spell), no longer.
+	local -x TCPKIT_TIMEOUT=$((60 + 20 * RUNS + LINK_QUIET))
 	secret="bench-$RANDOM$RANDOM$RANDOM"
 	if ! start_origin link-service churn 1024; then
 		note "long link (tcpkit churn service did not start: $WHY)"
@@ -449,7 +459,7 @@ link_section() {
 	fi
 	service=$ORIGIN
 	pids+=("$LAST")
-	if ! start_server server-link --secret "$secret"; then
+	if ! BORE_LOG=debug start_server server-link --secret "$secret"; then
 		note "long link (bore server --secret did not start: $WHY)"
 		return
 	fi
@@ -460,13 +470,19 @@ link_section() {
 	fi
 	relay=$ORIGIN
 	pids+=("$LAST")
-	if start_client client-link-plain "$service" --control-port "$relay" --secret "$secret"; then
-		link_runs plain "$PUB"
-		check_bore client-link-plain "$CLI"
-		stop_one "$CLI"
-	else
-		note "long link: bore local did not open a tunnel ($WHY)"
-	fi
+	# pool: the default, a pool of 6 between C peers; plain: --pool 0, as with a Rust peer.
+	for cfg in pool plain; do
+		# shellcheck disable=SC2046
+		if start_client "client-link-$cfg" "$service" --control-port "$relay" --secret "$secret" \
+			$([ "$cfg" = plain ] && echo --pool 0); then
+			link_runs "$cfg" "$PUB"
+			[ "$cfg" = pool ] && link_idle_opens server-link
+			check_bore "client-link-$cfg" "$CLI"
+			stop_one "$CLI"
+		else
+			note "long link: bore local --$cfg did not open a tunnel ($WHY)"
+		fi
+	done
 	check_bore server-link "$SRV"
 	for p in "${pids[@]}"; do
 		stop_one "$p"
@@ -562,16 +578,17 @@ link_cell() {
 
 # The long-link table and what it measured.
 link_report() {
-	local fig fmt="%-34s %16s\n"
-	printf "$fmt" "long link, first byte (ms  RTTs)" "bore local"
+	local fig fmt="%-34s %16s %16s\n"
+	printf "$fmt" "long link, first byte (ms  RTTs)" "bore local" "--pool 0"
 	for fig in lone burstmax burstmed; do
-		printf "$fmt" "${LINK_NAME[$fig]}" "$(link_cell "$fig" plain)"
+		printf "$fmt" "${LINK_NAME[$fig]}" "$(link_cell "$fig" pool)" "$(link_cell "$fig" plain)"
 	done
+	printf "$fmt" "connections opened, ${LINK_QUIET} s idle" "${LINK_OPENS:--}" -
 	echo
 	echo "long link: bore local reaches bore server --secret through tcpkit delay, $LINK_OW ms" \
 		"each way and $LINK_MS ms for each TCP handshake ($LINK_MS ms round trips, RTTs);"
 	echo "  visitors on loopback send 3 bytes to the public port and time the first byte of a" \
-		"1 KiB reply; model: 3.5 RTTs, a data connection opened for each visitor"
+		"1 KiB reply; model: 1 RTT through the pool, 3.5 with a data connection opened for each"
 }
 
 # The notes, and how long the run took.

@@ -95,7 +95,7 @@ t_json_logs() {
 	PIDS+=($!)
 	wait_until 5 grep -q . "$WORK/client.out" || { why "no address line: $(cat "$WORK/client.err")"; return 1; }
 	PUB=$(sed -n 's/^127\.0\.0\.1:\([0-9]*\) .*/\1/p' "$WORK/client.out")
-	out=$("$TCPKIT" roundtrip 127.0.0.1 "$PUB" 65536) || { why "$out"; return 1; }
+	out=$("$TCPKIT" roundtrip 127.0.0.1 "$PUB" 65536 2>&1) || { why "roundtrip to '$PUB': $out"; return 1; }
 	wait_until 5 grep -q '"DEBUG"' "$WORK/client.err" || { why "RUST_LOG=bore_cli=debug: no debug line"; return 1; }
 	json_lines bore_cli::client <"$WORK/client.err" || { why "client: $(head -n 3 "$WORK/client.err")"; return 1; }
 	grep -q '"message":"listening at 127.0.0.1:' "$WORK/client.err" || { why "no listening line"; return 1; }
@@ -212,13 +212,14 @@ t_readme_newcomer() {
 }
 
 # bore.c keeps the shape its readers rely on: no function over 60 lines (name line to
-# closing brace), no line over 100 columns with tabs at 8, and the line budget: 5,000 after
-# the trust boundary's cut; the pool, Windows and many users may add up to 5,700 in all.
+# closing brace), no line over 100 columns with tabs at 8, and the line budget: 4,894 after
+# the trust boundary's cut, 5,150 with visitor pools; Windows and many users may bring it
+# to 5,700 in all.
 t_code_shape() {
 	local long wide
 	long=$(awk '/^[a-z_][a-z_0-9]*\(/ { name = $0; start = NR } /^\}/ && start { if (NR - start + 1 > 60) print name " " NR - start + 1; start = 0 }' bore.c)
 	[ -z "$long" ] || { why "functions over 60 lines: $long"; return 1; }
 	wide=$(expand -t 8 bore.c | awk 'length > 100 { printf "%d ", NR }')
 	[ -z "$wide" ] || { why "lines over 100 columns: $wide"; return 1; }
-	[ "$(wc -l <bore.c)" -le 5000 ] || { why "bore.c is $(wc -l <bore.c) lines, over 5,000"; return 1; }
+	[ "$(wc -l <bore.c)" -le 5150 ] || { why "bore.c is $(wc -l <bore.c) lines, over 5,150"; return 1; }
 }

@@ -217,8 +217,9 @@ t_log_off_and_trace() {
 	log_line client TRACE "server: received {\"Hello\":$PUB}" &&
 		log_line client TRACE 'server: received "Heartbeat"' || return 1
 	grep -qE ' TRACE fd [0-9]+: sending \{"Hello":0\}$' "$WORK/client.log" || { why "no Hello sent"; return 1; }
-	grep -qE ' TRACE fd [0-9]+: sending \{"Accept":"[0-9a-f-]{36}"\}$' "$WORK/client.log" ||
-		{ why "no Accept sent"; return 1; }
+	grep -qE ' TRACE fd [0-9]+: sending \{"Pool":6\}$' "$WORK/client.log" &&
+		grep -qE ' TRACE fd [0-9]+: sending \{"Join":"[0-9a-f-]{36}"\}$' "$WORK/client.log" ||
+		{ why "no Pool and Join sent"; return 1; }
 	[ ! -s "$WORK/server.log" ] || { why "server under off said: $(head -n 2 "$WORK/server.log")"; return 1; }
 	start_split quiet env BORE_LOG=OFF "$BORE" local "$ORIGIN" --to 127.0.0.1 --control-port "$CTL"
 	wait_until 5 lines_are "$WORK/quiet.out" 1 || { why "no stdout line under off"; return 1; }

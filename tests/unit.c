@@ -170,6 +170,13 @@ test_parse(void)
 	ACCEPTS("{\"Heartbeat\":null}", BORE_MSG_HEARTBEAT);
 	m = ACCEPTS("{\"Error\":\"port already in use\"}", BORE_MSG_ERROR);
 	check(strcmp(m.text, "port already in use") == 0, "parse: Error text", m.text);
+	/* The pool extension, between C peers only. */
+	m = ACCEPTS("{\"Pool\":6}", BORE_MSG_POOL);
+	check(m.port == 6, "parse: Pool 6", NULL);
+	m = ACCEPTS("{\"Spare\":\"2d22dad6-dbff-4ee8-a34f-44bc515b4142\"}", BORE_MSG_SPARE);
+	check(m.uuid[3] == 0xd6, "parse: Spare token", NULL);
+	m = ACCEPTS("{\"Join\":\"2d22dad6-dbff-4ee8-a34f-44bc515b4142\"}", BORE_MSG_JOIN);
+	check(m.uuid[15] == 0x42, "parse: Join token", NULL);
 
 	/* Whitespace and escapes. */
 	m = ACCEPTS("{ \"Hello\" : 1 }", BORE_MSG_HELLO);
@@ -231,6 +238,12 @@ test_parse(void)
 	REJECTS("{\"Error\":\"lone \\ud83d surrogate\"}");
 	REJECTS("{\"Error\":\"lone \\ude00 low\"}");
 	REJECTS("{\"Authenticate\":null}");
+	REJECTS("\"Pool\"");
+	REJECTS("{\"Pool\":\"6\"}");
+	REJECTS("{\"Pool\":65536}");
+	REJECTS("{\"Spare\":6}");
+	REJECTS("{\"Join\":\"not-a-token\"}");
+	REJECTS("{\"Join\":null}");
 
 	/* Invalid UTF-8 anywhere. */
 	REJECTS("{\"Error\":\"\xff\"}");
@@ -296,6 +309,12 @@ test_format(void)
 	expect_format(m, "{\"Accept\":\"2d22dad6-dbff-4ee8-a34f-44bc515b4142\"}");
 	m.type = BORE_MSG_CHALLENGE;
 	expect_format(m, "{\"Challenge\":\"2d22dad6-dbff-4ee8-a34f-44bc515b4142\"}");
+	m.type = BORE_MSG_SPARE;
+	expect_format(m, "{\"Spare\":\"2d22dad6-dbff-4ee8-a34f-44bc515b4142\"}");
+	m.type = BORE_MSG_JOIN;
+	expect_format(m, "{\"Join\":\"2d22dad6-dbff-4ee8-a34f-44bc515b4142\"}");
+	m = (struct bore_msg){ .type = BORE_MSG_POOL, .port = 6 };
+	expect_format(m, "{\"Pool\":6}");
 	m = (struct bore_msg){ .type = BORE_MSG_ERROR };
 	strcpy(m.text, "invalid secret");
 	expect_format(m, "{\"Error\":\"invalid secret\"}");
