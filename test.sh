@@ -67,17 +67,6 @@ add_netns() {
 }
 
 
-# Start "$@" in the background with output in $WORK/$1.log; its pid in LAST.
-start() {
-	local name=$1
-	shift
-	# Empty it now: the background redirection truncates it only later.
-	: >"$WORK/$name.log"
-	"$@" >"$WORK/$name.log" 2>&1 &
-	LAST=$!
-	PIDS+=("$LAST")
-}
-
 # A free port below the ephemeral range (32768+ here) for a control port.
 free_port() { "$TCPKIT" freeport 10000 19999; }
 

@@ -26,16 +26,6 @@ PASS=0
 FAIL=0
 export TCPKIT_ECHO_FIRST=1  # the Rust bore ends both ways at the first FIN
 
-start() {
-	local name=$1
-	shift
-	# Empty it now: the background redirection truncates it only later.
-	: >"$WORK/$name.log"
-	"$@" >"$WORK/$name.log" 2>&1 &
-	LAST=$!
-	PIDS+=("$LAST")
-}
-
 not_listening() { ! listening; }
 
 # Log $1 without the Rust bore's colours.

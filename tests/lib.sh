@@ -32,3 +32,14 @@ none_alive() {
 
 # User plus system CPU time of process $1, in clock ticks.
 cpu_ticks() { sed 's/^.*) //' "/proc/$1/stat" | awk '{ print $12 + $13 }'; }
+
+# Start "$@" in the background with output in $WORK/$1.log; its pid in LAST, added to PIDS.
+start() {
+	local name=$1
+	shift
+	# Empty it now: the background redirection truncates it only later.
+	: >"$WORK/$name.log"
+	"$@" >"$WORK/$name.log" 2>&1 &
+	LAST=$!
+	PIDS+=("$LAST")
+}
