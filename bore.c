@@ -324,13 +324,14 @@ struct log_limit {
 	int64_t next;    /* the next window starts then */
 	int64_t last;    /* when the last line was logged */
 	int held;        /* lines held back since then: the next line logged says how many */
+	uint64_t count;  /* lines so far, logged or held: --metrics counts refusals by them */
 };
 
 /* Lines a peer can cause, each limited by logs.peer_lines[its kind]: server's, then client's. */
 enum peer_line {
 	PL_ALLOW_CONTROL, PL_STARTUPS, PL_HANDSHAKE, PL_FIRST, PL_UNEXPECTED, PL_MISSING,
-	PL_SESSIONS, PL_NO_PORT, PL_ALLOW, PL_MAX_CONNS, PL_ACCEPT, PL_VISITOR_IGNORED, PL_VISITOR,
-	PL_KINDS
+	PL_SESSIONS, PL_NO_PORT, PL_ALLOW, PL_MAX_CONNS, PL_ACCEPT, PL_METRICS, PL_VISITOR_IGNORED,
+	PL_VISITOR, PL_KINDS
 };
 
 /* How lines are written, set before threads start; and the rate limits, under limits_lock. */
@@ -455,6 +456,7 @@ log_limited(struct log_limit *l, int level, const char *fmt, ...)
 	vsnprintf(line, sizeof(line), fmt, ap);
 	va_end(ap);
 	pthread_mutex_lock(&logs.limits_lock);
+	l->count++;
 	if (now >= l->next) {
 		l->used = 0;
 		l->next = now + LIMIT_LOG_MS;
@@ -542,6 +544,7 @@ static struct {
 	int reserve;           /* of them, kept from visitors for control-port connections */
 	atomic_int open;       /* sockets and pipes open now */
 	atomic_int promised;   /* fds promised to data connections of parked visitors */
+	atomic_int conns;      /* of those open, struct conns': on the control port, or to it */
 } fds;
 
 /* True if n more fds fit with `keep` of the limit left over. */
@@ -648,6 +651,32 @@ static int
 read_full(int fd, void *buf, size_t len, int64_t deadline)
 {
 	return (io_all(fd, buf, len, deadline, 0));
+}
+
+/* Largest HTTP header taken: a proxy's reply, a scrape's request. */
+#define HTTP_HEADER_MAX 4096
+
+/*
+ * Read an HTTP header (a proxy's reply, a scrape's request) into head (HTTP_HEADER_MAX + 1), a
+ * byte at a time so the bytes after it stay in the socket; lines may end in a bare LF (RFC
+ * 9112).  1, 0 at EOF, or -1 (EMSGSIZE: too long).
+ */
+static int
+http_header(int fd, char *head, int64_t deadline)
+{
+	size_t n = 0;
+	int r;
+
+	while (n < HTTP_HEADER_MAX) {
+		if ((r = read_full(fd, head + n++, 1, deadline)) != 1)
+			return (r);
+		head[n] = '\0';
+		if (n > 1 && head[n - 1] == '\n' && (head[n - 2] == '\n' ||
+		    (n > 2 && head[n - 2] == '\r' && head[n - 3] == '\n')))
+			return (1);
+	}
+	errno = EMSGSIZE;
+	return (-1);
 }
 
 /* Where sa keeps its address and port; the address's length: 4 (v4-mapped too), 16, or 0. */
@@ -1012,6 +1041,7 @@ conn_new(int fd, const char *peer)
 		log_msg(LOG_WARN, "out of memory");
 		return (NULL);
 	}
+	atomic_fetch_add(&fds.conns, 1);
 	c->fd = fd;
 	c->len = 0;
 	c->place = -1;
@@ -1027,6 +1057,7 @@ conn_free(struct conn *c)
 {
 	if (c == NULL)
 		return;
+	atomic_fetch_sub(&fds.conns, 1);
 	close_fd(c->fd);
 	free(c);
 }
@@ -2112,7 +2143,7 @@ server_handshake(struct conn *c, const struct keyset *ks)
 /*
  * Trust boundary: in call order, what an anonymous peer reaches (the control
  * port before authentication; with no secret, a Hello's tunnel and an Accept's
- * claim) and the bound each keeps.
+ * claim; --metrics' port) and the bound each keeps.
  *   run_server, unless_paused, accept_control: an accept per wake, paused
  *   accept_peer, accept_nb, nonblock_cloexec, counted, short_of_resources, addr_str,
  *   sockaddr_ip, cidr_allows, close_fd, conn_new, source_of, source_known: a counted fd
@@ -2139,6 +2170,8 @@ server_handshake(struct conn *c, const struct keyset *ks)
  *   poll_relay, relay_events, relay_ready, flow_use_copy, flow_make_pipe, relay_pipe,
  *   pipe_nb, flow_open, flow_close, flow_fill, flow_flush,
  *   splice_nb: two fds and a thread per visitor, RELAY_BUF or a pipe each way
+ *   serve_metrics, serve_scrape, http_header, read_full, metrics_text, tunnels_count,
+ *   counts_add_live, counts_add: one thread, a scrape at a time: HTTP_HEADER_MAX in 3 s
  */
 
 /* ---- Server: settings and allow lists ----------------------------- */
@@ -2169,6 +2202,9 @@ static struct {
 	struct cidr allow_control[MAX_CIDRS]; /* control connections allowed (none: all) */
 	int nallow_control;
 	int proxy_protocol;                   /* PROXY header version sent to services (0: none) */
+	struct sockaddr_storage metrics;      /* --metrics, where scrapes are served */
+	socklen_t metrics_len;                /* 0: no --metrics */
+	time_t started;
 } srv;
 
 /* Parse "IP" or "IP/BITS" (IPv4 or IPv6) into c; 0, or -1. */
@@ -2324,8 +2360,10 @@ static struct {
 	atomic_int tunnels;         /* tunnels open now, against srv.max_sessions */
 	atomic_int relays;          /* visitors being relayed now, waited for at shutdown */
 	atomic_int stopping;        /* SIGTERM/SIGINT came: tunnels say goodbye, relays finish */
-	pthread_mutex_t lock;       /* guards open */
+	pthread_mutex_t lock;       /* guards open, gone and ended */
 	struct ring open;           /* tunnel.link of tunnels open now, for the status lines */
+	struct ring gone;           /* tunnel.link of those closed, their visitors yet to end */
+	struct counts ended;        /* the counts of tunnels freed: --metrics' never fall */
 	pthread_mutex_t pending_lock;  /* guards pending and every tunnel's parked queue */
 	struct ring pending[PENDING_BUCKETS];  /* pending.chain of parked visitors by id */
 } server = { .lock = PTHREAD_MUTEX_INITIALIZER, .pending_lock = PTHREAD_MUTEX_INITIALIZER };
@@ -2358,6 +2396,10 @@ tunnel_put(struct tunnel *t, int conns)
 	last = --t->refs == 0;
 	pthread_mutex_unlock(&t->lock);
 	if (last) {
+		pthread_mutex_lock(&server.lock);
+		ring_take(&t->link);
+		counts_add(&server.ended, &t->counts);
+		pthread_mutex_unlock(&server.lock);
 		pthread_mutex_destroy(&t->lock);
 		free(t);
 	}
@@ -2418,15 +2460,14 @@ tunnel_close(struct tunnel *t, int cut)
 	pthread_mutex_unlock(&t->lock);
 }
 
-/* List t among the open tunnels (on), for the status lines, or take it off before it goes. */
+/* List t among the open tunnels (on), for the status lines, or move it to the gone ones. */
 static void
 tunnel_list(struct tunnel *t, int on)
 {
 	pthread_mutex_lock(&server.lock);
-	if (on)
-		ring_put(&server.open, &t->link);
-	else
+	if (!on)
 		ring_take(&t->link);
+	ring_put(on ? &server.open : &server.gone, &t->link);
 	pthread_mutex_unlock(&server.lock);
 }
 
@@ -2445,32 +2486,45 @@ source_known(const uint8_t src[16])
 }
 
 /*
- * SIGUSR1: log a line per open tunnel and one of totals, whatever BORE_LOG
- * says.  Visitors now are those parked or relayed; bytes are those of
+ * Add the counts of the tunnels in list (server.lock held) into *all, with status a line for
+ * each; how many there are.  Visitors now are those parked or relayed; bytes are those of
  * relays that ended and of live ones so far (in: from visitors, out: to them).
  */
-static void
-log_server_status(void)
+static int
+tunnels_count(struct ring *list, struct counts *all, int status)
 {
-	struct counts c, all = { 0 };
+	struct counts c;
 	struct tunnel *t;
 	struct ring *r;
-	char what[128], text[128];
-	int tunnels = 0;
+	char what[128];
+	int n = 0;
 
-	pthread_mutex_lock(&server.lock);
-	for (r = server.open.next; r != &server.open; r = r->next) {
+	for (r = list->next; r != list; r = r->next, n++) {
 		t = RING_ITEM(r, struct tunnel, link);
 		pthread_mutex_lock(&t->lock);
 		c = t->counts;
 		c.now = t->conns;
 		counts_add_live(&c, &t->live, 1);
 		pthread_mutex_unlock(&t->lock);
-		snprintf(what, sizeof(what), "port %u, client %s", t->port, t->client);
-		log_tunnel_status(what, t->since, t->since_ms, &c);
-		tunnels++;
-		counts_add(&all, &c);
+		counts_add(all, &c);
+		if (status) {
+			snprintf(what, sizeof(what), "port %u, client %s", t->port, t->client);
+			log_tunnel_status(what, t->since, t->since_ms, &c);
+		}
 	}
+	return (n);
+}
+
+/* SIGUSR1: log a line per open tunnel and one of totals, whatever BORE_LOG says. */
+static void
+log_server_status(void)
+{
+	struct counts all = { 0 };
+	char text[128];
+	int tunnels;
+
+	pthread_mutex_lock(&server.lock);
+	tunnels = tunnels_count(&server.open, &all, 1);
 	pthread_mutex_unlock(&server.lock);
 	log_msg(LOG_ALWAYS, "status: %d tunnel%s, %s", tunnels, tunnels == 1 ? "" : "s",
 	    counts_str(&all, text, sizeof(text)));
@@ -3183,6 +3237,108 @@ startup_done(struct conn *c)
 	pthread_mutex_unlock(&startups.lock);
 }
 
+/* ---- Server: metrics for Prometheus (--metrics) ------------------- */
+
+/* Room for the metrics text: under 2 KiB, with a line for each kind of refusal. */
+#define METRICS_MAX 4096
+
+/* The reason --metrics names the refusals that lines of a kind tell of; NULL: not refusals. */
+static const char *const refusal_reasons[PL_KINDS] = {
+	[PL_ALLOW_CONTROL] = "allow-control", [PL_STARTUPS] = "startups", [PL_HANDSHAKE] = "auth",
+	[PL_SESSIONS] = "max-sessions", [PL_NO_PORT] = "port", [PL_ALLOW] = "allow",
+	[PL_MAX_CONNS] = "max-conns",
+};
+
+/* A metric's HELP and TYPE lines, then its name, where its first sample goes on. */
+#define METRIC(name, type, help) "# HELP " name " " help "\n# TYPE " name " " type "\n" name
+
+/* The metrics in Prometheus's text format 0.0.4 into out (METRICS_MAX bytes); their length. */
+static size_t
+metrics_text(char *out)
+{
+	struct counts all;
+	size_t n;
+	int i, tunnels;
+
+	pthread_mutex_lock(&server.lock);
+	all = server.ended;
+	tunnels = tunnels_count(&server.open, &all, 0);
+	(void)tunnels_count(&server.gone, &all, 0);
+	pthread_mutex_unlock(&server.lock);
+	n = (size_t)snprintf(out, METRICS_MAX,
+	    METRIC("bore_tunnels", "gauge", "Tunnels open now") " %d\n"
+	    METRIC("bore_visitors", "gauge", "Visitors now, parked or relayed") " %d\n"
+	    METRIC("bore_visitors_total", "counter", "Visitors accepted on public ports") " %llu\n"
+	    METRIC("bore_relayed_bytes_total", "counter", "Bytes from visitors (in), to them (out)")
+	    "{direction=\"in\"} %llu\nbore_relayed_bytes_total{direction=\"out\"} %llu\n"
+	    METRIC("bore_control_connections", "gauge", "Connections open on the control port")
+	    " %d\n" METRIC("process_start_time_seconds", "gauge", "Start time of the process since "
+	    "unix epoch in seconds") " %lld\n"
+	    "# HELP bore_refused_total Connections refused, by reason\n"
+	    "# TYPE bore_refused_total counter\n",
+	    tunnels, all.now, (unsigned long long)all.visitors, (unsigned long long)all.in,
+	    (unsigned long long)all.out, atomic_load(&fds.conns), (long long)srv.started);
+	pthread_mutex_lock(&logs.limits_lock);
+	for (i = 0; i < PL_KINDS; i++)
+		if (refusal_reasons[i] != NULL)
+			n += (size_t)snprintf(out + n, METRICS_MAX - n, "bore_refused_total{reason="
+			    "\"%s\"} %llu\n", refusal_reasons[i],
+			    (unsigned long long)logs.peer_lines[i].count);
+	pthread_mutex_unlock(&logs.limits_lock);
+	return (n);
+}
+
+/* Serve one scrape on fd from peer within the network timeout: GET or HEAD /metrics. */
+static void
+serve_scrape(int fd, const char *peer)
+{
+	char req[HTTP_HEADER_MAX + 1] = "", body[METRICS_MAX], out[METRICS_MAX + 256];
+	int64_t deadline = now_ms() + BORE_NETWORK_TIMEOUT_MS;
+	int r = http_header(fd, req, deadline), n;
+	/* The request line, METHOD SP /metrics[?QUERY] SP HTTP/1.x, is all that is read. */
+	size_t len, m = strcspn(req, " \r\n");
+	const char *path = req + m, *status = r == -1 && errno == EMSGSIZE ?
+	    "431 Request Header Fields Too Large" : r == -1 && errno == ETIMEDOUT ?
+	    "408 Request Timeout" : r != 1 || *path != ' ' ? "400 Bad Request" :
+	    (m != 3 || memcmp(req, "GET", 3) != 0) && (m != 4 || memcmp(req, "HEAD", 4) != 0) ?
+	    "405 Method Not Allowed" : strncmp(path, " /metrics", 9) != 0 ||
+	    memchr(" ?", path[9], 2) == NULL ? "404 Not Found" : "200 OK";
+
+	len = status[0] == '2' ? metrics_text(body) : 0;
+	/* Allow may come with any status (RFC 9110). */
+	n = snprintf(out, sizeof(out), "HTTP/1.1 %s\r\nContent-Type: text/plain; version=0.0.4; "
+	    "charset=utf-8\r\nAllow: GET, HEAD\r\nContent-Length: %zu\r\nConnection: close\r\n\r\n"
+	    "%.*s", status, len, m == 4 ? 0 : (int)len, body);
+	(void)write_all(fd, out, (size_t)n, deadline);
+	if (status[0] != '2')
+		PEER_WARN(PL_METRICS, "metrics: %s: %s", peer, status);
+}
+
+/* The --metrics thread on listener arg: accept a scrape while fds allow, serve it; one at once. */
+static void *
+serve_metrics(void *arg)
+{
+	struct pollfd p = { .fd = (int)(intptr_t)arg, .events = POLLIN };
+	struct sockaddr_storage ss;
+	socklen_t len;
+	char peer[64];
+	int fd = -1;
+
+	for (;; fd = -1) {
+		len = sizeof(ss);
+		/* A scrape takes an fd, never one of those kept for control connections. */
+		if (fds_room(1, fds.reserve) && poll(&p, 1, -1) == 1)
+			fd = counted(accept_nb(p.fd, (struct sockaddr *)&ss, &len));
+		if (fd != -1) {
+			serve_scrape(fd, addr_str((struct sockaddr *)&ss, len, peer, sizeof(peer)));
+			close_fd(fd);
+		} else if (!fds_room(1, fds.reserve) || short_of_resources(errno)) {
+			(void)poll(NULL, 0, ACCEPT_BACKOFF_MS);
+		}
+	}
+	return (arg);
+}
+
 /* ---- Server: the control port and its signals --------------------- */
 
 /* Thread for one connection to the control port: authenticate, then Hello or Accept. */
@@ -3301,9 +3457,10 @@ static int
 start_server(const struct sockaddr_storage *ctl, socklen_t ctl_len)
 {
 	char addr[64], tun[64], *p;
-	int i, lfd;
+	int i, lfd, mfd = -1;
 
 	ring_init(&server.open);
+	ring_init(&server.gone);
 	for (i = 0; i < PENDING_BUCKETS; i++)
 		ring_init(&server.pending[i]);
 	addr_str((const struct sockaddr *)&srv.tunnel_addr, srv.tunnel_addr_len, tun, sizeof(tun));
@@ -3311,10 +3468,16 @@ start_server(const struct sockaddr_storage *ctl, socklen_t ctl_len)
 	if ((p = strrchr(tun, ':')) != NULL)
 		*p = '\0';
 	addr_str((const struct sockaddr *)ctl, ctl_len, addr, sizeof(addr));
-	if ((lfd = listen_on(ctl, ctl_len)) == -1) {
-		log_msg(LOG_ERROR, "could not listen on %s: %s", addr, strerror(errno));
+	if ((lfd = listen_on(ctl, ctl_len)) == -1 || (srv.metrics_len != 0 &&
+	    (mfd = listen_on(&srv.metrics, srv.metrics_len)) == -1)) {
+		log_msg(LOG_ERROR, "could not listen on %s: %s", lfd == -1 ? addr :
+		    addr_str((struct sockaddr *)&srv.metrics, srv.metrics_len, tun, sizeof(tun)),
+		    strerror(errno));
 		return (-1);
 	}
+	/* The listener is the thread's; settings are all fixed by now. */
+	if (mfd != -1 && spawn(serve_metrics, (void *)(intptr_t)mfd) == -1)
+		return (-1);
 	log_msg(LOG_INFO, "server listening on %s; tunnels on %s, ports %u-%u; %s", addr, tun,
 	    srv.min_port, srv.max_port, srv.has_secret ? "secret required" : "no secret required");
 	return (lfd);
@@ -3539,9 +3702,6 @@ client_handshake(struct conn *c)
 
 /* ---- Client: proxies, and the connections to the server ----------- */
 
-/* Largest reply header taken from an HTTP proxy. */
-#define HTTP_HEADER_MAX 4096
-
 /* Log that the proxy's reply broke off: at EOF (r 0), or on errno; lost, or stopped. */
 static enum step
 proxy_lost(int r)
@@ -3557,29 +3717,6 @@ proxy_lost(int r)
 	else
 		log_msg(LOG_ERROR, "proxy %s: %s", where, strerror(errno));
 	return (STEP_LOST);
-}
-
-/*
- * Read an HTTP proxy's reply header into head (HTTP_HEADER_MAX + 1), a byte at a time so the
- * server's bytes after it stay in the socket; lines may end in a bare LF (RFC 9112).
- * 1, 0 at EOF, or -1 (EMSGSIZE: too long).
- */
-static int
-http_header(int fd, char *head, int64_t deadline)
-{
-	size_t n = 0;
-	int r;
-
-	while (n < HTTP_HEADER_MAX) {
-		if ((r = read_full(fd, head + n++, 1, deadline)) != 1)
-			return (r);
-		head[n] = '\0';
-		if (n > 1 && head[n - 1] == '\n' && (head[n - 2] == '\n' ||
-		    (n > 2 && head[n - 2] == '\r' && head[n - 3] == '\n')))
-			return (1);
-	}
-	errno = EMSGSIZE;
-	return (-1);
 }
 
 /* Ask the HTTP proxy on fd to CONNECT to the server, by name. */
@@ -4314,7 +4451,7 @@ static const struct optdef local_opts[L_COUNT] = {
 enum {
 	S_MIN_PORT, S_MAX_PORT, S_SECRET, S_SECRET_FILE, S_BIND_ADDR, S_BIND_TUNNELS,
 	S_CONTROL_PORT, S_MAX_SESSIONS, S_MAX_CONNS, S_MAX_STARTUPS, S_ALLOW, S_ALLOW_CONTROL,
-	S_GRACE, S_PROXY_PROTOCOL, S_COUNT
+	S_GRACE, S_PROXY_PROTOCOL, S_METRICS, S_COUNT
 };
 static const struct optdef server_opts[S_COUNT] = {
 	[S_MIN_PORT] = { "min-port", 0, "BORE_MIN_PORT", OPT_VALUE },
@@ -4331,6 +4468,7 @@ static const struct optdef server_opts[S_COUNT] = {
 	[S_ALLOW_CONTROL] = { "allow-control", 0, NULL, OPT_LIST },
 	[S_GRACE] = { "grace", 0, "BORE_GRACE", OPT_VALUE },
 	[S_PROXY_PROTOCOL] = { "proxy-protocol", 0, NULL, OPT_VALUE },
+	[S_METRICS] = { "metrics", 0, NULL, OPT_VALUE },
 };
 
 /* The server's default limits: tunnels, visitors per tunnel, unauthenticated connections. */
@@ -4448,6 +4586,8 @@ static const struct command server_cmd = {
 	"      --proxy-protocol <VERSION>\n"
 	"                               Send each visitor's address to the service in a\n"
 	"                               PROXY protocol header [possible values: v1, v2]\n"
+	"      --metrics <IP:PORT>      Serve Prometheus metrics at http://IP:PORT/metrics\n"
+	"                               ([IPv6]:PORT); never on a public address\n"
 	"      --json                   Output logs in machine-readable JSON format\n"
 	"  -h, --help                   Print help\n",
 };
@@ -4865,12 +5005,13 @@ main_local(int argc, char **argv)
 	return (run_tunnels());
 }
 
-/* The port range, the control port and the addresses to bind, into srv and *ctl. */
+/* The port range, the control port and the addresses to bind (--metrics too), into srv, *ctl. */
 static void
 bind_options(char *const vals[], struct sockaddr_storage *ctl, socklen_t *ctl_len)
 {
-	const char *bind_addr, *bind_tunnels;
-	uint16_t control_port;
+	const char *bind_addr, *bind_tunnels, *val = vals[S_METRICS], *colon;
+	char host[INET6_ADDRSTRLEN + 2] = "";
+	uint16_t control_port, port;
 	int fd;
 
 	srv.min_port = port_option(&server_cmd, vals[S_MIN_PORT], "--min-port", 1, 1024);
@@ -4888,6 +5029,13 @@ bind_options(char *const vals[], struct sockaddr_storage *ctl, socklen_t *ctl_le
 	if (parse_ip(bind_tunnels, 0, &srv.tunnel_addr, &srv.tunnel_addr_len) == -1)
 		usage_error(&server_cmd, "invalid value '%s' for '--bind-tunnels': not an IP "
 		    "address", bind_tunnels);
+	/* IP:PORT or [IPv6]:PORT: a bare IPv6 address would seem to end in a port. */
+	if (val != NULL && ((colon = strrchr(val, ':')) == NULL ||
+	    (size_t)(colon - val) >= sizeof(host) || bore_parse_port(colon + 1, 1, &port) == -1 ||
+	    (memcpy(host, val, (size_t)(colon - val)), strchr(host, ':') && host[0] != '[') ||
+	    parse_ip(host, port, &srv.metrics, &srv.metrics_len) == -1))
+		usage_error(&server_cmd, "invalid value '%s' for '--metrics': expected IP:PORT or "
+		    "[IPv6]:PORT, PORT from 1 to 65535", val);
 	/* Tunnels that cannot bind would refuse every client: say so now, not per client. */
 	if ((fd = try_bind(0)) == -1)
 		errx(1, "could not bind tunnels to %s: %s", bind_tunnels, strerror(errno));
@@ -4945,6 +5093,7 @@ main_server(int argc, char **argv)
 			usage_error(&server_cmd, "invalid value '%s' for '--proxy-protocol': "
 			    "use v1 or v2", vals[S_PROXY_PROTOCOL]);
 	}
+	srv.started = time(NULL);
 	return ((fd = start_server(&ctl, ctl_len)) == -1 ? 1 : run_server(fd));
 }
 

@@ -155,7 +155,7 @@ t_startup_burst() {
 t_trust_boundary_size() {
 	local names sum
 	# Signal paths of run_server, the client's --dump, and a key check run only with a secret.
-	local NOT_REACHED="take_signals next_signal reload_secrets log_server_status drain_and_exit dump_bytes key_revoked"
+	local NOT_REACHED="take_signals next_signal reload_secrets log_server_status log_tunnel_status drain_and_exit dump_bytes key_revoked"
 	names=$(awk '/^ \* Trust boundary/ { on = 1; next } on && /^ \*\// { exit }
 		on && /^ \*   [a-z_]/ { sub(/^ \*   /, ""); sub(/:.*/, ""); gsub(/,/, " "); print }' bore.c)
 	[ "$(wc -w <<<"$names")" -ge 20 ] || { why "no Trust boundary block in bore.c"; return 1; }
@@ -173,5 +173,5 @@ t_trust_boundary_size() {
 				print p[1] " calls " p[2] ", not listed"; exit 1 } }
 			print sum }' bore.c) || { why "$sum"; return 1; }
 	why "trust boundary: $(wc -w <<<"$names") functions, $sum lines of function bodies"
-	[ "$sum" -le 1510 ] || { why "more than 1,510 lines"; return 1; }
+	[ "$sum" -le 1631 ] || { why "more than 1,631 lines"; return 1; }
 }
