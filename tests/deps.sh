@@ -23,6 +23,8 @@ if [ "${1:-build}" = check ]; then
 	# ... and its cases of the client behind an HTTP or SOCKS5 proxy.
 	command -v tinyproxy >/dev/null 2>&1 || optional+=(tinyproxy)
 	command -v microsocks >/dev/null 2>&1 || optional+=(microsocks)
+	# ... and its cases of --metrics (promtool, and a Prometheus server to scrape).
+	command -v prometheus >/dev/null 2>&1 || optional+=(prometheus)
 	echo 'int LLVMFuzzerTestOneInput(const char *d, long n) { return d && n < 0; }' |
 		clang -x c -fsanitize=fuzzer -o /dev/null - >/dev/null 2>&1 || optional+=(libclang-rt-dev)
 fi

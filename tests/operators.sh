@@ -31,7 +31,7 @@ t_deps_install_decisions() {
 	DEPS=$WORK/deps
 	mkdir -p "$DEPS/bin"
 	local c
-	for c in cc make timeout awk valgrind ip clang tinyproxy microsocks; do deps_stub "$c"; done
+	for c in cc make timeout awk valgrind ip clang tinyproxy microsocks prometheus; do deps_stub "$c"; done
 	# libsodium is there once the stub apt-get has "installed" it.
 	deps_stub pkg-config '[ -e "$DEPS/sodium" ]'
 	deps_stub apt-get 'case " $* " in *" libsodium-dev "*) : >"$DEPS/sodium" ;; esac'
