@@ -2171,7 +2171,7 @@ server_handshake(struct conn *c, const struct keyset *ks)
  *   pipe_nb, flow_open, flow_close, flow_fill, flow_flush,
  *   splice_nb: two fds and a thread per visitor, RELAY_BUF or a pipe each way
  *   serve_metrics, serve_scrape, http_header, read_full, metrics_text, tunnels_count,
- *   counts_add_live, counts_add: one thread, a scrape at a time: HTTP_HEADER_MAX in 3 s
+ *   counts_add_live, counts_add: a thread, a scrape at a time: 4 KiB in 3 s, a walk of tunnels
  */
 
 /* ---- Server: settings and allow lists ----------------------------- */
@@ -3295,7 +3295,7 @@ serve_scrape(int fd, const char *peer)
 	char req[HTTP_HEADER_MAX + 1] = "", body[METRICS_MAX], out[METRICS_MAX + 256];
 	int64_t deadline = now_ms() + BORE_NETWORK_TIMEOUT_MS;
 	int r = http_header(fd, req, deadline), n;
-	/* The request line, METHOD SP /metrics[?QUERY] SP HTTP/1.x, is all that is read. */
+	/* Of METHOD SP /metrics[?QUERY] SP HTTP/1.x and the headers, the first two are read. */
 	size_t len, m = strcspn(req, " \r\n");
 	const char *path = req + m, *status = r == -1 && errno == EMSGSIZE ?
 	    "431 Request Header Fields Too Large" : r == -1 && errno == ETIMEDOUT ?
@@ -3305,7 +3305,7 @@ serve_scrape(int fd, const char *peer)
 	    memchr(" ?", path[9], 2) == NULL ? "404 Not Found" : "200 OK";
 
 	len = status[0] == '2' ? metrics_text(body) : 0;
-	/* Allow may come with any status (RFC 9110). */
+	/* Allow may come with any status (RFC 9110); HEAD (m 4 once allowed) gets no body. */
 	n = snprintf(out, sizeof(out), "HTTP/1.1 %s\r\nContent-Type: text/plain; version=0.0.4; "
 	    "charset=utf-8\r\nAllow: GET, HEAD\r\nContent-Length: %zu\r\nConnection: close\r\n\r\n"
 	    "%.*s", status, len, m == 4 ? 0 : (int)len, body);
