@@ -2385,7 +2385,7 @@ tunnel_new(void)
 	return (t);
 }
 
-/* Drop one reference, a visitor's with its place (conns 1); the last one frees the tunnel. */
+/* Drop one reference, a visitor's with its place (conns 1); the last frees it, counts to ended. */
 static void
 tunnel_put(struct tunnel *t, int conns)
 {
