@@ -2204,7 +2204,7 @@ static struct {
 	int proxy_protocol;                   /* PROXY header version sent to services (0: none) */
 	struct sockaddr_storage metrics;      /* --metrics, where scrapes are served */
 	socklen_t metrics_len;                /* 0: no --metrics */
-	time_t started;                       /* when main began: process_start_time_seconds */
+	time_t started;                       /* when the server started, for --metrics */
 } srv;
 
 /* Parse "IP" or "IP/BITS" (IPv4 or IPv6) into c; 0, or -1. */
