@@ -3470,9 +3470,9 @@ start_server(const struct sockaddr_storage *ctl, socklen_t ctl_len)
 	addr_str((const struct sockaddr *)ctl, ctl_len, addr, sizeof(addr));
 	if ((lfd = listen_on(ctl, ctl_len)) == -1 || (srv.metrics_len != 0 &&
 	    (mfd = listen_on(&srv.metrics, srv.metrics_len)) == -1)) {
-		log_msg(LOG_ERROR, "could not listen on %s: %s", lfd == -1 ? addr :
+		log_msg(LOG_ERROR, "could not listen on %s%s: %s", lfd == -1 ? addr :
 		    addr_str((struct sockaddr *)&srv.metrics, srv.metrics_len, tun, sizeof(tun)),
-		    strerror(errno));
+		    lfd == -1 ? "" : " for --metrics", strerror(errno));
 		return (-1);
 	}
 	/* The listener is the thread's; settings are all fixed by now. */

@@ -225,7 +225,7 @@ t_metrics_usage() {
 	start_server first || return 1
 	busy=$CTL
 	CTL=$(free_port) || return 1
-	expect_cli 1 "could not listen on 127\.0\.0\.1:$busy: Address already in use" server \
+	expect_cli 1 "could not listen on 127\.0\.0\.1:$busy for --metrics: Address already in use" server \
 		--bind-addr 127.0.0.1 --control-port "$CTL" --metrics "127.0.0.1:$busy" || return 1
 	# IPv6, where this machine has it.
 	MPORT=$(other_port) || return 1
