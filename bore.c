@@ -3326,13 +3326,13 @@ serve_metrics(void *arg)
 
 	for (;; fd = -1) {
 		len = sizeof(ss);
-		/* A scrape takes an fd, never one of those kept for control connections. */
-		if (fds_room(1, fds.reserve) && poll(&p, 1, -1) == 1)
+		/* One fd at a time, of any share (FD_SPARE covers it): a flood still shows. */
+		if (fds_room(1, 0) && poll(&p, 1, -1) == 1)
 			fd = counted(accept_nb(p.fd, (struct sockaddr *)&ss, &len));
 		if (fd != -1) {
 			serve_scrape(fd, addr_str((struct sockaddr *)&ss, len, peer, sizeof(peer)));
 			close_fd(fd);
-		} else if (!fds_room(1, fds.reserve) || short_of_resources(errno)) {
+		} else if (!fds_room(1, 0) || short_of_resources(errno)) {
 			(void)poll(NULL, 0, ACCEPT_BACKOFF_MS);
 		}
 	}

@@ -233,3 +233,23 @@ t_metrics_usage() {
 		{ log_has v6 "Cannot assign requested address" && { why "no ::1 here: skipped"; return 2; }; return 1; }
 	scrape "GET /metrics" ::1 && [ "$(sample bore_tunnels)" = 0 ] || { why "no scrape on [::1]"; return 1; }
 }
+
+# At 64 fds, with 500 visitors bursting into a tunnel (most left waiting in the listen
+# queue), a scrape is still served and sees them; after the burst the fds are back.
+t_metrics_few_fds() {
+	local base burst
+	start_origin origin echo && WRAP="prlimit --nofile=64 --" start_metrics_server server &&
+		start_client client "$ORIGIN" --pool 0 || return 1
+	scrape || return 1
+	base=$(fds_threads "$SRV")
+	start burst "$TCPKIT" slow 127.0.0.1 "$PUB" 500 0 3
+	burst=$LAST
+	wait_until 5 grep -q "^connected 500" "$WORK/burst.log" || { why "burst did not connect"; return 1; }
+	wait_until 5 log_has server "visitors wait:" || return 1
+	scrape && [ "$(sample bore_tunnels)" = 1 ] && [ "$(sample bore_visitors)" -gt 0 ] ||
+		{ why "no scrape during the burst: $(head -n 1 "$WORK/reply")"; return 1; }
+	wait_exit "$burst" 10 || { why "burst still open"; return 1; }
+	wait_until 15 fds_threads_are "$SRV" "$base" ||
+		{ why "server fds/threads $base -> $(fds_threads "$SRV")"; return 1; }
+	! grep -q "Too many open files" "$WORK/server.log" || { why "the server ran out of fds"; return 1; }
+}
