@@ -329,8 +329,8 @@ struct log_limit {
 /* Lines a peer can cause, each limited by logs.peer_lines[its kind]: server's, then client's. */
 enum peer_line {
 	PL_ALLOW_CONTROL, PL_STARTUPS, PL_HANDSHAKE, PL_FIRST, PL_UNEXPECTED, PL_MISSING,
-	PL_SESSIONS, PL_NO_PORT, PL_ALLOW, PL_MAX_CONNS, PL_ACCEPT, PL_VISITOR_IGNORED, PL_VISITOR,
-	PL_KINDS
+	PL_SESSIONS, PL_NO_PORT, PL_ALLOW, PL_MAX_CONNS, PL_VISITOR_RATE, PL_ACCEPT,
+	PL_VISITOR_IGNORED, PL_VISITOR, PL_KINDS
 };
 
 /* How lines are written, set before threads start; and the rate limits, under limits_lock. */
@@ -1901,11 +1901,15 @@ bore_auth_verify(const uint8_t key[BORE_KEY_LEN], const uint8_t challenge[BORE_U
 	return (ok);
 }
 
-/* A set of server keys, one per accepted secret. */
+/* A set of server keys, one per accepted secret, and the ports each may open. */
 struct keyset {
-	int n;
+	int n, nranges;
+	int (*range)[3];   /* after the keys: KEY, LO, HI; LO 0 for a line without ports= */
 	uint8_t key[][BORE_KEY_LEN];
 };
+
+/* Bytes of n keys and nr ranges, one block. */
+#define KEYSET_SIZE(n, nr) ((size_t)(n) * BORE_KEY_LEN + (size_t)(nr) * sizeof(int[3]))
 
 /* The keys new handshakes use, replaced whole on SIGHUP; read only under lock or copied. */
 static struct {
@@ -1913,14 +1917,20 @@ static struct {
 	struct keyset *current;
 } keys = { PTHREAD_MUTEX_INITIALIZER, NULL };
 
-/* An empty key set for n keys; NULL if out of memory. */
-static struct keyset *
-keyset_new(int n)
-{
-	struct keyset *ks = calloc(1, sizeof(*ks) + (size_t)n * BORE_KEY_LEN);
+/* What a server without a secret lets a client (key -1) open: any port in its range. */
+static int any_range[1][3] = { { -1, 0, 65535 } };
+static const struct keyset any_port = { .nranges = 1, .range = any_range };
 
-	if (ks != NULL)
-		ks->n = n;
+/* An empty key set for n keys and nranges port ranges; NULL if out of memory. */
+static struct keyset *
+keyset_new(int n, int nranges)
+{
+	struct keyset *ks = calloc(1, sizeof(*ks) + KEYSET_SIZE(n, nranges));
+
+	if (ks != NULL) {
+		*ks = (struct keyset){ .n = n, .nranges = nranges };
+		ks->range = (int (*)[3])(void *)(ks->key + n);
+	}
 	return (ks);
 }
 
@@ -1930,7 +1940,7 @@ keyset_free(struct keyset *ks)
 {
 	if (ks == NULL)
 		return;
-	sodium_memzero(ks->key, (size_t)ks->n * BORE_KEY_LEN);
+	sodium_memzero(ks->key, KEYSET_SIZE(ks->n, ks->nranges));
 	free(ks);
 }
 
@@ -1941,8 +1951,9 @@ keyset_copy(void)
 	struct keyset *ks = NULL;
 
 	pthread_mutex_lock(&keys.lock);
-	if (keys.current != NULL && (ks = keyset_new(keys.current->n)) != NULL)
-		memcpy(ks->key, keys.current->key, (size_t)ks->n * BORE_KEY_LEN);
+	if (keys.current != NULL &&
+	    (ks = keyset_new(keys.current->n, keys.current->nranges)) != NULL)
+		memcpy(ks->key, keys.current->key, KEYSET_SIZE(ks->n, ks->nranges));
 	pthread_mutex_unlock(&keys.lock);
 	return (ks);
 }
@@ -1999,21 +2010,60 @@ split_secret_lines(char *buf, size_t len)
 }
 
 /*
+ * Fill ks from the secret lines of buf (len bytes, split), a key and its ranges each: for
+ * ports=LIST SECRET, LIST's (PORT or LO-HI, comma-separated) and the rest after the space, as
+ * written; any other line has all ports (LO 0).  0, or the number of a line with a bad LIST.
+ */
+static int
+secret_keys(char *buf, size_t len, struct keyset *ks)
+{
+	char *line, *e;
+	long lo, hi;
+	int no = 1, i = 0, nr = 0;
+
+	for (line = buf; line < buf + len; line += strlen(line) + 1, no++) {
+		if (blank(line))
+			continue;
+		e = strncmp(line, "ports=", 6) == 0 ? line + 5 : NULL;
+		memcpy(ks->range[nr], (int[3]){ i, 0, 65535 }, sizeof(ks->range[nr]));
+		nr += e == NULL;
+		/* e is at the = or , before each item; strtol is given digits, no sign or space. */
+		if (e != NULL)
+			do {
+				lo = hi = e[1] >= '0' && e[1] <= '9' ? strtol(e + 1, &e, 10) : 0;
+				if (lo > 0 && *e == '-')
+					hi = e[1] >= '0' && e[1] <= '9' ? strtol(e + 1, &e, 10) : 0;
+				if (lo < 1 || hi > 65535 || lo > hi)
+					return (no);
+				memcpy(ks->range[nr++], (int[3]){ i, (int)lo, (int)hi },
+				    sizeof(ks->range[0]));
+			} while (*e == ',');
+		if (e != NULL && (*e != ' ' || e[1] == '\0'))
+			return (no);
+		bore_auth_key(e != NULL ? e + 1 : line, ks->key[i++]);
+	}
+	/* The ranges allowed for and not taken stay zeros: none to copy or wipe. */
+	ks->nranges = nr;
+	return (0);
+}
+
+/*
  * The keys of the secrets in path, one per line that is not blank (its CRs
- * at the end stripped, nothing else), the first line's first; NULL, logged
- * at level with a note of what follows (exit, or keeping the keys before),
- * if it cannot be read, is not a regular file, holds a NUL byte or no secret.
+ * at the end stripped, nothing else), the first line's first, and the ports
+ * of ports= lines; NULL, logged at level with a note of what follows (exit,
+ * or keeping the keys before), if it cannot be read, is not a regular file,
+ * holds a NUL byte, a bad ports= list or no secret.
  */
 static struct keyset *
 read_secret_file(const char *path, int level, const char *then)
 {
-	char buf[SECRET_FILE_MAX + 1], *line;
+	char buf[SECRET_FILE_MAX + 1], bad[96];
 	struct keyset *ks = NULL;
 	const char *why = NULL;
 	struct stat st;
 	ssize_t n = 0;
 	size_t len = 0;
-	int fd, saved, count, reg;
+	int fd, saved, count, reg, no;
 
 	/* Non-blocking: opening a FIFO for reading would wait for a writer. */
 	if ((fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY)) == -1)
@@ -2038,16 +2088,17 @@ read_secret_file(const char *path, int level, const char *then)
 		why = " holds binary data: a NUL or control byte";
 	else if (count == 0)
 		why = " is empty";
-	else if ((ks = keyset_new(count)) == NULL)
+	/* A range past a line's first takes two bytes, a digit and a comma. */
+	else if ((ks = keyset_new(count, count + (int)len / 2)) == NULL)
 		why = ": out of memory";
+	else if ((no = secret_keys(buf, len, ks)) != 0)
+		why = (snprintf(bad, sizeof(bad), ", line %d: bad ports= list (want ports=PORT,"
+		    "LO-HI,... SECRET; ports 1-65535)", no), bad);
 	if (why != NULL) {
 		log_msg(level, "secret file %s%s%s", path, why, then);
-		goto out;
+		keyset_free(ks);
+		ks = NULL;
 	}
-	count = 0;
-	for (line = buf; line < buf + len; line += strlen(line) + 1)
-		if (!blank(line))
-			bore_auth_key(line, ks->key[count++]);
 out:
 	sodium_memzero(buf, sizeof(buf));
 	return (ks);
@@ -2058,23 +2109,11 @@ err:
 	goto out;
 }
 
-/* True if key, which a tunnel proved, has left the current set (SIGHUP took it out). */
-static int
-key_revoked(const uint8_t key[BORE_KEY_LEN])
-{
-	int i, found = 0;
-
-	pthread_mutex_lock(&keys.lock);
-	for (i = 0; keys.current != NULL && i < keys.current->n; i++)
-		found |= sodium_memcmp(keys.current->key[i], key, BORE_KEY_LEN) == 0;
-	pthread_mutex_unlock(&keys.lock);
-	return (!found);
-}
-
 /*
  * Server side: challenge the peer and check its answer against every key
  * of ks (all of them, so the time taken says nothing of which matched);
- * the index of the key it proved, or on failure tell it why and return -1.
+ * the index of the first key it proved (a secret on two lines has the first's
+ * ports), or on failure tell it why and return -1.
  */
 static int
 server_handshake(struct conn *c, const struct keyset *ks)
@@ -2092,7 +2131,7 @@ server_handshake(struct conn *c, const struct keyset *ks)
 	/* Like bore, say why before closing: even a timeout or a bad frame gets an Error. */
 	if ((r = read_first(c, &m)) == 1 && m.type == BORE_MSG_AUTHENTICATE) {
 		for (i = 0; i < ks->n; i++)
-			if (bore_auth_verify(ks->key[i], challenge, m.text, m.text_len))
+			if (bore_auth_verify(ks->key[i], challenge, m.text, m.text_len) && ok == -1)
 				ok = i;
 		if (ok != -1)
 			return (ok);
@@ -2128,8 +2167,9 @@ server_handshake(struct conn *c, const struct keyset *ks)
  *   read_first, read_frame, first_error, frame_error, bore_parse_msg, utf8_valid,
  *   msg_type_named, json_ws, json_lit, json_string, json_unicode, json_put, hex_value,
  *   hex_digit, json_port, bore_uuid_parse: BORE_MAX_FRAME, 3 s
- *   run_tunnel, bind_public, try_bind, set_port, listen_on, set_opt, tcp_socket, bind_error,
- *   tunnel_new, tunnel_list, set_liveness, conn_free: --max-sessions ports while up
+ *   run_tunnel, bind_public, key_ports, try_bind, set_port, listen_on, set_opt, tcp_socket,
+ *   bind_error, tunnel_new, tunnel_list, set_liveness, conn_free: --max-sessions ports while up
+ *   visitor_rate_allows: a keyed hash, 4 slots of a fixed 16384 looked at under one lock
  *   serve_tunnel, park_visitor, fds_room, tunnel_add_conn, pending_add, pending_expire,
  *   pending_unlink, tunnel_close, tunnel_put, forward_visitor, pending_take,
  *   tunnel_track: --max-conns and a share of the fds, parked 10 s
@@ -2663,15 +2703,48 @@ bind_error(int err)
 #define REBIND_TRIES 10
 #define REBIND_WAIT_MS 50
 
-/* The public listener for a client that asked for *port (0: any in range), set to it; -1. */
+/* Key k's ports in the server's range, in its ranges' order: the nth (nth >= 0), else 1 if
+ * port is one of them (port > 0), else how many there are. */
 static int
-bind_public(uint16_t *port)
+key_ports(const struct keyset *ks, int k, int nth, uint16_t port)
 {
-	uint32_t span = (uint32_t)srv.max_port - srv.min_port + 1;
+	int i, lo, hi, seen = 0;
+
+	for (i = 0; i < ks->nranges; i++) {
+		lo = ks->range[i][1] > srv.min_port ? ks->range[i][1] : srv.min_port;
+		hi = ks->range[i][2] < srv.max_port ? ks->range[i][2] : srv.max_port;
+		if (ks->range[i][0] != k || lo > hi)
+			continue;
+		if (port > 0 ? port >= lo && port <= hi : nth >= seen && nth <= seen + hi - lo)
+			return (port > 0 ? 1 : lo + nth - seen);
+		seen += hi - lo + 1;
+	}
+	return (port > 0 ? 0 : seen);
+}
+
+/* Why a tunnel on port that proved key must close after SIGHUP; NULL if it may stay. */
+static const char *
+key_revoked(const uint8_t key[BORE_KEY_LEN], uint16_t port)
+{
+	int i, k = -1, ok;
+
+	pthread_mutex_lock(&keys.lock);
+	for (i = 0; keys.current != NULL && i < keys.current->n && k == -1; i++)
+		k = sodium_memcmp(keys.current->key[i], key, BORE_KEY_LEN) == 0 ? i : -1;
+	ok = k != -1 && key_ports(keys.current, k, -1, port);
+	pthread_mutex_unlock(&keys.lock);
+	return (k == -1 ? "secret revoked" : ok ? NULL : "port no longer allowed for its secret");
+}
+
+/* The listener for key k of ks's client, which asked for *port (0: any it may), set to it; -1. */
+static int
+bind_public(uint16_t *port, const struct keyset *ks, int k)
+{
+	int span = key_ports(ks, k, -1, 0), r = (int)randombytes_uniform((uint32_t)span);
 	int fd, i;
 
 	if (*port != 0) {
-		if (*port < srv.min_port || *port > srv.max_port) {
+		if (!key_ports(ks, k, -1, *port)) {
 			errno = ERANGE;
 			return (-1);
 		}
@@ -2681,13 +2754,73 @@ bind_public(uint16_t *port)
 			(void)poll(NULL, 0, REBIND_WAIT_MS);
 		return (fd);
 	}
-	for (i = 0; i < BORE_PORT_TRIES; i++) {
-		*port = (uint16_t)(srv.min_port + randombytes_uniform(span));
+	/* A few ports are tried each, from a random one on; many at random, as bore tries them. */
+	for (i = 0; i < BORE_PORT_TRIES && i < span; i++) {
+		*port = (uint16_t)key_ports(ks, k, span <= BORE_PORT_TRIES ? (r + i) % span :
+		    (int)randombytes_uniform((uint32_t)span), 0);
 		if ((fd = try_bind(*port)) != -1)
 			return (fd);
 	}
 	errno = EAGAIN;
 	return (-1);
+}
+
+/* The source of an address, as startups and --visitor-rate compare them: IPv4 address, IPv6 /64. */
+static void
+source_of(const struct sockaddr *sa, uint8_t src[16])
+{
+	const uint8_t *a;
+	in_port_t *port;
+	size_t len = sockaddr_ip(sa, &a, &port);
+
+	memset(src, 0, 16);
+	if (len == 4) {
+		src[10] = src[11] = 0xff;
+		memcpy(src + 12, a, 4);
+	} else if (len == 16) {
+		memcpy(src, a, 8);
+	}
+}
+
+/* Sources --visitor-rate keeps, in sets of VISITOR_WAYS that a keyed hash picks: a fixed table. */
+#define VISITOR_SOURCES 16384
+#define VISITOR_WAYS 4
+
+/* --visitor-rate N: a token bucket per source as one time (GCRA), which a visitor moves a
+ * minute / N on from itself or now, if later, to at most a minute past now: a burst of N. */
+static struct {
+	pthread_mutex_t lock;  /* guards slot; the rest is set before threads start */
+	int per_minute;        /* N (0: no limit) */
+	struct visitor_slot { uint8_t src[16]; int64_t due; } *slot;  /* VISITOR_SOURCES */
+	unsigned char key[crypto_shorthash_KEYBYTES];
+} visitor_rate = { .lock = PTHREAD_MUTEX_INITIALIZER };
+
+/* True if a visitor from sa at now (us) is within --visitor-rate, and counted if so. */
+static int
+visitor_rate_allows(const struct sockaddr *sa, int64_t now)
+{
+	struct visitor_slot *set, *e, *s;
+	uint8_t src[16];
+	uint64_t h;
+	int64_t due, step = 60000000 / visitor_rate.per_minute;
+	int ok;
+
+	source_of(sa, src);
+	crypto_shorthash((unsigned char *)&h, src, sizeof(src), visitor_rate.key);
+	set = &visitor_rate.slot[h % (VISITOR_SOURCES / VISITOR_WAYS) * VISITOR_WAYS];
+	pthread_mutex_lock(&visitor_rate.lock);
+	for (e = s = set; e < set + VISITOR_WAYS && memcmp(e->src, src, sizeof(src)) != 0; e++)
+		s = e->due < s->due ? e : s;
+	/* A new source, its bucket full, takes its set's slot nearest full: one idle a minute
+	 * is full, nothing lost; one kept busy (an attacker's) goes last. */
+	due = e < set + VISITOR_WAYS && e->due > now ? e->due : now;
+	e = e < set + VISITOR_WAYS ? e : s;
+	if ((ok = due + step - now <= step * visitor_rate.per_minute)) {
+		memcpy(e->src, src, sizeof(src));
+		e->due = due + step;
+	}
+	pthread_mutex_unlock(&visitor_rate.lock);
+	return (ok);
 }
 
 static int pool_hand(struct tunnel *t, const uint8_t id[BORE_UUID_LEN]);
@@ -2707,7 +2840,7 @@ park_visitor(struct conn *c, struct tunnel *t, int lfd, int64_t *paused_until)
 	struct sockaddr_storage ss;
 	uint8_t id[BORE_UUID_LEN];
 	char addr[64], where[16];
-	int vfd, share, room = fds_room(2, fds.reserve);
+	int vfd, rated, share, room = fds_room(2, fds.reserve);
 
 	/* A tunnel's share of the fds visitors may use (this one is counted): two a visitor. */
 	share = (fds.limit - fds.reserve) / 2 / atomic_load(&server.tunnels);
@@ -2722,9 +2855,13 @@ park_visitor(struct conn *c, struct tunnel *t, int lfd, int64_t *paused_until)
 	snprintf(where, sizeof(where), "port %u: ", t->port);
 	if ((vfd = accept_peer(lfd, 0, where, &ss, addr, paused_until)) == -1)
 		return (0);
-	if (tunnel_add_conn(t) == -1) {
-		PEER_WARN(PL_MAX_CONNS, "port %u: refused %s: too many connections (limit %d)",
-		    t->port, addr, srv.max_conns);
+	/* Refused by --visitor-rate before it counts against --max-conns. */
+	if ((rated = visitor_rate.per_minute && !visitor_rate_allows((struct sockaddr *)&ss,
+	    now_us())) ||
+	    tunnel_add_conn(t) == -1) {
+		PEER_WARN(rated ? PL_VISITOR_RATE : PL_MAX_CONNS, "port %u: refused %s: too many "
+		    "connections%s (limit %d%s)", t->port, addr, rated ? " from its source" : "",
+		    rated ? visitor_rate.per_minute : srv.max_conns, rated ? " a minute" : "");
 		close_fd(vfd);
 		return (0);
 	}
@@ -2750,6 +2887,7 @@ serve_tunnel(struct conn *c, struct tunnel *t, int lfd, const uint8_t *key)
 	enum { POLL_CONTROL, POLL_PUBLIC, POLL_POOL };
 	struct pollfd pfd[POLL_POOL + POOL_MAX];
 	int64_t next_beat, paused_until = 0;
+	const char *why;
 	char scratch[256];
 	ssize_t n;
 	int i, wait, beat;
@@ -2759,8 +2897,8 @@ serve_tunnel(struct conn *c, struct tunnel *t, int lfd, const uint8_t *key)
 			return (send_error(c->fd, "server shutting down"));
 		if ((beat = now_ms() >= next_beat)) {
 			/* No zombie: its data connections could no longer authenticate. */
-			if (key != NULL && key_revoked(key))
-				return (send_error(c->fd, "secret revoked"));
+			if (key != NULL && (why = key_revoked(key, t->port)) != NULL)
+				return (send_error(c->fd, why));
 			if (send_msg(c->fd, BORE_MSG_HEARTBEAT, 0, NULL) == -1)
 				return (strerror(errno));
 			next_beat = now_ms() + BORE_HEARTBEAT_MS;
@@ -2798,9 +2936,9 @@ serve_tunnel(struct conn *c, struct tunnel *t, int lfd, const uint8_t *key)
 	}
 }
 
-/* Open a tunnel for a client that asked for port `want`, serve it, and clean up after it. */
+/* Open a tunnel for a client of key k of ks that asked for port `want`, serve it, clean up. */
 static void
-run_tunnel(struct conn *c, uint16_t want, const uint8_t *key, int pool)
+run_tunnel(struct conn *c, uint16_t want, const struct keyset *ks, int k, int pool)
 {
 	const char *why;
 	struct tunnel *t;
@@ -2812,7 +2950,7 @@ run_tunnel(struct conn *c, uint16_t want, const uint8_t *key, int pool)
 		    send_error(c->fd, "too many tunnels"), srv.max_sessions);
 		goto err0;
 	}
-	if ((lfd = bind_public(&port)) == -1) {
+	if ((lfd = bind_public(&port, ks, k)) == -1) {
 		why = send_error(c->fd, bind_error(errno));
 		if (want == 0)
 			PEER_WARN(PL_NO_PORT, "%s: could not open a port: %s", c->peer, why);
@@ -2833,7 +2971,7 @@ run_tunnel(struct conn *c, uint16_t want, const uint8_t *key, int pool)
 	if (send_msg(c->fd, BORE_MSG_HELLO, t->port, NULL) == -1)
 		goto err2;
 	log_msg(LOG_INFO, "new client %s, tunnel open on port %u", c->peer, t->port);
-	why = serve_tunnel(c, t, lfd, key);
+	why = serve_tunnel(c, t, lfd, k != -1 ? ks->key[k] : NULL);
 	log_msg(LOG_INFO, "tunnel on port %u closed (%s)", t->port, why);
 
 err2:
@@ -3039,23 +3177,6 @@ static struct {
 /* A startup younger than this is dropped only for a newcomer from a lighter source. */
 #define STARTUP_GRACE_MS 250
 
-/* The source of an address, as startups compares them. */
-static void
-source_of(const struct sockaddr *sa, uint8_t src[16])
-{
-	const uint8_t *a;
-	in_port_t *port;
-	size_t len = sockaddr_ip(sa, &a, &port);
-
-	memset(src, 0, 16);
-	if (len == 4) {
-		src[10] = src[11] = 0xff;
-		memcpy(src + 12, a, 4);
-	} else if (len == 16) {
-		memcpy(src, a, 8);
-	}
-}
-
 /* True if a whole frame waits in fd: its thread has yet to run, but it is not idle. */
 static int
 frame_waiting(int fd)
@@ -3192,13 +3313,10 @@ serve_control(void *arg)
 	struct conn *c = arg;
 	struct bore_msg m;
 	struct keyset *ks = srv.has_secret ? keyset_copy() : NULL;
-	uint8_t key[BORE_KEY_LEN];  /* the key c proved, for its tunnel to check at reloads */
 	int r = -1, k = -1, places = 0;
 
-	/* A copy of its own: a reload meanwhile frees the set it was taken from. */
+	/* A copy of its own, kept while its tunnel is up: a reload frees the set it came from. */
 	if (!srv.has_secret || (ks != NULL && (k = server_handshake(c, ks)) != -1)) {
-		if (k != -1)
-			memcpy(key, ks->key[k], sizeof(key));
 		/* Known now: not to be dropped for an anonymous peer (a client's spare, say). */
 		if (srv.has_secret)
 			startup_done(c);
@@ -3212,10 +3330,9 @@ serve_control(void *arg)
 		else if (r == 0)
 			log_msg(LOG_DEBUG, "%s: closed before its first message", c->peer);
 	}
-	keyset_free(ks);
 	startup_done(c);
 	if (r == 1 && m.type == BORE_MSG_HELLO)
-		run_tunnel(c, m.port, k != -1 ? key : NULL, places);
+		run_tunnel(c, m.port, k != -1 ? ks : &any_port, k, places);
 	else if (r == 1 && m.type == BORE_MSG_ACCEPT)
 		forward_visitor(c, m.uuid);
 	else if (r == 1 && m.type == BORE_MSG_JOIN && pool_join(c, m.uuid) == 0)
@@ -3224,7 +3341,7 @@ serve_control(void *arg)
 		PEER_WARN(PL_UNEXPECTED, "%s: unexpected authenticate", c->peer);
 	else if (r == 1)
 		PEER_WARN(PL_UNEXPECTED, "%s: unexpected %s message", c->peer, msg_names[m.type]);
-	sodium_memzero(key, sizeof(key));
+	keyset_free(ks);
 	conn_free(c);
 	return (NULL);
 }
@@ -4114,7 +4231,7 @@ run_session(struct local_tunnel *lt, uint16_t *port, int *opened)
 	*port = got;
 	*opened = 1;
 	log_msg(LOG_INFO, "connected to server");
-	log_msg(LOG_ALWAYS, "listening at %s", host_port(cli.to, got, where, sizeof(where)));
+	log_msg(LOG_INFO, "listening at %s", host_port(cli.to, got, where, sizeof(where)));
 	/* For scripts: the public address and the local one it serves, one line on stdout. */
 	host_port(cli.local_host, lt->local_port, local, sizeof(local));
 	dprintf(1, "%s %s\n", where, local);
@@ -4314,7 +4431,7 @@ static const struct optdef local_opts[L_COUNT] = {
 enum {
 	S_MIN_PORT, S_MAX_PORT, S_SECRET, S_SECRET_FILE, S_BIND_ADDR, S_BIND_TUNNELS,
 	S_CONTROL_PORT, S_MAX_SESSIONS, S_MAX_CONNS, S_MAX_STARTUPS, S_ALLOW, S_ALLOW_CONTROL,
-	S_GRACE, S_PROXY_PROTOCOL, S_COUNT
+	S_GRACE, S_PROXY_PROTOCOL, S_VISITOR_RATE, S_COUNT
 };
 static const struct optdef server_opts[S_COUNT] = {
 	[S_MIN_PORT] = { "min-port", 0, "BORE_MIN_PORT", OPT_VALUE },
@@ -4331,6 +4448,7 @@ static const struct optdef server_opts[S_COUNT] = {
 	[S_ALLOW_CONTROL] = { "allow-control", 0, NULL, OPT_LIST },
 	[S_GRACE] = { "grace", 0, "BORE_GRACE", OPT_VALUE },
 	[S_PROXY_PROTOCOL] = { "proxy-protocol", 0, NULL, OPT_VALUE },
+	[S_VISITOR_RATE] = { "visitor-rate", 0, "BORE_VISITOR_RATE", OPT_VALUE },
 };
 
 /* The server's default limits: tunnels, visitors per tunnel, unauthenticated connections. */
@@ -4448,6 +4566,8 @@ static const struct command server_cmd = {
 	"      --proxy-protocol <VERSION>\n"
 	"                               Send each visitor's address to the service in a\n"
 	"                               PROXY protocol header [possible values: v1, v2]\n"
+	"      --visitor-rate <N>       New visitors a minute per source (IPv4 address, IPv6\n"
+	"                               /64), up to 1000000 [env: BORE_VISITOR_RATE]\n"
 	"      --json                   Output logs in machine-readable JSON format\n"
 	"  -h, --help                   Print help\n",
 };
@@ -4648,8 +4768,9 @@ load_secret(const struct command *cmd, char *arg, char *file)
 	/* An empty secret is almost always an unset shell variable, not a choice. */
 	if (arg != NULL && arg[0] == '\0')
 		usage_error(cmd, "invalid value '' for '--secret': a secret cannot be empty");
-	if ((ks = keyset_new(1)) == NULL)
+	if ((ks = keyset_new(1, 1)) == NULL)
 		errx(1, "out of memory");
+	memcpy(ks->range[0], (int[3]){ 0, 0, 65535 }, sizeof(ks->range[0]));
 	if (arg != NULL) {
 		bore_auth_key(arg, ks->key[0]);
 		memset(arg, 'x', strlen(arg));
@@ -4822,6 +4943,8 @@ main_local(int argc, char **argv)
 		npos = 1;
 	/* A client answers with one secret: its file's first. */
 	if ((ks = load_secret(&local_cmd, vals[L_SECRET], vals[L_SECRET_FILE])) != NULL) {
+		if (ks->range[0][1] != 0)
+			errx(1, "secret file %s: ports= lines are for servers", vals[L_SECRET_FILE]);
 		cli.has_secret = 1;
 		memcpy(cli.key, ks->key[0], sizeof(cli.key));
 		keyset_free(ks);
@@ -4931,6 +5054,12 @@ main_server(int argc, char **argv)
 	if (startups.place == NULL)
 		errx(1, "out of memory");
 	srv.grace_ms = 1000 * count_option(&server_cmd, vals[S_GRACE], "--grace", 0, COUNT_MAX, 5);
+	visitor_rate.per_minute = count_option(&server_cmd, vals[S_VISITOR_RATE], "--visitor-rate",
+	    1, COUNT_MAX, 0);
+	randombytes_buf(visitor_rate.key, sizeof(visitor_rate.key));
+	if (visitor_rate.per_minute > 0 &&
+	    (visitor_rate.slot = calloc(VISITOR_SOURCES, sizeof(*visitor_rate.slot))) == NULL)
+		errx(1, "out of memory");
 	srv.nallow = cidr_option(&server_cmd, vals[S_ALLOW], "--allow", srv.allow);
 	srv.nallow_control = cidr_option(&server_cmd, vals[S_ALLOW_CONTROL], "--allow-control",
 	    srv.allow_control);
