@@ -588,6 +588,7 @@ t_cli_env_and_forms() {
 . tests/trust.sh
 . tests/eco.sh
 . tests/pool.sh
+. tests/many.sh
 SELECTED=("$@")
 
 # Every case, in order; those that drive ./bore run again under the sanitizer pass.
@@ -617,6 +618,7 @@ CASES+=(log_flood_counted many_address_flood secret_revoked_closes visitors_kept
 CASES+=(hardened_build make_test_target systemd_units json_logs status_live_bytes local_drain readme_newcomer code_shape)
 CASES+=(startup_burst trust_boundary_size)
 CASES+=(pool_serves_visitors pool_tokens_refused pool_fallback)
+CASES+=(ports_per_secret ports_reload ports_bad_lists visitor_rate_per_source visitor_rate_tunnels visitor_rate_bounded visitor_rate_unit visitor_rate_usage client_quiet_at_error)
 # Not run again under the sanitizer passes: unit tests, cases that need a plain
 # build (an address-space limit, valgrind), and slow ones that add no new code path.
 ONCE_CASES=" hmac_vectors frame_parser liveness_options thread_failure valgrind_short_session "
@@ -625,6 +627,7 @@ ONCE_CASES+="deps_install_decisions demo_clean man_page install_targets bash_com
 ONCE_CASES+="proxy_header_bytes unclaimed_visitor "
 ONCE_CASES+="proxy_usage "
 ONCE_CASES+="startup_counts trust_boundary_size "
+ONCE_CASES+="visitor_rate_unit visitor_rate_usage ports_bad_lists visitor_rate_bounded "
 ONCE_CASES+="hardened_build make_test_target systemd_units readme_newcomer code_shape "
 # Slow ones whose paths the plain pass and the TSan pass already take.
 ONCE_CASES+="slow_and_silent log_flood_counted visitors_kept_in_churn proxy_server_restart "
@@ -643,6 +646,7 @@ TSAN_CASES+=(proxy_http_tunnel proxy_fails_visitors)
 TSAN_CASES+=(log_flood_counted many_address_flood secret_revoked_closes visitors_kept_in_churn)
 TSAN_CASES+=(status_live_bytes local_drain startup_burst)
 TSAN_CASES+=(pool_serves_visitors pool_tokens_refused)
+TSAN_CASES+=(visitor_rate_tunnels visitor_rate_per_source ports_reload)
 
 for name in "${CASES[@]}"; do
 	run "$name"
