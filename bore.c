@@ -4944,7 +4944,7 @@ main_local(int argc, char **argv)
 	/* A client answers with one secret: its file's first. */
 	if ((ks = load_secret(&local_cmd, vals[L_SECRET], vals[L_SECRET_FILE])) != NULL) {
 		if (ks->range[0][1] != 0)
-			errx(1, "secret file %s: ports= lines are for servers", vals[L_SECRET_FILE]);
+			errx(1, "secret file %s: ports= lines are a server's", vals[L_SECRET_FILE]);
 		cli.has_secret = 1;
 		memcpy(cli.key, ks->key[0], sizeof(cli.key));
 		keyset_free(ks);

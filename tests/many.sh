@@ -114,7 +114,7 @@ t_ports_bad_lists() {
 		--secret-file "$f" 2>&1)
 	grep -q "server listening" <<<"$out" || { why "a long list: $out"; return 1; }
 	printf 'ports=2222 client-secret\n' >"$f"
-	expect_cli 1 "secret file .*bad.secret: ports= lines are for servers" local 9 --to 127.0.0.1 \
+	expect_cli 1 "secret file .*bad.secret: ports= lines are a server's" local 9 --to 127.0.0.1 \
 		--secret-file "$f" || return 1
 	printf 'ports=0 client-secret\n' >"$f"
 	expect_cli 1 "line 1: bad ports= list" local 9 --to 127.0.0.1 --secret-file "$f"
