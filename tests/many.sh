@@ -62,19 +62,22 @@ t_ports_per_secret() {
 }
 
 # SIGHUP: a tunnel whose port left its secret's list is closed and logged (its client,
-# which asked for that port, is refused at its reconnect: exit 78); the same secret's
-# tunnel on a port still listed serves on.  A bad list at SIGHUP keeps the set before.
+# which asked for that port, is refused at its reconnect: exit 78; one that took any
+# port gets another of the list); the same secret's tunnel on a port still listed serves
+# on.  A bad list at SIGHUP keeps the set before.
 t_ports_reload() {
 	local f=$WORK/ports.secret gone
 	start_origin origin echo || return 1
 	CTL=$(free_port) || return 1
 	TUN_MIN=$((20000 + (RANDOM % 60) * 200))
 	TUN_MAX=$((TUN_MIN + 199))
-	printf 'ports=%d,%d team-a\n' "$TUN_MIN" $((TUN_MIN + 1)) >"$f"
+	printf 'ports=%d-%d team-a\n' "$TUN_MIN" $((TUN_MIN + 2)) >"$f"
 	KEEP_PORTS=1 start_server server --secret-file "$f" || return 1
 	many_client gone "$ORIGIN" -s team-a --port "$TUN_MIN" || return 1
 	gone=$CLI
 	many_client kept "$ORIGIN" -s team-a --port $((TUN_MIN + 1)) || return 1
+	many_client roam "$ORIGIN" -s team-a || return 1
+	[ "$PUB" = $((TUN_MIN + 2)) ] || { why "roam got $PUB"; return 1; }
 	# A bad list: the old set stays, the reason is logged with the line.
 	printf 'plain\nports=%d, team-a\n' $((TUN_MIN + 1)) >"$f"
 	kill -HUP "$SRV"
@@ -83,13 +86,17 @@ t_ports_reload() {
 	log_has server "keeping the secrets loaded before" || return 1
 	alive "$gone" || { why "a bad reload closed a tunnel"; return 1; }
 	out=$("$TCPKIT" roundtrip 127.0.0.1 "$TUN_MIN" 100000) || { why "after a bad reload: $out"; return 1; }
-	printf 'ports=%d team-a\n' $((TUN_MIN + 1)) >"$f"
+	printf 'ports=%d,%d team-a\n' $((TUN_MIN + 1)) $((TUN_MIN + 3)) >"$f"
 	kill -HUP "$SRV"
 	wait_exit "$gone" 10 || { why "the tunnel of the port taken off the list stayed up"; return 1; }
 	[ "$RC" = 78 ] || { why "its client exited $RC, not 78"; return 1; }
 	log_has server "tunnel on port $TUN_MIN closed (port no longer allowed for its secret)" &&
 		log_has gone "client port number not in allowed range" || return 1
 	out=$("$TCPKIT" roundtrip 127.0.0.1 $((TUN_MIN + 1)) 100000) || { why "kept tunnel: $out"; return 1; }
+	wait_until 10 grep -q "listening at 127.0.0.1:$((TUN_MIN + 3))" "$WORK/roam.log" ||
+		{ why "roam did not move to the list's other port: $(tail -n 3 "$WORK/roam.log")"; return 1; }
+	log_has server "tunnel on port $((TUN_MIN + 2)) closed (port no longer allowed for its secret)" || return 1
+	out=$("$TCPKIT" roundtrip 127.0.0.1 $((TUN_MIN + 3)) 100000) || { why "roam's new port: $out"; return 1; }
 }
 
 # Malformed ports= lists are refused at start with their line, exit 1 and one line; a
