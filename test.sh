@@ -627,6 +627,7 @@ ONCE_CASES+="deps_install_decisions demo_clean man_page install_targets bash_com
 ONCE_CASES+="proxy_header_bytes unclaimed_visitor "
 ONCE_CASES+="proxy_usage "
 ONCE_CASES+="startup_counts trust_boundary_size "
+# Unit and usage checks; and a server's RSS, which a sanitizer's own heap would blur.
 ONCE_CASES+="visitor_rate_unit visitor_rate_usage ports_bad_lists visitor_rate_bounded "
 ONCE_CASES+="hardened_build make_test_target systemd_units readme_newcomer code_shape "
 # Slow ones whose paths the plain pass and the TSan pass already take.
