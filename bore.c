@@ -4544,7 +4544,7 @@ static const struct command server_cmd = {
 	"                               [default: 65535]\n"
 	"  -s, --secret <SECRET>        Optional secret for authentication [env: BORE_SECRET]\n"
 	"      --secret-file <PATH>     Read the secrets from a file, one per line; SIGHUP\n"
-	"                               re-reads it\n"
+	"                               re-reads it; ports=LIST SECRET: those ports only\n"
 	"      --bind-addr <BIND_ADDR>  IP address to bind to, clients must reach this\n"
 	"                               [default: 0.0.0.0]\n"
 	"      --bind-tunnels <IP>      IP address where tunnels will listen on\n"
