@@ -31,8 +31,6 @@
 #define _POSIX_THREAD_SAFE_FUNCTIONS 200112L
 #include <winsock2.h>
 #include <ws2tcpip.h>
-#include <windows.h>
-#include <io.h>
 #else
 #include <arpa/inet.h>
 #include <err.h>
@@ -43,7 +41,6 @@
 #include <sys/mman.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
-#include <unistd.h>
 #endif
 #include <errno.h>
 #include <fcntl.h>
@@ -59,6 +56,7 @@
 #include <strings.h>
 #include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <sodium.h>
 
@@ -78,251 +76,104 @@
 #define MAP_STACK 0
 #endif
 
-/* Why `bore server` cannot run on this system, as main refuses it (NULL: it can). */
 #ifdef _WIN32
+/* Windows, for `bore local` (main refuses `bore server`): Winsock, its errors made errno;
+ * select() for poll(); loopback socket pairs for pipes; console events for signals. */
 static const char *const server_missing =
     "'bore server' is not available on Windows: run it on Linux, macOS or a BSD";
-#else
-static const char *const server_missing = NULL;
-#endif
-
-#ifdef _WIN32
-/*
- * Windows, for `bore local`: Winsock for the socket calls, their errors
- * turned into errno; select() for poll(); loopback socket pairs for pipes;
- * console events for signals.  Sockets are kernel handles, multiples of 4,
- * and bore's only C runtime fds are stdio and one file at a time at 3: a
- * number is one or the other, so read, write and close try a socket first.
- */
 typedef ULONG nfds_t;
 typedef USHORT in_port_t;
-typedef unsigned long long rlim_t;
 #define SHUT_WR SD_SEND
 #define SHUT_RDWR SD_BOTH
 #define MSG_DONTWAIT 0
 #define O_CLOEXEC 0
 #define O_NONBLOCK 0
 #define O_NOCTTY 0
+#define F_GETFL 3
+#define F_SETFL 4
+#define F_SETFD 2
+#define FD_CLOEXEC 1
 #define SIGHUP 1
 #define SIGUSR1 10
 #define SA_RESTART 0
-/* Windows 10 1709's keepalive options, and TCP_MAXRT (seconds of retransmission) by macOS's name. */
+/* Windows 10 1709's keepalive options; TCP_MAXRT, seconds of retransmission, by macOS's name. */
 #define TCP_KEEPIDLE 3
 #define TCP_KEEPCNT 16
 #define TCP_KEEPINTVL 17
 #define TCP_RXT_CONNDROPTIME 5
-/* No getrlimit: sockets have no per-process limit; bore counts against this many. */
-#define FD_LIMIT 8192
 
-/* Winsock's errors as errno values, and the text glibc gives them (NULL: the C runtime's). */
+/* Winsock's errors as errno values, and glibc's text for them (NULL: the C runtime's). */
+#define WSA_E(e, text) { WSA##e, e, text }
 static const struct {
 	int wsa, err;
 	const char *text;
 } wsa_errors[] = {
-	{ WSAEWOULDBLOCK, EWOULDBLOCK, "Resource temporarily unavailable" },
-	{ WSAEINPROGRESS, EINPROGRESS, "Operation now in progress" },
-	{ WSAECONNREFUSED, ECONNREFUSED, "Connection refused" },
-	{ WSAECONNRESET, ECONNRESET, "Connection reset by peer" },
-	{ WSAECONNABORTED, ECONNABORTED, "Software caused connection abort" },
-	{ WSAETIMEDOUT, ETIMEDOUT, "Connection timed out" },
-	{ WSAENETUNREACH, ENETUNREACH, "Network is unreachable" },
-	{ WSAEHOSTUNREACH, EHOSTUNREACH, "No route to host" },
-	{ WSAENETDOWN, ENETDOWN, "Network is down" },
-	{ WSAEADDRINUSE, EADDRINUSE, "Address already in use" },
-	{ WSAEADDRNOTAVAIL, EADDRNOTAVAIL, "Cannot assign requested address" },
-	{ WSAEAFNOSUPPORT, EAFNOSUPPORT, "Address family not supported by protocol" },
-	{ WSAENOTCONN, ENOTCONN, "Transport endpoint is not connected" },
-	{ WSAESHUTDOWN, EPIPE, NULL },
-	{ WSAENOBUFS, ENOBUFS, "No buffer space available" },
-	{ WSAEMSGSIZE, EMSGSIZE, "Message too long" },
-	{ WSAENOTSOCK, ENOTSOCK, "Socket operation on non-socket" },
-	{ WSAEMFILE, EMFILE, NULL },
-	{ WSAEACCES, EACCES, NULL },
-	{ WSAEINVAL, EINVAL, NULL },
-	{ WSAEINTR, EINTR, NULL },
-	/* Not Winsock's: errno values bore sets itself. */
-	{ 0, ECANCELED, "Operation canceled" }, { 0, EPROTO, "Protocol error" },
-	{ 0, EBADMSG, "Bad message" }, { 0, EIO, "Input/output error" },
+	WSA_E(ECONNREFUSED, "Connection refused"), WSA_E(ETIMEDOUT, "Connection timed out"),
+	WSA_E(ECONNRESET, "Connection reset by peer"), WSA_E(ENOBUFS, "No buffer space available"),
+	WSA_E(ECONNABORTED, "Software caused connection abort"),
+	WSA_E(ENETUNREACH, "Network is unreachable"), WSA_E(EHOSTUNREACH, "No route to host"),
+	WSA_E(EADDRINUSE, "Address already in use"),
+	WSA_E(EADDRNOTAVAIL, "Cannot assign requested address"),
+	WSA_E(EAFNOSUPPORT, "Address family not supported by protocol"),
+	WSA_E(EWOULDBLOCK, NULL), WSA_E(EINTR, NULL), WSA_E(EMFILE, NULL), WSA_E(EACCES, NULL),
+	WSA_E(EINVAL, NULL), { WSAESHUTDOWN, EPIPE, NULL },
+	{ 0, ECANCELED, "Operation canceled" }, { 0, EIO, "Input/output error" },
 };
 #define WSA_ERRORS (sizeof(wsa_errors) / sizeof(wsa_errors[0]))
 
-/* -1, errno set from Winsock's last error (EIO for one bore does not expect). */
+/* What a Winsock call returned; at -1 (SOCKET_ERROR, INVALID_SOCKET) errno from its error. */
 static int
-wsa_fail(void)
+wsa_rc(long long rc)
 {
-	int e = WSAGetLastError();
 	size_t i;
 
-	for (i = 0; i < WSA_ERRORS && wsa_errors[i].wsa != e; i++)
+	for (i = 0; rc == -1 && i < WSA_ERRORS && wsa_errors[i].wsa != WSAGetLastError(); i++)
 		;
-	errno = i < WSA_ERRORS ? wsa_errors[i].err : EIO;
-	return (-1);
+	if (rc == -1)
+		errno = i < WSA_ERRORS ? wsa_errors[i].err : EIO;
+	return ((int)rc);
 }
 
-/* rc of a Winsock call, errno set when it failed. */
-static int
-wsa_rc(int rc)
-{
-	return (rc == SOCKET_ERROR ? wsa_fail() : rc);
-}
-
-/* strerror() that knows the errno values Winsock's errors became. */
 static const char *
 win_strerror(int e)
 {
 	size_t i;
 
-	for (i = 0; i < WSA_ERRORS; i++)
-		if (wsa_errors[i].err == e && wsa_errors[i].text != NULL)
-			return (wsa_errors[i].text);
-	return (strerror(e));
+	/* SO_ERROR gives Winsock's code itself. */
+	for (i = 0; i < WSA_ERRORS && ((wsa_errors[i].err != e && wsa_errors[i].wsa != e) ||
+	    wsa_errors[i].text == NULL); i++)
+		;
+	return (i < WSA_ERRORS ? wsa_errors[i].text : strerror(e));
 }
 #define strerror(e) win_strerror(e)
 
-/* err(3) and errx(3): "bore: ", the message and, for err, errno's text. */
-static void __attribute__((noreturn, format(gnu_printf, 3, 0)))
-verr_exit(int status, int e, const char *fmt, va_list ap)
-{
-	char msg[512];
+/* err(3), errx(3) and dprintf(3), which mingw lacks. */
+#define errx(status, ...) (fprintf(stderr, "bore: " __VA_ARGS__), fputc('\n', stderr), exit(status))
+#define err(status, ...) (fprintf(stderr, "bore: " __VA_ARGS__), \
+	fprintf(stderr, ": %s\n", strerror(errno)), exit(status))
+#define dprintf(fd, ...) (fprintf((fd) == 1 ? stdout : stderr, __VA_ARGS__), fflush(NULL))
 
-	vsnprintf(msg, sizeof(msg), fmt, ap);
-	fprintf(stderr, e ? "bore: %s: %s\n" : "bore: %s\n", msg, e ? strerror(e) : "");
-	exit(status);
-}
-
-static void __attribute__((noreturn, format(gnu_printf, 2, 3)))
-err(int status, const char *fmt, ...)
-{
-	va_list ap;
-
-	va_start(ap, fmt);
-	verr_exit(status, errno, fmt, ap);
-}
-
-static void __attribute__((noreturn, format(gnu_printf, 2, 3)))
-errx(int status, const char *fmt, ...)
-{
-	va_list ap;
-
-	va_start(ap, fmt);
-	verr_exit(status, 0, fmt, ap);
-}
-
-/* Start Winsock, and write stdout and stderr without turning \n into \r\n: before main. */
+/* Before main: start Winsock; stdout and stderr with no \n made \r\n. */
 static void __attribute__((constructor))
 win_start(void)
 {
 	WSADATA wsa;
 
-	(void)_setmode(1, _O_BINARY);
-	(void)_setmode(2, _O_BINARY);
-	if (WSAStartup(MAKEWORD(2, 2), &wsa) != 0)
+	if (_setmode(1, _O_BINARY), _setmode(2, _O_BINARY), WSAStartup(MAKEWORD(2, 2), &wsa) != 0)
 		errx(1, "could not start Winsock");
 }
 
-/* A socket made non-blocking, urgent data inline (select() would flag it as an error); or -1. */
+/* F_SETFL makes a socket non-blocking; nothing else of fcntl() is needed. */
 static int
-win_socket(SOCKET s)
+win_fcntl(int fd, int cmd, ...)
 {
 	u_long on = 1;
-	int inline_oob = 1;
 
-	if (s == INVALID_SOCKET)
-		return (wsa_fail());
-	if (ioctlsocket(s, FIONBIO, &on) == SOCKET_ERROR ||
-	    setsockopt(s, SOL_SOCKET, SO_OOBINLINE, (const char *)&inline_oob,
-	    sizeof(inline_oob)) == SOCKET_ERROR) {
-		(void)wsa_fail();
-		closesocket(s);
-		return (-1);
-	}
-	return ((int)s);
+	return (cmd == F_SETFL ? wsa_rc(ioctlsocket((SOCKET)fd, FIONBIO, &on)) : 0);
 }
 
-static int
-tcp_socket(int family)
-{
-	return (win_socket(socket(family, SOCK_STREAM, 0)));
-}
-
-static int
-accept_nb(int lfd, struct sockaddr *sa, socklen_t *len)
-{
-	return (win_socket(accept((SOCKET)lfd, sa, len)));
-}
-
-/*
- * A pipe as a connected pair of loopback sockets, as select() takes only
- * sockets: p[0] reads, p[1] writes.  Another process could connect to the
- * listener first: only the peer whose address is our end's is taken.
- */
-static int
-pipe_nb(int p[2])
-{
-	struct sockaddr_in a = { .sin_family = AF_INET }, mine, peer;
-	int alen = sizeof(a), mlen = sizeof(mine), plen, one = 1;
-	SOCKET l, w = INVALID_SOCKET, r = INVALID_SOCKET;
-
-	a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-	if ((l = socket(AF_INET, SOCK_STREAM, 0)) == INVALID_SOCKET)
-		return (wsa_fail());
-	if (setsockopt(l, SOL_SOCKET, SO_EXCLUSIVEADDRUSE, (const char *)&one, sizeof(one)) ||
-	    bind(l, (struct sockaddr *)&a, sizeof(a)) || listen(l, 1) ||
-	    getsockname(l, (struct sockaddr *)&a, &alen) ||
-	    (w = socket(AF_INET, SOCK_STREAM, 0)) == INVALID_SOCKET ||
-	    connect(w, (struct sockaddr *)&a, sizeof(a)) ||
-	    getsockname(w, (struct sockaddr *)&mine, &mlen))
-		goto err;
-	do {
-		if (r != INVALID_SOCKET)
-			closesocket(r);
-		plen = sizeof(peer);
-		if ((r = accept(l, (struct sockaddr *)&peer, &plen)) == INVALID_SOCKET)
-			goto err;
-	} while (peer.sin_port != mine.sin_port || peer.sin_addr.s_addr != mine.sin_addr.s_addr);
-	closesocket(l);
-	/* A wake-up is one byte: Nagle must not hold it back. */
-	(void)setsockopt(w, IPPROTO_TCP, TCP_NODELAY, (const char *)&one, sizeof(one));
-	/* win_socket closes the socket it fails on; close the other. */
-	if ((p[0] = win_socket(r)) == -1) {
-		closesocket(w);
-		return (-1);
-	}
-	if ((p[1] = win_socket(w)) == -1) {
-		closesocket(r);
-		return (-1);
-	}
-	return (0);
-
-err:
-	(void)wsa_fail();
-	if (r != INVALID_SOCKET)
-		closesocket(r);
-	if (w != INVALID_SOCKET)
-		closesocket(w);
-	closesocket(l);
-	return (-1);
-}
-
-/* SO_ERROR holds a Winsock error: the errno it stands for. */
-static int
-win_getsockopt(int fd, int level, int name, void *val, socklen_t *len)
-{
-	if (getsockopt((SOCKET)fd, level, name, val, len) == SOCKET_ERROR)
-		return (wsa_fail());
-	if (level == SOL_SOCKET && name == SO_ERROR && *(int *)val != 0) {
-		WSASetLastError(*(int *)val);
-		*(int *)val = (wsa_fail(), errno);
-	}
-	return (0);
-}
-
-/*
- * connect(), started: EINPROGRESS.  To loopback, SIO_TCP_INITIAL_RTO with no
- * SYN retransmissions, as libuv does: Windows retries a refused SYN for 2 s,
- * which `--local-host localhost` would cost every visitor of an IPv4-only
- * service while ::1, tried first, is refused.
- */
+/* connect(); to loopback with SIO_TCP_INITIAL_RTO, no SYN retransmissions, as libuv does: Windows
+ * retries a refused loopback SYN for 2 s, which ::1 for localhost would cost every visitor. */
 static int
 win_connect(int fd, const struct sockaddr *sa, socklen_t len)
 {
@@ -330,161 +181,95 @@ win_connect(int fd, const struct sockaddr *sa, socklen_t len)
 	const struct sockaddr_in *sin = (const struct sockaddr_in *)(uintptr_t)sa;
 	DWORD n;
 
-	if ((sa->sa_family == AF_INET && (ntohl(sin->sin_addr.s_addr) >> 24) == 127) ||
-	    (sa->sa_family == AF_INET6 &&
-	    IN6_IS_ADDR_LOOPBACK(&((const struct sockaddr_in6 *)(uintptr_t)sa)->sin6_addr)))
+	if (sa->sa_family == AF_INET6 ? IN6_IS_ADDR_LOOPBACK(&((const struct sockaddr_in6 *)
+	    (uintptr_t)sa)->sin6_addr) : ntohl(sin->sin_addr.s_addr) >> 24 == 127)
 		(void)WSAIoctl((SOCKET)fd, _WSAIOW(IOC_VENDOR, 17), &rto, sizeof(rto), NULL, 0, &n,
 		    NULL, NULL);
 	if (connect((SOCKET)fd, sa, len) == 0)
 		return (0);
-	if (WSAGetLastError() != WSAEWOULDBLOCK)
-		return (wsa_fail());
-	errno = EINPROGRESS;
-	return (-1);
+	return (WSAGetLastError() == WSAEWOULDBLOCK ? (errno = EINPROGRESS, -1) : wsa_rc(-1));
 }
 
-/*
- * poll() by select(): WSAPoll reports a FIN as POLLHUP, over and over, so
- * a half-closed socket would spin or look reset, and before Windows 10
- * 2004 it missed a failed connect, which select() flags as an exception.
- */
+/* poll() by select(): WSAPoll's POLLHUP at a FIN would spin a half-closed relay or look reset. */
 static int
 win_poll(struct pollfd *p, nfds_t n, int ms)
 {
 	struct timeval tv = { ms / 1000, ms % 1000 * 1000 };
-	fd_set in, out, ex;
+	fd_set in = { 0 }, out = { 0 }, ex = { 0 };
 	nfds_t i;
-	int ready = 0, any = 0;
+	int ready = 0;
 
-	FD_ZERO(&in);
-	FD_ZERO(&out);
-	FD_ZERO(&ex);
 	for (i = 0; i < n; i++) {
-		p[i].revents = 0;
-		if (p[i].fd == INVALID_SOCKET || (p[i].events & (POLLIN | POLLOUT)) == 0)
-			continue;
-		any = 1;
-		if (p[i].events & POLLIN)
+		if (p[i].fd != INVALID_SOCKET && (p[i].events & POLLIN))
 			FD_SET(p[i].fd, &in);
-		if (p[i].events & POLLOUT) {
+		if (p[i].fd != INVALID_SOCKET && (p[i].events & POLLOUT)) {
 			FD_SET(p[i].fd, &out);
 			FD_SET(p[i].fd, &ex);
 		}
 	}
-	if (!any) {
+	if (in.fd_count + out.fd_count == 0)
 		Sleep(ms < 0 ? INFINITE : (DWORD)ms);
-		return (0);
-	}
-	if (select(0, &in, &out, &ex, ms < 0 ? NULL : &tv) == SOCKET_ERROR)
-		return (wsa_fail());
+	else if (select(0, &in, &out, &ex, ms < 0 ? NULL : &tv) == SOCKET_ERROR)
+		return (wsa_rc(-1));
 	for (i = 0; i < n; i++) {
-		if (p[i].fd == INVALID_SOCKET)
-			continue;
 		p[i].revents = (FD_ISSET(p[i].fd, &in) ? POLLIN : 0) |
-		    (FD_ISSET(p[i].fd, &out) ? POLLOUT : 0) | (FD_ISSET(p[i].fd, &ex) ? POLLERR : 0);
+		    (FD_ISSET(p[i].fd, &out) ? POLLOUT : 0) |
+		    (FD_ISSET(p[i].fd, &ex) ? POLLERR : 0);
 		ready += p[i].revents != 0;
 	}
 	return (ready);
 }
 
-/* close, read and write: a socket's, else the C runtime's fd's. */
+/* read (op 0), write (1) or close (2) a socket, else a C runtime fd: sockets are kernel
+ * handles, multiples of 4, and bore's C runtime fds are stdio and one file at a time, at 3. */
 static int
-win_close(int fd)
+win_io(int fd, void *buf, size_t len, int op)
 {
-	if (closesocket((SOCKET)fd) == 0)
-		return (0);
-	return (WSAGetLastError() == WSAENOTSOCK ? _close(fd) : wsa_fail());
+	int n = op == 2 ? closesocket((SOCKET)fd) : op ? send((SOCKET)fd, buf, (int)len, 0) :
+	    recv((SOCKET)fd, buf, (int)len, 0);
+
+	if (n != SOCKET_ERROR || WSAGetLastError() != WSAENOTSOCK)
+		return (wsa_rc(n));
+	return (op == 2 ? _close(fd) : op ? _write(fd, buf, (unsigned)len) :
+	    _read(fd, buf, (unsigned)len));
 }
 
-static ssize_t
-win_read(int fd, void *buf, size_t len)
-{
-	int n = recv((SOCKET)fd, buf, (int)len, 0);
-
-	if (n != SOCKET_ERROR)
-		return (n);
-	return (WSAGetLastError() == WSAENOTSOCK ? _read(fd, buf, (unsigned)len) : wsa_fail());
-}
-
-static ssize_t
-win_write(int fd, const void *buf, size_t len)
-{
-	int n = send((SOCKET)fd, buf, (int)len, 0);
-
-	if (n != SOCKET_ERROR)
-		return (n);
-	return (WSAGetLastError() == WSAENOTSOCK ? _write(fd, buf, (unsigned)len) : wsa_fail());
-}
-
-/* Files in binary mode; /dev/null is NUL. */
-static int
-win_open(const char *path, int flags)
-{
-	return (_open(strcmp(path, "/dev/null") == 0 ? "NUL" : path, flags | _O_BINARY));
-}
-
-/* dprintf(3), which mingw lacks: one write of at most a line or two. */
-static int __attribute__((format(gnu_printf, 2, 3)))
-dprintf(int fd, const char *fmt, ...)
-{
-	char buf[1024];
-	va_list ap;
-	int n;
-
-	va_start(ap, fmt);
-	n = vsnprintf(buf, sizeof(buf), fmt, ap);
-	va_end(ap);
-	if (n < 0)
-		return (-1);
-	return ((int)win_write(fd, buf, (size_t)n < sizeof(buf) ? (size_t)n : sizeof(buf) - 1));
-}
-
-/* The one handler bore gives its signals, called from the console's events. */
-struct sigaction {
-	void (*sa_handler)(int);
-	int sa_flags, sa_mask;
-};
+/* Ctrl+C is SIGINT, Ctrl+Break SIGUSR1 (status lines), a closed console SIGTERM; Windows
+ * ends the process once this returns from a close, so it waits for main's exit after the drain. */
 static void (*console_handler)(int);
-
-/* Ctrl+C is SIGINT, Ctrl+Break SIGUSR1 (the status lines); closing the console, SIGTERM. */
 static BOOL WINAPI
 on_console(DWORD event)
 {
 	console_handler(event == CTRL_C_EVENT ? SIGINT : event == CTRL_BREAK_EVENT ? SIGUSR1 :
 	    SIGTERM);
-	/* Windows ends the process when this returns from a close: main exits after the drain. */
 	if (event != CTRL_C_EVENT && event != CTRL_BREAK_EVENT)
 		Sleep(INFINITE);
 	return (TRUE);
 }
 
-static int
-win_sigaction(const struct sigaction *sa)
-{
-	console_handler = sa->sa_handler;
-	/* NULL, FALSE: take Ctrl+C even where a parent started us ignoring it. */
-	return (SetConsoleCtrlHandler(NULL, FALSE), SetConsoleCtrlHandler(on_console, TRUE) ? 0 : -1);
-}
-
-/* No SIGPIPE: a send to a peer that left fails with an error. */
-#define signal(sig, fn) ((void)(fn), SIG_DFL)
+/* bore gives every signal one handler; NULL, FALSE: take Ctrl+C though a parent ignored it. */
+struct sigaction { void (*sa_handler)(int); int sa_flags, sa_mask; };
+#define sigaction(sig, sa, old) (console_handler = (sa)->sa_handler, \
+	SetConsoleCtrlHandler(NULL, FALSE), SetConsoleCtrlHandler(on_console, TRUE) ? 0 : -1)
 #define sigemptyset(set) (*(set) = 0)
-#define sigaction(sig, sa, old) win_sigaction(sa)
+/* No SIGPIPE: a send to a peer that left fails with an error. */
+#define signal(sig, fn) SIG_DFL
 
 /* winpthreads takes a stack's size but not its memory: spawn()'s is reserved address only. */
 #define mmap(addr, len, prot, flags, fd, off) VirtualAlloc(NULL, len, MEM_RESERVE, PAGE_NOACCESS)
 #define MAP_FAILED NULL
 #define mprotect(addr, len, prot) 0
-#define munmap(addr, len) ((void)VirtualFree(addr, 0, MEM_RELEASE))
+#define munmap(addr, len) VirtualFree(addr, 0, MEM_RELEASE)
 #define pthread_attr_setstack(attr, stack, size) pthread_attr_setstacksize(attr, size)
 #define getpagesize() 4096
 
-struct rlimit {
-	rlim_t rlim_cur, rlim_max;
-};
-#define getrlimit(res, rl) ((rl)->rlim_cur = (rl)->rlim_max = FD_LIMIT, 0)
+/* No fd limit for sockets: bore counts against a fixed one. */
+struct rlimit { unsigned long long rlim_cur, rlim_max; };
+#define getrlimit(res, rl) ((rl)->rlim_cur = (rl)->rlim_max = 8192, 0)
 #define setrlimit(res, rl) 0
 
+#define socket(family, type, proto) wsa_rc((long long)socket(family, type, proto))
+#define accept(fd, sa, len) wsa_rc((long long)accept((SOCKET)(fd), sa, len))
 #define send(fd, buf, len, flags) wsa_rc(send((SOCKET)(fd), (const char *)(buf), (int)(len), flags))
 #define recv(fd, buf, len, flags) wsa_rc(recv((SOCKET)(fd), (char *)(buf), (int)(len), flags))
 #define bind(fd, sa, len) wsa_rc(bind((SOCKET)(fd), sa, len))
@@ -494,14 +279,52 @@ struct rlimit {
 #define getsockname(fd, sa, len) wsa_rc(getsockname((SOCKET)(fd), sa, len))
 #define setsockopt(fd, level, name, val, len) \
 	wsa_rc(setsockopt((SOCKET)(fd), level, name, (const char *)(val), len))
-#define getsockopt(fd, level, name, val, len) win_getsockopt(fd, level, name, val, len)
+#define getsockopt(fd, level, name, val, len) \
+	wsa_rc(getsockopt((SOCKET)(fd), level, name, (char *)(val), len))
 #define connect(fd, sa, len) win_connect(fd, sa, len)
 #define poll(p, n, ms) win_poll(p, n, ms)
-#define close(fd) win_close(fd)
-#define read(fd, buf, len) win_read(fd, buf, len)
-#define write(fd, buf, len) win_write(fd, buf, len)
-#define open(path, flags) win_open(path, flags)
-#elif defined(SOCK_NONBLOCK) && defined(SOCK_CLOEXEC)
+#define read(fd, buf, len) win_io(fd, buf, len, 0)
+#define write(fd, buf, len) win_io(fd, (void *)(uintptr_t)(buf), len, 1)
+#define close(fd) win_io(fd, NULL, 0, 2)
+/* Files in binary mode; /dev/null is NUL. */
+#define open(path, flags) _open(strcmp(path, "/dev/null") ? path : "NUL", (flags) | _O_BINARY)
+#define fcntl win_fcntl
+
+/* A pipe as two loopback sockets, as select() takes only sockets: p[0] reads, p[1] writes.
+ * Another process may connect first: only the peer whose address is our end's is taken. */
+static int
+win_pipe(int p[2])
+{
+	struct sockaddr_in a = { .sin_family = AF_INET }, mine, peer;
+	socklen_t alen = sizeof(a), mlen = sizeof(mine), plen = sizeof(peer);
+	int l, one = 1;
+
+	a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	p[0] = p[1] = -1;
+	if ((l = socket(AF_INET, SOCK_STREAM, 0)) == -1)
+		return (-1);
+	if (setsockopt(l, SOL_SOCKET, SO_EXCLUSIVEADDRUSE, &one, sizeof(one)) == 0 &&
+	    bind(l, (struct sockaddr *)&a, sizeof(a)) == 0 && listen(l, 1) == 0 &&
+	    getsockname(l, (struct sockaddr *)&a, &alen) == 0 &&
+	    (p[1] = socket(AF_INET, SOCK_STREAM, 0)) != -1 &&
+	    connect(p[1], (struct sockaddr *)&a, sizeof(a)) == 0 &&
+	    getsockname(p[1], (struct sockaddr *)&mine, &mlen) == 0)
+		while ((p[0] = accept(l, (struct sockaddr *)&peer, &plen)) != -1 &&
+		    memcmp(&peer.sin_port, &mine.sin_port, 6) != 0)
+			close(p[0]), plen = sizeof(peer);
+	/* A wake-up is one byte: Nagle must not hold it back.  Closing sockets keeps errno. */
+	(void)setsockopt(p[1], IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	close(l);
+	if (p[0] == -1 && p[1] != -1)
+		close(p[1]);
+	return (p[0] == -1 ? -1 : 0);
+}
+#define pipe(p) win_pipe(p)
+#else
+static const char *const server_missing = NULL;
+#endif
+
+#if defined(SOCK_NONBLOCK) && defined(SOCK_CLOEXEC)
 /* Sockets and pipes are made non-blocking and close-on-exec in one call (Linux, the BSDs). */
 
 /* A non-blocking, close-on-exec TCP socket of family. */
@@ -525,7 +348,8 @@ pipe_nb(int p[2])
 	return (pipe2(p, O_NONBLOCK | O_CLOEXEC));
 }
 #else
-/* Elsewhere (macOS) fcntl() says it after the fact: no thread here ever forks or execs. */
+/* Elsewhere (macOS; Windows by win_fcntl) fcntl() says it after the fact: no thread here
+ * ever forks or execs. */
 
 /* fd made non-blocking and close-on-exec; -1 (fd closed) if that fails. */
 static int
@@ -607,21 +431,8 @@ relay_pipe(int p[2])
 #else
 /* No splice(): relays copy through user-space buffers. */
 #define HAVE_SPLICE 0
-
-static ssize_t
-splice_nb(int from, int to, size_t len)
-{
-	(void)from, (void)to, (void)len;
-	errno = ENOSYS;
-	return (-1);
-}
-
-static int
-relay_pipe(int p[2])
-{
-	(void)p;
-	return (-1);
-}
+#define splice_nb(from, to, len) (errno = ENOSYS, (ssize_t)-1)
+#define relay_pipe(p) (-1)
 #endif
 
 /* Set an int socket option; -1 (errno) if refused. */
