@@ -166,7 +166,8 @@ windows() {
 	apt_install make:make dpkg-dev:dpkg-source autoconf:autoreconf automake:automake \
 		libtool:libtoolize
 	sodium_build x86_64-w64-mingw32 $MINGW x86_64-w64-mingw32
-	LINK=-lws2_32 build_bore $MINGW "$SODIUM" bore.exe -static -s
+	# No link time in the PE header: the same source gives the same bytes.
+	LINK="-lws2_32 -Wl,--no-insert-timestamp" build_bore $MINGW "$SODIUM" bore.exe -static -s
 	dlls=$(x86_64-w64-mingw32-objdump -p bore.exe | sed -n 's/^[[:space:]]*DLL Name: //p' | sort -u)
 	if grep -viqE '^(kernel32|msvcrt|ws2_32|advapi32|user32|bcrypt|ucrtbase|api-ms-win-.*)\.dll$' <<<"$dlls"; then
 		say "bore.exe needs DLLs beyond Windows' own: $(tr '\n' ' ' <<<"$dlls")"
