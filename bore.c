@@ -102,7 +102,8 @@ typedef USHORT in_port_t;
 #define TCP_KEEPINTVL 17
 #define TCP_RXT_CONNDROPTIME 5
 
-/* Winsock's errors as errno values, and glibc's text for them (NULL: the C runtime's). */
+/* Winsock's errors as errno values, and glibc's text for them (NULL: the C runtime's) and for
+ * the codes themselves, as SO_ERROR gives them. */
 #define WSA_E(e, text) { WSA##e, e, text }
 static const struct {
 	int wsa, err;
@@ -139,7 +140,6 @@ win_strerror(int e)
 {
 	size_t i;
 
-	/* SO_ERROR gives Winsock's code itself. */
 	for (i = 0; i < WSA_ERRORS && ((wsa_errors[i].err != e && wsa_errors[i].wsa != e) ||
 	    wsa_errors[i].text == NULL); i++)
 		;
@@ -312,12 +312,13 @@ win_pipe(int p[2])
 		while ((p[0] = accept(l, (struct sockaddr *)&peer, &plen)) != -1 &&
 		    memcmp(&peer.sin_port, &mine.sin_port, 6) != 0)
 			close(p[0]), plen = sizeof(peer);
-	/* A wake-up is one byte: Nagle must not hold it back.  Closing sockets keeps errno. */
-	(void)setsockopt(p[1], IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 	close(l);
-	if (p[0] == -1 && p[1] != -1)
+	if (p[0] != -1)
+		/* A wake-up is one byte: Nagle must not hold it back. */
+		return (setsockopt(p[1], IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one)), 0);
+	if (p[1] != -1)
 		close(p[1]);
-	return (p[0] == -1 ? -1 : 0);
+	return (-1);
 }
 #define pipe(p) win_pipe(p)
 #else
