@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# Portable builds of bore: a static musl binary, cross builds for ARM Linux and macOS,
-# and the end-to-end cases run against them (ARM ones under qemu user emulation).
+# Portable builds of bore: a static musl binary, cross builds for ARM Linux, macOS and
+# Windows, and the end-to-end cases run against them (ARM ones under qemu user emulation,
+# Windows under wine).
 # Usage: tests/cross.sh deps | static | windows | build TARGET | check
-#   deps          install what the builds need (Debian, as root): musl-tools, qemu, npm, mingw, wine
+#   deps          install what the builds need (Debian, as root): musl-tools, qemu, npm,
+#                 mingw-w64, wine
 #   static        ./bore-static: x86_64 Linux, musl, libsodium linked in (musl-gcc)
 #   windows       ./bore.exe: x86_64 Windows 10+, mingw-w64, winpthreads and libsodium linked in
 #   build TARGET  ./bore-TARGET with zig cc, e.g. aarch64-linux-musl, x86_64-macos
@@ -257,5 +259,5 @@ static) static ;;
 windows) windows ;;
 build) [ $# -eq 2 ] || { say "usage: tests/cross.sh build TARGET"; exit 2; }; build "$2" ;;
 check) check ;;
-*) sed -n '2,9p' "$0" >&2; exit 2 ;;
+*) sed -n '2,12p' "$0" >&2; exit 2 ;;
 esac
