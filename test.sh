@@ -618,7 +618,7 @@ CASES+=(log_flood_counted many_address_flood secret_revoked_closes visitors_kept
 CASES+=(hardened_build make_test_target systemd_units json_logs status_live_bytes local_drain readme_newcomer code_shape)
 CASES+=(startup_burst trust_boundary_size)
 CASES+=(pool_serves_visitors pool_tokens_refused pool_fallback)
-CASES+=(windows_cli windows_ctrl_c windows_localhost)
+CASES+=(windows_cli windows_ctrl_c windows_localhost windows_secret_file)
 # Not run again under the sanitizer passes: unit tests, cases that need a plain
 # build (an address-space limit, valgrind), and slow ones that add no new code path.
 ONCE_CASES=" hmac_vectors frame_parser liveness_options thread_failure valgrind_short_session "

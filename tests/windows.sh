@@ -52,3 +52,13 @@ t_windows_localhost() {
 	out=$("$TCPKIT" many 127.0.0.1 "$PUB" 20 100000) || { why "$out"; return 1; }
 	[ "$out" = "ok 20" ]
 }
+
+# A secret file saved the Windows way, CRLF line ends and all, gives the same secret.
+t_windows_secret_file() {
+	windows_bore || return
+	printf 'hunter2\r\n' >"$WORK/secret.txt"
+	start_origin origin echo && start_server server -s hunter2 &&
+		start_client client "$ORIGIN" --secret-file "$WORK/secret.txt" || return 1
+	out=$("$TCPKIT" many 127.0.0.1 "$PUB" 10 100000) || { why "$out"; return 1; }
+	[ "$out" = "ok 10" ]
+}
