@@ -209,7 +209,8 @@ wine_wrapper() {
 		"$PWD/bore.exe" >"$w"
 	chmod +x "$w"
 	# The first start makes the prefix, which takes a while.
-	timeout 300 "$w" --version >/dev/null || { say "bore.exe does not start under wine"; return 1; }
+	timeout 300 "$w" --version >/dev/null 2>"$CACHE/wine.log" ||
+		{ say "bore.exe does not start under wine: see $CACHE/wine.log"; return 1; }
 	echo "$w"
 }
 
