@@ -30,7 +30,7 @@ QEMU_CASES="roundtrip_64mib concurrent_200 half_close fast_exchange_then_idle se
 # SIGTERM (wine dies of it: Windows has none) or exact timing; and tests/windows.sh's.
 WINE_CASES="roundtrip_64mib concurrent_200 half_close server_speaks_first local_refused
 	secret_right secret_wrong secret_server_only secret_client_only port_out_of_range port_in_use
-	silent_connection_dropped server_killed fixed_port_reuse reconnect_after_restart
+	server_killed fixed_port_reuse reconnect_after_restart
 	heartbeat_timeout ipv6 dump port_fallback tunnels_two_ports proxy_http_tunnel
 	proxy_socks5_tunnel windows_cli windows_ctrl_c windows_localhost windows_secret_file"
 JOBS=${JOBS:-2}
