@@ -13,15 +13,38 @@
 #define _GNU_SOURCE
 #endif
 
+/* ==================================================================== */
+/* Platform: Linux fast paths, and what stands in for them elsewhere    */
+/* ==================================================================== */
+
+/*
+ * bore builds on any POSIX system with poll() and threads, and `bore local`
+ * on Windows.  The calls only some systems have are wrapped here, each with
+ * a fallback that keeps what a user sees: the logic below never asks which
+ * system it runs on.
+ */
+
+#ifdef _WIN32
+/* Windows 10 and later; mingw's own printf, which knows %zu; gmtime_r. */
+#define _WIN32_WINNT 0x0A00
+#define __USE_MINGW_ANSI_STDIO 1
+#define _POSIX_THREAD_SAFE_FUNCTIONS 200112L
+#include <winsock2.h>
+#include <ws2tcpip.h>
+#else
 #include <arpa/inet.h>
 #include <err.h>
-#include <errno.h>
-#include <fcntl.h>
-#include <limits.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
+#include <sys/mman.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#endif
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
 #include <pthread.h>
 #include <sched.h>
 #include <signal.h>
@@ -31,9 +54,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <sys/mman.h>
-#include <sys/resource.h>
-#include <sys/socket.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -41,16 +61,6 @@
 #include <sodium.h>
 
 #include "bore.h"
-
-/* ==================================================================== */
-/* Platform: Linux fast paths, and what stands in for them elsewhere    */
-/* ==================================================================== */
-
-/*
- * bore builds on any POSIX system with poll() and threads.  The calls only
- * some systems have are wrapped here, each with a fallback that keeps what a
- * user sees: the logic below never asks which system it runs on.
- */
 
 #ifdef __GLIBC__
 #include <malloc.h>
@@ -64,6 +74,255 @@
 /* Worker stacks are plain anonymous memory where the kernel has no stack flag. */
 #ifndef MAP_STACK
 #define MAP_STACK 0
+#endif
+
+#ifdef _WIN32
+/* Windows, for `bore local` (main refuses `bore server`): Winsock, its errors made errno;
+ * select() for poll(); loopback socket pairs for pipes; console events for signals. */
+static const char *const server_missing =
+    "'bore server' is not available on Windows: run it on Linux, macOS or a BSD";
+typedef ULONG nfds_t;
+typedef USHORT in_port_t;
+#define SHUT_WR SD_SEND
+#define SHUT_RDWR SD_BOTH
+#define MSG_DONTWAIT 0
+#define O_CLOEXEC 0
+#define O_NONBLOCK 0
+#define O_NOCTTY 0
+#define F_GETFL 3
+#define F_SETFL 4
+#define F_SETFD 2
+#define FD_CLOEXEC 1
+#define SIGHUP 1
+#define SIGUSR1 10
+#define SA_RESTART 0
+/* Windows 10 1709's keepalive options; TCP_MAXRT, seconds of retransmission, by macOS's name. */
+#define TCP_KEEPIDLE 3
+#define TCP_KEEPCNT 16
+#define TCP_KEEPINTVL 17
+#define TCP_RXT_CONNDROPTIME 5
+
+/* Winsock's errors as errno values, and glibc's text for them (NULL: the C runtime's) and for
+ * the codes themselves, as SO_ERROR gives them. */
+#define WSA_E(e, text) { WSA##e, e, text }
+static const struct {
+	int wsa, err;
+	const char *text;
+} wsa_errors[] = {
+	WSA_E(ECONNREFUSED, "Connection refused"), WSA_E(ETIMEDOUT, "Connection timed out"),
+	WSA_E(ECONNRESET, "Connection reset by peer"), WSA_E(ENOBUFS, "No buffer space available"),
+	WSA_E(ECONNABORTED, "Software caused connection abort"),
+	WSA_E(ENETUNREACH, "Network is unreachable"), WSA_E(EHOSTUNREACH, "No route to host"),
+	WSA_E(EADDRINUSE, "Address already in use"),
+	WSA_E(EADDRNOTAVAIL, "Cannot assign requested address"),
+	WSA_E(EAFNOSUPPORT, "Address family not supported by protocol"),
+	WSA_E(EWOULDBLOCK, NULL), WSA_E(EINTR, NULL), WSA_E(EMFILE, NULL), WSA_E(EACCES, NULL),
+	WSA_E(EINVAL, NULL), { WSAESHUTDOWN, EPIPE, NULL },
+	{ 0, ECANCELED, "Operation canceled" }, { 0, EIO, "Input/output error" },
+};
+#define WSA_ERRORS (sizeof(wsa_errors) / sizeof(wsa_errors[0]))
+
+/* What a Winsock call returned; at -1 (SOCKET_ERROR, INVALID_SOCKET) errno from its error. */
+static int
+wsa_rc(long long rc)
+{
+	size_t i;
+
+	for (i = 0; rc == -1 && i < WSA_ERRORS && wsa_errors[i].wsa != WSAGetLastError(); i++)
+		;
+	if (rc == -1)
+		errno = i < WSA_ERRORS ? wsa_errors[i].err : EIO;
+	return ((int)rc);
+}
+
+static const char *
+win_strerror(int e)
+{
+	size_t i;
+
+	for (i = 0; i < WSA_ERRORS && ((wsa_errors[i].err != e && wsa_errors[i].wsa != e) ||
+	    wsa_errors[i].text == NULL); i++)
+		;
+	return (i < WSA_ERRORS ? wsa_errors[i].text : strerror(e));
+}
+#define strerror(e) win_strerror(e)
+
+/* err(3), errx(3) and dprintf(3), which mingw lacks. */
+#define errx(status, ...) (fprintf(stderr, "bore: " __VA_ARGS__), fputc('\n', stderr), exit(status))
+#define err(status, ...) (fprintf(stderr, "bore: " __VA_ARGS__), \
+	fprintf(stderr, ": %s\n", strerror(errno)), exit(status))
+#define dprintf(fd, ...) (fprintf((fd) == 1 ? stdout : stderr, __VA_ARGS__), fflush(NULL))
+
+/* Before main: start Winsock; stdout and stderr with no \n made \r\n. */
+static void __attribute__((constructor))
+win_start(void)
+{
+	WSADATA wsa;
+
+	if (_setmode(1, _O_BINARY), _setmode(2, _O_BINARY), WSAStartup(MAKEWORD(2, 2), &wsa) != 0)
+		errx(1, "could not start Winsock");
+}
+
+/* F_SETFL makes a socket non-blocking; nothing else of fcntl() is needed. */
+static int
+win_fcntl(int fd, int cmd, ...)
+{
+	u_long on = 1;
+
+	return (cmd == F_SETFL ? wsa_rc(ioctlsocket((SOCKET)fd, FIONBIO, &on)) : 0);
+}
+
+/* connect(); to loopback with SIO_TCP_INITIAL_RTO, no SYN retransmissions, as libuv does: Windows
+ * retries a refused loopback SYN for 2 s, which ::1 for localhost would cost every visitor. */
+static int
+win_connect(int fd, const struct sockaddr *sa, socklen_t len)
+{
+	struct { USHORT rtt; UCHAR max_syn; } rto = { (UCHAR)-2, (UCHAR)-2 };
+	const struct sockaddr_in *sin = (const struct sockaddr_in *)(uintptr_t)sa;
+	DWORD n;
+
+	if (sa->sa_family == AF_INET6 ? IN6_IS_ADDR_LOOPBACK(&((const struct sockaddr_in6 *)
+	    (uintptr_t)sa)->sin6_addr) : ntohl(sin->sin_addr.s_addr) >> 24 == 127)
+		(void)WSAIoctl((SOCKET)fd, _WSAIOW(IOC_VENDOR, 17), &rto, sizeof(rto), NULL, 0, &n,
+		    NULL, NULL);
+	if (connect((SOCKET)fd, sa, len) == 0)
+		return (0);
+	return (WSAGetLastError() == WSAEWOULDBLOCK ? (errno = EINPROGRESS, -1) : wsa_rc(-1));
+}
+
+/* poll() by select(): WSAPoll's POLLHUP at a FIN would spin a half-closed relay or look reset. */
+static int
+win_poll(struct pollfd *p, nfds_t n, int ms)
+{
+	struct timeval tv = { ms / 1000, ms % 1000 * 1000 };
+	fd_set in = { 0 }, out = { 0 }, ex = { 0 };
+	nfds_t i;
+	int ready = 0;
+
+	for (i = 0; i < n; i++) {
+		if (p[i].fd != INVALID_SOCKET && (p[i].events & POLLIN))
+			FD_SET(p[i].fd, &in);
+		if (p[i].fd != INVALID_SOCKET && (p[i].events & POLLOUT)) {
+			FD_SET(p[i].fd, &out);
+			FD_SET(p[i].fd, &ex);
+		}
+	}
+	if (in.fd_count + out.fd_count == 0)
+		Sleep(ms < 0 ? INFINITE : (DWORD)ms);
+	else if (select(0, &in, &out, &ex, ms < 0 ? NULL : &tv) == SOCKET_ERROR)
+		return (wsa_rc(-1));
+	for (i = 0; i < n; i++) {
+		p[i].revents = (FD_ISSET(p[i].fd, &in) ? POLLIN : 0) |
+		    (FD_ISSET(p[i].fd, &out) ? POLLOUT : 0) |
+		    (FD_ISSET(p[i].fd, &ex) ? POLLERR : 0);
+		ready += p[i].revents != 0;
+	}
+	return (ready);
+}
+
+/* read (op 0), write (1) or close (2) a socket, else a C runtime fd: sockets are kernel
+ * handles, multiples of 4, and bore's C runtime fds are stdio and one file at a time, at 3. */
+static int
+win_io(int fd, void *buf, size_t len, int op)
+{
+	int n = op == 2 ? closesocket((SOCKET)fd) : op ? send((SOCKET)fd, buf, (int)len, 0) :
+	    recv((SOCKET)fd, buf, (int)len, 0);
+
+	if (n != SOCKET_ERROR || WSAGetLastError() != WSAENOTSOCK)
+		return (wsa_rc(n));
+	return (op == 2 ? _close(fd) : op ? _write(fd, buf, (unsigned)len) :
+	    _read(fd, buf, (unsigned)len));
+}
+
+/* Ctrl+C is SIGINT, Ctrl+Break SIGUSR1 (status lines), a closed console SIGTERM; Windows
+ * ends the process once this returns from a close, so it waits for main's exit after the drain. */
+static void (*console_handler)(int);
+static BOOL WINAPI
+on_console(DWORD event)
+{
+	console_handler(event == CTRL_C_EVENT ? SIGINT : event == CTRL_BREAK_EVENT ? SIGUSR1 :
+	    SIGTERM);
+	if (event != CTRL_C_EVENT && event != CTRL_BREAK_EVENT)
+		Sleep(INFINITE);
+	return (TRUE);
+}
+
+/* bore gives every signal one handler; NULL, FALSE: take Ctrl+C though a parent ignored it. */
+struct sigaction { void (*sa_handler)(int); int sa_flags, sa_mask; };
+#define sigaction(sig, sa, old) (console_handler = (sa)->sa_handler, \
+	SetConsoleCtrlHandler(NULL, FALSE), SetConsoleCtrlHandler(on_console, TRUE) ? 0 : -1)
+#define sigemptyset(set) (*(set) = 0)
+/* No SIGPIPE: a send to a peer that left fails with an error. */
+#define signal(sig, fn) SIG_DFL
+
+/* winpthreads takes a stack's size but not its memory: spawn()'s is reserved address only. */
+#define mmap(addr, len, prot, flags, fd, off) VirtualAlloc(NULL, len, MEM_RESERVE, PAGE_NOACCESS)
+#define MAP_FAILED NULL
+#define mprotect(addr, len, prot) 0
+#define munmap(addr, len) VirtualFree(addr, 0, MEM_RELEASE)
+#define pthread_attr_setstack(attr, stack, size) pthread_attr_setstacksize(attr, size)
+#define getpagesize() 4096
+
+/* No fd limit for sockets: bore counts against a fixed one. */
+struct rlimit { unsigned long long rlim_cur, rlim_max; };
+#define getrlimit(res, rl) ((rl)->rlim_cur = (rl)->rlim_max = 8192, 0)
+#define setrlimit(res, rl) 0
+
+#define socket(family, type, proto) wsa_rc((long long)socket(family, type, proto))
+#define accept(fd, sa, len) wsa_rc((long long)accept((SOCKET)(fd), sa, len))
+#define send(fd, buf, len, flags) wsa_rc(send((SOCKET)(fd), (const char *)(buf), (int)(len), flags))
+#define recv(fd, buf, len, flags) wsa_rc(recv((SOCKET)(fd), (char *)(buf), (int)(len), flags))
+#define bind(fd, sa, len) wsa_rc(bind((SOCKET)(fd), sa, len))
+#define listen(fd, n) wsa_rc(listen((SOCKET)(fd), n))
+#define shutdown(fd, how) wsa_rc(shutdown((SOCKET)(fd), how))
+#define getpeername(fd, sa, len) wsa_rc(getpeername((SOCKET)(fd), sa, len))
+#define getsockname(fd, sa, len) wsa_rc(getsockname((SOCKET)(fd), sa, len))
+#define setsockopt(fd, level, name, val, len) \
+	wsa_rc(setsockopt((SOCKET)(fd), level, name, (const char *)(val), len))
+#define getsockopt(fd, level, name, val, len) \
+	wsa_rc(getsockopt((SOCKET)(fd), level, name, (char *)(val), len))
+#define connect(fd, sa, len) win_connect(fd, sa, len)
+#define poll(p, n, ms) win_poll(p, n, ms)
+#define read(fd, buf, len) win_io(fd, buf, len, 0)
+#define write(fd, buf, len) win_io(fd, (void *)(uintptr_t)(buf), len, 1)
+#define close(fd) win_io(fd, NULL, 0, 2)
+/* Files in binary mode; /dev/null is NUL. */
+#define open(path, flags) _open(strcmp(path, "/dev/null") ? path : "NUL", (flags) | _O_BINARY)
+#define fcntl win_fcntl
+
+/* A pipe as two loopback sockets, as select() takes only sockets: p[0] reads, p[1] writes.
+ * Another process may connect first: only the peer whose address is our end's is taken. */
+static int
+win_pipe(int p[2])
+{
+	struct sockaddr_in a = { .sin_family = AF_INET }, mine, peer;
+	socklen_t alen = sizeof(a), mlen = sizeof(mine), plen = sizeof(peer);
+	int l, one = 1;
+
+	a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	p[0] = p[1] = -1;
+	if ((l = socket(AF_INET, SOCK_STREAM, 0)) == -1)
+		return (-1);
+	if (setsockopt(l, SOL_SOCKET, SO_EXCLUSIVEADDRUSE, &one, sizeof(one)) == 0 &&
+	    bind(l, (struct sockaddr *)&a, sizeof(a)) == 0 && listen(l, 1) == 0 &&
+	    getsockname(l, (struct sockaddr *)&a, &alen) == 0 &&
+	    (p[1] = socket(AF_INET, SOCK_STREAM, 0)) != -1 &&
+	    connect(p[1], (struct sockaddr *)&a, sizeof(a)) == 0 &&
+	    getsockname(p[1], (struct sockaddr *)&mine, &mlen) == 0)
+		while ((p[0] = accept(l, (struct sockaddr *)&peer, &plen)) != -1 &&
+		    memcmp(&peer.sin_port, &mine.sin_port, 6) != 0)
+			close(p[0]), plen = sizeof(peer);
+	close(l);
+	if (p[0] != -1)
+		/* A wake-up is one byte: Nagle must not hold it back. */
+		return (setsockopt(p[1], IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one)), 0);
+	if (p[1] != -1)
+		close(p[1]);
+	return (-1);
+}
+#define pipe(p) win_pipe(p)
+#else
+static const char *const server_missing = NULL;
 #endif
 
 #if defined(SOCK_NONBLOCK) && defined(SOCK_CLOEXEC)
@@ -90,7 +349,8 @@ pipe_nb(int p[2])
 	return (pipe2(p, O_NONBLOCK | O_CLOEXEC));
 }
 #else
-/* Elsewhere (macOS) fcntl() says it after the fact: no thread here ever forks or execs. */
+/* Elsewhere (macOS; Windows by win_fcntl) fcntl() says it after the fact: no thread here
+ * ever forks or execs. */
 
 /* fd made non-blocking and close-on-exec; -1 (fd closed) if that fails. */
 static int
@@ -172,21 +432,8 @@ relay_pipe(int p[2])
 #else
 /* No splice(): relays copy through user-space buffers. */
 #define HAVE_SPLICE 0
-
-static ssize_t
-splice_nb(int from, int to, size_t len)
-{
-	(void)from, (void)to, (void)len;
-	errno = ENOSYS;
-	return (-1);
-}
-
-static int
-relay_pipe(int p[2])
-{
-	(void)p;
-	return (-1);
-}
+#define splice_nb(from, to, len) (errno = ENOSYS, (ssize_t)-1)
+#define relay_pipe(p) (-1)
 #endif
 
 /* Set an int socket option; -1 (errno) if refused. */
@@ -5261,6 +5508,8 @@ main(int argc, char **argv)
 		return (0);
 	}
 	cmd = find_command(argv[1]);
+	if (cmd == &server_cmd && server_missing != NULL)
+		errx(2, "%s", server_missing);
 	logs.target = cmd == &local_cmd ? "bore_cli::client" : "bore_cli::server";
 	/* Before any thread starts, as glibc requires. */
 	heap_setup();

@@ -589,6 +589,7 @@ t_cli_env_and_forms() {
 . tests/eco.sh
 . tests/pool.sh
 . tests/many.sh
+. tests/windows.sh
 SELECTED=("$@")
 
 # Every case, in order; those that drive ./bore run again under the sanitizer pass.
@@ -619,6 +620,7 @@ CASES+=(hardened_build make_test_target systemd_units json_logs status_live_byte
 CASES+=(startup_burst trust_boundary_size)
 CASES+=(pool_serves_visitors pool_tokens_refused pool_fallback)
 CASES+=(ports_per_secret ports_reload ports_bad_lists visitor_rate_per_source visitor_rate_tunnels visitor_rate_bounded visitor_rate_unit visitor_rate_usage client_quiet_at_error)
+CASES+=(windows_cli windows_ctrl_c windows_localhost windows_secret_file)
 # Not run again under the sanitizer passes: unit tests, cases that need a plain
 # build (an address-space limit, valgrind), and slow ones that add no new code path.
 ONCE_CASES=" hmac_vectors frame_parser liveness_options thread_failure valgrind_short_session "
