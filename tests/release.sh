@@ -1,0 +1,110 @@
+#!/usr/bin/env bash
+# Release binaries: dist/bore-VERSION-TARGET, static and stripped, and dist/SHA256SUMS;
+# reproducible from a commit: the same bytes from any clone, at any path or time.
+# Usage: tests/release.sh build | check
+#   build  (make release) dist/ for the targets in RELEASE_TARGETS, all of them by default
+#   check  (make release-check) two clones of HEAD at different paths, each built with
+#          `build`, compared byte for byte; x86_64-linux-musl also with libsodium built
+#          from scratch in a cache of its own per clone
+# The builds are tests/cross.sh's (static, build TARGET, windows), with its caches.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+ALL_TARGETS="x86_64-linux-musl aarch64-linux-musl armv7-linux-musleabihf x86_64-macos
+	aarch64-macos x86_64-windows"
+RELEASE_TARGETS=${RELEASE_TARGETS:-$ALL_TARGETS}
+CACHE=${XDG_CACHE_HOME:-$HOME/.cache}/bore-cross
+
+say() { printf 'release: %s\n' "$*" >&2; }
+
+# The version --version prints, from bore.h.
+version() { sed -n 's/^#define BORE_VERSION "\(.*\)"$/\1/p' bore.h; }
+
+# Build target $1 with tests/cross.sh and copy it to dist/ under its release name.
+build_target() {
+	local t=$1 out ext=
+	case $t in
+	x86_64-linux-musl) ./tests/cross.sh static; out=bore-static ;;
+	aarch64-linux-musl | x86_64-macos | aarch64-macos) ./tests/cross.sh build "$t"; out=bore-$t ;;
+	armv7-linux-musleabihf) ./tests/cross.sh build arm-linux-musleabihf; out=bore-arm-linux-musleabihf ;;
+	x86_64-windows) ./tests/cross.sh windows; out=bore.exe; ext=.exe ;;
+	*) say "unknown target $t (targets: $(echo $ALL_TARGETS))"; return 2 ;;
+	esac
+	install -m 755 "$out" "dist/bore-$(version)-$t$ext"
+}
+
+# dist/ for RELEASE_TARGETS; refuses a binary that holds a build path.
+build() {
+	local t f v
+	v=$(version)
+	[ -n "$v" ] || { say "no BORE_VERSION in bore.h"; exit 1; }
+	# Every timestamp a tool writes (PE headers, say) is the last commit's.
+	if [ -z "${SOURCE_DATE_EPOCH:-}" ]; then
+		SOURCE_DATE_EPOCH=$(git log -1 --format=%ct 2>/dev/null) ||
+			{ say "not a git checkout: set SOURCE_DATE_EPOCH"; exit 1; }
+	fi
+	export SOURCE_DATE_EPOCH TZ=UTC LC_ALL=C
+	[ -z "$(git status --porcelain --untracked-files=no 2>/dev/null)" ] ||
+		say "warning: uncommitted changes; these binaries are not the commit's"
+	rm -rf dist
+	mkdir dist
+	for t in $RELEASE_TARGETS; do
+		say "bore $v for $t"
+		build_target "$t"
+	done
+	for f in dist/bore-*; do
+		if strings -a "$f" | grep -q -F -e "$PWD" -e "$CACHE"; then
+			say "$f holds a build path: not reproducible"
+			exit 1
+		fi
+	done
+	(cd dist && sha256sum bore-* >SHA256SUMS && sha256sum --quiet -c SHA256SUMS)
+	for f in dist/bore-*; do
+		say "$(printf '%-40s %8s bytes  %s' "${f#dist/}" "$(stat -c %s "$f")" \
+			"$(file -b "$f" | cut -d, -f1-2)")"
+	done
+}
+
+# Two clones of HEAD at paths of different lengths, built minutes apart, give the same bytes.
+check() {
+	local tmp head c t musl
+	tmp=$(mktemp -d "${TMPDIR:-/tmp}/bore-release.XXXXXX")
+	# shellcheck disable=SC2064
+	trap "rm -rf '$tmp'" EXIT
+	head=$(git rev-parse HEAD)
+	[ -z "$(git status --porcelain --untracked-files=no)" ] ||
+		say "warning: uncommitted changes are not in the clones; checking $head"
+	musl=bore-$(version)-x86_64-linux-musl
+	for c in a/bore b/some/longer/path/bore; do
+		git clone -q --no-checkout "$PWD" "$tmp/$c"
+		git -C "$tmp/$c" checkout -q --detach "$head"
+		say "clone $tmp/$c: $musl with libsodium built from scratch in its own cache"
+		(cd "$tmp/$c" && XDG_CACHE_HOME=$tmp/cache-${c%%/*} RELEASE_TARGETS=x86_64-linux-musl \
+			./tests/release.sh build)
+		mv "$tmp/$c/dist/$musl" "$tmp/$c/$musl.own-cache"
+		say "clone $tmp/$c: $RELEASE_TARGETS with the shared cache"
+		(cd "$tmp/$c" && ./tests/release.sh build)
+		(cd "$tmp/$c/dist" && sha256sum --quiet -c SHA256SUMS) ||
+			{ say "SHA256SUMS fails sha256sum -c in $tmp/$c/dist"; exit 1; }
+	done
+	diff <(cd "$tmp/a/bore/dist" && ls -A) <(cd "$tmp/b/some/longer/path/bore/dist" && ls -A) ||
+		{ say "the two clones made different sets of files"; exit 1; }
+	for t in $(cd "$tmp/a/bore/dist" && ls -A); do
+		cmp "$tmp/a/bore/dist/$t" "$tmp/b/some/longer/path/bore/dist/$t" ||
+			{ say "$t differs between the two clones"; exit 1; }
+	done
+	for c in a/bore b/some/longer/path/bore; do
+		if [ -f "$tmp/a/bore/dist/$musl" ]; then
+			cmp "$tmp/$c/$musl.own-cache" "$tmp/a/bore/dist/$musl"
+		else
+			cmp "$tmp/$c/$musl.own-cache" "$tmp/a/bore/$musl.own-cache"
+		fi || { say "$musl with its own libsodium build differs"; exit 1; }
+	done
+	say "reproducible: $(cd "$tmp/a/bore/dist" && ls -A | wc -l) files identical in both clones"
+}
+
+case ${1:-} in
+build) build ;;
+check) check ;;
+*) sed -n '2,9p' "$0" >&2; exit 2 ;;
+esac
