@@ -10,8 +10,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-ALL_TARGETS="x86_64-linux-musl aarch64-linux-musl armv7-linux-musleabihf x86_64-macos
-	aarch64-macos x86_64-windows"
+ALL_TARGETS="x86_64-linux-musl aarch64-linux-musl armv7-linux-musleabihf x86_64-macos aarch64-macos x86_64-windows"
 RELEASE_TARGETS=${RELEASE_TARGETS:-$ALL_TARGETS}
 CACHE=${XDG_CACHE_HOME:-$HOME/.cache}/bore-cross
 
@@ -28,7 +27,6 @@ build_target() {
 	aarch64-linux-musl | x86_64-macos | aarch64-macos) ./tests/cross.sh build "$t"; out=bore-$t ;;
 	armv7-linux-musleabihf) ./tests/cross.sh build arm-linux-musleabihf; out=bore-arm-linux-musleabihf ;;
 	x86_64-windows) ./tests/cross.sh windows; out=bore.exe; ext=.exe ;;
-	*) say "unknown target $t (targets: $(echo $ALL_TARGETS))"; return 2 ;;
 	esac
 	install -m 755 "$out" "dist/bore-$(version)-$t$ext"
 }
@@ -44,6 +42,10 @@ build() {
 			{ say "not a git checkout: set SOURCE_DATE_EPOCH"; exit 1; }
 	fi
 	export SOURCE_DATE_EPOCH TZ=UTC LC_ALL=C
+	for t in $RELEASE_TARGETS; do
+		case " $ALL_TARGETS " in *" $t "*) ;;
+		*) say "unknown target $t (targets: $ALL_TARGETS)"; exit 2 ;; esac
+	done
 	[ -z "$(git status --porcelain --untracked-files=no 2>/dev/null)" ] ||
 		say "warning: uncommitted changes; these binaries are not the commit's"
 	rm -rf dist
@@ -67,7 +69,7 @@ build() {
 
 # Two clones of HEAD at paths of different lengths, built minutes apart, give the same bytes.
 check() {
-	local tmp head c t musl
+	local tmp head c musl
 	tmp=$(mktemp -d "${TMPDIR:-/tmp}/bore-release.XXXXXX")
 	# shellcheck disable=SC2064
 	trap "rm -rf '$tmp'" EXIT
@@ -75,32 +77,23 @@ check() {
 	[ -z "$(git status --porcelain --untracked-files=no)" ] ||
 		say "warning: uncommitted changes are not in the clones; checking $head"
 	musl=bore-$(version)-x86_64-linux-musl
-	for c in a/bore b/some/longer/path/bore; do
-		git clone -q --no-checkout "$PWD" "$tmp/$c"
-		git -C "$tmp/$c" checkout -q --detach "$head"
-		say "clone $tmp/$c: $musl with libsodium built from scratch in its own cache"
-		(cd "$tmp/$c" && XDG_CACHE_HOME=$tmp/cache-${c%%/*} RELEASE_TARGETS=x86_64-linux-musl \
-			./tests/release.sh build)
-		mv "$tmp/$c/dist/$musl" "$tmp/$c/$musl.own-cache"
-		say "clone $tmp/$c: $RELEASE_TARGETS with the shared cache"
-		(cd "$tmp/$c" && ./tests/release.sh build)
-		(cd "$tmp/$c/dist" && sha256sum --quiet -c SHA256SUMS) ||
-			{ say "SHA256SUMS fails sha256sum -c in $tmp/$c/dist"; exit 1; }
+	for c in "$tmp/a/bore" "$tmp/b/a/longer/path/bore"; do
+		git clone -q --no-checkout "$PWD" "$c"
+		git -C "$c" checkout -q --detach "$head"
+		say "$c: $musl, its libsodium built from scratch in a cache of its own"
+		(cd "$c" && XDG_CACHE_HOME=$c.cache RELEASE_TARGETS=x86_64-linux-musl ./tests/release.sh build)
+		mv "$c/dist/$musl" "$c.$musl"
+		say "$c: $RELEASE_TARGETS, with the shared cache"
+		(cd "$c" && ./tests/release.sh build)
+		(cd "$c/dist" && sha256sum --quiet -c SHA256SUMS) ||
+			{ say "SHA256SUMS fails sha256sum -c in $c/dist"; exit 1; }
 	done
-	diff <(cd "$tmp/a/bore/dist" && ls -A) <(cd "$tmp/b/some/longer/path/bore/dist" && ls -A) ||
-		{ say "the two clones made different sets of files"; exit 1; }
-	for t in $(cd "$tmp/a/bore/dist" && ls -A); do
-		cmp "$tmp/a/bore/dist/$t" "$tmp/b/some/longer/path/bore/dist/$t" ||
-			{ say "$t differs between the two clones"; exit 1; }
-	done
-	for c in a/bore b/some/longer/path/bore; do
-		if [ -f "$tmp/a/bore/dist/$musl" ]; then
-			cmp "$tmp/$c/$musl.own-cache" "$tmp/a/bore/dist/$musl"
-		else
-			cmp "$tmp/$c/$musl.own-cache" "$tmp/a/bore/$musl.own-cache"
-		fi || { say "$musl with its own libsodium build differs"; exit 1; }
-	done
-	say "reproducible: $(cd "$tmp/a/bore/dist" && ls -A | wc -l) files identical in both clones"
+	diff -r "$tmp/a/bore/dist" "$c/dist" || { say "the two clones' dist/ differ"; exit 1; }
+	cmp "$tmp/a/bore.$musl" "$c.$musl" ||
+		{ say "$musl differs between the two libsodium builds from scratch"; exit 1; }
+	[ ! -f "$c/dist/$musl" ] || cmp "$c.$musl" "$c/dist/$musl" ||
+		{ say "$musl differs between the libsodium of its own cache and the shared one"; exit 1; }
+	say "reproducible: the $(wc -l <"$c/dist/SHA256SUMS") binaries and SHA256SUMS are the same in both clones"
 }
 
 case ${1:-} in
