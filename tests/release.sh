@@ -55,7 +55,8 @@ build() {
 		build_target "$t"
 	done
 	for f in dist/bore-*; do
-		if strings -a "$f" | grep -q -F -e "$PWD" -e "$CACHE"; then
+		# Not grep -q: its early exit would fail strings with SIGPIPE, and so the pipeline.
+		if strings -a "$f" | grep -F -e "$PWD" -e "$CACHE" >/dev/null; then
 			say "$f holds a build path: not reproducible"
 			exit 1
 		fi
