@@ -94,7 +94,7 @@ check() {
 		{ say "$musl differs between the two libsodium builds from scratch"; exit 1; }
 	[ ! -f "$c/dist/$musl" ] || cmp "$c.$musl" "$c/dist/$musl" ||
 		{ say "$musl differs between the libsodium of its own cache and the shared one"; exit 1; }
-	say "reproducible: the $(wc -l <"$c/dist/SHA256SUMS") binaries and SHA256SUMS are the same in both clones"
+	say "reproducible: dist/ ($(wc -l <"$c/dist/SHA256SUMS") binaries, SHA256SUMS) the same in both clones"
 }
 
 case ${1:-} in
