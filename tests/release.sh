@@ -12,7 +12,8 @@ cd "$(dirname "$0")/.."
 
 ALL_TARGETS="x86_64-linux-musl aarch64-linux-musl armv7-linux-musleabihf x86_64-macos aarch64-macos x86_64-windows"
 RELEASE_TARGETS=${RELEASE_TARGETS:-$ALL_TARGETS}
-CACHE=${XDG_CACHE_HOME:-$HOME/.cache}/bore-cross
+# tests/cross.sh keeps its sources and builds here, zig its own cache.
+CACHES=${XDG_CACHE_HOME:-$HOME/.cache}
 
 say() { printf 'release: %s\n' "$*" >&2; }
 
@@ -36,7 +37,7 @@ build() {
 	local t f v
 	v=$(version)
 	[ -n "$v" ] || { say "no BORE_VERSION in bore.h"; exit 1; }
-	# Every timestamp a tool writes (PE headers, say) is the last commit's.
+	# Any time a tool writes (gcc's __DATE__, ld's PE header) is the last commit's.
 	if [ -z "${SOURCE_DATE_EPOCH:-}" ]; then
 		SOURCE_DATE_EPOCH=$(git log -1 --format=%ct 2>/dev/null) ||
 			{ say "not a git checkout: set SOURCE_DATE_EPOCH"; exit 1; }
@@ -56,7 +57,7 @@ build() {
 	done
 	for f in dist/bore-*; do
 		# Not grep -q: its early exit would fail strings with SIGPIPE, and so the pipeline.
-		if strings -a "$f" | grep -F -e "$PWD" -e "$CACHE" >/dev/null; then
+		if strings -a "$f" | grep -F -e "$PWD" -e "$CACHES" >/dev/null; then
 			say "$f holds a build path: not reproducible"
 			exit 1
 		fi
@@ -68,7 +69,7 @@ build() {
 	done
 }
 
-# Two clones of HEAD at paths of different lengths, built minutes apart, give the same bytes.
+# Two clones of HEAD at paths of different lengths, built one after the other, give the same bytes.
 check() {
 	local tmp head c musl
 	tmp=$(mktemp -d "${TMPDIR:-/tmp}/bore-release.XXXXXX")
