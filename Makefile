@@ -90,6 +90,19 @@ windows:
 portable-check: all tests/unit tests/tcpkit
 	./tests/cross.sh deps
 	./tests/cross.sh check
+	./tests/release.sh check
+
+# Release binaries in dist/ for every platform, with SHA256SUMS, reproducible (README.md,
+# "Release binaries"); RELEASE_TARGETS="x86_64-linux-musl ..." makes some. Installs its tools.
+.PHONY: release release-check
+release:
+	./tests/cross.sh deps
+	./tests/release.sh build
+
+# Two clones of HEAD built at different paths must give the same dist/, byte for byte.
+release-check:
+	./tests/cross.sh deps
+	./tests/release.sh check
 
 # demo and check first install what is missing (tests/deps.sh); the scripts they run
 # build with a fresh make, which finds libsodium once it is there.
@@ -137,4 +150,4 @@ uninstall:
 
 clean:
 	rm -rf bore bore-asan bore-tsan $(TEST_TOOLS) tests/fuzz tests/corpus-work bore-static \
-	    bore-*-linux-* bore-*-macos bore.exe tests/wrap-*
+	    bore-*-linux-* bore-*-macos bore.exe tests/wrap-* dist

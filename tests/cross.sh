@@ -92,18 +92,29 @@ apt_scratch() {
 		-o "Dir::State::Lists=$a/lists" -o "Dir::Cache=$a/cache")
 }
 
-# libsodium's Debian source package, unpacked and its configure made once: sets SODIUM_SRC.
+# libsodium's Debian source package (Debian 12's), pinned by version and sha256, unpacked
+# and its configure made once: sets SODIUM_SRC. A release is only as reproducible as this.
+SODIUM_VERSION=1.0.18-1+deb12u1
+SODIUM_SHA256="d59323c6b712a1519a5daf710b68f5e7fde57040845ffec53850911f10a5d4f4  libsodium_1.0.18.orig.tar.gz
+f410474e46346b06b162defa05b1be26906aeed6cf309e3d4ebe30b4d1350733  libsodium_1.0.18-1+deb12u1.debian.tar.xz"
 sodium_source() {
-	mkdir -p "$CACHE/src"
-	SODIUM_SRC=$(find "$CACHE/src" -maxdepth 1 -type d -name 'libsodium-*' | head -n 1)
-	[ -n "$SODIUM_SRC" ] && [ -x "$SODIUM_SRC/configure" ] && return 0
-	if [ -z "$SODIUM_SRC" ]; then
-		say "fetching libsodium's Debian source package into $CACHE/src"
+	local src=$CACHE/src/$SODIUM_VERSION
+	SODIUM_SRC=$src/libsodium-${SODIUM_VERSION%%-*}
+	if [ ! -f "$src/libsodium_$SODIUM_VERSION.dsc" ]; then
+		say "fetching libsodium $SODIUM_VERSION's Debian source package into $src"
+		rm -rf "$src"
+		mkdir -p "$src"
 		apt_scratch
 		apt-get -qq "${APT_OPTS[@]}" update
-		(cd "$CACHE/src" && apt-get -qq "${APT_OPTS[@]}" source libsodium)
-		SODIUM_SRC=$(find "$CACHE/src" -maxdepth 1 -type d -name 'libsodium-*' | head -n 1)
+		(cd "$src" && apt-get -qq "${APT_OPTS[@]}" --download-only source "libsodium=$SODIUM_VERSION") ||
+			{ say "libsodium $SODIUM_VERSION (pinned) is not in this machine's apt sources"; return 1; }
 	fi
+	(cd "$src" && sha256sum --quiet -c - <<<"$SODIUM_SHA256" >/dev/null 2>&1) ||
+		{ say "libsodium source in $src does not match its pinned sha256: refusing to build"; return 1; }
+	[ -x "$SODIUM_SRC/configure" ] && return 0
+	rm -rf "$SODIUM_SRC"
+	(cd "$src" && dpkg-source -x "libsodium_$SODIUM_VERSION.dsc" >dpkg-source.log 2>&1) ||
+		{ say "unpacking libsodium failed: see $src/dpkg-source.log"; return 1; }
 	# The source is a git tag: make its configure script (autogen.sh would fetch config.sub).
 	(cd "$SODIUM_SRC" && autoreconf -if >autoreconf.log 2>&1) ||
 		{ say "autoreconf failed: see $SODIUM_SRC/autoreconf.log"; return 1; }
@@ -112,7 +123,7 @@ sodium_source() {
 # libsodium built with compiler $2 for host triple $3 under key $1: sets SODIUM.
 sodium_build() {
 	local key=$1 cc=$2 host=$3
-	SODIUM=$CACHE/sodium/$key
+	SODIUM=$CACHE/sodium/$SODIUM_VERSION/$key
 	[ -f "$SODIUM/lib/libsodium.a" ] && return 0
 	sodium_source
 	say "building libsodium for $key (cached in $SODIUM)"
@@ -121,6 +132,7 @@ sodium_build() {
 	(cd "$CACHE/build/$key" &&
 		"$SODIUM_SRC/configure" -q --host="$host" --disable-shared --enable-static \
 			--disable-dependency-tracking --disable-pie --prefix="$SODIUM" CC="$cc" \
+			CPPFLAGS="-ffile-prefix-map=$SODIUM_SRC=libsodium -ffile-prefix-map=$CACHE/build/$key=." \
 			>configure.log 2>&1 &&
 		make -s -j"$JOBS" install >make.log 2>&1) ||
 		{ say "libsodium build for $key failed: see $CACHE/build/$key"; return 1; }
@@ -128,7 +140,7 @@ sodium_build() {
 	case $host in *-apple-darwin)
 		(cd "$CACHE/build/$key" && rm -rf objs && mkdir objs && cd objs &&
 			ar x "$SODIUM/lib/libsodium.a" && rm "$SODIUM/lib/libsodium.a" &&
-			"$ZIG" ar --format=darwin rcs "$SODIUM/lib/libsodium.a" ./*.o) ;;
+			"$ZIG" ar --format=darwin rcsD "$SODIUM/lib/libsodium.a" ./*.o) ;;
 	esac
 }
 
@@ -144,8 +156,9 @@ host_of() {
 }
 
 # Build bore with compiler $1 (a command line) against libsodium in $2, into $3; extra flags follow.
+# The build path is mapped out of the binary, so that a release is the same from any clone.
 build_bore() {
-	local cc=$1 sodium=$2 out=$3
+	local cc="$1 -ffile-prefix-map=$PWD=." sodium=$2 out=$3
 	shift 3
 	# shellcheck disable=SC2086
 	$cc -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -O2 -pthread -I"$sodium/include" \
@@ -183,7 +196,7 @@ build() {
 	local t=$1 flags=()
 	zig_fetch
 	sodium_build "$t-zig" "$(zig_cc "$t")" "$(host_of "$t")"
-	case $t in *-linux-*) flags=(-static -s) ;; esac
+	case $t in *-linux-*) flags=(-static -s) ;; *) flags=(-s) ;; esac
 	build_bore "$(zig_cc "$t")" "$SODIUM" "bore-$t" "${flags[@]}"
 	say "bore-$t: $(file -b "bore-$t" | cut -d, -f1-2)"
 }
