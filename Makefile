@@ -34,7 +34,7 @@ FUZZ_CC ?= clang
 FUZZ_SECONDS ?= 60
 
 .PHONY: all check test install install-strip install-systemd uninstall clean bench demo asan tsan \
-	fuzz sodium static portable-check interop
+	fuzz sodium static windows portable-check interop
 
 all: bore
 
@@ -79,11 +79,30 @@ fuzz: tests/fuzz
 static:
 	./tests/cross.sh static
 
+# bore.exe: `bore local` for x86_64 Windows 10+, mingw-w64 with winpthreads and libsodium
+# (built from Debian's source package, cached as for static) linked in; installs mingw-w64.
+windows:
+	./tests/cross.sh windows
+
 # Warning-free builds for Linux (glibc, musl; x86_64, aarch64, armv7) and macOS, and the
-# end-to-end cases against the static and ARM binaries (under qemu); installs its tools.
+# end-to-end cases against the static and ARM binaries (under qemu) and bore.exe (under
+# wine); installs its tools.
 portable-check: all tests/unit tests/tcpkit
 	./tests/cross.sh deps
 	./tests/cross.sh check
+	./tests/release.sh check
+
+# Release binaries in dist/ for every platform, with SHA256SUMS, reproducible (README.md,
+# "Release binaries"); RELEASE_TARGETS="x86_64-linux-musl ..." makes some. Installs its tools.
+.PHONY: release release-check
+release:
+	./tests/cross.sh deps
+	./tests/release.sh build
+
+# Two clones of HEAD built at different paths must give the same dist/, byte for byte.
+release-check:
+	./tests/cross.sh deps
+	./tests/release.sh check
 
 # demo and check first install what is missing (tests/deps.sh); the scripts they run
 # build with a fresh make, which finds libsodium once it is there.
@@ -131,4 +150,4 @@ uninstall:
 
 clean:
 	rm -rf bore bore-asan bore-tsan $(TEST_TOOLS) tests/fuzz tests/corpus-work bore-static \
-	    bore-*-linux-* bore-*-macos tests/wrap-*
+	    bore-*-linux-* bore-*-macos bore.exe tests/wrap-* dist

@@ -13,15 +13,38 @@
 #define _GNU_SOURCE
 #endif
 
+/* ==================================================================== */
+/* Platform: Linux fast paths, and what stands in for them elsewhere    */
+/* ==================================================================== */
+
+/*
+ * bore builds on any POSIX system with poll() and threads, and `bore local`
+ * on Windows.  The calls only some systems have are wrapped here, each with
+ * a fallback that keeps what a user sees: the logic below never asks which
+ * system it runs on.
+ */
+
+#ifdef _WIN32
+/* Windows 10 and later; mingw's own printf, which knows %zu; gmtime_r. */
+#define _WIN32_WINNT 0x0A00
+#define __USE_MINGW_ANSI_STDIO 1
+#define _POSIX_THREAD_SAFE_FUNCTIONS 200112L
+#include <winsock2.h>
+#include <ws2tcpip.h>
+#else
 #include <arpa/inet.h>
 #include <err.h>
-#include <errno.h>
-#include <fcntl.h>
-#include <limits.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
+#include <sys/mman.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#endif
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
 #include <pthread.h>
 #include <sched.h>
 #include <signal.h>
@@ -31,9 +54,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <sys/mman.h>
-#include <sys/resource.h>
-#include <sys/socket.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -41,16 +61,6 @@
 #include <sodium.h>
 
 #include "bore.h"
-
-/* ==================================================================== */
-/* Platform: Linux fast paths, and what stands in for them elsewhere    */
-/* ==================================================================== */
-
-/*
- * bore builds on any POSIX system with poll() and threads.  The calls only
- * some systems have are wrapped here, each with a fallback that keeps what a
- * user sees: the logic below never asks which system it runs on.
- */
 
 #ifdef __GLIBC__
 #include <malloc.h>
@@ -64,6 +74,255 @@
 /* Worker stacks are plain anonymous memory where the kernel has no stack flag. */
 #ifndef MAP_STACK
 #define MAP_STACK 0
+#endif
+
+#ifdef _WIN32
+/* Windows, for `bore local` (main refuses `bore server`): Winsock, its errors made errno;
+ * select() for poll(); loopback socket pairs for pipes; console events for signals. */
+static const char *const server_missing =
+    "'bore server' is not available on Windows: run it on Linux, macOS or a BSD";
+typedef ULONG nfds_t;
+typedef USHORT in_port_t;
+#define SHUT_WR SD_SEND
+#define SHUT_RDWR SD_BOTH
+#define MSG_DONTWAIT 0
+#define O_CLOEXEC 0
+#define O_NONBLOCK 0
+#define O_NOCTTY 0
+#define F_GETFL 3
+#define F_SETFL 4
+#define F_SETFD 2
+#define FD_CLOEXEC 1
+#define SIGHUP 1
+#define SIGUSR1 10
+#define SA_RESTART 0
+/* Windows 10 1709's keepalive options; TCP_MAXRT, seconds of retransmission, by macOS's name. */
+#define TCP_KEEPIDLE 3
+#define TCP_KEEPCNT 16
+#define TCP_KEEPINTVL 17
+#define TCP_RXT_CONNDROPTIME 5
+
+/* Winsock's errors as errno values, and glibc's text for them (NULL: the C runtime's) and for
+ * the codes themselves, as SO_ERROR gives them. */
+#define WSA_E(e, text) { WSA##e, e, text }
+static const struct {
+	int wsa, err;
+	const char *text;
+} wsa_errors[] = {
+	WSA_E(ECONNREFUSED, "Connection refused"), WSA_E(ETIMEDOUT, "Connection timed out"),
+	WSA_E(ECONNRESET, "Connection reset by peer"), WSA_E(ENOBUFS, "No buffer space available"),
+	WSA_E(ECONNABORTED, "Software caused connection abort"),
+	WSA_E(ENETUNREACH, "Network is unreachable"), WSA_E(EHOSTUNREACH, "No route to host"),
+	WSA_E(EADDRINUSE, "Address already in use"),
+	WSA_E(EADDRNOTAVAIL, "Cannot assign requested address"),
+	WSA_E(EAFNOSUPPORT, "Address family not supported by protocol"),
+	WSA_E(EWOULDBLOCK, NULL), WSA_E(EINTR, NULL), WSA_E(EMFILE, NULL), WSA_E(EACCES, NULL),
+	WSA_E(EINVAL, NULL), { WSAESHUTDOWN, EPIPE, NULL },
+	{ 0, ECANCELED, "Operation canceled" }, { 0, EIO, "Input/output error" },
+};
+#define WSA_ERRORS (sizeof(wsa_errors) / sizeof(wsa_errors[0]))
+
+/* What a Winsock call returned; at -1 (SOCKET_ERROR, INVALID_SOCKET) errno from its error. */
+static int
+wsa_rc(long long rc)
+{
+	size_t i;
+
+	for (i = 0; rc == -1 && i < WSA_ERRORS && wsa_errors[i].wsa != WSAGetLastError(); i++)
+		;
+	if (rc == -1)
+		errno = i < WSA_ERRORS ? wsa_errors[i].err : EIO;
+	return ((int)rc);
+}
+
+static const char *
+win_strerror(int e)
+{
+	size_t i;
+
+	for (i = 0; i < WSA_ERRORS && ((wsa_errors[i].err != e && wsa_errors[i].wsa != e) ||
+	    wsa_errors[i].text == NULL); i++)
+		;
+	return (i < WSA_ERRORS ? wsa_errors[i].text : strerror(e));
+}
+#define strerror(e) win_strerror(e)
+
+/* err(3), errx(3) and dprintf(3), which mingw lacks. */
+#define errx(status, ...) (fprintf(stderr, "bore: " __VA_ARGS__), fputc('\n', stderr), exit(status))
+#define err(status, ...) (fprintf(stderr, "bore: " __VA_ARGS__), \
+	fprintf(stderr, ": %s\n", strerror(errno)), exit(status))
+#define dprintf(fd, ...) (fprintf((fd) == 1 ? stdout : stderr, __VA_ARGS__), fflush(NULL))
+
+/* Before main: start Winsock; stdout and stderr with no \n made \r\n. */
+static void __attribute__((constructor))
+win_start(void)
+{
+	WSADATA wsa;
+
+	if (_setmode(1, _O_BINARY), _setmode(2, _O_BINARY), WSAStartup(MAKEWORD(2, 2), &wsa) != 0)
+		errx(1, "could not start Winsock");
+}
+
+/* F_SETFL makes a socket non-blocking; nothing else of fcntl() is needed. */
+static int
+win_fcntl(int fd, int cmd, ...)
+{
+	u_long on = 1;
+
+	return (cmd == F_SETFL ? wsa_rc(ioctlsocket((SOCKET)fd, FIONBIO, &on)) : 0);
+}
+
+/* connect(); to loopback with SIO_TCP_INITIAL_RTO, no SYN retransmissions, as libuv does: Windows
+ * retries a refused loopback SYN for 2 s, which ::1 for localhost would cost every visitor. */
+static int
+win_connect(int fd, const struct sockaddr *sa, socklen_t len)
+{
+	struct { USHORT rtt; UCHAR max_syn; } rto = { (UCHAR)-2, (UCHAR)-2 };
+	const struct sockaddr_in *sin = (const struct sockaddr_in *)(uintptr_t)sa;
+	DWORD n;
+
+	if (sa->sa_family == AF_INET6 ? IN6_IS_ADDR_LOOPBACK(&((const struct sockaddr_in6 *)
+	    (uintptr_t)sa)->sin6_addr) : ntohl(sin->sin_addr.s_addr) >> 24 == 127)
+		(void)WSAIoctl((SOCKET)fd, _WSAIOW(IOC_VENDOR, 17), &rto, sizeof(rto), NULL, 0, &n,
+		    NULL, NULL);
+	if (connect((SOCKET)fd, sa, len) == 0)
+		return (0);
+	return (WSAGetLastError() == WSAEWOULDBLOCK ? (errno = EINPROGRESS, -1) : wsa_rc(-1));
+}
+
+/* poll() by select(): WSAPoll's POLLHUP at a FIN would spin a half-closed relay or look reset. */
+static int
+win_poll(struct pollfd *p, nfds_t n, int ms)
+{
+	struct timeval tv = { ms / 1000, ms % 1000 * 1000 };
+	fd_set in = { 0 }, out = { 0 }, ex = { 0 };
+	nfds_t i;
+	int ready = 0;
+
+	for (i = 0; i < n; i++) {
+		if (p[i].fd != INVALID_SOCKET && (p[i].events & POLLIN))
+			FD_SET(p[i].fd, &in);
+		if (p[i].fd != INVALID_SOCKET && (p[i].events & POLLOUT)) {
+			FD_SET(p[i].fd, &out);
+			FD_SET(p[i].fd, &ex);
+		}
+	}
+	if (in.fd_count + out.fd_count == 0)
+		Sleep(ms < 0 ? INFINITE : (DWORD)ms);
+	else if (select(0, &in, &out, &ex, ms < 0 ? NULL : &tv) == SOCKET_ERROR)
+		return (wsa_rc(-1));
+	for (i = 0; i < n; i++) {
+		p[i].revents = (FD_ISSET(p[i].fd, &in) ? POLLIN : 0) |
+		    (FD_ISSET(p[i].fd, &out) ? POLLOUT : 0) |
+		    (FD_ISSET(p[i].fd, &ex) ? POLLERR : 0);
+		ready += p[i].revents != 0;
+	}
+	return (ready);
+}
+
+/* read (op 0), write (1) or close (2) a socket, else a C runtime fd: sockets are kernel
+ * handles, multiples of 4, and bore's C runtime fds are stdio and one file at a time, at 3. */
+static int
+win_io(int fd, void *buf, size_t len, int op)
+{
+	int n = op == 2 ? closesocket((SOCKET)fd) : op ? send((SOCKET)fd, buf, (int)len, 0) :
+	    recv((SOCKET)fd, buf, (int)len, 0);
+
+	if (n != SOCKET_ERROR || WSAGetLastError() != WSAENOTSOCK)
+		return (wsa_rc(n));
+	return (op == 2 ? _close(fd) : op ? _write(fd, buf, (unsigned)len) :
+	    _read(fd, buf, (unsigned)len));
+}
+
+/* Ctrl+C is SIGINT, Ctrl+Break SIGUSR1 (status lines), a closed console SIGTERM; Windows
+ * ends the process once this returns from a close, so it waits for main's exit after the drain. */
+static void (*console_handler)(int);
+static BOOL WINAPI
+on_console(DWORD event)
+{
+	console_handler(event == CTRL_C_EVENT ? SIGINT : event == CTRL_BREAK_EVENT ? SIGUSR1 :
+	    SIGTERM);
+	if (event != CTRL_C_EVENT && event != CTRL_BREAK_EVENT)
+		Sleep(INFINITE);
+	return (TRUE);
+}
+
+/* bore gives every signal one handler; NULL, FALSE: take Ctrl+C though a parent ignored it. */
+struct sigaction { void (*sa_handler)(int); int sa_flags, sa_mask; };
+#define sigaction(sig, sa, old) (console_handler = (sa)->sa_handler, \
+	SetConsoleCtrlHandler(NULL, FALSE), SetConsoleCtrlHandler(on_console, TRUE) ? 0 : -1)
+#define sigemptyset(set) (*(set) = 0)
+/* No SIGPIPE: a send to a peer that left fails with an error. */
+#define signal(sig, fn) SIG_DFL
+
+/* winpthreads takes a stack's size but not its memory: spawn()'s is reserved address only. */
+#define mmap(addr, len, prot, flags, fd, off) VirtualAlloc(NULL, len, MEM_RESERVE, PAGE_NOACCESS)
+#define MAP_FAILED NULL
+#define mprotect(addr, len, prot) 0
+#define munmap(addr, len) VirtualFree(addr, 0, MEM_RELEASE)
+#define pthread_attr_setstack(attr, stack, size) pthread_attr_setstacksize(attr, size)
+#define getpagesize() 4096
+
+/* No fd limit for sockets: bore counts against a fixed one. */
+struct rlimit { unsigned long long rlim_cur, rlim_max; };
+#define getrlimit(res, rl) ((rl)->rlim_cur = (rl)->rlim_max = 8192, 0)
+#define setrlimit(res, rl) 0
+
+#define socket(family, type, proto) wsa_rc((long long)socket(family, type, proto))
+#define accept(fd, sa, len) wsa_rc((long long)accept((SOCKET)(fd), sa, len))
+#define send(fd, buf, len, flags) wsa_rc(send((SOCKET)(fd), (const char *)(buf), (int)(len), flags))
+#define recv(fd, buf, len, flags) wsa_rc(recv((SOCKET)(fd), (char *)(buf), (int)(len), flags))
+#define bind(fd, sa, len) wsa_rc(bind((SOCKET)(fd), sa, len))
+#define listen(fd, n) wsa_rc(listen((SOCKET)(fd), n))
+#define shutdown(fd, how) wsa_rc(shutdown((SOCKET)(fd), how))
+#define getpeername(fd, sa, len) wsa_rc(getpeername((SOCKET)(fd), sa, len))
+#define getsockname(fd, sa, len) wsa_rc(getsockname((SOCKET)(fd), sa, len))
+#define setsockopt(fd, level, name, val, len) \
+	wsa_rc(setsockopt((SOCKET)(fd), level, name, (const char *)(val), len))
+#define getsockopt(fd, level, name, val, len) \
+	wsa_rc(getsockopt((SOCKET)(fd), level, name, (char *)(val), len))
+#define connect(fd, sa, len) win_connect(fd, sa, len)
+#define poll(p, n, ms) win_poll(p, n, ms)
+#define read(fd, buf, len) win_io(fd, buf, len, 0)
+#define write(fd, buf, len) win_io(fd, (void *)(uintptr_t)(buf), len, 1)
+#define close(fd) win_io(fd, NULL, 0, 2)
+/* Files in binary mode; /dev/null is NUL. */
+#define open(path, flags) _open(strcmp(path, "/dev/null") ? path : "NUL", (flags) | _O_BINARY)
+#define fcntl win_fcntl
+
+/* A pipe as two loopback sockets, as select() takes only sockets: p[0] reads, p[1] writes.
+ * Another process may connect first: only the peer whose address is our end's is taken. */
+static int
+win_pipe(int p[2])
+{
+	struct sockaddr_in a = { .sin_family = AF_INET }, mine, peer;
+	socklen_t alen = sizeof(a), mlen = sizeof(mine), plen = sizeof(peer);
+	int l, one = 1;
+
+	a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	p[0] = p[1] = -1;
+	if ((l = socket(AF_INET, SOCK_STREAM, 0)) == -1)
+		return (-1);
+	if (setsockopt(l, SOL_SOCKET, SO_EXCLUSIVEADDRUSE, &one, sizeof(one)) == 0 &&
+	    bind(l, (struct sockaddr *)&a, sizeof(a)) == 0 && listen(l, 1) == 0 &&
+	    getsockname(l, (struct sockaddr *)&a, &alen) == 0 &&
+	    (p[1] = socket(AF_INET, SOCK_STREAM, 0)) != -1 &&
+	    connect(p[1], (struct sockaddr *)&a, sizeof(a)) == 0 &&
+	    getsockname(p[1], (struct sockaddr *)&mine, &mlen) == 0)
+		while ((p[0] = accept(l, (struct sockaddr *)&peer, &plen)) != -1 &&
+		    memcmp(&peer.sin_port, &mine.sin_port, 6) != 0)
+			close(p[0]), plen = sizeof(peer);
+	close(l);
+	if (p[0] != -1)
+		/* A wake-up is one byte: Nagle must not hold it back. */
+		return (setsockopt(p[1], IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one)), 0);
+	if (p[1] != -1)
+		close(p[1]);
+	return (-1);
+}
+#define pipe(p) win_pipe(p)
+#else
+static const char *const server_missing = NULL;
 #endif
 
 #if defined(SOCK_NONBLOCK) && defined(SOCK_CLOEXEC)
@@ -90,7 +349,8 @@ pipe_nb(int p[2])
 	return (pipe2(p, O_NONBLOCK | O_CLOEXEC));
 }
 #else
-/* Elsewhere (macOS) fcntl() says it after the fact: no thread here ever forks or execs. */
+/* Elsewhere (macOS; Windows by win_fcntl) fcntl() says it after the fact: no thread here
+ * ever forks or execs. */
 
 /* fd made non-blocking and close-on-exec; -1 (fd closed) if that fails. */
 static int
@@ -172,21 +432,8 @@ relay_pipe(int p[2])
 #else
 /* No splice(): relays copy through user-space buffers. */
 #define HAVE_SPLICE 0
-
-static ssize_t
-splice_nb(int from, int to, size_t len)
-{
-	(void)from, (void)to, (void)len;
-	errno = ENOSYS;
-	return (-1);
-}
-
-static int
-relay_pipe(int p[2])
-{
-	(void)p;
-	return (-1);
-}
+#define splice_nb(from, to, len) (errno = ENOSYS, (ssize_t)-1)
+#define relay_pipe(p) (-1)
 #endif
 
 /* Set an int socket option; -1 (errno) if refused. */
@@ -330,8 +577,8 @@ struct log_limit {
 /* Lines a peer can cause, each limited by logs.peer_lines[its kind]: server's, then client's. */
 enum peer_line {
 	PL_ALLOW_CONTROL, PL_STARTUPS, PL_HANDSHAKE, PL_FIRST, PL_UNEXPECTED, PL_MISSING,
-	PL_SESSIONS, PL_NO_PORT, PL_ALLOW, PL_MAX_CONNS, PL_ACCEPT, PL_METRICS, PL_VISITOR_IGNORED,
-	PL_VISITOR, PL_KINDS
+	PL_SESSIONS, PL_NO_PORT, PL_ALLOW, PL_MAX_CONNS, PL_VISITOR_RATE, PL_ACCEPT, PL_METRICS,
+	PL_VISITOR_IGNORED, PL_VISITOR, PL_KINDS
 };
 
 /* How lines are written, set before threads start; and the rate limits, under limits_lock. */
@@ -1932,11 +2179,15 @@ bore_auth_verify(const uint8_t key[BORE_KEY_LEN], const uint8_t challenge[BORE_U
 	return (ok);
 }
 
-/* A set of server keys, one per accepted secret. */
+/* A set of server keys, one per accepted secret, and the ports each may open. */
 struct keyset {
-	int n;
+	int n, nranges;
+	int (*range)[3];   /* after the keys: KEY, LO, HI; LO 0 for a line without ports= */
 	uint8_t key[][BORE_KEY_LEN];
 };
+
+/* Bytes of n keys and nr ranges, one block. */
+#define KEYSET_SIZE(n, nr) ((size_t)(n) * BORE_KEY_LEN + (size_t)(nr) * sizeof(int[3]))
 
 /* The keys new handshakes use, replaced whole on SIGHUP; read only under lock or copied. */
 static struct {
@@ -1944,14 +2195,20 @@ static struct {
 	struct keyset *current;
 } keys = { PTHREAD_MUTEX_INITIALIZER, NULL };
 
-/* An empty key set for n keys; NULL if out of memory. */
-static struct keyset *
-keyset_new(int n)
-{
-	struct keyset *ks = calloc(1, sizeof(*ks) + (size_t)n * BORE_KEY_LEN);
+/* What a server without a secret lets a client (key -1) open: any port in its range. */
+static int any_range[1][3] = { { -1, 0, 65535 } };
+static const struct keyset any_port = { .nranges = 1, .range = any_range };
 
-	if (ks != NULL)
-		ks->n = n;
+/* An empty key set for n keys and nranges port ranges; NULL if out of memory. */
+static struct keyset *
+keyset_new(int n, int nranges)
+{
+	struct keyset *ks = calloc(1, sizeof(*ks) + KEYSET_SIZE(n, nranges));
+
+	if (ks != NULL) {
+		*ks = (struct keyset){ .n = n, .nranges = nranges };
+		ks->range = (int (*)[3])(void *)(ks->key + n);
+	}
 	return (ks);
 }
 
@@ -1961,7 +2218,7 @@ keyset_free(struct keyset *ks)
 {
 	if (ks == NULL)
 		return;
-	sodium_memzero(ks->key, (size_t)ks->n * BORE_KEY_LEN);
+	sodium_memzero(ks->key, KEYSET_SIZE(ks->n, ks->nranges));
 	free(ks);
 }
 
@@ -1972,8 +2229,9 @@ keyset_copy(void)
 	struct keyset *ks = NULL;
 
 	pthread_mutex_lock(&keys.lock);
-	if (keys.current != NULL && (ks = keyset_new(keys.current->n)) != NULL)
-		memcpy(ks->key, keys.current->key, (size_t)ks->n * BORE_KEY_LEN);
+	if (keys.current != NULL &&
+	    (ks = keyset_new(keys.current->n, keys.current->nranges)) != NULL)
+		memcpy(ks->key, keys.current->key, KEYSET_SIZE(ks->n, ks->nranges));
 	pthread_mutex_unlock(&keys.lock);
 	return (ks);
 }
@@ -2030,21 +2288,60 @@ split_secret_lines(char *buf, size_t len)
 }
 
 /*
+ * Fill ks from the secret lines of buf (len bytes, split), a key and its ranges each: for
+ * ports=LIST SECRET, LIST's (PORT or LO-HI, comma-separated) and the rest after the space, as
+ * written; any other line has all ports (LO 0).  0, or the number of a line with a bad LIST.
+ */
+static int
+secret_keys(char *buf, size_t len, struct keyset *ks)
+{
+	char *line, *e;
+	long lo, hi;
+	int no = 1, i = 0, nr = 0;
+
+	for (line = buf; line < buf + len; line += strlen(line) + 1, no++) {
+		if (blank(line))
+			continue;
+		e = strncmp(line, "ports=", 6) == 0 ? line + 5 : NULL;
+		memcpy(ks->range[nr], (int[3]){ i, 0, 65535 }, sizeof(ks->range[nr]));
+		nr += e == NULL;
+		/* e is at the = or , before each item; strtol is given digits, no sign or space. */
+		if (e != NULL)
+			do {
+				lo = hi = e[1] >= '0' && e[1] <= '9' ? strtol(e + 1, &e, 10) : 0;
+				if (lo > 0 && *e == '-')
+					hi = e[1] >= '0' && e[1] <= '9' ? strtol(e + 1, &e, 10) : 0;
+				if (lo < 1 || hi > 65535 || lo > hi)
+					return (no);
+				memcpy(ks->range[nr++], (int[3]){ i, (int)lo, (int)hi },
+				    sizeof(ks->range[0]));
+			} while (*e == ',');
+		if (e != NULL && (*e != ' ' || e[1] == '\0'))
+			return (no);
+		bore_auth_key(e != NULL ? e + 1 : line, ks->key[i++]);
+	}
+	/* The ranges allowed for and not taken stay zeros: none to copy or wipe. */
+	ks->nranges = nr;
+	return (0);
+}
+
+/*
  * The keys of the secrets in path, one per line that is not blank (its CRs
- * at the end stripped, nothing else), the first line's first; NULL, logged
- * at level with a note of what follows (exit, or keeping the keys before),
- * if it cannot be read, is not a regular file, holds a NUL byte or no secret.
+ * at the end stripped, nothing else), the first line's first, and the ports
+ * of ports= lines; NULL, logged at level with a note of what follows (exit,
+ * or keeping the keys before), if it cannot be read, is not a regular file,
+ * holds a NUL byte, a bad ports= list or no secret.
  */
 static struct keyset *
 read_secret_file(const char *path, int level, const char *then)
 {
-	char buf[SECRET_FILE_MAX + 1], *line;
+	char buf[SECRET_FILE_MAX + 1], bad[96];
 	struct keyset *ks = NULL;
 	const char *why = NULL;
 	struct stat st;
 	ssize_t n = 0;
 	size_t len = 0;
-	int fd, saved, count, reg;
+	int fd, saved, count, reg, no;
 
 	/* Non-blocking: opening a FIFO for reading would wait for a writer. */
 	if ((fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY)) == -1)
@@ -2069,16 +2366,17 @@ read_secret_file(const char *path, int level, const char *then)
 		why = " holds binary data: a NUL or control byte";
 	else if (count == 0)
 		why = " is empty";
-	else if ((ks = keyset_new(count)) == NULL)
+	/* A range past a line's first takes two bytes, a digit and a comma. */
+	else if ((ks = keyset_new(count, count + (int)len / 2)) == NULL)
 		why = ": out of memory";
+	else if ((no = secret_keys(buf, len, ks)) != 0)
+		why = (snprintf(bad, sizeof(bad), ", line %d: bad ports= list (want ports=PORT,"
+		    "LO-HI,... SECRET; ports 1-65535)", no), bad);
 	if (why != NULL) {
 		log_msg(level, "secret file %s%s%s", path, why, then);
-		goto out;
+		keyset_free(ks);
+		ks = NULL;
 	}
-	count = 0;
-	for (line = buf; line < buf + len; line += strlen(line) + 1)
-		if (!blank(line))
-			bore_auth_key(line, ks->key[count++]);
 out:
 	sodium_memzero(buf, sizeof(buf));
 	return (ks);
@@ -2089,23 +2387,11 @@ err:
 	goto out;
 }
 
-/* True if key, which a tunnel proved, has left the current set (SIGHUP took it out). */
-static int
-key_revoked(const uint8_t key[BORE_KEY_LEN])
-{
-	int i, found = 0;
-
-	pthread_mutex_lock(&keys.lock);
-	for (i = 0; keys.current != NULL && i < keys.current->n; i++)
-		found |= sodium_memcmp(keys.current->key[i], key, BORE_KEY_LEN) == 0;
-	pthread_mutex_unlock(&keys.lock);
-	return (!found);
-}
-
 /*
  * Server side: challenge the peer and check its answer against every key
  * of ks (all of them, so the time taken says nothing of which matched);
- * the index of the key it proved, or on failure tell it why and return -1.
+ * the index of the first key it proved (a secret on two lines has the first's
+ * ports), or on failure tell it why and return -1.
  */
 static int
 server_handshake(struct conn *c, const struct keyset *ks)
@@ -2123,7 +2409,7 @@ server_handshake(struct conn *c, const struct keyset *ks)
 	/* Like bore, say why before closing: even a timeout or a bad frame gets an Error. */
 	if ((r = read_first(c, &m)) == 1 && m.type == BORE_MSG_AUTHENTICATE) {
 		for (i = 0; i < ks->n; i++)
-			if (bore_auth_verify(ks->key[i], challenge, m.text, m.text_len))
+			if (bore_auth_verify(ks->key[i], challenge, m.text, m.text_len) && ok == -1)
 				ok = i;
 		if (ok != -1)
 			return (ok);
@@ -2159,8 +2445,9 @@ server_handshake(struct conn *c, const struct keyset *ks)
  *   read_first, read_frame, first_error, frame_error, bore_parse_msg, utf8_valid,
  *   msg_type_named, json_ws, json_lit, json_string, json_unicode, json_put, hex_value,
  *   hex_digit, json_port, bore_uuid_parse: BORE_MAX_FRAME, 3 s
- *   run_tunnel, bind_public, try_bind, set_port, listen_on, set_opt, tcp_socket, bind_error,
- *   tunnel_new, tunnel_list, set_liveness, conn_free: --max-sessions ports while up
+ *   run_tunnel, bind_public, key_ports, try_bind, set_port, listen_on, set_opt, tcp_socket,
+ *   bind_error, tunnel_new, tunnel_list, set_liveness, conn_free: --max-sessions ports while up
+ *   visitor_rate_allows: a keyed hash, 4 slots of a fixed 16384 looked at under one lock
  *   serve_tunnel, park_visitor, fds_room, tunnel_add_conn, pending_add, pending_expire,
  *   pending_unlink, tunnel_close, tunnel_put, forward_visitor, pending_take,
  *   tunnel_track: --max-conns and a share of the fds, parked 10 s
@@ -2717,15 +3004,48 @@ bind_error(int err)
 #define REBIND_TRIES 10
 #define REBIND_WAIT_MS 50
 
-/* The public listener for a client that asked for *port (0: any in range), set to it; -1. */
+/* Key k's ports in the server's range, in its ranges' order: the nth (nth >= 0), else 1 if
+ * port is one of them (port > 0), else how many there are. */
 static int
-bind_public(uint16_t *port)
+key_ports(const struct keyset *ks, int k, int nth, uint16_t port)
 {
-	uint32_t span = (uint32_t)srv.max_port - srv.min_port + 1;
+	int i, lo, hi, seen = 0;
+
+	for (i = 0; i < ks->nranges; i++) {
+		lo = ks->range[i][1] > srv.min_port ? ks->range[i][1] : srv.min_port;
+		hi = ks->range[i][2] < srv.max_port ? ks->range[i][2] : srv.max_port;
+		if (ks->range[i][0] != k || lo > hi)
+			continue;
+		if (port > 0 ? port >= lo && port <= hi : nth >= seen && nth <= seen + hi - lo)
+			return (port > 0 ? 1 : lo + nth - seen);
+		seen += hi - lo + 1;
+	}
+	return (port > 0 ? 0 : seen);
+}
+
+/* Why a tunnel on port that proved key must close after SIGHUP; NULL if it may stay. */
+static const char *
+key_revoked(const uint8_t key[BORE_KEY_LEN], uint16_t port)
+{
+	int i, k = -1, ok;
+
+	pthread_mutex_lock(&keys.lock);
+	for (i = 0; keys.current != NULL && i < keys.current->n && k == -1; i++)
+		k = sodium_memcmp(keys.current->key[i], key, BORE_KEY_LEN) == 0 ? i : -1;
+	ok = k != -1 && key_ports(keys.current, k, -1, port);
+	pthread_mutex_unlock(&keys.lock);
+	return (k == -1 ? "secret revoked" : ok ? NULL : "port no longer allowed for its secret");
+}
+
+/* The listener for key k of ks's client, which asked for *port (0: any it may), set to it; -1. */
+static int
+bind_public(uint16_t *port, const struct keyset *ks, int k)
+{
+	int span = key_ports(ks, k, -1, 0), r = (int)randombytes_uniform((uint32_t)span);
 	int fd, i;
 
 	if (*port != 0) {
-		if (*port < srv.min_port || *port > srv.max_port) {
+		if (!key_ports(ks, k, -1, *port)) {
 			errno = ERANGE;
 			return (-1);
 		}
@@ -2735,13 +3055,73 @@ bind_public(uint16_t *port)
 			(void)poll(NULL, 0, REBIND_WAIT_MS);
 		return (fd);
 	}
-	for (i = 0; i < BORE_PORT_TRIES; i++) {
-		*port = (uint16_t)(srv.min_port + randombytes_uniform(span));
+	/* A few ports are tried each, from a random one on; many at random, as bore tries them. */
+	for (i = 0; i < BORE_PORT_TRIES && i < span; i++) {
+		*port = (uint16_t)key_ports(ks, k, span <= BORE_PORT_TRIES ? (r + i) % span :
+		    (int)randombytes_uniform((uint32_t)span), 0);
 		if ((fd = try_bind(*port)) != -1)
 			return (fd);
 	}
 	errno = EAGAIN;
 	return (-1);
+}
+
+/* The source of an address, as startups and --visitor-rate compare them: IPv4 address, IPv6 /64. */
+static void
+source_of(const struct sockaddr *sa, uint8_t src[16])
+{
+	const uint8_t *a;
+	in_port_t *port;
+	size_t len = sockaddr_ip(sa, &a, &port);
+
+	memset(src, 0, 16);
+	if (len == 4) {
+		src[10] = src[11] = 0xff;
+		memcpy(src + 12, a, 4);
+	} else if (len == 16) {
+		memcpy(src, a, 8);
+	}
+}
+
+/* Sources --visitor-rate keeps, in sets of VISITOR_WAYS that a keyed hash picks: a fixed table. */
+#define VISITOR_SOURCES 16384
+#define VISITOR_WAYS 4
+
+/* --visitor-rate N: a token bucket per source as one time (GCRA), which a visitor moves a
+ * minute / N on from itself or now, if later, to at most a minute past now: a burst of N. */
+static struct {
+	pthread_mutex_t lock;  /* guards slot; the rest is set before threads start */
+	int per_minute;        /* N (0: no limit) */
+	struct visitor_slot { uint8_t src[16]; int64_t due; } *slot;  /* VISITOR_SOURCES */
+	unsigned char key[crypto_shorthash_KEYBYTES];
+} visitor_rate = { .lock = PTHREAD_MUTEX_INITIALIZER };
+
+/* True if a visitor from sa at now (us) is within --visitor-rate, and counted if so. */
+static int
+visitor_rate_allows(const struct sockaddr *sa, int64_t now)
+{
+	struct visitor_slot *set, *e, *s;
+	uint8_t src[16];
+	uint64_t h;
+	int64_t due, step = 60000000 / visitor_rate.per_minute;
+	int ok;
+
+	source_of(sa, src);
+	crypto_shorthash((unsigned char *)&h, src, sizeof(src), visitor_rate.key);
+	set = &visitor_rate.slot[h % (VISITOR_SOURCES / VISITOR_WAYS) * VISITOR_WAYS];
+	pthread_mutex_lock(&visitor_rate.lock);
+	for (e = s = set; e < set + VISITOR_WAYS && memcmp(e->src, src, sizeof(src)) != 0; e++)
+		s = e->due < s->due ? e : s;
+	/* A new source, its bucket full, takes its set's slot nearest full: one idle a minute
+	 * is full, nothing lost; one kept busy (an attacker's) goes last. */
+	due = e < set + VISITOR_WAYS && e->due > now ? e->due : now;
+	e = e < set + VISITOR_WAYS ? e : s;
+	if ((ok = due + step - now <= step * visitor_rate.per_minute)) {
+		memcpy(e->src, src, sizeof(src));
+		e->due = due + step;
+	}
+	pthread_mutex_unlock(&visitor_rate.lock);
+	return (ok);
 }
 
 static int pool_hand(struct tunnel *t, const uint8_t id[BORE_UUID_LEN]);
@@ -2761,7 +3141,7 @@ park_visitor(struct conn *c, struct tunnel *t, int lfd, int64_t *paused_until)
 	struct sockaddr_storage ss;
 	uint8_t id[BORE_UUID_LEN];
 	char addr[64], where[16];
-	int vfd, share, room = fds_room(2, fds.reserve);
+	int vfd, rated, share, room = fds_room(2, fds.reserve);
 
 	/* A tunnel's share of the fds visitors may use (this one is counted): two a visitor. */
 	share = (fds.limit - fds.reserve) / 2 / atomic_load(&server.tunnels);
@@ -2776,9 +3156,13 @@ park_visitor(struct conn *c, struct tunnel *t, int lfd, int64_t *paused_until)
 	snprintf(where, sizeof(where), "port %u: ", t->port);
 	if ((vfd = accept_peer(lfd, 0, where, &ss, addr, paused_until)) == -1)
 		return (0);
-	if (tunnel_add_conn(t) == -1) {
-		PEER_WARN(PL_MAX_CONNS, "port %u: refused %s: too many connections (limit %d)",
-		    t->port, addr, srv.max_conns);
+	/* Refused by --visitor-rate before it counts against --max-conns. */
+	if ((rated = visitor_rate.per_minute && !visitor_rate_allows((struct sockaddr *)&ss,
+	    now_us())) ||
+	    tunnel_add_conn(t) == -1) {
+		PEER_WARN(rated ? PL_VISITOR_RATE : PL_MAX_CONNS, "port %u: refused %s: too many "
+		    "connections%s (limit %d%s)", t->port, addr, rated ? " from its source" : "",
+		    rated ? visitor_rate.per_minute : srv.max_conns, rated ? " a minute" : "");
 		close_fd(vfd);
 		return (0);
 	}
@@ -2804,6 +3188,7 @@ serve_tunnel(struct conn *c, struct tunnel *t, int lfd, const uint8_t *key)
 	enum { POLL_CONTROL, POLL_PUBLIC, POLL_POOL };
 	struct pollfd pfd[POLL_POOL + POOL_MAX];
 	int64_t next_beat, paused_until = 0;
+	const char *why;
 	char scratch[256];
 	ssize_t n;
 	int i, wait, beat;
@@ -2813,8 +3198,8 @@ serve_tunnel(struct conn *c, struct tunnel *t, int lfd, const uint8_t *key)
 			return (send_error(c->fd, "server shutting down"));
 		if ((beat = now_ms() >= next_beat)) {
 			/* No zombie: its data connections could no longer authenticate. */
-			if (key != NULL && key_revoked(key))
-				return (send_error(c->fd, "secret revoked"));
+			if (key != NULL && (why = key_revoked(key, t->port)) != NULL)
+				return (send_error(c->fd, why));
 			if (send_msg(c->fd, BORE_MSG_HEARTBEAT, 0, NULL) == -1)
 				return (strerror(errno));
 			next_beat = now_ms() + BORE_HEARTBEAT_MS;
@@ -2852,9 +3237,9 @@ serve_tunnel(struct conn *c, struct tunnel *t, int lfd, const uint8_t *key)
 	}
 }
 
-/* Open a tunnel for a client that asked for port `want`, serve it, and clean up after it. */
+/* Open a tunnel for a client of key k of ks that asked for port `want`, serve it, clean up. */
 static void
-run_tunnel(struct conn *c, uint16_t want, const uint8_t *key, int pool)
+run_tunnel(struct conn *c, uint16_t want, const struct keyset *ks, int k, int pool)
 {
 	const char *why;
 	struct tunnel *t;
@@ -2866,7 +3251,7 @@ run_tunnel(struct conn *c, uint16_t want, const uint8_t *key, int pool)
 		    send_error(c->fd, "too many tunnels"), srv.max_sessions);
 		goto err0;
 	}
-	if ((lfd = bind_public(&port)) == -1) {
+	if ((lfd = bind_public(&port, ks, k)) == -1) {
 		why = send_error(c->fd, bind_error(errno));
 		if (want == 0)
 			PEER_WARN(PL_NO_PORT, "%s: could not open a port: %s", c->peer, why);
@@ -2887,7 +3272,7 @@ run_tunnel(struct conn *c, uint16_t want, const uint8_t *key, int pool)
 	if (send_msg(c->fd, BORE_MSG_HELLO, t->port, NULL) == -1)
 		goto err2;
 	log_msg(LOG_INFO, "new client %s, tunnel open on port %u", c->peer, t->port);
-	why = serve_tunnel(c, t, lfd, key);
+	why = serve_tunnel(c, t, lfd, k != -1 ? ks->key[k] : NULL);
 	log_msg(LOG_INFO, "tunnel on port %u closed (%s)", t->port, why);
 
 err2:
@@ -3093,23 +3478,6 @@ static struct {
 /* A startup younger than this is dropped only for a newcomer from a lighter source. */
 #define STARTUP_GRACE_MS 250
 
-/* The source of an address, as startups compares them. */
-static void
-source_of(const struct sockaddr *sa, uint8_t src[16])
-{
-	const uint8_t *a;
-	in_port_t *port;
-	size_t len = sockaddr_ip(sa, &a, &port);
-
-	memset(src, 0, 16);
-	if (len == 4) {
-		src[10] = src[11] = 0xff;
-		memcpy(src + 12, a, 4);
-	} else if (len == 16) {
-		memcpy(src, a, 8);
-	}
-}
-
 /* True if a whole frame waits in fd: its thread has yet to run, but it is not idle. */
 static int
 frame_waiting(int fd)
@@ -3246,7 +3614,7 @@ startup_done(struct conn *c)
 static const char *const refusal_reasons[PL_KINDS] = {
 	[PL_ALLOW_CONTROL] = "allow-control", [PL_STARTUPS] = "startups", [PL_HANDSHAKE] = "auth",
 	[PL_SESSIONS] = "max-sessions", [PL_NO_PORT] = "port", [PL_ALLOW] = "allow",
-	[PL_MAX_CONNS] = "max-conns",
+	[PL_MAX_CONNS] = "max-conns", [PL_VISITOR_RATE] = "visitor-rate",
 };
 
 /* A metric's HELP and TYPE lines, then its name, where its first sample goes on. */
@@ -3348,13 +3716,10 @@ serve_control(void *arg)
 	struct conn *c = arg;
 	struct bore_msg m;
 	struct keyset *ks = srv.has_secret ? keyset_copy() : NULL;
-	uint8_t key[BORE_KEY_LEN];  /* the key c proved, for its tunnel to check at reloads */
 	int r = -1, k = -1, places = 0;
 
-	/* A copy of its own: a reload meanwhile frees the set it was taken from. */
+	/* A copy of its own, kept while its tunnel is up: a reload frees the set it came from. */
 	if (!srv.has_secret || (ks != NULL && (k = server_handshake(c, ks)) != -1)) {
-		if (k != -1)
-			memcpy(key, ks->key[k], sizeof(key));
 		/* Known now: not to be dropped for an anonymous peer (a client's spare, say). */
 		if (srv.has_secret)
 			startup_done(c);
@@ -3368,10 +3733,9 @@ serve_control(void *arg)
 		else if (r == 0)
 			log_msg(LOG_DEBUG, "%s: closed before its first message", c->peer);
 	}
-	keyset_free(ks);
 	startup_done(c);
 	if (r == 1 && m.type == BORE_MSG_HELLO)
-		run_tunnel(c, m.port, k != -1 ? key : NULL, places);
+		run_tunnel(c, m.port, k != -1 ? ks : &any_port, k, places);
 	else if (r == 1 && m.type == BORE_MSG_ACCEPT)
 		forward_visitor(c, m.uuid);
 	else if (r == 1 && m.type == BORE_MSG_JOIN && pool_join(c, m.uuid) == 0)
@@ -3380,7 +3744,7 @@ serve_control(void *arg)
 		PEER_WARN(PL_UNEXPECTED, "%s: unexpected authenticate", c->peer);
 	else if (r == 1)
 		PEER_WARN(PL_UNEXPECTED, "%s: unexpected %s message", c->peer, msg_names[m.type]);
-	sodium_memzero(key, sizeof(key));
+	keyset_free(ks);
 	conn_free(c);
 	return (NULL);
 }
@@ -4251,7 +4615,7 @@ run_session(struct local_tunnel *lt, uint16_t *port, int *opened)
 	*port = got;
 	*opened = 1;
 	log_msg(LOG_INFO, "connected to server");
-	log_msg(LOG_ALWAYS, "listening at %s", host_port(cli.to, got, where, sizeof(where)));
+	log_msg(LOG_INFO, "listening at %s", host_port(cli.to, got, where, sizeof(where)));
 	/* For scripts: the public address and the local one it serves, one line on stdout. */
 	host_port(cli.local_host, lt->local_port, local, sizeof(local));
 	dprintf(1, "%s %s\n", where, local);
@@ -4451,7 +4815,7 @@ static const struct optdef local_opts[L_COUNT] = {
 enum {
 	S_MIN_PORT, S_MAX_PORT, S_SECRET, S_SECRET_FILE, S_BIND_ADDR, S_BIND_TUNNELS,
 	S_CONTROL_PORT, S_MAX_SESSIONS, S_MAX_CONNS, S_MAX_STARTUPS, S_ALLOW, S_ALLOW_CONTROL,
-	S_GRACE, S_PROXY_PROTOCOL, S_METRICS, S_COUNT
+	S_GRACE, S_PROXY_PROTOCOL, S_METRICS, S_VISITOR_RATE, S_COUNT
 };
 static const struct optdef server_opts[S_COUNT] = {
 	[S_MIN_PORT] = { "min-port", 0, "BORE_MIN_PORT", OPT_VALUE },
@@ -4469,6 +4833,7 @@ static const struct optdef server_opts[S_COUNT] = {
 	[S_GRACE] = { "grace", 0, "BORE_GRACE", OPT_VALUE },
 	[S_PROXY_PROTOCOL] = { "proxy-protocol", 0, NULL, OPT_VALUE },
 	[S_METRICS] = { "metrics", 0, NULL, OPT_VALUE },
+	[S_VISITOR_RATE] = { "visitor-rate", 0, "BORE_VISITOR_RATE", OPT_VALUE },
 };
 
 /* The server's default limits: tunnels, visitors per tunnel, unauthenticated connections. */
@@ -4564,7 +4929,7 @@ static const struct command server_cmd = {
 	"                               [default: 65535]\n"
 	"  -s, --secret <SECRET>        Optional secret for authentication [env: BORE_SECRET]\n"
 	"      --secret-file <PATH>     Read the secrets from a file, one per line; SIGHUP\n"
-	"                               re-reads it\n"
+	"                               re-reads it; ports=LIST SECRET: those ports only\n"
 	"      --bind-addr <BIND_ADDR>  IP address to bind to, clients must reach this\n"
 	"                               [default: 0.0.0.0]\n"
 	"      --bind-tunnels <IP>      IP address where tunnels will listen on\n"
@@ -4588,6 +4953,8 @@ static const struct command server_cmd = {
 	"                               PROXY protocol header [possible values: v1, v2]\n"
 	"      --metrics <IP:PORT>      Serve Prometheus metrics at http://IP:PORT/metrics\n"
 	"                               ([IPv6]:PORT); never on a public address\n"
+	"      --visitor-rate <N>       New visitors a minute per source (IPv4 address, IPv6\n"
+	"                               /64), up to 1000000 [env: BORE_VISITOR_RATE]\n"
 	"      --json                   Output logs in machine-readable JSON format\n"
 	"  -h, --help                   Print help\n",
 };
@@ -4788,8 +5155,9 @@ load_secret(const struct command *cmd, char *arg, char *file)
 	/* An empty secret is almost always an unset shell variable, not a choice. */
 	if (arg != NULL && arg[0] == '\0')
 		usage_error(cmd, "invalid value '' for '--secret': a secret cannot be empty");
-	if ((ks = keyset_new(1)) == NULL)
+	if ((ks = keyset_new(1, 1)) == NULL)
 		errx(1, "out of memory");
+	memcpy(ks->range[0], (int[3]){ 0, 0, 65535 }, sizeof(ks->range[0]));
 	if (arg != NULL) {
 		bore_auth_key(arg, ks->key[0]);
 		memset(arg, 'x', strlen(arg));
@@ -4962,6 +5330,8 @@ main_local(int argc, char **argv)
 		npos = 1;
 	/* A client answers with one secret: its file's first. */
 	if ((ks = load_secret(&local_cmd, vals[L_SECRET], vals[L_SECRET_FILE])) != NULL) {
+		if (ks->range[0][1] != 0)
+			errx(1, "secret file %s: ports= lines are a server's", vals[L_SECRET_FILE]);
 		cli.has_secret = 1;
 		memcpy(cli.key, ks->key[0], sizeof(cli.key));
 		keyset_free(ks);
@@ -5079,6 +5449,12 @@ main_server(int argc, char **argv)
 	if (startups.place == NULL)
 		errx(1, "out of memory");
 	srv.grace_ms = 1000 * count_option(&server_cmd, vals[S_GRACE], "--grace", 0, COUNT_MAX, 5);
+	visitor_rate.per_minute = count_option(&server_cmd, vals[S_VISITOR_RATE], "--visitor-rate",
+	    1, COUNT_MAX, 0);
+	randombytes_buf(visitor_rate.key, sizeof(visitor_rate.key));
+	if (visitor_rate.per_minute > 0 &&
+	    (visitor_rate.slot = calloc(VISITOR_SOURCES, sizeof(*visitor_rate.slot))) == NULL)
+		errx(1, "out of memory");
 	srv.nallow = cidr_option(&server_cmd, vals[S_ALLOW], "--allow", srv.allow);
 	srv.nallow_control = cidr_option(&server_cmd, vals[S_ALLOW_CONTROL], "--allow-control",
 	    srv.allow_control);
@@ -5281,6 +5657,8 @@ main(int argc, char **argv)
 		return (0);
 	}
 	cmd = find_command(argv[1]);
+	if (cmd == &server_cmd && server_missing != NULL)
+		errx(2, "%s", server_missing);
 	logs.target = cmd == &local_cmd ? "bore_cli::client" : "bore_cli::server";
 	/* Before any thread starts, as glibc requires. */
 	heap_setup();

@@ -589,6 +589,8 @@ t_cli_env_and_forms() {
 . tests/eco.sh
 . tests/pool.sh
 . tests/metrics.sh
+. tests/many.sh
+. tests/windows.sh
 SELECTED=("$@")
 
 # Every case, in order; those that drive ./bore run again under the sanitizer pass.
@@ -619,6 +621,8 @@ CASES+=(hardened_build make_test_target systemd_units json_logs status_live_byte
 CASES+=(startup_burst trust_boundary_size)
 CASES+=(pool_serves_visitors pool_tokens_refused pool_fallback)
 CASES+=(metrics_values metrics_under_load metrics_prometheus metrics_bad_requests metrics_many_scrapes metrics_usage metrics_few_fds)
+CASES+=(ports_per_secret ports_reload ports_bad_lists visitor_rate_per_source visitor_rate_tunnels visitor_rate_bounded visitor_rate_unit visitor_rate_usage client_quiet_at_error)
+CASES+=(windows_cli windows_ctrl_c windows_localhost windows_secret_file)
 # Not run again under the sanitizer passes: unit tests, cases that need a plain
 # build (an address-space limit, valgrind), and slow ones that add no new code path.
 ONCE_CASES=" hmac_vectors frame_parser liveness_options thread_failure valgrind_short_session "
@@ -628,6 +632,8 @@ ONCE_CASES+="proxy_header_bytes unclaimed_visitor "
 ONCE_CASES+="proxy_usage "
 ONCE_CASES+="metrics_prometheus metrics_usage "
 ONCE_CASES+="startup_counts trust_boundary_size "
+# Unit and usage checks; and a server's RSS, which a sanitizer's own heap would blur.
+ONCE_CASES+="visitor_rate_unit visitor_rate_usage ports_bad_lists visitor_rate_bounded "
 ONCE_CASES+="hardened_build make_test_target systemd_units readme_newcomer code_shape "
 # Slow ones whose paths the plain pass and the TSan pass already take.
 ONCE_CASES+="slow_and_silent log_flood_counted visitors_kept_in_churn proxy_server_restart "
@@ -647,6 +653,7 @@ TSAN_CASES+=(log_flood_counted many_address_flood secret_revoked_closes visitors
 TSAN_CASES+=(status_live_bytes local_drain startup_burst)
 TSAN_CASES+=(pool_serves_visitors pool_tokens_refused)
 TSAN_CASES+=(metrics_values metrics_under_load)
+TSAN_CASES+=(visitor_rate_tunnels visitor_rate_per_source ports_reload)
 
 for name in "${CASES[@]}"; do
 	run "$name"

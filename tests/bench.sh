@@ -221,8 +221,9 @@ start_client() {
 	start "$name" "$BORE" local "$port" --local-host 127.0.0.1 --to 127.0.0.1 "$@"
 	CLI=$LAST
 	WATCH=$CLI
-	if await 5 grep -q "listening at" "$WORK/$name.log"; then
-		PUB=$(sed -n 's/.*listening at 127\.0\.0\.1:\([0-9]*\).*/\1/p' "$WORK/$name.log" | head -n 1)
+	# BORE_LOG=warn hides the "listening at" line: the address line on stdout says it.
+	if await 5 grep -q "^127\.0\.0\.1:[0-9]* " "$WORK/$name.log"; then
+		PUB=$(sed -n 's/^127\.0\.0\.1:\([0-9]*\) .*/\1/p' "$WORK/$name.log" | head -n 1)
 		if [ -n "$PUB" ] && alive "$CLI"; then
 			BORE_PROCS+=("$name=$CLI")
 			return 0

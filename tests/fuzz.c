@@ -382,7 +382,7 @@ LLVMFuzzerInitialize(int *argc, char ***argv)
 	}
 	bore_auth_key(FUZZ_SECRET, fuzz_key);
 	memcpy(cli.key, fuzz_key, sizeof(cli.key));
-	if ((fuzz_keys = keyset_new(2)) == NULL)
+	if ((fuzz_keys = keyset_new(2, 0)) == NULL)
 		abort();
 	bore_auth_key("not the fuzz secret", fuzz_keys->key[0]);
 	memcpy(fuzz_keys->key[1], fuzz_key, BORE_KEY_LEN);

@@ -1628,19 +1628,21 @@ static int mode_firstbyte(char **argv)
     return 0;
 }
 
-/* manyaddr HOST PORT ADDRS HOLDMS SECONDS: from ADDRS source addresses (127.1.X.Y; all from
-   TCPKIT_FROM if set), one connection each, closed after HOLDMS and opened again, for SECONDS;
-   prints "ok COUNT". */
+/* manyaddr HOST PORT ADDRS HOLDMS SECONDS: from ADDRS source addresses (127.1.X.Y, from the
+   TCPKIT_ADDR_FIRST'th on; all from TCPKIT_FROM if set), one connection each, closed after
+   HOLDMS and opened again, for SECONDS; prints "ok COUNT". */
 static int mode_manyaddr(char **argv)
 {
     unsigned n = (unsigned)parse_num(argv[2], 1, 60000, "ADDRS");
     long hold = parse_num(argv[3], 1, 60000, "HOLDMS");
     double end = now() + (double)parse_num(argv[4], 1, 3600, "SECONDS");
+    const char *first_env = getenv("TCPKIT_ADDR_FIRST");
+    unsigned first = first_env ? (unsigned)parse_num(first_env, 0, 60000, "TCPKIT_ADDR_FIRST") : 0;
     int *fd = calloc(n, sizeof(*fd));
     double *since = calloc(n, sizeof(*since));
     unsigned long count = 0;
-    if (fd == NULL || since == NULL || g_addr.ss_family != AF_INET)
-        die("manyaddr: IPv4 only, and memory");
+    if (fd == NULL || since == NULL || g_addr.ss_family != AF_INET || first + n > 62500)
+        die("manyaddr: IPv4 only, 62500 addresses at most, and memory");
     for (unsigned i = 0; i < n; i++)
         fd[i] = -1;
     while (now() < end) {
@@ -1650,7 +1652,7 @@ static int mode_manyaddr(char **argv)
             if (fd[i] != -1)
                 close(fd[i]);
             struct sockaddr_in from = { .sin_family = AF_INET };
-            from.sin_addr.s_addr = htonl(0x7f010000u | ((i / 250) << 8) | (i % 250 + 1));
+            from.sin_addr.s_addr = htonl(0x7f010000u | (((first + i) / 250) << 8) | ((first + i) % 250 + 1));
             fd[i] = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
             if (fd[i] < 0)
                 die("socket: %s", strerror(errno));

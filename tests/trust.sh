@@ -150,8 +150,9 @@ t_startup_burst() {
 # function an anonymous peer reaches: each is defined in bore.c, every function
 # of bore.c that one of them calls is listed too (but for the paths named in
 # NOT_REACHED), and their bodies (after the opening { to the } at column 0) sum
-# to at most 1,510 lines: 1,397 before visitor pools, whose places, tokens and handoff
-# (reached by every visitor, and by a Join) take the rest.
+# to at most 1,549 lines: 1,397 before visitor pools, whose places, tokens and handoff
+# (reached by every visitor, and by a Join) take 113; --visitor-rate's bucket (every
+# visitor) and ports= lookups (a Hello without a secret) the rest.
 t_trust_boundary_size() {
 	local names sum
 	# Signal paths of run_server, the client's --dump, and a key check run only with a secret.
@@ -173,5 +174,5 @@ t_trust_boundary_size() {
 				print p[1] " calls " p[2] ", not listed"; exit 1 } }
 			print sum }' bore.c) || { why "$sum"; return 1; }
 	why "trust boundary: $(wc -w <<<"$names") functions, $sum lines of function bodies"
-	[ "$sum" -le 1631 ] || { why "more than 1,631 lines"; return 1; }
+	[ "$sum" -le 1665 ] || { why "more than 1,665 lines"; return 1; }
 }

@@ -3,7 +3,8 @@
  * codec, and the frame reader.  bore.c is included whole (its main renamed)
  * so that static helpers such as read_frame can be driven directly.
  *
- * Usage: tests/unit [hmac|uuid|parse|format|frames|cli|liveness|proxy|startups|startupbench] ...
+ * Usage: tests/unit [hmac|uuid|parse|format|frames|cli|liveness|proxy|startups|visitorrate|ports|
+ *        startupbench] ...
  *        (default: all but startupbench)
  * Prints one line per check and ends with "N passed, N failed".
  */
@@ -721,6 +722,149 @@ startups_fill(struct conn *conns, int n)
 }
 
 /* The cost of one accept past the limit at 2,500 startups, one per source (for make bench). */
+/* ---- --visitor-rate: the bucket arithmetic and the table, on an injected clock --------- */
+
+/* An IPv4 source a.b.c.d, or (v6) an IPv6 one with its /64 from hi and the rest from lo. */
+static struct sockaddr_storage
+rate_src(int v6, uint32_t hi, uint32_t lo)
+{
+	struct sockaddr_storage ss = { 0 };
+	struct sockaddr_in *sin = (struct sockaddr_in *)&ss;
+	struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)&ss;
+
+	if (!v6) {
+		sin->sin_family = AF_INET;
+		sin->sin_addr.s_addr = htonl(hi);
+	} else {
+		sin6->sin6_family = AF_INET6;
+		sin6->sin6_addr.s6_addr[0] = 0x20;
+		memcpy(sin6->sin6_addr.s6_addr + 4, &hi, 4);
+		memcpy(sin6->sin6_addr.s6_addr + 12, &lo, 4);
+	}
+	return (ss);
+}
+
+/* How many of n visitors from ss at now (us) are let in. */
+static int
+rate_admits(struct sockaddr_storage ss, int64_t now, int n)
+{
+	int k = 0;
+
+	while (n-- > 0)
+		k += visitor_rate_allows((struct sockaddr *)&ss, now);
+	return (k);
+}
+
+static void
+test_visitor_rate(void)
+{
+	int64_t t0 = 1000000000, min = 60000000;
+	struct sockaddr_storage a = rate_src(0, 0x7f000005, 0), b = rate_src(0, 0x7f000006, 0);
+	char what[64];
+	uint32_t i;
+	int k;
+
+	visitor_rate.per_minute = 3;
+	randombytes_buf(visitor_rate.key, sizeof(visitor_rate.key));
+	visitor_rate.slot = calloc(VISITOR_SOURCES, sizeof(*visitor_rate.slot));
+	check(rate_admits(a, t0, 5) == 3, "rate: a burst of N, then refused", NULL);
+	check(rate_admits(b, t0, 4) == 3, "rate: another source has its own", NULL);
+	check(rate_admits(a, t0 + min / 3 - 1, 1) == 0, "rate: nothing back before a minute / N", NULL);
+	check(rate_admits(a, t0 + min / 3, 2) == 1, "rate: one back after a minute / N", NULL);
+	check(rate_admits(a, t0 + min / 3 + 2 * min, 5) == 3, "rate: idle long, a burst again", NULL);
+	/* Refusals take nothing: the next step gives one, whatever was tried between. */
+	(void)rate_admits(a, t0 + 3 * min, 1000);
+	check(rate_admits(a, t0 + 3 * min + min / 3, 2) == 1, "rate: refusals do not count", NULL);
+	/* IPv6: one /64 shares a bucket; the next /64 has its own. */
+	check(rate_admits(rate_src(1, 7, 1), t0, 2) == 2 && rate_admits(rate_src(1, 7, 2), t0, 2) == 1,
+	    "rate: an IPv6 /64 is one source", NULL);
+	check(rate_admits(rate_src(1, 8, 1), t0, 3) == 3, "rate: another /64, another source", NULL);
+	/* A flood of 200,000 new sources, each let in once, keeps the busy source's bucket:
+	 * in its set the newcomers, nearer full, are evicted first. */
+	(void)rate_admits(a, t0 + 10 * min, 3);
+	for (i = 0, k = 0; i < 200000; i++)
+		k += rate_admits(rate_src(0, 0x0a000000 + i, 0), t0 + 10 * min, 1);
+	snprintf(what, sizeof(what), "%d of 200000", k);
+	check(k == 200000, "rate: every new source gets its burst", what);
+	check(rate_admits(a, t0 + 10 * min, 1) == 0, "rate: a flood does not reset a busy source", NULL);
+	/* Sources idle a minute are full: evicting them loses nothing. */
+	check(rate_admits(rate_src(0, 0x0a000000, 0), t0 + 12 * min, 3) == 3,
+	    "rate: an evicted or idle source starts full", NULL);
+	/* The most: 1,000,000 a minute, a step of 60 us, exactly N in a burst. */
+	visitor_rate.per_minute = 1000000;
+	check(rate_admits(rate_src(0, 0x7f000007, 0), t0, 1000001) == 1000000,
+	    "rate: 1000000, a burst of exactly N", NULL);
+	check(rate_admits(rate_src(0, 0x7f000007, 0), t0 + 60, 2) == 1, "rate: 1000000, one per 60 us",
+	    NULL);
+	free(visitor_rate.slot);
+	visitor_rate.slot = NULL;
+	visitor_rate.per_minute = 0;
+}
+
+/* ---- ports= lines: parsed ranges and the ports a key may open ------------------------------ */
+
+/* The key set of a secret file holding text, loaded as the server loads it; NULL if refused. */
+static struct keyset *
+ports_file(const char *text)
+{
+	char path[] = "/tmp/bore-unit-ports.XXXXXX";
+	struct keyset *ks;
+	int fd = mkstemp(path);
+
+	if (fd == -1 || write(fd, text, strlen(text)) != (ssize_t)strlen(text))
+		return (NULL);
+	close(fd);
+	ks = read_secret_file(path, LOG_DEBUG, "");
+	unlink(path);
+	return (ks);
+}
+
+static void
+test_ports(void)
+{
+	static const char *const bad[] = {
+		"ports= s\n", "ports=0 s\n", "ports=65536 s\n", "ports=9-8 s\n", "ports=1, s\n",
+		"ports=1 \n", "ports=1\n", "ports=1;2 s\n", "ports=0x10 s\n", "ports=1-2-3 s\n",
+	};
+	uint8_t want[BORE_KEY_LEN];
+	struct keyset *ks;
+	size_t i;
+
+	srv.min_port = 1000;
+	srv.max_port = 2000;
+	ks = ports_file("any\n\nports=1500,900-1001,1999-3000 team\r\nports=3000 none\n");
+	check(ks != NULL && ks->n == 3 && ks->nranges == 5, "ports: loaded, a range each", NULL);
+	if (ks == NULL)
+		return;
+	check(key_ports(ks, 0, -1, 0) == 1001 && key_ports(ks, 0, 0, 0) == 1000 &&
+	    key_ports(ks, 0, 1000, 0) == 2000, "ports: a plain line has the server's range", NULL);
+	check(key_ports(ks, 1, -1, 0) == 5, "ports: a list within the server's range", NULL);
+	check(key_ports(ks, 1, 0, 0) == 1500 && key_ports(ks, 1, 1, 0) == 1000 &&
+	    key_ports(ks, 1, 2, 0) == 1001 && key_ports(ks, 1, 3, 0) == 1999 &&
+	    key_ports(ks, 1, 4, 0) == 2000, "ports: the nth, in the file's order", NULL);
+	check(key_ports(ks, 1, -1, 1500) && key_ports(ks, 1, -1, 1001) && !key_ports(ks, 1, -1, 1002) &&
+	    !key_ports(ks, 1, -1, 900) && !key_ports(ks, 1, -1, 2001), "ports: which a list may open",
+	    NULL);
+	check(key_ports(ks, 2, -1, 0) == 0 && !key_ports(ks, 2, -1, 3000),
+	    "ports: a list past the server's range opens none", NULL);
+	check(key_ports(&any_port, -1, -1, 0) == 1001 && key_ports(&any_port, -1, -1, 1234),
+	    "ports: with no secret, any", NULL);
+	bore_auth_key("team", want);
+	check(memcmp(ks->key[1], want, BORE_KEY_LEN) == 0, "ports: a CR at the end is dropped", NULL);
+	keyset_free(ks);
+	/* The secret is the rest after the one space, as written. */
+	ks = ports_file("ports=1500  two words \n");
+	bore_auth_key(" two words ", want);
+	check(ks != NULL && memcmp(ks->key[0], want, BORE_KEY_LEN) == 0, "ports: the secret as written",
+	    NULL);
+	keyset_free(ks);
+	for (i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		ks = ports_file(bad[i]);
+		check(ks == NULL, "ports: a bad list refused", bad[i]);
+		keyset_free(ks);
+	}
+}
+
 static void
 bench_startups(void)
 {
@@ -773,6 +917,10 @@ main(int argc, char **argv)
 		}
 		if (GROUP("startups"))
 			test_startups();
+		if (GROUP("visitorrate"))
+			test_visitor_rate();
+		if (GROUP("ports"))
+			test_ports();
 		if (g != NULL && strcmp(g, "startupbench") == 0)
 			bench_startups();
 		if (all)
