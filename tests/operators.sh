@@ -308,7 +308,7 @@ t_cli_to_with_port() {
 # two spaces after the option.
 help_aligned() {
 	"$BORE" "$1" --help | awk -v col="$2" '
-		match($0, /^ +(-[a-z], )?--[a-z-]+( <[A-Z_]+>)?/) {
+		match($0, /^ +(-[a-z], )?--[a-z-]+( <[A-Z_:]+>)?/) {
 			n = RLENGTH
 			rest = substr($0, n + 1)
 			if (rest != "" && (rest !~ /^  / || match(rest, /[^ ]/) + n - 1 != col)) { print; bad = 1 }
