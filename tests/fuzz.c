@@ -110,7 +110,7 @@ static randombytes_implementation fixed_rng = {
 static int
 type_valid(enum bore_msg_type t)
 {
-	return (t >= BORE_MSG_HELLO && t <= BORE_MSG_ERROR);
+	return (t >= BORE_MSG_HELLO && t <= BORE_MSG_JOIN);
 }
 
 /* True if a and b carry the same message (only the fields their type uses). */
@@ -121,10 +121,13 @@ msg_same(const struct bore_msg *a, const struct bore_msg *b)
 		return (0);
 	switch (a->type) {
 	case BORE_MSG_HELLO:
+	case BORE_MSG_POOL:
 		return (a->port == b->port);
 	case BORE_MSG_ACCEPT:
 	case BORE_MSG_CHALLENGE:
 	case BORE_MSG_CONNECTION:
+	case BORE_MSG_SPARE:
+	case BORE_MSG_JOIN:
 		return (memcmp(a->uuid, b->uuid, BORE_UUID_LEN) == 0);
 	case BORE_MSG_AUTHENTICATE:
 	case BORE_MSG_ERROR:
