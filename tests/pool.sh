@@ -65,16 +65,20 @@ t_pool_serves_visitors() {
 		done
 		[ "$(frames_in_log server Accept)" = 0 ] ||
 			{ why "${secret:-no secret}: visitors were claimed with Accept"; return 1; }
-		out=$("$TCPKIT" many 127.0.0.1 "$PUB" 12 50000) || { why "burst: $out"; return 1; }
+		# A burst of 40 outruns the refills of 3 places, however busy the machine is.
+		out=$("$TCPKIT" many 127.0.0.1 "$PUB" 40 50000) || { why "burst: $out"; return 1; }
 		[ "$(frames_in_log server Accept)" -gt 0 ] ||
-			{ why "${secret:-no secret}: a burst of 12 all went through 3 places"; return 1; }
-		# Used places come back; then the tunnel idles without opening anything.
+			{ why "${secret:-no secret}: a burst of 40 all went through 3 places"; return 1; }
+		# Used places come back; then the tunnel idles without opening anything (looked
+		# at once: the secret changes nothing there).
 		wait_until 5 all_joined server || { why "places not offered and joined again"; return 1; }
-		sleep 1
-		joins=$(frames_in_log server Join)
-		sleep 3
-		[ "$(frames_in_log server Join)" = "$joins" ] ||
-			{ why "an idle tunnel opened connections: $joins then $(frames_in_log server Join) joins"; return 1; }
+		if [ -z "$secret" ]; then
+			sleep 1
+			joins=$(frames_in_log server Join)
+			sleep 3
+			[ "$(frames_in_log server Join)" = "$joins" ] ||
+				{ why "an idle tunnel opened connections: $joins then $(frames_in_log server Join) joins"; return 1; }
+		fi
 		out=$("$TCPKIT" roundtrip 127.0.0.1 "$PUB" 100000) || { why "after idle: $out"; return 1; }
 		alive "$CLI" || return 1
 		stop_all
