@@ -160,22 +160,29 @@ print("ok", flush=True)
 ' "$@"
 }
 
+# A client with --grace $2 s gets signal $1 while a visitor is mid-transfer: the visitor
+# finishes, bytes checked, and the client exits 0; $3 s bounds each other wait.
+client_drains() {
+	local vis
+	command -v python3 >/dev/null 2>&1 || { why "no python3"; return 2; }
+	start_origin origin echo && start_server server && start_client client "$ORIGIN" --grace "$2" ||
+		return 1
+	start visitor slow_echo_visitor "$PUB" 20
+	vis=$LAST
+	wait_until "$3" grep -qx started "$WORK/visitor.log" || { why "visitor did not start"; return 1; }
+	kill "-$1" "$CLI"
+	wait_until "$3" log_has client "shutting down: 1 connection; waiting up to $2.0 s" || return 1
+	wait_exit "$vis" "$2" || { why "visitor still running"; return 1; }
+	grep -qx ok "$WORK/visitor.log" || { why "visitor: $(cat "$WORK/visitor.log")"; return 1; }
+	wait_exit "$CLI" "$3" || { why "client did not exit after the drain"; return 1; }
+	[ "$RC" = 0 ] || { why "client exit status $RC"; return 1; }
+}
+
 # bore local drains at SIGTERM as the server does with --grace: a transfer in flight
 # goes on to its end, hash checked, and the client then exits 0; a second signal
 # cuts the wait short.
 t_local_drain() {
-	local vis
-	command -v python3 >/dev/null 2>&1 || { why "no python3"; return 2; }
-	start_origin origin echo && start_server server && start_client client "$ORIGIN" --grace 10 || return 1
-	start visitor slow_echo_visitor "$PUB" 20
-	vis=$LAST
-	wait_until 5 grep -qx started "$WORK/visitor.log" || { why "visitor did not start"; return 1; }
-	kill -TERM "$CLI"
-	wait_until 5 log_has client "shutting down: 1 connection; waiting up to 10.0 s" || return 1
-	wait_exit "$vis" 10 || { why "visitor still running"; return 1; }
-	grep -qx ok "$WORK/visitor.log" || { why "visitor: $(cat "$WORK/visitor.log")"; return 1; }
-	wait_exit "$CLI" 5 || { why "client did not exit after the drain"; return 1; }
-	[ "$RC" = 0 ] || { why "client exit status $RC"; return 1; }
+	client_drains TERM 10 5 || return
 	# Again, with a second signal: the visitor is cut, the client exits 0 at once.
 	start_client client2 "$ORIGIN" --grace 30 || return 1
 	start visitor2 slow_echo_visitor "$PUB" 100

@@ -26,20 +26,8 @@ t_windows_cli() {
 
 # Ctrl+C, which wine delivers for SIGINT: a transfer in flight ends whole (hashed), then exit 0.
 t_windows_ctrl_c() {
-	local vis
 	windows_bore || return
-	command -v python3 >/dev/null 2>&1 || { why "no python3"; return 2; }
-	start_origin origin echo && start_server server && start_client client "$ORIGIN" --grace 20 ||
-		return 1
-	start visitor slow_echo_visitor "$PUB" 20
-	vis=$LAST
-	wait_until 10 grep -qx started "$WORK/visitor.log" || { why "visitor did not start"; return 1; }
-	kill -INT "$CLI"
-	wait_until 10 log_has client "shutting down: 1 connection; waiting up to 20.0 s" || return 1
-	wait_exit "$vis" 20 || { why "visitor still running"; return 1; }
-	grep -qx ok "$WORK/visitor.log" || { why "visitor: $(cat "$WORK/visitor.log")"; return 1; }
-	wait_exit "$CLI" 10 || { why "client did not exit after the drain"; return 1; }
-	[ "$RC" = 0 ] || { why "client exit status $RC"; return 1; }
+	client_drains INT 20 10
 }
 
 # --local-host localhost to a service on 127.0.0.1 only: ::1, tried first, refuses; bytes hashed.
