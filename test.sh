@@ -754,9 +754,7 @@ if [ -n "$WHOLE" ]; then
 	[ "${FUZZ:-1}" != 0 ] && fuzz_pass
 fi
 
-if [ "$skipped" -gt 0 ]; then
-	echo "$passed passed, $failed failed, $skipped skipped"
-else
-	echo "$passed passed, $failed failed"
-fi
+# Skips on a line of their own: the last line is always "N passed, N failed".
+[ "$skipped" -gt 0 ] && echo "$skipped skipped"
+echo "$passed passed, $failed failed"
 [ "$failed" = 0 ] && [ "$passed" -gt 0 ]
