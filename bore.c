@@ -1000,6 +1000,21 @@ unbracket(const char *host, char *out, size_t cap)
 	return (out);
 }
 
+/* HOST:PORT (HOST a name, IPv4 or [IPv6]: bare IPv6 seems to end in a port) into host (cap
+ * bytes) and *port, 1 to 65535: 0; -1 (bad form) or -2 (bad port). */
+static int
+host_port_split(const char *s, char *host, size_t cap, uint16_t *port)
+{
+	const char *colon = strrchr(s, ':');
+	size_t n = colon != NULL ? (size_t)(colon - s) : 0;
+
+	if (n == 0 || n >= cap || (memchr(s, ':', n) != NULL && (s[0] != '[' || colon[-1] != ']')))
+		return (-1);
+	memcpy(host, s, n);
+	host[n] = '\0';
+	return (bore_parse_port(colon + 1, 1, port) == -1 ? -2 : 0);
+}
+
 /* Parse an IP literal (IPv4, IPv6, or [IPv6]) with port into ss; 0, or -1. */
 static int
 parse_ip(const char *s, uint16_t port, struct sockaddr_storage *ss, socklen_t *len)
@@ -5217,7 +5232,8 @@ proxy_option(char *url)
 {
 	static const char *const schemes[] = { "http://", "socks5://", "socks5h://" };
 	char *rest, *at, *colon, *end, userpass[512];
-	size_t k, hl;
+	size_t k;
+	int r;
 
 	for (k = 0; k < 3 && strncmp(url, schemes[k], strlen(schemes[k])) != 0; k++)
 		;
@@ -5242,15 +5258,11 @@ proxy_option(char *url)
 		rest = at + 1;
 	}
 	/* HOST:PORT, HOST a name, an IPv4 address or an [IPv6] one. */
-	colon = strrchr(rest, ':');
-	hl = colon ? (size_t)(colon - rest) : 0;
-	if (colon == NULL || hl == 0 || hl >= sizeof(cli.proxy_host) ||
-	    (memchr(rest, ':', hl) != NULL && (rest[0] != '[' || colon[-1] != ']')))
+	r = host_port_split(rest, cli.proxy_host, sizeof(cli.proxy_host), &cli.proxy_port);
+	if (r == -1)
 		usage_error(&local_cmd, "invalid value for '--proxy': expected "
 		    "SCHEME://[USER:PASS@]HOST:PORT");
-	memcpy(cli.proxy_host, rest, hl);
-	snprintf(userpass, sizeof(userpass), "%.*s", (int)(end - colon - 1), colon + 1);
-	if (bore_parse_port(userpass, 1, &cli.proxy_port) == -1)
+	if (r == -2)
 		usage_error(&local_cmd, "invalid value for '--proxy': the port must be a number "
 		    "from 1 to 65535");
 	if (cli.proxy == PROXY_HTTP && cli.proxy_user[0] != '\0') {
@@ -5379,7 +5391,7 @@ main_local(int argc, char **argv)
 static void
 bind_options(char *const vals[], struct sockaddr_storage *ctl, socklen_t *ctl_len)
 {
-	const char *bind_addr, *bind_tunnels, *val = vals[S_METRICS], *colon;
+	const char *bind_addr, *bind_tunnels, *val = vals[S_METRICS];
 	char host[INET6_ADDRSTRLEN + 2] = "";
 	uint16_t control_port, port;
 	int fd;
@@ -5399,10 +5411,7 @@ bind_options(char *const vals[], struct sockaddr_storage *ctl, socklen_t *ctl_le
 	if (parse_ip(bind_tunnels, 0, &srv.tunnel_addr, &srv.tunnel_addr_len) == -1)
 		usage_error(&server_cmd, "invalid value '%s' for '--bind-tunnels': not an IP "
 		    "address", bind_tunnels);
-	/* IP:PORT or [IPv6]:PORT: a bare IPv6 address would seem to end in a port. */
-	if (val != NULL && ((colon = strrchr(val, ':')) == NULL ||
-	    (size_t)(colon - val) >= sizeof(host) || bore_parse_port(colon + 1, 1, &port) == -1 ||
-	    (memcpy(host, val, (size_t)(colon - val)), strchr(host, ':') && host[0] != '[') ||
+	if (val != NULL && (host_port_split(val, host, sizeof(host), &port) != 0 ||
 	    parse_ip(host, port, &srv.metrics, &srv.metrics_len) == -1))
 		usage_error(&server_cmd, "invalid value '%s' for '--metrics': expected IP:PORT or "
 		    "[IPv6]:PORT, PORT from 1 to 65535", val);
