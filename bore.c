@@ -3847,11 +3847,13 @@ start_server(const struct sockaddr_storage *ctl, socklen_t ctl_len)
 	if ((p = strrchr(tun, ':')) != NULL)
 		*p = '\0';
 	addr_str((const struct sockaddr *)ctl, ctl_len, addr, sizeof(addr));
-	if ((lfd = listen_on(ctl, ctl_len)) == -1 || (srv.metrics_len != 0 &&
-	    (mfd = listen_on(&srv.metrics, srv.metrics_len)) == -1)) {
-		log_msg(LOG_ERROR, "could not listen on %s%s: %s", lfd == -1 ? addr :
-		    addr_str((struct sockaddr *)&srv.metrics, srv.metrics_len, tun, sizeof(tun)),
-		    lfd == -1 ? "" : " for --metrics", strerror(errno));
+	if ((lfd = listen_on(ctl, ctl_len)) == -1) {
+		log_msg(LOG_ERROR, "could not listen on %s: %s", addr, strerror(errno));
+		return (-1);
+	}
+	if (srv.metrics_len != 0 && (mfd = listen_on(&srv.metrics, srv.metrics_len)) == -1) {
+		log_msg(LOG_ERROR, "could not listen on %s for --metrics: %s", addr_str((struct
+		    sockaddr *)&srv.metrics, srv.metrics_len, tun, sizeof(tun)), strerror(errno));
 		return (-1);
 	}
 	/* The listener is the thread's; settings are all fixed by now. */

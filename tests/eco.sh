@@ -221,12 +221,12 @@ t_readme_newcomer() {
 # bore.c keeps the shape its readers rely on: no function over 60 lines (name line to
 # closing brace), no line over 100 columns with tabs at 8, and the line budget: 4,894 after
 # the trust boundary's cut, 5,150 with visitor pools, 5,528 with bore local on Windows,
-# ports per secret and --visitor-rate, 5,686 with --metrics; the round's budget is 5,700.
+# ports per secret and --visitor-rate, 5,688 with --metrics; the round's budget is 5,700.
 t_code_shape() {
 	local long wide
 	long=$(awk '/^[a-z_][a-z_0-9]*\(/ { name = $0; start = NR } /^\}/ && start { if (NR - start + 1 > 60) print name " " NR - start + 1; start = 0 }' bore.c)
 	[ -z "$long" ] || { why "functions over 60 lines: $long"; return 1; }
 	wide=$(expand -t 8 bore.c | awk 'length > 100 { printf "%d ", NR }')
 	[ -z "$wide" ] || { why "lines over 100 columns: $wide"; return 1; }
-	[ "$(wc -l <bore.c)" -le 5686 ] || { why "bore.c is $(wc -l <bore.c) lines, over 5,686"; return 1; }
+	[ "$(wc -l <bore.c)" -le 5688 ] || { why "bore.c is $(wc -l <bore.c) lines, over 5,688"; return 1; }
 }
