@@ -657,9 +657,9 @@ TSAN_CASES+=(metrics_values metrics_under_load)
 TSAN_CASES+=(visitor_rate_tunnels visitor_rate_per_source ports_reload)
 
 # The whole suite (not a nested or selected run): beside the cases, the slow ones that
-# mostly wait (a link's liveness, a parked visitor's 10 s) in a nested run, and the fuzzer,
+# mostly wait (a link's liveness, a parked visitor's 10 s, log windows) in a nested run, and the fuzzer,
 # niced onto the CPU the cases leave; their results are counted at the end.
-ASIDE_CASES=" link_cut_frees_port unclaimed_visitor slow_and_silent "
+ASIDE_CASES=" link_cut_frees_port unclaimed_visitor slow_and_silent client_max_conns proxy_fails_visitors "
 WHOLE=
 if [ -z "${BORE_NESTED:-}" ] && [ ${#SELECTED[@]} -eq 0 ] && [ "$BORE" = ./bore ]; then
 	WHOLE=1
